@@ -1,0 +1,27 @@
+"""ccdproc_ext: instrument profiles, calibration matching, fast combining and whole-night
+reduction, built on `ccdproc`.
+
+>>> import ccdproc_ext
+>>> profile = ccdproc_ext.get_profile("generic")
+"""
+
+try:
+    from ._version import version as __version__
+except ImportError:  # pragma: no cover - running from a source tree without a build
+    __version__ = "0.0.0"
+
+from .exceptions import *  # noqa: F403
+from .profiles import (
+    InstrumentProfile,
+    available_profiles,
+    get_profile,
+    validate_profile,
+)
+
+__all__ = [
+    "InstrumentProfile",
+    "available_profiles",
+    "get_profile",
+    "validate_profile",
+]
+__all__ += exceptions.__all__  # noqa: F405

@@ -1,0 +1,569 @@
+"""The instrument profile: what ccdproc_ext knows about a camera, built from TOML data.
+
+A profile is plain data. `InstrumentProfile.from_dict` checks every key against the schema
+below and raises `~ccdproc_ext.ProfileError` naming the file, the key and what was
+expected; nothing in a profile is ever executed.
+"""
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from types import MappingProxyType
+
+import astropy.units as u
+from astropy.time import Time
+
+from ..exceptions import HeaderError, ProfileError
+from ..headers import card_value, first_card, header_float
+from .sections import DetectorSection
+
+__all__ = [
+    "IMAGE_TYPES",
+    "SCHEMA_VERSION",
+    "Amplifier",
+    "DetectorValue",
+    "InstrumentProfile",
+]
+
+#: The version of the profile schema this package reads.
+SCHEMA_VERSION = 1
+
+#: The frame types every profile classifies into.
+IMAGE_TYPES = ("bias", "dark", "flat", "science")
+
+
+@dataclass(frozen=True)
+class DetectorValue:
+    """A detector property (gain, read noise, saturation) with its unit.
+
+    It is a fixed ``value``, a header ``keyword`` to read, or both (the keyword wins
+    when the header has it).
+    """
+
+    unit: u.UnitBase
+    value: float | None = None
+    keywords: tuple[str, ...] = ()
+
+    def get(self, header=None, *, path=None):
+        """The value for a frame as a `~astropy.units.Quantity`, or ``None``."""
+        if header is not None and self.keywords:
+            number = header_float(header, self.keywords, path=path, required=False)
+            if number is not None:
+                return number * self.unit
+        if self.value is None:
+            return None
+        return self.value * self.unit
+
+    def describe(self):
+        parts = []
+        if self.keywords:
+            parts.append("header " + " or ".join(self.keywords))
+        if self.value is not None:
+            parts.append(f"{self.value:g}")
+        return f"{', else '.join(parts)} [{self.unit.to_string()}]"
+
+
+@dataclass(frozen=True)
+class Amplifier:
+    """One read-out amplifier of a multi-amplifier detector."""
+
+    name: str
+    data_section: DetectorSection
+    overscan_section: DetectorSection | None = None
+    gain: DetectorValue | None = None
+    read_noise: DetectorValue | None = None
+
+
+@dataclass(frozen=True)
+class InstrumentProfile:
+    """Everything ccdproc_ext needs to know about one camera.
+
+    Profiles are usually loaded with `~ccdproc_ext.get_profile`; see the "Contributing a
+    profile" page for the TOML schema. All fields are read-only.
+
+    Examples
+    --------
+    >>> import ccdproc_ext
+    >>> lfc = ccdproc_ext.get_profile("palomar-lfc")
+    >>> lfc.overscan.fits, lfc.trim.fits
+    ('[2056:2080,*]', '[1:2048,*]')
+    >>> from astropy.io import fits
+    >>> lfc.classify(fits.Header({'IMAGETYP': 'FLATFIELD'}))
+    'flat'
+    """
+
+    name: str
+    description: str
+    source: str = ""
+    unit: str = "adu"
+    transposed: bool = False
+
+    # Header keywords, each a tuple of cards tried in order.
+    image_type_keywords: tuple[str, ...] = ("IMAGETYP",)
+    exposure_time_keywords: tuple[str, ...] = ("EXPTIME", "EXPOSURE")
+    filter_keywords: tuple[str, ...] = ("FILTER",)
+    date_obs_keywords: tuple[str, ...] = ("DATE-OBS",)
+    binning_keywords: tuple[str, ...] = ("CCDSUM", "XBINNING,YBINNING")
+    temperature_keywords: tuple[str, ...] = ("SET-TEMP", "CCD-TEMP")
+
+    # Image-type words (compared case-insensitively, blanks stripped) and file patterns.
+    image_type_words: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    file_patterns: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    # Detector layout and properties.
+    shape: tuple[int | None, int | None] | None = None
+    overscan: DetectorSection | None = None
+    trim: DetectorSection | None = None
+    overscan_axis: int | str = 1
+    overscan_method: str = "median"
+    overscan_model_degree: int | None = None
+    amplifiers: tuple[Amplifier, ...] = ()
+    gain: DetectorValue | None = None
+    read_noise: DetectorValue | None = None
+    saturation: DetectorValue | None = None
+
+    # Calibration matching.
+    dark_tolerance: float = 0.5
+    scale_darks: bool = False
+    match_keywords: tuple[str, ...] = ()
+    temperature_tolerance: float | None = 1.0
+
+    path: str | None = None
+
+    # ------------------------------------------------------------------ reading headers
+    def classify(self, header, path=None):
+        """The frame type (``bias``, ``dark``, ``flat``, ``science``) or ``None``.
+
+        The image-type keyword is looked up first (case-insensitive, blanks ignored);
+        when it is absent or its word is unknown, the file-name patterns decide.
+        """
+        key = first_card(header, self.image_type_keywords)
+        if key is not None:
+            word, _ = card_value(header, key)
+            word = " ".join(str(word).split()).lower()
+            for image_type in IMAGE_TYPES:
+                if word in self.image_type_words.get(image_type, ()):
+                    return image_type
+        if path is not None:
+            return self.classify_path(path)
+        return None
+
+    def classify_path(self, path):
+        """The frame type given by the profile's file-name patterns, or ``None``.
+
+        Patterns are shell-style, case-insensitive, and matched against the file name
+        and against the path (so ``*/dark/*`` matches a folder).
+        """
+        text = PurePath(path).as_posix().lower()
+        name = PurePath(path).name.lower()
+        for image_type in IMAGE_TYPES:
+            for pattern in self.file_patterns.get(image_type, ()):
+                if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(text, pattern):
+                    return image_type
+        return None
+
+    def exposure_time(self, header, *, path=None):
+        """Exposure time in seconds (strings and decimal commas accepted)."""
+        return header_float(header, self.exposure_time_keywords, path=path)
+
+    def filter_name(self, header):
+        """The filter name, stripped, or ``None`` when the header names none."""
+        key = first_card(header, self.filter_keywords)
+        if key is None:
+            return None
+        value, _ = card_value(header, key)
+        text = str(value).strip()
+        return text or None
+
+    def temperature(self, header, *, path=None):
+        """Detector (set-point) temperature in degrees Celsius, or ``None``."""
+        return header_float(header, self.temperature_keywords, path=path, required=False)
+
+    def date_obs(self, header, *, path=None):
+        """Start of the exposure as an `~astropy.time.Time`, or ``None``."""
+        key = first_card(header, self.date_obs_keywords)
+        if key is None:
+            return None
+        value, _ = card_value(header, key)
+        try:
+            return Time(str(value).strip(), format="isot", scale="utc")
+        except ValueError:
+            where = f"{path}: " if path else ""
+            raise HeaderError(f"{where}keyword {key} = {value!r} is not an ISO date "
+                              "such as '2024-03-05T01:02:03'") from None
+
+    def binning(self, header, *, path=None):
+        """Binning as ``(x, y)`` integers; ``(1, 1)`` when the header says nothing."""
+        for entry in self.binning_keywords:
+            keys = [k.strip() for k in entry.split(",")]
+            if not all(k in header for k in keys):
+                continue
+            if len(keys) == 2:
+                return tuple(int(header_float(header, [k], path=path)) for k in keys)
+            value, _ = card_value(header, keys[0])
+            numbers = re.findall(r"\d+", str(value))
+            if len(numbers) == 1:
+                return (int(numbers[0]), int(numbers[0]))
+            if len(numbers) == 2:
+                return (int(numbers[0]), int(numbers[1]))
+            where = f"{path}: " if path else ""
+            raise HeaderError(f"{where}keyword {keys[0]} = {value!r} is not a binning "
+                              "such as '2 2' or '2x2'")
+        return (1, 1)
+
+    # -------------------------------------------------------------- detector geometry
+    @property
+    def has_amplifiers(self):
+        return len(self.amplifiers) > 0
+
+    def describe(self):
+        """A few lines of text describing the profile, for ``ccdproc-ext profiles show``."""
+        lines = [f"{self.name}: {self.description}"]
+        if self.source:
+            lines.append(f"  source: {self.source}")
+        if self.path:
+            lines.append(f"  file: {self.path}")
+        lines.append(f"  unit: {self.unit}{', frames stored transposed' if self.transposed else ''}")
+        if self.shape:
+            ny, nx = self.shape
+            lines.append(f"  raw shape (rows x columns): {ny or 'any'} x {nx or 'any'}")
+        lines.append("  keywords: image type " + "/".join(self.image_type_keywords)
+                     + "; exposure " + "/".join(self.exposure_time_keywords)
+                     + "; filter " + "/".join(self.filter_keywords)
+                     + "; binning " + "/".join(self.binning_keywords)
+                     + "; temperature " + "/".join(self.temperature_keywords))
+        for image_type in IMAGE_TYPES:
+            words = ", ".join(repr(w) for w in self.image_type_words.get(image_type, ()))
+            patterns = ", ".join(self.file_patterns.get(image_type, ()))
+            text = f"  {image_type}: {words or '-'}"
+            if patterns:
+                text += f" (files {patterns})"
+            lines.append(text)
+        if self.amplifiers:
+            for amp in self.amplifiers:
+                overscan = amp.overscan_section.describe() if amp.overscan_section else "none"
+                lines.append(f"  amplifier {amp.name}: data {amp.data_section.describe()}, "
+                             f"overscan {overscan}")
+        else:
+            lines.append("  overscan: " + (self.overscan.describe() if self.overscan else "none")
+                         + f" (axis {self.overscan_axis}, {self.overscan_method})")
+            lines.append("  trim: " + (self.trim.describe() if self.trim else "none"))
+        for label, value in (("gain", self.gain), ("read noise", self.read_noise),
+                             ("saturation", self.saturation)):
+            lines.append(f"  {label}: {value.describe() if value else 'unknown'}")
+        lines.append(f"  darks: within {self.dark_tolerance:g} s, "
+                     f"{'scaled' if self.scale_darks else 'not scaled'} otherwise; "
+                     f"temperature within {self.temperature_tolerance} C; must agree: "
+                     + (", ".join(self.match_keywords) or "-"))
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------------------- loading
+    @classmethod
+    def from_dict(cls, data, *, source="<dict>"):
+        """Build and validate a profile from the TOML data structure.
+
+        Parameters
+        ----------
+        data : dict
+            The parsed TOML document.
+        source : str, optional
+            The file it came from, named in error messages.
+
+        Raises
+        ------
+        ProfileError
+            Naming ``source``, the key and what was expected.
+        """
+        return _ProfileReader(source).read(data)
+
+
+# ---------------------------------------------------------------------------- schema
+_TOP_KEYS = {
+    "schema_version": "the schema version, 1",
+    "name": "the profile name (lower case, digits, '-', '_')",
+    "description": "one line saying which camera this is",
+    "source": "where the numbers come from",
+    "unit": "the unit of raw pixel values, e.g. 'adu'",
+    "transposed": "true when frames are stored transposed",
+    "keywords": "table of header keyword lists",
+    "image_types": "table of image-type words per frame type",
+    "file_patterns": "table of file-name patterns per frame type",
+    "detector": "table describing sections, gain, read noise, saturation",
+    "matching": "table of calibration matching rules",
+}
+_KEYWORD_KEYS = {
+    "image_type": "image_type_keywords",
+    "exposure_time": "exposure_time_keywords",
+    "filter": "filter_keywords",
+    "date_obs": "date_obs_keywords",
+    "binning": "binning_keywords",
+    "temperature": "temperature_keywords",
+}
+_DETECTOR_KEYS = ("shape", "overscan", "trim", "overscan_axis", "overscan_method",
+                  "overscan_model_degree", "amplifiers", "gain", "read_noise", "saturation")
+_AMPLIFIER_KEYS = ("name", "data", "overscan", "gain", "read_noise")
+_MATCHING_KEYS = ("dark_tolerance", "scale_darks", "match_keywords", "temperature_tolerance")
+_SECTION_KEYS = ("fits", "keyword", "required")
+_VALUE_KEYS = ("value", "keyword", "unit")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_UNITS = {
+    "gain": u.electron / u.adu,
+    "read_noise": u.electron,
+    "saturation": u.adu,
+}
+
+
+class _ProfileReader:
+    """Validates the TOML structure of one profile; errors name the file and the key."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def fail(self, key, expected, got=None):
+        text = f"{self.source}: key '{key}': expected {expected}"
+        if got is not None:
+            text += f", got {got!r}"
+        raise ProfileError(text)
+
+    def check_keys(self, table, allowed, where):
+        if not isinstance(table, dict):
+            self.fail(where, "a table", table)
+        for key in table:
+            if key not in allowed:
+                prefix = f"{where}." if where else ""
+                raise ProfileError(f"{self.source}: unknown key '{prefix}{key}'; the keys "
+                                   f"allowed {'in ' + repr(where) if where else 'at the top'} "
+                                   f"are: {', '.join(sorted(allowed))}")
+
+    def string(self, value, key, *, allow_empty=False):
+        if not isinstance(value, str) or (not allow_empty and not value.strip()):
+            self.fail(key, "a non-empty string", value)
+        return value
+
+    def string_list(self, value, key):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, str) and v.strip() for v in value):
+            self.fail(key, "a list of non-empty strings", value)
+        return tuple(v.strip() for v in value)
+
+    def number(self, value, key, *, minimum=None):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.fail(key, "a number", value)
+        if minimum is not None and value < minimum:
+            self.fail(key, f"a number >= {minimum}", value)
+        return float(value)
+
+    def boolean(self, value, key):
+        if not isinstance(value, bool):
+            self.fail(key, "true or false", value)
+        return value
+
+    def section(self, value, key):
+        if isinstance(value, str):
+            try:
+                return DetectorSection(fits=value)
+            except ValueError as err:
+                self.fail(key, f"a FITS section ({err})")
+        if isinstance(value, dict):
+            self.check_keys(value, _SECTION_KEYS, key)
+            fits_text = value.get("fits")
+            if fits_text is not None:
+                self.string(fits_text, f"{key}.fits")
+            keywords = ()
+            if "keyword" in value:
+                keywords = self.string_list(value["keyword"], f"{key}.keyword")
+            if fits_text is None and not keywords:
+                self.fail(key, "a table with 'fits' and/or 'keyword'", value)
+            required = self.boolean(value.get("required", True), f"{key}.required")
+            try:
+                return DetectorSection(fits=fits_text, keywords=keywords, required=required)
+            except ValueError as err:
+                self.fail(f"{key}.fits", f"a FITS section ({err})")
+        self.fail(key, "a FITS section string such as '[1:2048,*]' or a table "
+                       "{ keyword = 'BIASSEC' }", value)
+
+    def detector_value(self, value, key, quantity):
+        if not isinstance(value, dict):
+            self.fail(key, f"a table {{ value = ..., unit = '{_UNITS[quantity]}' }} or "
+                           f"{{ keyword = ..., unit = ... }}", value)
+        self.check_keys(value, _VALUE_KEYS, key)
+        if "unit" not in value:
+            self.fail(f"{key}.unit", f"a unit convertible to '{_UNITS[quantity]}'")
+        try:
+            unit = u.Unit(self.string(value["unit"], f"{key}.unit"))
+        except ValueError:
+            self.fail(f"{key}.unit", "a unit astropy understands", value["unit"])
+        if not unit.is_equivalent(_UNITS[quantity]):
+            self.fail(f"{key}.unit", f"a unit convertible to '{_UNITS[quantity]}'", value["unit"])
+        number = None
+        if "value" in value:
+            number = self.number(value["value"], f"{key}.value", minimum=0)
+        keywords = ()
+        if "keyword" in value:
+            keywords = self.string_list(value["keyword"], f"{key}.keyword")
+        if number is None and not keywords:
+            self.fail(key, "'value' and/or 'keyword'")
+        return DetectorValue(unit=unit, value=number, keywords=keywords)
+
+    def step(self, function, *args):
+        """Run one check; collect its problem instead of stopping at it."""
+        try:
+            function(*args)
+        except ProfileError as err:
+            self.problems.append(str(err))
+
+    def read(self, data):
+        """Check every key, then raise one `ProfileError` listing all the problems."""
+        self.problems = []
+        if not isinstance(data, dict):
+            self.fail("", "a TOML document", data)
+        kwargs = {}
+        self.step(self.read_top, data, kwargs)
+        for key, reader in (("keywords", self.read_keywords),
+                            ("image_types", self.read_image_types),
+                            ("file_patterns", self.read_file_patterns),
+                            ("detector", self.read_detector),
+                            ("matching", self.read_matching)):
+            self.step(reader, data.get(key, {}), kwargs)
+        if not self.problems and not kwargs["image_type_words"] and not kwargs["file_patterns"]:
+            self.step(self.fail, "image_types",
+                      "image-type words or file_patterns for at least one type")
+        if self.problems:
+            raise ProfileError("\n".join(self.problems))
+        kwargs["path"] = None if self.source.startswith("<") else self.source
+        return InstrumentProfile(**kwargs)
+
+    def read_top(self, data, kwargs):
+        self.check_keys(data, _TOP_KEYS, "")
+        if "schema_version" not in data:
+            self.fail("schema_version", f"the schema version ({SCHEMA_VERSION})")
+        if data["schema_version"] != SCHEMA_VERSION:
+            self.fail("schema_version", f"{SCHEMA_VERSION} (the version this package reads)",
+                      data["schema_version"])
+        for key in ("name", "description"):
+            if key not in data:
+                self.fail(key, _TOP_KEYS[key])
+        name = self.string(data["name"], "name")
+        if not _NAME_RE.match(name):
+            self.fail("name", _TOP_KEYS["name"], name)
+        kwargs["name"] = name
+        kwargs["description"] = self.string(data["description"], "description")
+        if "source" in data:
+            kwargs["source"] = self.string(data["source"], "source")
+        if "unit" in data:
+            unit = self.string(data["unit"], "unit")
+            try:
+                u.Unit(unit)
+            except ValueError:
+                self.fail("unit", "a unit astropy understands", unit)
+            kwargs["unit"] = unit
+        if "transposed" in data:
+            kwargs["transposed"] = self.boolean(data["transposed"], "transposed")
+
+    def read_keywords(self, keywords, kwargs):
+        self.check_keys(keywords, _KEYWORD_KEYS, "keywords")
+        for key, attribute in _KEYWORD_KEYS.items():
+            if key in keywords:
+                kwargs[attribute] = tuple(k.upper() for k in
+                                          self.string_list(keywords[key], f"keywords.{key}"))
+
+    def read_image_types(self, words, kwargs):
+        kwargs["image_type_words"] = MappingProxyType({})
+        self.check_keys(words, IMAGE_TYPES, "image_types")
+        kwargs["image_type_words"] = MappingProxyType({
+            kind: tuple(" ".join(w.split()).lower()
+                        for w in self.string_list(value, f"image_types.{kind}"))
+            for kind, value in words.items()})
+
+    def read_file_patterns(self, patterns, kwargs):
+        kwargs["file_patterns"] = MappingProxyType({})
+        self.check_keys(patterns, IMAGE_TYPES, "file_patterns")
+        kwargs["file_patterns"] = MappingProxyType({
+            kind: tuple(p.lower() for p in self.string_list(value, f"file_patterns.{kind}"))
+            for kind, value in patterns.items()})
+
+    def read_detector(self, detector, kwargs):
+        self.check_keys(detector, _DETECTOR_KEYS, "detector")
+        if "shape" in detector:
+            shape = detector["shape"]
+            if (not isinstance(shape, list) or len(shape) != 2
+                    or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                               for s in shape)):
+                self.fail("detector.shape", "[rows, columns] of the raw frame, "
+                                            "two positive integers", shape)
+            kwargs["shape"] = tuple(shape)
+        for key in ("overscan", "trim"):
+            if key in detector:
+                kwargs[key] = self.section(detector[key], f"detector.{key}")
+        if "overscan_axis" in detector:
+            axis = detector["overscan_axis"]
+            if axis not in (0, 1, "frame") or isinstance(axis, bool):
+                self.fail("detector.overscan_axis", "1 (one level per row, overscan columns), "
+                          "0 (one level per column, overscan rows) or 'frame' (one level "
+                          "for the whole frame)", axis)
+            kwargs["overscan_axis"] = axis
+        if "overscan_method" in detector:
+            method = detector["overscan_method"]
+            if method not in ("mean", "median"):
+                self.fail("detector.overscan_method", "'mean' or 'median'", method)
+            kwargs["overscan_method"] = method
+        if "overscan_model_degree" in detector:
+            degree = detector["overscan_model_degree"]
+            if not isinstance(degree, int) or isinstance(degree, bool) or not 0 <= degree <= 9:
+                self.fail("detector.overscan_model_degree", "an integer from 0 to 9", degree)
+            kwargs["overscan_model_degree"] = degree
+        for key in ("gain", "read_noise", "saturation"):
+            if key in detector:
+                kwargs[key] = self.detector_value(detector[key], f"detector.{key}", key)
+        if "amplifiers" in detector:
+            amplifiers = detector["amplifiers"]
+            if not isinstance(amplifiers, list) or not amplifiers:
+                self.fail("detector.amplifiers", "a list of [[detector.amplifiers]] tables",
+                          amplifiers)
+            if "overscan" in detector or "trim" in detector:
+                self.fail("detector.amplifiers", "either amplifiers or a single "
+                                                 "overscan/trim, not both")
+            kwargs["amplifiers"] = tuple(self.amplifier(amp, f"detector.amplifiers[{i}]")
+                                         for i, amp in enumerate(amplifiers))
+            names = [amp.name for amp in kwargs["amplifiers"]]
+            if len(set(names)) != len(names):
+                self.fail("detector.amplifiers", "distinct amplifier names", names)
+
+    def amplifier(self, table, where):
+        self.check_keys(table, _AMPLIFIER_KEYS, where)
+        for key in ("name", "data"):
+            if key not in table:
+                self.fail(f"{where}.{key}", "a value")
+        return Amplifier(
+            name=self.string(table["name"], f"{where}.name"),
+            data_section=self.section(table["data"], f"{where}.data"),
+            overscan_section=(self.section(table["overscan"], f"{where}.overscan")
+                              if "overscan" in table else None),
+            gain=(self.detector_value(table["gain"], f"{where}.gain", "gain")
+                  if "gain" in table else None),
+            read_noise=(self.detector_value(table["read_noise"], f"{where}.read_noise",
+                                            "read_noise")
+                        if "read_noise" in table else None),
+        )
+
+    def read_matching(self, matching, kwargs):
+        self.check_keys(matching, _MATCHING_KEYS, "matching")
+        if "dark_tolerance" in matching:
+            kwargs["dark_tolerance"] = self.number(matching["dark_tolerance"],
+                                                   "matching.dark_tolerance", minimum=0)
+        if "scale_darks" in matching:
+            kwargs["scale_darks"] = self.boolean(matching["scale_darks"], "matching.scale_darks")
+        if "match_keywords" in matching:
+            value = matching["match_keywords"]
+            if value == []:
+                kwargs["match_keywords"] = ()
+            else:
+                kwargs["match_keywords"] = tuple(
+                    k.upper() for k in self.string_list(value, "matching.match_keywords"))
+        if "temperature_tolerance" in matching:
+            kwargs["temperature_tolerance"] = self.number(
+                matching["temperature_tolerance"], "matching.temperature_tolerance", minimum=0)

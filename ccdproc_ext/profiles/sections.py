@@ -1,0 +1,162 @@
+"""FITS detector sections: parsing, checking and conversion to numpy slices.
+
+A FITS section names columns first and rows second, counts from 1 and includes both
+ends: ``[2056:2080,1:4128]`` is ``data[0:4128, 2055:2080]`` in numpy. ``*`` stands for
+a whole axis, so ``[2056:2080,*]`` is the overscan strip on the right of a frame of any
+height.
+"""
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["DetectorSection", "parse_fits_section"]
+
+_AXIS = r"\s*(\*|\d+\s*:\s*\d+|\d+)\s*"
+_SECTION_RE = re.compile(rf"^\s*\[{_AXIS},{_AXIS}\]\s*$")
+
+
+def parse_fits_section(text):
+    """Parse a FITS section into ``((x_start, x_stop), (y_start, y_stop))``.
+
+    Each pair is 1-based and inclusive, or ``None`` for ``*`` (the whole axis).
+
+    Parameters
+    ----------
+    text : str
+        A section such as ``'[2056:2080,1:4128]'`` or ``'[1:2048,*]'``.
+
+    Returns
+    -------
+    tuple
+        ``(columns, rows)``, each ``(start, stop)`` or ``None``.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not a two-axis FITS section with ascending, positive bounds.
+
+    Examples
+    --------
+    >>> parse_fits_section('[2056:2080,1:4128]')
+    ((2056, 2080), (1, 4128))
+    >>> parse_fits_section('[1:2048, *]')
+    ((1, 2048), None)
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a FITS section must be a string such as '[1:2048,1:4096]', "
+                         f"not {text!r}")
+    match = _SECTION_RE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a FITS section of the form '[x1:x2,y1:y2]' "
+                         "(1-based, inclusive; '*' for a whole axis)")
+    axes = []
+    for part in match.groups():
+        if part == "*":
+            axes.append(None)
+            continue
+        bounds = [int(v) for v in part.split(":")]
+        start, stop = bounds[0], bounds[-1]
+        if start < 1 or stop < start:
+            raise ValueError(f"{text!r}: the range {part.replace(' ', '')} must count up "
+                             "from 1 (flipped sections are not supported)")
+        axes.append((start, stop))
+    return tuple(axes)
+
+
+@dataclass(frozen=True)
+class DetectorSection:
+    """A region of the detector, fixed in the profile or read from a header keyword.
+
+    Parameters
+    ----------
+    fits : str or None
+        The section in FITS convention, e.g. ``'[2056:2080,*]'``. When ``keywords`` are
+        given too, it is the fallback used when none of them is in the header.
+    keywords : tuple of str
+        Header keywords tried in order (``BIASSEC``, ``TRIMSEC``, ``DATASEC`` ...).
+    required : bool
+        Whether a frame without any of ``keywords`` (and no fallback) is an error. When
+        ``False`` such a frame simply has no such section.
+    """
+
+    fits: str | None = None
+    keywords: tuple[str, ...] = ()
+    required: bool = True
+
+    def __post_init__(self):
+        if self.fits is not None:
+            parse_fits_section(self.fits)
+
+    def describe(self):
+        """Say in words where the section comes from."""
+        parts = []
+        if self.keywords:
+            parts.append("header keyword " + " or ".join(self.keywords))
+        if self.fits is not None:
+            parts.append(self.fits)
+        return ", else ".join(parts) if parts else "none"
+
+    def fits_text(self, header=None):
+        """The FITS section string for a frame, or ``None`` when the frame has none.
+
+        Raises `KeyError` naming the keywords when a required keyword is missing.
+        """
+        for key in self.keywords:
+            if header is not None and key in header:
+                value = str(header[key]).strip()
+                parse_fits_section(value)
+                return value
+        if self.fits is not None:
+            return self.fits
+        if self.keywords and self.required:
+            raise KeyError(" or ".join(self.keywords))
+        return None
+
+    def slices(self, shape, header=None):
+        """The numpy slices ``(rows, columns)`` of this section in an array of ``shape``.
+
+        Returns ``None`` when the frame has no such section.
+        """
+        text = self.fits_text(header)
+        if text is None:
+            return None
+        return section_slices(text, shape)
+
+    def resolved(self, shape, header=None):
+        """The section with ``*`` replaced by explicit bounds for an array of ``shape``.
+
+        This is the form ccdproc's ``fits_section`` arguments accept.
+        """
+        sl = self.slices(shape, header)
+        if sl is None:
+            return None
+        rows, cols = sl
+        return f"[{cols.start + 1}:{cols.stop},{rows.start + 1}:{rows.stop}]"
+
+
+def section_slices(text, shape):
+    """Numpy ``(row_slice, column_slice)`` for FITS section ``text`` in ``shape``.
+
+    Raises
+    ------
+    ValueError
+        If the section reaches outside an array of ``shape``.
+
+    Examples
+    --------
+    >>> section_slices('[2056:2080,*]', (4128, 2080))
+    (slice(0, 4128, None), slice(2055, 2080, None))
+    """
+    cols, rows = parse_fits_section(text)
+    ny, nx = shape
+    out = []
+    for bounds, size, axis in ((rows, ny, "rows"), (cols, nx, "columns")):
+        if bounds is None:
+            out.append(slice(0, size))
+            continue
+        start, stop = bounds
+        if stop > size:
+            raise ValueError(f"section {text} reaches {axis[:-1]} {stop}, but the frame "
+                             f"has only {size} {axis} (shape {ny} x {nx})")
+        out.append(slice(start - 1, stop))
+    return tuple(out)
