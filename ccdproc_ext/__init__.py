@@ -10,7 +10,9 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
+from .collection import NightCollection
 from .exceptions import *  # noqa: F403
+from .matching import build_plan, find_nearest_dark_exposure
 from .profiles import (
     InstrumentProfile,
     available_profiles,
@@ -20,6 +22,9 @@ from .profiles import (
 
 __all__ = [
     "InstrumentProfile",
+    "NightCollection",
+    "build_plan",
+    "find_nearest_dark_exposure",
     "available_profiles",
     "get_profile",
     "validate_profile",

@@ -38,15 +38,16 @@ def card_value(header, keyword):
     KeyError
         If ``keyword`` is not in ``header``.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
+    # Reading the image of an unparsable card makes astropy "fix" it with a VerifyWarning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        try:
             return header[keyword], False
-    except VerifyError:
-        image = header.cards[keyword].image
-        match = _VALUE_TEXT_RE.match(image)
-        text = match.group("value").strip().strip("'").strip() if match else ""
-        return text, True
+        except VerifyError:
+            image = header.cards[keyword].image
+    match = _VALUE_TEXT_RE.match(image)
+    text = match.group("value").strip().strip("'").strip() if match else ""
+    return text, True
 
 
 def first_card(header, keywords):

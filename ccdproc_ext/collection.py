@@ -1,0 +1,277 @@
+"""`NightCollection`: an `~ccdproc.ImageFileCollection` that knows its camera.
+
+It reads every header once through the instrument profile and keeps a table of frames
+(`NightCollection.frames`): type, exposure time, filter, binning, shape, temperature, time
+of observation, the keywords that must agree between a frame and its calibrations, and any
+problem found while reading. The choice of calibrations lives in `ccdproc_ext.matching`;
+the collection only gathers the facts.
+"""
+
+import fnmatch
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+from ccdproc import ImageFileCollection
+
+from .exceptions import CcdprocExtError
+from .headers import card_value, first_card
+from .io import read_header
+from .profiles import IMAGE_TYPES, get_profile
+
+__all__ = ["NightCollection"]
+
+log = logging.getLogger(__name__)
+
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+#: Frames further apart in time than this start a new observing night.
+NIGHT_GAP_HOURS = 8.0
+
+
+def _is_fits_name(name):
+    lower = name.lower()
+    return lower.endswith(_FITS_SUFFIXES) and not lower.startswith(".")
+
+
+def _scan_folder(folder, glob_include=None, glob_exclude=None):
+    """FITS files under ``folder``, recursively, as sorted POSIX paths relative to it."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if _is_fits_name(name):
+                found.append(Path(root, name).relative_to(folder).as_posix())
+    if glob_include is not None:
+        found = [f for f in found if fnmatch.fnmatch(Path(f).name, glob_include)
+                 or fnmatch.fnmatch(f, glob_include)]
+    if glob_exclude is not None:
+        found = [f for f in found if not (fnmatch.fnmatch(Path(f).name, glob_exclude)
+                                          or fnmatch.fnmatch(f, glob_exclude))]
+    return sorted(found)
+
+
+def _assign_nights(mjd):
+    """Label frames by observing night: a gap of more than 8 hours starts a new night."""
+    night = np.zeros(len(mjd), dtype=int)
+    known = np.isfinite(mjd)
+    if not known.any():
+        return night + 1
+    order = np.argsort(np.where(known, mjd, np.inf))
+    current, previous = 1, None
+    for i in order:
+        if not known[i]:
+            night[i] = current
+            continue
+        if previous is not None and (mjd[i] - previous) * 24 > NIGHT_GAP_HOURS:
+            current += 1
+        night[i] = current
+        previous = mjd[i]
+    return night
+
+
+class NightCollection(ImageFileCollection):
+    """A collection of raw frames classified through an instrument profile.
+
+    A subclass of `ccdproc.ImageFileCollection`: ``summary``, ``files_filtered``,
+    ``ccds`` and the rest keep working, and ``filter`` returns a `NightCollection` with
+    the same profile.
+
+    Parameters
+    ----------
+    location : str, `pathlib.Path`, list of paths or `~ccdproc.ImageFileCollection`
+        A folder (searched recursively for FITS files), a list of files, or an existing
+        collection whose files are taken.
+    profile : str, path or `~ccdproc_ext.InstrumentProfile`, optional
+        The camera. Default is ``"generic"``.
+    image_types : dict or None, optional
+        Overrides of the frame type, ``{file name or glob pattern: type}``; real nights
+        have flats labelled ``'Light Frame'``. Default is ``None``.
+    **kwargs
+        Passed on to `~ccdproc.ImageFileCollection` (``keywords``, ``glob_include``,
+        ``glob_exclude``, ``ext``...).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ccdproc_ext import NightCollection
+    >>> from ccdproc_ext.simulate import simulate_night
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = simulate_night(folder, "maxim-ccdsoft", shape=(32, 32), n_bias=2,
+    ...                        dark_exposures=(30.0,), n_dark=2, filters=("R",), n_flat=2,
+    ...                        n_science=1)
+    ...     night = NightCollection(folder, profile="maxim-ccdsoft")
+    ...     print(night.count_by_type())
+    {'bias': 2, 'dark': 2, 'flat': 2, 'science': 1}
+    """
+
+    def __init__(self, location=None, profile="generic", *, image_types=None, **kwargs):
+        self.profile = get_profile(profile)
+        self.image_type_overrides = dict(image_types or {})
+        for pattern, image_type in self.image_type_overrides.items():
+            if image_type not in IMAGE_TYPES:
+                raise ValueError(f"image_types[{pattern!r}] = {image_type!r}: expected one of "
+                                 f"{', '.join(IMAGE_TYPES)}")
+        filenames = kwargs.pop("filenames", None)
+        if isinstance(location, ImageFileCollection):
+            kwargs.setdefault("ext", location.ext)
+            folder = location.location or ""
+            filenames = list(location.files)
+        elif isinstance(location, list | tuple):
+            folder = ""
+            filenames = [str(f) for f in location]
+        else:
+            folder = "" if location is None else str(location)
+            if filenames is None and folder:
+                if not Path(folder).is_dir():
+                    raise CcdprocExtError(f"{folder}: no such folder")
+                filenames = _scan_folder(folder, kwargs.pop("glob_include", None),
+                                         kwargs.pop("glob_exclude", None))
+        self.problems = []
+        headers, readable = {}, []
+        for name in filenames or []:
+            path = os.path.join(folder, name)
+            try:
+                headers[name] = read_header(path, kwargs.get("ext", 0))
+            except CcdprocExtError as err:
+                self.problems.append({"file": name, "problem": str(err)})
+                log.warning("%s", err)
+                continue
+            readable.append(name)
+        self._headers = headers
+        super().__init__(location=folder or None, filenames=readable, **kwargs)
+        self.frames = self._build_frames()
+
+    # ------------------------------------------------------------------ the frame table
+    def _image_type(self, name, header):
+        for pattern, image_type in self.image_type_overrides.items():
+            if name == pattern or fnmatch.fnmatch(name, pattern) or \
+                    fnmatch.fnmatch(Path(name).name, pattern):
+                return image_type, "override"
+        key = first_card(header, self.profile.image_type_keywords)
+        image_type = self.profile.classify(header)
+        if image_type is not None:
+            return image_type, f"{key} = {card_value(header, key)[0]!r}".replace("'", "")
+        image_type = self.profile.classify_path(name)
+        if image_type is not None:
+            return image_type, "file name"
+        return "", ""
+
+    def _build_frames(self):
+        profile = self.profile
+        rows = []
+        for name in self.files:
+            header = self._headers[name]
+            path = os.path.join(self.location or "", name)
+            problems = []
+            image_type, type_rule = self._image_type(name, header)
+            if not image_type:
+                word = first_card(header, profile.image_type_keywords)
+                problems.append(f"unknown frame type ({word} = {header[word]!r} is not one of "
+                                "the profile's words, and no file pattern matches)" if word
+                                else "no image-type keyword and no file pattern matches")
+
+            def read(function, default, problems=problems, header=header, path=path):
+                try:
+                    return function(header, path=path)
+                except CcdprocExtError as err:
+                    problems.append(str(err).removeprefix(f"{path}: "))
+                    return default
+
+            exposure = read(profile.exposure_time, math.nan)
+            binning = read(profile.binning, (0, 0))
+            temperature = read(profile.temperature, None)
+            time = read(profile.date_obs, None)
+            ny, nx = header.get("NAXIS2", 0), header.get("NAXIS1", 0)
+            if profile.transposed:
+                ny, nx = nx, ny
+            agree = []
+            for key in profile.match_keywords:
+                value = card_value(header, key)[0] if key in header else ""
+                agree.append(f"{key}={str(value).strip()}")
+            rows.append({
+                "file": name,
+                "type": image_type,
+                "type_rule": type_rule,
+                "exposure": exposure,
+                "filter": profile.filter_name(header) or "",
+                "xbin": binning[0],
+                "ybin": binning[1],
+                "shape": f"{ny}x{nx}",
+                "temperature": math.nan if temperature is None else temperature,
+                "date_obs": "" if time is None else time.isot,
+                "mjd": math.nan if time is None else time.mjd,
+                "agree": ",".join(agree),
+                "problem": "; ".join(problems),
+            })
+        names = ("file", "type", "type_rule", "exposure", "filter", "xbin", "ybin", "shape",
+                 "temperature", "date_obs", "mjd", "agree", "problem")
+        dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "U", "f8", "U", "U")
+        if not rows:
+            return Table(names=names, dtype=dtypes)
+        table = Table(rows=[[r[n] for n in names] for r in rows], names=names)
+        table["night"] = _assign_nights(np.asarray(table["mjd"], dtype=float))
+        return table
+
+    # ----------------------------------------------------------------------- helpers
+    def header(self, file):
+        """The header of ``file`` (as listed in `files`), read once when collected."""
+        return self._headers[file]
+
+    def path(self, file):
+        """The full path of ``file`` (as listed in `files`)."""
+        return Path(self.location or "", file)
+
+    def frames_of_type(self, image_type):
+        """Rows of `frames` of one type without problems."""
+        rows = self.frames[(self.frames["type"] == image_type) & (self.frames["problem"] == "")]
+        return rows
+
+    def count_by_type(self):
+        """How many usable frames of each type, as a dict."""
+        return {t: int(len(self.frames_of_type(t))) for t in IMAGE_TYPES}
+
+    def filter(self, **kwd):
+        """Like `ccdproc.ImageFileCollection.filter`, returning a `NightCollection`."""
+        files = self.files_filtered(**kwd)
+        return NightCollection(self.location or None, profile=self.profile,
+                               image_types=self.image_type_overrides, filenames=list(files),
+                               keywords=self.keywords, ext=self.ext)
+
+    def nearest_dark(self, image_or_exposure, tolerance=None):
+        """The dark exposure time closest to a frame's, among this night's darks.
+
+        Parameters
+        ----------
+        image_or_exposure : `~astropy.nddata.CCDData`, header, file name or float
+            The frame, or its exposure time in seconds.
+        tolerance : float or None, optional
+            Largest allowed difference in seconds. Default is the profile's
+            ``dark_tolerance``; `numpy.inf` accepts any dark.
+
+        Returns
+        -------
+        float
+            The chosen dark exposure time (ties go to the longer dark).
+
+        Raises
+        ------
+        CalibrationMatchError
+            If there are no darks, or the closest is further than ``tolerance``.
+        """
+        from .matching import find_nearest_dark_exposure
+
+        if isinstance(image_or_exposure, str) and image_or_exposure in self._headers:
+            image_or_exposure = self._headers[image_or_exposure]
+        tolerance = self.profile.dark_tolerance if tolerance is None else tolerance
+        exposures = sorted(set(self.frames_of_type("dark")["exposure"].tolist()))
+        return find_nearest_dark_exposure(image_or_exposure, exposures, tolerance=tolerance,
+                                          profile=self.profile)
+
+    def plan(self, **kwargs):
+        """The calibration plan of this night: see `ccdproc_ext.matching.build_plan`."""
+        from .matching import build_plan
+
+        return build_plan(self, **kwargs)
