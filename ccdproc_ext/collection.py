@@ -11,14 +11,16 @@ import fnmatch
 import logging
 import math
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+from astropy.io.fits.card import UNDEFINED
 from astropy.table import Table
 from ccdproc import ImageFileCollection
 
 from .exceptions import CcdprocExtError
-from .headers import card_value, first_card
+from .headers import _to_float, card_value, first_card
 from .io import read_header
 from .profiles import IMAGE_TYPES, get_profile
 
@@ -51,6 +53,21 @@ def _scan_folder(folder, glob_include=None, glob_exclude=None):
         found = [f for f in found if not (fnmatch.fnmatch(Path(f).name, glob_exclude)
                                           or fnmatch.fnmatch(f, glob_exclude))]
     return sorted(found)
+
+
+def _summary_value(header, keyword):
+    """The value of a card for the summary table, even when astropy cannot parse it."""
+    value, fixed = card_value(header, keyword)
+    if value is UNDEFINED:
+        return None
+    if fixed:
+        # A number written with a decimal comma ('3,2E-05') is a number, so that
+        # files_filtered(exptime=...) compares it with the others; other text stays text.
+        try:
+            return _to_float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _assign_nights(mjd):
@@ -141,8 +158,50 @@ class NightCollection(ImageFileCollection):
                 continue
             readable.append(name)
         self._headers = headers
+        # The parent builds its summary from the full path of each file (see
+        # _dict_from_fits_header); this maps it back to the name listed in `files`.
+        self._names_by_path = {os.path.join(folder, name): name for name in readable}
         super().__init__(location=folder or None, filenames=readable, **kwargs)
         self.frames = self._build_frames()
+
+    # ---------------------------------------------- hooks of ccdproc.ImageFileCollection
+    def _get_files(self):
+        # The files were found (and the unreadable ones set aside) above. The parent would
+        # list the whole folder again when the list is empty, which brings back the
+        # unreadable files, or all of them after a `filter` that matched nothing.
+        return list(self._filenames or [])
+
+    def _dict_from_fits_header(self, file_name, input_summary=None, missing_marker=None):
+        # ccdproc's version re-reads every file with fits.getheader, which fails on a card
+        # astropy cannot parse (EXPTIME = 3,2E-05) and names a file in a subfolder by its
+        # base name only. The headers read once when collecting serve instead, with the
+        # same table layout: one lower-case key per keyword, COMMENT and HISTORY joined.
+        name = self._names_by_path.get(file_name)
+        if name is None:  # a file added after collecting (refresh)
+            name = file_name
+            self._headers[name] = read_header(file_name, self.ext)
+        header = self._headers[name]
+        summary = OrderedDict() if input_summary is None else input_summary
+        n_previous = len(summary.get("file", []))
+        summary.setdefault("file", []).append(name)
+        values, multi_entry = OrderedDict(), {"comment": [], "history": []}
+        for card in header.cards:
+            key = card.keyword.lower()
+            if not key or key == "file":  # a FILE card must not overwrite the file column
+                continue
+            if key in multi_entry:
+                multi_entry[key].append(str(card.value))
+            elif key not in values:  # a repeated keyword keeps its first value
+                values[key] = _summary_value(header, card.keyword)
+        for key, joined in multi_entry.items():
+            if joined:
+                values[key] = ",".join(joined)
+        for key in summary:
+            if key != "file" and key not in values:
+                summary[key].append(missing_marker)
+        for key, value in values.items():
+            summary.setdefault(key, [missing_marker] * n_previous).append(value)
+        return summary
 
     # ------------------------------------------------------------------ the frame table
     def _image_type(self, name, header):
@@ -169,8 +228,9 @@ class NightCollection(ImageFileCollection):
             image_type, type_rule = self._image_type(name, header)
             if not image_type:
                 word = first_card(header, profile.image_type_keywords)
-                problems.append(f"unknown frame type ({word} = {header[word]!r} is not one of "
-                                "the profile's words, and no file pattern matches)" if word
+                problems.append(f"unknown frame type ({word} = {card_value(header, word)[0]!r} "
+                                "is not one of the profile's words, and no file pattern "
+                                "matches)" if word
                                 else "no image-type keyword and no file pattern matches")
 
             def read(function, default, problems=problems, header=header, path=path):
@@ -210,7 +270,7 @@ class NightCollection(ImageFileCollection):
                  "temperature", "date_obs", "mjd", "agree", "problem")
         dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "U", "f8", "U", "U")
         if not rows:
-            return Table(names=names, dtype=dtypes)
+            return Table(names=(*names, "night"), dtype=(*dtypes, "i8"))
         table = Table(rows=[[r[n] for n in names] for r in rows], names=names)
         table["night"] = _assign_nights(np.asarray(table["mjd"], dtype=float))
         return table
@@ -231,7 +291,7 @@ class NightCollection(ImageFileCollection):
 
     def count_by_type(self):
         """How many usable frames of each type, as a dict."""
-        return {t: int(len(self.frames_of_type(t))) for t in IMAGE_TYPES}
+        return {t: len(self.frames_of_type(t)) for t in IMAGE_TYPES}
 
     def filter(self, **kwd):
         """Like `ccdproc.ImageFileCollection.filter`, returning a `NightCollection`."""

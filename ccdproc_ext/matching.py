@@ -42,6 +42,17 @@ NEEDS = {
 }
 
 
+#: Relative and absolute slack (s) when comparing exposure differences, so that a tie or a
+#: difference equal to the tolerance is not decided by floating-point rounding.
+_RTOL, _ATOL = 1e-9, 1e-9
+
+
+def _over(difference, tolerance):
+    """Whether ``difference`` exceeds ``tolerance`` by more than rounding."""
+    return difference > tolerance and not np.isclose(difference, tolerance, rtol=_RTOL,
+                                                      atol=_ATOL)
+
+
 def _exposure_of(image, profile=None):
     if isinstance(image, int | float | np.integer | np.floating):
         return float(image)
@@ -93,17 +104,19 @@ def find_nearest_dark_exposure(image, dark_exposure_times, tolerance=0.5, *, pro
     >>> find_nearest_dark_exposure(31.0, [10, 30, 60])
     Traceback (most recent call last):
     ...
-    ccdproc_ext.exceptions.CalibrationMatchError: image exposure 31 s: the closest dark is 30 s, 1 s away, more than the tolerance of 0.5 s
+    ccdproc_ext.exceptions.CalibrationMatchError: image exposure 31 s: the closest dark is 30 s, ...
     """
     exposure = _exposure_of(image, profile)
     times = np.unique(np.asarray(dark_exposure_times, dtype=float))
     if times.size == 0:
         raise CalibrationMatchError(f"image exposure {exposure:g} s: there are no darks")
     distance = np.abs(times - exposure)
-    candidates = times[distance == distance.min()]
-    closest = float(candidates.max())  # a tie goes to the longer dark
+    # Exposure times are decimal numbers held in binary: 0.3 s is not exactly halfway
+    # between 0.2 s and 0.4 s, and a tie must not depend on that.
+    tied = np.isclose(distance, distance.min(), rtol=_RTOL, atol=_ATOL)
+    closest = float(times[tied].max())  # a tie goes to the longer dark
     difference = abs(closest - exposure)
-    if tolerance is not None and difference > tolerance:
+    if tolerance is not None and _over(difference, tolerance):
         raise CalibrationMatchError(
             f"image exposure {exposure:g} s: the closest dark is {closest:g} s, "
             f"{difference:g} s away, more than the tolerance of {tolerance:g} s")
@@ -229,17 +242,14 @@ def _choose(kind, frame, masters, profile, *, scale_darks, dark_tolerance):
         pool = pool[pool["filter"] == frame["filter"]]
         if len(pool) == 0:
             raise CalibrationMatchError(
-                f"no flat in filter {frame['filter']!r}; flats exist for "
-                + ", ".join(repr(f) for f in sorted(set(candidates["filter"]))))
+                f"no flat in filter {str(frame['filter'])!r}; flats exist for "
+                + ", ".join(repr(str(f)) for f in sorted(set(candidates["filter"]))))
     rule = []
     if kind == "dark":
         exposure = float(frame["exposure"])
-        try:
-            chosen = find_nearest_dark_exposure(exposure, pool["exposure"], tolerance=None)
-        except CalibrationMatchError:
-            raise
+        chosen = find_nearest_dark_exposure(exposure, pool["exposure"], tolerance=None)
         difference = abs(chosen - exposure)
-        if difference > dark_tolerance:
+        if _over(difference, dark_tolerance):
             if not scale_darks:
                 raise CalibrationMatchError(
                     f"frame exposure {exposure:g} s: the closest dark is {chosen:g} s, "
@@ -268,6 +278,25 @@ def _choose(kind, frame, masters, profile, *, scale_darks, dark_tolerance):
     return master, details
 
 
+#: The columns of the plan and their types, in order.
+_PLAN_COLUMNS = {
+    "file": "U", "type": "U", "group": "U", "night": "i8", "exposure": "f8", "filter": "U",
+    "temperature": "f8", "date_obs": "U",
+    "bias": "U", "bias_rule": "U", "bias_dtime": "f8", "bias_dtemperature": "f8",
+    "dark": "U", "dark_rule": "U", "dark_exposure": "f8", "dark_dexposure": "f8",
+    "dark_scale": "f8", "dark_dtime": "f8", "dark_dtemperature": "f8",
+    "flat": "U", "flat_rule": "U", "flat_dtime": "f8", "flat_dtemperature": "f8",
+    "status": "U", "problem": "U",
+}
+
+
+def _plan_row(file, image_type):
+    """A plan row with nothing chosen yet: empty strings and NaN distances."""
+    row = {name: ("" if dtype == "U" else math.nan) for name, dtype in _PLAN_COLUMNS.items()}
+    row.update(file=file, type=image_type, night=0, status="ok")
+    return row
+
+
 def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
     """Build the calibration plan of a `~ccdproc_ext.NightCollection`.
 
@@ -286,9 +315,11 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
         One row per frame: ``file``, ``type``, ``group``, ``night``, ``exposure``,
         ``filter``, then for each of ``bias``, ``dark``, ``flat`` the master's name
         (``""`` when none), the rule that chose it, and the distances (``dark_dexposure``
-        in s, ``*_dtime`` in hours, ``*_dtemperature`` in C), ``dark_scale``, and
-        ``status`` (``ok`` or ``problem``) with ``problem`` in words. ``meta["masters"]``
-        is the table of masters (name, kind, group, night, exposure, filter, files).
+        in s, ``*_dtime`` in hours, ``*_dtemperature`` in C, each the master's value
+        minus the frame's, times as absolute values), ``dark_scale``, and ``status``
+        (``ok`` or ``problem``) with ``problem`` in words. A file whose header could not
+        be read gets a row of type ``unreadable``. ``meta["masters"]`` is the table of
+        masters (name, kind, group, night, exposure, filter, files).
     """
     profile = collection.profile
     scale_darks = profile.scale_darks if scale_darks is None else scale_darks
@@ -297,25 +328,16 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
     masters = _build_masters(frames, profile)
     rows = []
     for frame in frames:
-        row = {
-            "file": frame["file"],
-            "type": frame["type"] or "unknown",
+        row = _plan_row(frame["file"], frame["type"] or "unknown")
+        row.update({
             "group": _describe_group(_group_key(frame)),
             "night": int(frame["night"]),
             "exposure": float(frame["exposure"]),
             "filter": frame["filter"],
             "temperature": float(frame["temperature"]),
             "date_obs": frame["date_obs"],
-        }
+        })
         problems = [frame["problem"]] if frame["problem"] else []
-        for kind in ("bias", "dark", "flat"):
-            row[kind] = ""
-            row[f"{kind}_rule"] = ""
-            row[f"{kind}_dtime"] = math.nan
-            row[f"{kind}_dtemperature"] = math.nan
-        row["dark_exposure"] = math.nan
-        row["dark_dexposure"] = math.nan
-        row["dark_scale"] = math.nan
         if not problems:
             for kind in NEEDS[frame["type"]]:
                 try:
@@ -337,17 +359,17 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
         row["status"] = "problem" if problems else "ok"
         row["problem"] = "; ".join(problems)
         rows.append(row)
-    names = ("file", "type", "group", "night", "exposure", "filter", "temperature",
-             "date_obs", "bias", "bias_rule", "bias_dtime", "bias_dtemperature",
-             "dark", "dark_rule", "dark_exposure", "dark_dexposure", "dark_scale",
-             "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
-             "flat_dtemperature", "status", "problem")
+    # Files whose header could not be read get a row too, with nothing known about them
+    # (NaN, not a made-up 0 s exposure).
+    for problem in collection.problems:
+        row = _plan_row(problem["file"], "unreadable")
+        row.update(status="problem", problem=problem["problem"])
+        rows.append(row)
+    names = tuple(_PLAN_COLUMNS)
     if rows:
         plan = Table(rows=[[r[n] for n in names] for r in rows], names=names)
     else:
-        plan = Table(names=names, dtype=["U", "U", "U", "i4", "f8", "U", "f8", "U", "U", "U",
-                                         "f8", "f8", "U", "U", "f8", "f8", "f8", "f8", "f8",
-                                         "U", "U", "f8", "f8", "U", "U"])
+        plan = Table(names=names, dtype=[_PLAN_COLUMNS[n] for n in names])
     for name in ("bias_dtime", "dark_dtime", "flat_dtime"):
         plan[name].unit = "h"
     for name in ("exposure", "dark_exposure", "dark_dexposure"):
@@ -356,7 +378,4 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
     plan.meta["scale_darks"] = bool(scale_darks)
     plan.meta["dark_tolerance"] = float(dark_tolerance)
     plan.meta["masters"] = masters
-    for problem in collection.problems:
-        plan.add_row({"file": problem["file"], "type": "unreadable", "status": "problem",
-                      "problem": problem["problem"], "night": 0})
     return plan

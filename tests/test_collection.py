@@ -1,0 +1,491 @@
+"""Tests of `ccdproc_ext.NightCollection`: classification, header values, bad files, and
+the `ccdproc.ImageFileCollection` behaviour it inherits.
+
+Synthetic frames are tiny (16 x 20 pixels) and written either by `simulate_night` or by
+hand with astropy where a header has to be exactly so (a string ``EXPTIME``, a card with
+a decimal comma, no image-type keyword). Expected values come from the rules of the
+profile, not from the code's output.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData
+from ccdproc import ImageFileCollection
+
+from ccdproc_ext import CcdprocExtError, NightCollection, get_profile
+from ccdproc_ext.simulate import simulate_night
+
+SHAPE = (16, 20)
+START = "2024-03-05T01:00:00"
+
+
+def write_frame(path, cards=None, *, shape=SHAPE, decimal_comma=None):
+    """Write a small uint16 FITS frame with exactly ``cards`` in its header.
+
+    ``decimal_comma`` names a keyword whose float value is rewritten in the file with a
+    decimal comma (``3,2E-05``), a card astropy refuses to parse, as ASIImg writes it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = fits.Header()
+    for key, value in (cards or {}).items():
+        if value is not None:
+            header[key] = value
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.uint16), header=header).writeto(path)
+    if decimal_comma is not None:
+        raw = path.read_bytes()
+        card = fits.Card(decimal_comma, header[decimal_comma]).image.encode()
+        fixed = card.replace(b".", b",")
+        assert raw.count(card) == 1 and len(fixed) == len(card)
+        path.write_bytes(raw.replace(card, fixed))
+    return path
+
+
+def frame_cards(image_type="BIAS", exposure=0.0, **extra):
+    """Header cards of a generic frame; a value of None leaves the card out."""
+    cards = {"IMAGETYP": image_type, "EXPTIME": exposure, "DATE-OBS": START,
+             "SET-TEMP": -10.0}
+    cards.update(extra)
+    return cards
+
+
+def row(collection, file):
+    """The row of ``collection.frames`` of one file."""
+    rows = collection.frames[collection.frames["file"] == file]
+    assert len(rows) == 1, f"{file} is not (once) in the frames table"
+    return rows[0]
+
+
+@pytest.fixture(scope="module")
+def small_night(tmp_path_factory):
+    """A generic night: 2 biases, 2 darks of 30 s, 2 R flats, 1 R science frame."""
+    folder = tmp_path_factory.mktemp("small_night")
+    night = simulate_night(folder, "generic", shape=SHAPE, n_bias=2, dark_exposures=(30.0,),
+                           n_dark=2, filters=("R",), flat_exposure=30.0, n_flat=2,
+                           n_science=1, science_exposure=30.0, n_stars=2)
+    return night
+
+
+# ------------------------------------------------------------------------ classification
+@pytest.mark.parametrize("profile, word, expected", [
+    ("generic", "BIAS", "bias"),
+    ("generic", "  zero  ", "bias"),          # surrounding blanks are ignored
+    ("generic", "Bias Frame", "bias"),
+    ("generic", "dark frame", "dark"),
+    ("generic", "FLATFIELD", "flat"),
+    ("generic", "Dome  Flat", "flat"),        # inner blanks count as one
+    ("generic", "Light Frame", "science"),
+    ("generic", "object", "science"),
+    ("maxim-ccdsoft", "Bias Frame", "bias"),
+    ("maxim-ccdsoft", "DARK FRAME", "dark"),
+    ("maxim-ccdsoft", "Flat Field", "flat"),
+    ("maxim-ccdsoft", "Light Frame", "science"),
+])
+def test_type_from_image_type_word(tmp_path, profile, word, expected):
+    write_frame(tmp_path / "frame.fits", frame_cards(word))
+    night = NightCollection(tmp_path, profile=profile)
+    frame = row(night, "frame.fits")
+    assert frame["type"] == expected
+    assert frame["type_rule"].startswith("IMAGETYP")
+    assert frame["problem"] == ""
+    assert night.count_by_type()[expected] == 1
+
+
+@pytest.mark.parametrize("name, word, expected_type, expected_rule, problem", [
+    # No image-type keyword: the generic profile's file patterns decide.
+    ("dark_001.fits", None, "dark", "file name", ""),
+    ("zero_1.fits", None, "bias", "file name", ""),
+    # A word the profile does not know: the file name decides.
+    ("flat_V.fits", "focus", "flat", "file name", ""),
+    # The keyword wins over the name when its word is known.
+    ("bias_1.fits", "Light Frame", "science", "IMAGETYP = Light Frame", ""),
+    # Neither: a problem in words, not a guess.
+    ("image_7.fits", None, "", "", "no image-type keyword and no file pattern matches"),
+    ("image_8.fits", "focus", "", "", "unknown frame type (IMAGETYP = 'focus'"),
+])
+def test_type_falls_back_to_file_patterns(tmp_path, name, word, expected_type,
+                                          expected_rule, problem):
+    write_frame(tmp_path / name, frame_cards(word))
+    night = NightCollection(tmp_path, profile="generic")
+    frame = row(night, name)
+    assert frame["type"] == expected_type
+    assert frame["type_rule"] == expected_rule
+    if problem:
+        assert problem in frame["problem"]
+        assert night.count_by_type() == {"bias": 0, "dark": 0, "flat": 0, "science": 0}
+    else:
+        assert frame["problem"] == ""
+
+
+@pytest.mark.parametrize("profile, names, expected", [
+    # TIRCAM2 writes no IMAGETYP: bias*, dark*, flat* by name, anything else is science.
+    ("dot-tircam2", ("bias_1.fits", "dark_2.fits", "flats01.fits", "IC310_1.fits"),
+     ("bias", "dark", "flat", "science")),
+    # ASIImg: the folder names the type.
+    ("zwo-asiimg", ("Bias/a.fit", "Dark/Dark_10s/b.fit", "Flat/c.fit", "Light/m31.fit"),
+     ("bias", "dark", "flat", "science")),
+])
+def test_camera_without_image_type_keyword(tmp_path, profile, names, expected):
+    for name in names:
+        write_frame(tmp_path / name, frame_cards(None, exposure=1.0))
+    night = NightCollection(tmp_path, profile=profile)
+    for name, image_type in zip(names, expected, strict=True):
+        frame = row(night, name)
+        assert (frame["type"], frame["type_rule"], frame["problem"]) == \
+            (image_type, "file name", "")
+
+
+def test_simulated_camera_without_image_type_keyword(tmp_path):
+    simulate_night(tmp_path, "dot-tircam2", shape=SHAPE, n_bias=2, dark_exposures=(40.0,),
+                   n_dark=2, filters=("J",), flat_exposure=6.0, n_flat=3, n_science=2,
+                   science_exposure=40.0, n_stars=1)
+    assert not any("IMAGETYP" in fits.getheader(p) for p in tmp_path.iterdir())
+    night = NightCollection(tmp_path, profile="dot-tircam2")
+    assert night.count_by_type() == {"bias": 2, "dark": 2, "flat": 3, "science": 2}
+    assert set(night.frames["type_rule"]) == {"file name"}
+
+
+def test_image_type_overrides(tmp_path):
+    # Real nights have flats labelled 'Light Frame'; only their names say what they are.
+    for name in ("flat-001.fits", "flat-002.fits", "m31.fits", "sub/ngc7000.fits"):
+        write_frame(tmp_path / name, frame_cards("Light Frame", exposure=10.0))
+    write_frame(tmp_path / "bias.fits", frame_cards("Bias Frame"))
+
+    plain = NightCollection(tmp_path, profile="maxim-ccdsoft")
+    assert plain.count_by_type() == {"bias": 1, "dark": 0, "flat": 0, "science": 4}
+
+    night = NightCollection(tmp_path, profile="maxim-ccdsoft",
+                            image_types={"flat-*": "flat", "sub/ngc7000.fits": "dark"})
+    assert night.count_by_type() == {"bias": 1, "dark": 1, "flat": 2, "science": 1}
+    for name, image_type in (("flat-001.fits", "flat"), ("flat-002.fits", "flat"),
+                             ("sub/ngc7000.fits", "dark")):
+        assert (row(night, name)["type"], row(night, name)["type_rule"]) == \
+            (image_type, "override")
+    assert row(night, "m31.fits")["type"] == "science"
+
+
+def test_image_type_override_must_name_a_type(tmp_path):
+    write_frame(tmp_path / "flat-001.fits", frame_cards("Light Frame"))
+    with pytest.raises(ValueError, match=r"image_types\['flat-\*'\] = 'flats'.*bias, dark, "
+                                         r"flat, science"):
+        NightCollection(tmp_path, profile="maxim-ccdsoft", image_types={"flat-*": "flats"})
+
+
+# ----------------------------------------------------------------- values from headers
+@pytest.mark.parametrize("cards, column, expected", [
+    ({"EXPTIME": "40      "}, "exposure", 40.0),            # written as a string
+    ({"EXPTIME": 12}, "exposure", 12.0),
+    ({"EXPTIME": None, "EXPOSURE": 7.5}, "exposure", 7.5),  # second keyword of the list
+    ({"EXPTIME": None, "ITIME": "3"}, "exposure", 3.0),
+    ({"FILTER": " R "}, "filter", "R"),
+    ({"FILTNAME": "Halpha"}, "filter", "Halpha"),
+    ({"CCDSUM": "2 2"}, "xbin", 2),
+    ({"CCDSUM": "1 2"}, "ybin", 2),
+    ({"XBINNING": 3, "YBINNING": 3}, "xbin", 3),
+    ({"BINNING": "2x2"}, "ybin", 2),
+    ({}, "xbin", 1),                                         # no binning card: 1x1
+    ({"SET-TEMP": None, "CCD-TEMP": -4.8}, "temperature", -4.8),
+    ({"SET-TEMP": "-15"}, "temperature", -15.0),
+    ({"DATE-OBS": "2024-03-05T01:02:03"}, "date_obs", "2024-03-05T01:02:03.000"),
+])
+def test_values_read_through_the_profile(tmp_path, cards, column, expected):
+    write_frame(tmp_path / "frame.fits", frame_cards("Light Frame", exposure=30.0, **cards))
+    frame = row(NightCollection(tmp_path), "frame.fits")
+    assert frame["problem"] == ""
+    assert frame[column] == expected
+
+
+def test_exposure_with_a_decimal_comma(tmp_path):
+    # ASIImg writes EXPTIME = 3,2E-05, a card astropy cannot parse; neither the frame
+    # table nor ImageFileCollection's summary may fail or warn on it.
+    write_frame(tmp_path / "Bias/bias_1.fit", frame_cards(None, exposure=3.2e-05),
+                decimal_comma="EXPTIME")
+    night = NightCollection(tmp_path, profile="zwo-asiimg")
+    frame = row(night, "Bias/bias_1.fit")
+    assert (frame["type"], frame["problem"]) == ("bias", "")
+    assert frame["exposure"] == pytest.approx(3.2e-05, rel=1e-12)
+    summary = night.summary[night.summary["file"] == "Bias/bias_1.fit"][0]
+    assert summary["exptime"] == pytest.approx(3.2e-05, rel=1e-12)
+
+
+@pytest.mark.parametrize("cards, problem", [
+    ({"EXPTIME": None}, "none of the keywords EXPTIME, EXPOSURE, ITIME is in the header"),
+    ({"EXPTIME": "forty"}, "keyword EXPTIME = 'forty' is not a number"),
+    ({"DATE-OBS": "5 March 2024"}, "keyword DATE-OBS = '5 March 2024' is not an ISO date"),
+    ({"CCDSUM": "binned"}, "keyword CCDSUM = 'binned' is not a binning"),
+])
+def test_bad_header_value_is_a_problem_of_the_frame(tmp_path, cards, problem):
+    write_frame(tmp_path / "good.fits", frame_cards("Bias Frame"))
+    write_frame(tmp_path / "bad.fits", frame_cards("Bias Frame", **cards))
+    night = NightCollection(tmp_path)
+    assert problem in row(night, "bad.fits")["problem"]
+    assert row(night, "good.fits")["problem"] == ""
+    assert night.count_by_type()["bias"] == 1  # the bad frame is not usable
+
+
+# -------------------------------------------------------------------------- bad files
+def _not_fits(path):
+    path.write_bytes(b"this is a text file with a FITS name. " * 100)
+
+
+def _short(path):
+    path.write_bytes(b"SIMPLE  =                    T")
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _truncated_header(path):
+    # A header of three FITS blocks cut after the first: no END card.
+    cards = frame_cards("Bias Frame", **{f"KEY{i}": i for i in range(60)})
+    write_frame(path, cards)
+    path.write_bytes(path.read_bytes()[:2880])
+
+
+@pytest.mark.parametrize("make_bad, problem", [
+    (_not_fits, "cannot read the FITS header"),
+    (_short, "shorter than one FITS block"),
+    (_empty, "the file is empty"),
+    (_truncated_header, "cannot read the FITS header (Header missing END card"),
+])
+def test_unreadable_file_is_reported_not_fatal(tmp_path, caplog, make_bad, problem):
+    write_frame(tmp_path / "bias_1.fits", frame_cards("Bias Frame"))
+    make_bad(tmp_path / "x.fits")
+    with caplog.at_level(logging.WARNING, logger="ccdproc_ext.collection"):
+        night = NightCollection(tmp_path)
+    assert night.files == ["bias_1.fits"]
+    assert list(night.summary["file"]) == ["bias_1.fits"]
+    assert night.count_by_type()["bias"] == 1
+    assert [p["file"] for p in night.problems] == ["x.fits"]
+    assert problem in night.problems[0]["problem"]
+    assert "x.fits" in night.problems[0]["problem"]
+    assert "x.fits" in caplog.text
+
+
+def test_only_unreadable_files(tmp_path):
+    _not_fits(tmp_path / "a.fits")
+    _empty(tmp_path / "b.fits")
+    with pytest.warns(UserWarning, match="no FITS files in the collection"):
+        night = NightCollection(tmp_path)
+    assert night.files == []
+    assert [p["file"] for p in night.problems] == ["a.fits", "b.fits"]
+    assert len(night.frames) == 0
+
+
+def test_truncated_data_unit_is_still_classified(tmp_path):
+    # NightCollection reads headers only: a data unit cut short is found later, when the
+    # pixels are read, so here the frame is classified like any other.
+    path = write_frame(tmp_path / "flat_1.fits", frame_cards("FLAT", exposure=1.0))
+    path.write_bytes(path.read_bytes()[:2880 + 100])
+    night = NightCollection(tmp_path)
+    assert night.problems == []
+    assert (row(night, "flat_1.fits")["type"], row(night, "flat_1.fits")["shape"]) == \
+        ("flat", "16x20")
+
+
+# -------------------------------------------------------------------------- locations
+def test_missing_folder(tmp_path):
+    with pytest.raises(CcdprocExtError, match="no such folder"):
+        NightCollection(tmp_path / "nowhere")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.warns(UserWarning, match="no FITS files in the collection"):
+        night = NightCollection(tmp_path)
+    assert night.files == []
+    assert night.count_by_type() == {"bias": 0, "dark": 0, "flat": 0, "science": 0}
+    assert len(night.frames) == 0
+    assert "night" in night.frames.colnames
+
+
+def test_subfolders_are_searched(tmp_path):
+    for name in ("Bias/bias_1.fit", "Dark/Dark_10s/dark_1.fit", "Flat/flat_1.fits",
+                 ".hidden/bias_2.fits", "notes.txt"):
+        write_frame(tmp_path / name, frame_cards(None, exposure=10.0))
+    night = NightCollection(tmp_path, profile="zwo-asiimg")
+    expected = ["Bias/bias_1.fit", "Dark/Dark_10s/dark_1.fit", "Flat/flat_1.fits"]
+    assert night.files == expected
+    # The summary names files as `files` does, so its paths lead to them.
+    assert list(night.summary["file"]) == expected
+    assert night.files_filtered(exptime=10.0).tolist() == expected
+    assert [h["EXPTIME"] for h in night.headers()] == [10.0] * 3
+    assert night.path("Flat/flat_1.fits") == tmp_path / "Flat" / "flat_1.fits"
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"glob_include": "bias*"}, ["bias_001.fits", "bias_002.fits"]),
+    ({"glob_exclude": "*_002.fits"},
+     ["bias_001.fits", "dark_30s_001.fits", "flat_R_001.fits", "object_R_001.fits"]),
+    ({"glob_include": "dark*", "glob_exclude": "*_002.fits"}, ["dark_30s_001.fits"]),
+])
+def test_glob_include_and_exclude(small_night, kwargs, expected):
+    night = NightCollection(small_night.location, **kwargs)
+    assert night.files == expected
+    assert list(night.frames["file"]) == expected
+
+
+# ------------------------------------------------------ ImageFileCollection behaviour
+def test_is_an_image_file_collection(small_night):
+    night = NightCollection(small_night.location, profile="generic")
+    assert isinstance(night, ImageFileCollection)
+    assert night.location == str(small_night.location)
+    assert len(night.summary) == 7
+    assert {"file", "imagetyp", "exptime", "filter"} <= set(night.summary.colnames)
+    assert night.files_filtered(imagetyp="bias").tolist() == ["bias_001.fits",
+                                                             "bias_002.fits"]
+    assert night.files_filtered(imagetyp="dark", include_path=True) == [
+        str(small_night.location / f"dark_30s_00{i}.fits") for i in (1, 2)]
+    assert sorted(night.values("exptime", unique=True)) == [0.0, 30.0]
+
+
+def test_filter_returns_a_night_collection(small_night):
+    night = NightCollection(small_night.location, profile="generic",
+                            image_types={"object_*": "flat"})
+    darks = night.filter(imagetyp="dark")
+    assert isinstance(darks, NightCollection)
+    assert darks.profile is night.profile
+    assert darks.files == ["dark_30s_001.fits", "dark_30s_002.fits"]
+    assert darks.count_by_type() == {"bias": 0, "dark": 2, "flat": 0, "science": 0}
+    # The overrides go along.
+    light = night.filter(imagetyp="object")
+    assert light.image_type_overrides == {"object_*": "flat"}
+    assert light.count_by_type() == {"bias": 0, "dark": 0, "flat": 1, "science": 0}
+
+
+def test_filter_matching_nothing(small_night):
+    night = NightCollection(small_night.location)
+    with pytest.warns(UserWarning, match="no FITS files in the collection"):
+        nothing = night.filter(imagetyp="focus")
+    assert isinstance(nothing, NightCollection)
+    assert nothing.files == []
+    assert len(nothing.frames) == 0
+
+
+# Reading a CCDData makes astropy's WCS "fix" DATE-OBS into MJD-OBS with a warning: that
+# is astropy's reader inside ccdproc's own ccds(), not this package.
+@pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
+def test_ccds(small_night):
+    night = NightCollection(small_night.location)
+    ccds = list(night.ccds(imagetyp="bias", ccd_kwargs={"unit": "adu"}))
+    assert len(ccds) == 2
+    assert all(isinstance(ccd, CCDData) and ccd.shape == SHAPE for ccd in ccds)
+
+
+@pytest.mark.parametrize("as_path", [str, Path])
+def test_from_a_list_of_files(small_night, as_path):
+    paths = [as_path(p) for p in small_night.paths("bias") + small_night.paths("science")]
+    night = NightCollection(paths, profile="generic")
+    assert night.files == [str(p) for p in paths]
+    assert night.count_by_type() == {"bias": 2, "dark": 0, "flat": 0, "science": 1}
+    assert night.files_filtered(imagetyp="object").tolist() == [str(paths[-1])]
+
+
+def test_from_an_image_file_collection(small_night):
+    ifc = ImageFileCollection(small_night.location)
+    night = NightCollection(ifc, profile=get_profile("generic"))
+    assert night.files == ifc.files
+    assert night.location == ifc.location
+    assert night.count_by_type() == {"bias": 2, "dark": 2, "flat": 2, "science": 1}
+    subset = ImageFileCollection(filenames=[str(p) for p in small_night.paths("dark")])
+    assert NightCollection(subset).count_by_type()["dark"] == 2
+
+
+def test_header_is_the_one_read(small_night):
+    night = NightCollection(small_night.location)
+    assert night.header("bias_001.fits")["IMAGETYP"] == "BIAS"
+
+
+def test_summary_from_awkward_headers(tmp_path):
+    # A FILE card, a repeated keyword, COMMENT and HISTORY cards: the summary keeps the
+    # file names it lists, the first value of a repeated keyword, and joins the rest.
+    path = write_frame(tmp_path / "bias_1.fits", frame_cards("Bias Frame", FILE="raw.fits"))
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header.append(("OBSERVER", "A"), end=True)
+        hdul[0].header.append(("OBSERVER", "B"), end=True)
+        hdul[0].header["HISTORY"] = "first"
+        hdul[0].header["HISTORY"] = "second"
+    night = NightCollection(tmp_path)
+    summary = night.summary[0]
+    assert (summary["file"], summary["observer"], summary["history"]) == \
+        ("bias_1.fits", "A", "first,second")
+    assert night.files_filtered(imagetyp="bias frame").tolist() == ["bias_1.fits"]
+
+
+# ------------------------------------------------------------------------------ nights
+@pytest.mark.parametrize("dates, nights", [
+    (["2024-03-05T20:00:00", "2024-03-06T03:59:00"], [1, 1]),   # 7.98 h apart
+    (["2024-03-05T20:00:00", "2024-03-06T04:01:00"], [1, 2]),   # 8.02 h apart
+    # A night is cut by gaps, not by its length: 3 h steps over 9 h stay one night.
+    (["2024-03-05T20:00:00", "2024-03-05T23:00:00", "2024-03-06T02:00:00",
+      "2024-03-06T05:00:00"], [1, 1, 1, 1]),
+    # Numbered in time order, whatever the file order.
+    (["2024-03-07T01:00:00", "2024-03-05T01:00:00", "2024-03-06T01:00:00"], [3, 1, 2]),
+])
+def test_nights_are_cut_by_gaps_of_eight_hours(tmp_path, dates, nights):
+    for i, date in enumerate(dates):
+        write_frame(tmp_path / f"f{i}.fits", frame_cards("Bias Frame", **{"DATE-OBS": date}))
+    night = NightCollection(tmp_path)
+    assert [row(night, f"f{i}.fits")["night"] for i in range(len(dates))] == nights
+
+
+def test_two_simulated_nights_in_one_folder(tmp_path):
+    simulate_night(tmp_path, "generic", shape=SHAPE, n_bias=2, dark_exposures=(60.0,),
+                   n_dark=1, filters=("R",), flat_exposure=60.0, n_flat=1, n_science=1,
+                   nights=2, n_stars=1)
+    night = NightCollection(tmp_path)
+    for frame in night.frames:
+        assert frame["night"] == (1 if "_n1_" in frame["file"] else 2)
+
+
+# -------------------------------------------------------------------------- real data
+def test_real_sbig_classification(real_data):
+    folder = real_data / "sbig-stl1001e"
+    plain = NightCollection(folder, profile="maxim-ccdsoft")
+    assert plain.problems == []
+    # The ten flats say 'Light Frame': without an override they are science frames.
+    assert plain.count_by_type() == {"bias": 20, "dark": 22, "flat": 0, "science": 10}
+    night = NightCollection(folder, profile="maxim-ccdsoft", image_types={"flat-*": "flat"})
+    assert night.count_by_type() == {"bias": 20, "dark": 22, "flat": 10, "science": 0}
+    flats = night.frames_of_type("flat")
+    assert set(flats["type_rule"]) == {"override"}
+    assert set(flats["exposure"]) == {23.0}
+    # 'darks-expos1-*' are 60 s darks: the header is trusted, not the name.
+    expos1 = night.frames[[f.startswith("darks-expos1-") for f in night.frames["file"]]]
+    assert len(expos1) == 10
+    assert set(expos1["exposure"]) == {60.0}
+    assert sorted(set(night.frames["temperature"])) == [-10.0, -5.0]
+    assert night.filter(imagetyp="Light Frame").count_by_type()["flat"] == 10
+
+
+def test_real_tircam2_classification(real_data):
+    night = NightCollection(real_data / "dot-tircam2", profile="dot-tircam2")
+    assert night.problems == []
+    assert night.count_by_type() == {"bias": 3, "dark": 0, "flat": 5, "science": 5}
+    assert set(night.frames["type_rule"]) == {"file name"}
+    for image_type, exposure, filter_name in (("bias", 0.0, "BLOCK"), ("flat", 6.0, "J"),
+                                              ("science", 40.0, "J")):
+        frames = night.frames_of_type(image_type)
+        assert set(frames["exposure"]) == {exposure}  # EXPTIME = '40      ' etc.
+        assert set(frames["filter"]) == {filter_name}
+
+
+def test_real_zwo_classification(real_data):
+    night = NightCollection(real_data / "zwo-asi178", profile="zwo-asiimg")
+    # Truncated data units do not matter to headers; nothing is unreadable here.
+    assert night.problems == []
+    assert night.count_by_type() == {"bias": 5, "dark": 10, "flat": 10, "science": 0}
+    biases = night.frames_of_type("bias")
+    assert np.allclose(biases["exposure"], 3.2e-05, rtol=1e-12, atol=0)  # '3,2E-05'
+    darks = night.frames_of_type("dark")
+    assert sorted(set(darks["exposure"])) == [1.0, 10.0]
+    assert all(f.startswith("Dark/Dark_") for f in darks["file"])
+    # The profile's match keywords (GAIN, OFFSET settings) are the same on every frame.
+    header = fits.getheader(real_data / "zwo-asi178" / "Bias" / "Bias_ASIImg_frame0001.fit")
+    assert set(night.frames["agree"]) == {f"GAIN={header['GAIN']},OFFSET={header['OFFSET']}"}
+    assert len(night.files_filtered(exptime=10.0)) == 5
+    assert night.filter(exptime=1.0).count_by_type()["dark"] == 5
