@@ -10,9 +10,13 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
+from .calibrate import MasterFrame, calibrate_frame
 from .collection import NightCollection
+# COMBINE-PENDING from .combine import combine
 from .exceptions import *  # noqa: F403
+from .masters import make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan, find_nearest_dark_exposure
+from .night import NightResult, reduce_night
 from .profiles import (
     InstrumentProfile,
     available_profiles,
@@ -22,7 +26,15 @@ from .profiles import (
 
 __all__ = [
     "InstrumentProfile",
+    "MasterFrame",
     "NightCollection",
+    "NightResult",
+    "calibrate_frame",
+    # COMBINE-PENDING "combine",
+    "make_master_bias",
+    "make_master_dark",
+    "make_master_flat",
+    "reduce_night",
     "build_plan",
     "find_nearest_dark_exposure",
     "available_profiles",

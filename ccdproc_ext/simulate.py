@@ -283,6 +283,9 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         offset = bias_level + (overscan_drift * frame_index + rng.normal(0, 1.5)
                                if has_overscan else 0.0)
         frame_index += 1
+        signal = signal.copy()
+        if has_overscan:
+            signal[overscan_slices] = 0.0  # the overscan sees no light
         electrons = np.clip(signal + dark_current * exposure, 0, None) * gain
         data = offset + bias_structure + rng.poisson(electrons) / gain
         data += rng.normal(0.0, rn_adu, shape)
@@ -339,8 +342,6 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         for name in science_filters:
             for i in range(n_science):
                 sky = sky_level * rng.uniform(0.8, 1.2) + _stars(rng, shape, n_stars)
-                if has_overscan:
-                    sky[overscan_slices] = 0.0
                 write("science", f"{tag}{name}_{i + 1:03d}", science_exposure, name,
                       flats[name] * sky, sky=sky, n_cr=cosmic_rays)
 

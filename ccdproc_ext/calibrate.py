@@ -1,0 +1,331 @@
+"""One frame through the ccdproc chain: overscan, trim, bias, dark, flat.
+
+Every step is ccdproc's own function (`ccdproc.subtract_overscan`, `ccdproc.trim_image`,
+`ccdproc.subtract_bias`, `ccdproc.subtract_dark`, `ccdproc.flat_correct`), so results and
+history keywords are the ones ccdproc users know. What this module adds is knowing the
+instrument (sections, axis, gain, read noise from the profile), writing the processing
+flags, and refusing to apply a step twice.
+"""
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import astropy.units as u
+import ccdproc
+import numpy as np
+from astropy.modeling import models
+from astropy.nddata import CCDData
+from astropy.wcs import FITSFixedWarning
+
+from .exceptions import CcdprocExtWarning, HeaderError
+from .io import file_checksum, read_frame, read_header
+from .profiles import get_profile
+from .provenance import already_done, mark_processed, mark_step
+
+__all__ = ["MasterFrame", "calibrate_frame", "overscan_and_trim"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MasterFrame:
+    """A master calibration frame with the name and checksum recorded in provenance.
+
+    `calibrate_frame` accepts a `~astropy.nddata.CCDData`, a path, or this; a path is read
+    once and its SHA-256 computed once.
+    """
+
+    ccd: CCDData
+    name: str
+    checksum: str = ""
+    exposure: float | None = None
+
+    @classmethod
+    def load(cls, path, profile=None):
+        """Read a master written by ccdproc_ext (or any FITS image) from ``path``."""
+        path = Path(path)
+        unit = read_header(path).get("BUNIT") or (profile.unit if profile else "adu")
+        with warnings.catch_warnings():
+            # astropy.wcs notes DATE-OBS -> MJD-OBS; a master has no WCS to speak of.
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            ccd = CCDData.read(path, unit=unit)
+        ccd.data = ccd.data.astype(np.float32, copy=False)
+        exposure = None
+        if profile is not None:
+            try:
+                exposure = profile.exposure_time(ccd.header, path=path)
+            except HeaderError:
+                exposure = None
+        return cls(ccd=ccd, name=path.name, checksum=file_checksum(path)[:16],
+                   exposure=exposure)
+
+
+def _as_master(master, profile):
+    if master is None or isinstance(master, MasterFrame):
+        return master
+    if isinstance(master, CCDData):
+        name = str(master.meta.get("FILENAME", "in-memory CCDData"))
+        exposure = None
+        if profile is not None:
+            try:
+                exposure = profile.exposure_time(master.meta)
+            except HeaderError:
+                exposure = None
+        return MasterFrame(ccd=master, name=name, exposure=exposure)
+    return MasterFrame.load(master, profile)
+
+
+def _skip(flag, header, name):
+    warnings.warn(f"{name}: {flag} = {header[flag]!r} is already in the header; the step is "
+                  "not applied again", CcdprocExtWarning, stacklevel=3)
+
+
+def overscan_and_trim(ccd, profile, *, name="frame"):
+    """Subtract the overscan and trim, per the profile; returns a new `CCDData`.
+
+    Steps already flagged in the header are skipped with a warning.
+    """
+    header = ccd.meta
+    result = ccd
+    if profile.amplifiers:
+        return _amplifiers_overscan_and_trim(ccd, profile, name=name)
+    if profile.overscan is not None:
+        if already_done(header, "OVERSCAN"):
+            _skip("OVERSCAN", header, name)
+        else:
+            result = _subtract_overscan(result, profile, profile.overscan, name=name)
+    if profile.trim is not None:
+        if already_done(result.meta, "TRIM"):
+            _skip("TRIM", result.meta, name)
+        else:
+            section = _resolve(profile.trim, result, name, "trim")
+            if section is not None:
+                result = ccdproc.trim_image(result, fits_section=section)
+                mark_step(result.meta, "TRIM", section)
+    return result
+
+
+def _resolve(section, ccd, name, what):
+    try:
+        return section.resolved(ccd.shape, ccd.meta)
+    except KeyError as err:
+        raise HeaderError(f"{name}: the {what} section is read from header keyword "
+                          f"{err.args[0]}, which is missing") from None
+    except ValueError as err:
+        raise HeaderError(f"{name}: {what} section: {err}") from None
+
+
+def _subtract_overscan(ccd, profile, section_spec, *, name):
+    section = _resolve(section_spec, ccd, name, "overscan")
+    if section is None:
+        return ccd
+    median = profile.overscan_method == "median"
+    if profile.overscan_axis == "frame":
+        # One level for the whole frame (a corner bias section covers no data row).
+        rows, cols = section_spec.slices(ccd.shape, ccd.meta)
+        region = ccd.data[rows, cols]
+        level = float(np.median(region) if median else np.mean(region))
+        result = ccd.copy()
+        result.data = ccd.data - np.asarray(level, dtype=ccd.data.dtype)
+        mark_step(result.meta, "OVERSCAN", f"{section} {profile.overscan_method} level "
+                                           f"{level:.2f}")
+        return result
+    model = None
+    if profile.overscan_model_degree is not None:
+        model = models.Polynomial1D(degree=profile.overscan_model_degree)
+    result = ccdproc.subtract_overscan(ccd, fits_section=section,
+                                       overscan_axis=profile.overscan_axis, median=median,
+                                       model=model)
+    how = profile.overscan_method + (f", polynomial degree {profile.overscan_model_degree}"
+                                     if model is not None else "")
+    mark_step(result.meta, "OVERSCAN", f"{section} {how}")
+    return result
+
+
+def _amplifiers_overscan_and_trim(ccd, profile, *, name):
+    """Each amplifier's overscan from its own data section, then the data bounding box."""
+    header = ccd.meta
+    result = ccd
+    if already_done(header, "OVERSCAN"):
+        _skip("OVERSCAN", header, name)
+    else:
+        result = ccd.copy()
+        done = []
+        for amp in profile.amplifiers:
+            if amp.overscan_section is None:
+                continue
+            data_rows, data_cols = amp.data_section.slices(ccd.shape, header)
+            oscan_rows, oscan_cols = amp.overscan_section.slices(ccd.shape, header)
+            region = ccd.data[oscan_rows, oscan_cols]
+            if profile.overscan_axis == 1:
+                # one level per row of this amplifier, along the rows it shares
+                level = (np.median if profile.overscan_method == "median" else np.mean)(
+                    region, axis=1)[:, np.newaxis]
+                if region.shape[0] != data_rows.stop - data_rows.start:
+                    raise HeaderError(f"{name}: amplifier {amp.name}: the overscan rows do "
+                                      "not match the data rows")
+            elif profile.overscan_axis == 0:
+                level = (np.median if profile.overscan_method == "median" else np.mean)(
+                    region, axis=0)[np.newaxis, :]
+                if region.shape[1] != data_cols.stop - data_cols.start:
+                    raise HeaderError(f"{name}: amplifier {amp.name}: the overscan columns "
+                                      "do not match the data columns")
+            else:
+                level = np.median(region) if profile.overscan_method == "median" else \
+                    np.mean(region)
+            result.data[data_rows, data_cols] = ccd.data[data_rows, data_cols] - level
+            done.append(f"{amp.name}:{amp.overscan_section.resolved(ccd.shape, header)}")
+        mark_step(result.meta, "OVERSCAN", " ".join(done) + f" {profile.overscan_method}")
+    if already_done(result.meta, "TRIM"):
+        _skip("TRIM", result.meta, name)
+        return result
+    boxes = [amp.data_section.slices(ccd.shape, header) for amp in profile.amplifiers]
+    y0 = min(b[0].start for b in boxes)
+    y1 = max(b[0].stop for b in boxes)
+    x0 = min(b[1].start for b in boxes)
+    x1 = max(b[1].stop for b in boxes)
+    section = f"[{x0 + 1}:{x1},{y0 + 1}:{y1}]"
+    result = ccdproc.trim_image(result, fits_section=section)
+    mark_step(result.meta, "TRIM", section)
+    return result
+
+
+def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
+                    master_flat=None, scale_dark=None, exposure_time=None,
+                    min_flat_value=None, gain_correct=False, create_deviation=False,
+                    dtype=np.float32, name=None):
+    """Calibrate one frame: overscan, trim, bias, dark, flat, through ccdproc.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData` or path
+        The raw frame. A `CCDData` is never modified; a path is read read-only.
+    profile : str, `~ccdproc_ext.InstrumentProfile` or None, optional
+        The camera: sections, overscan axis and method, gain and read noise. Default is
+        ``None``: the ``generic`` profile.
+    master_bias, master_dark, master_flat : `CCDData`, path, `MasterFrame` or None, optional
+        Masters to apply; a step whose master is ``None`` is skipped. The master bias and
+        dark must already be overscan-subtracted and trimmed (as ccdproc_ext's masters
+        are); the master dark must be bias-subtracted.
+    scale_dark : bool or None, optional
+        Scale the dark by the ratio of exposure times. Default (``None``): scale when the
+        exposure times differ by more than the profile's ``dark_tolerance`` and the
+        profile allows scaling; otherwise subtract it as it is.
+    exposure_time : float or None, optional
+        The frame's exposure in seconds; default is read through the profile.
+    min_flat_value : float or None, optional
+        Passed to `ccdproc.flat_correct` as ``min_value``. Default is ``None``.
+    gain_correct : bool, optional
+        Convert the result to electrons with the profile's gain. Default is ``False``.
+    create_deviation : bool, optional
+        Attach an uncertainty from read noise and Poisson noise
+        (`ccdproc.create_deviation`, after trimming). Default is ``False``.
+    dtype : numpy dtype, optional
+        Pixel type of the result. Default is ``float32``.
+    name : str or None, optional
+        How the frame is named in messages. Default: the file name or ``"frame"``.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        A new frame with the processing flags in its header.
+
+    Warns
+    -----
+    CcdprocExtWarning
+        When a step's flag is already set (the step is not applied again).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.nddata import CCDData
+from astropy.wcs import FITSFixedWarning
+    >>> from ccdproc_ext import calibrate_frame, get_profile
+    >>> raw = CCDData(np.full((10, 2080), 1000.0), unit="adu")
+    >>> calibrated = calibrate_frame(raw, "palomar-lfc")
+    >>> calibrated.shape, calibrated.header["TRIM"]
+    ((10, 2048), '[1:2048,1:10]')
+    """
+    profile = get_profile(profile if profile is not None else "generic")
+    if not isinstance(ccd, CCDData):
+        name = name or Path(ccd).name
+        ccd = read_frame(ccd, profile, dtype=dtype)
+    else:
+        name = name or str(ccd.meta.get("FILENAME", "frame"))
+        if ccd.data.dtype != dtype:
+            ccd = ccd.copy()
+            ccd.data = ccd.data.astype(dtype)
+    header = ccd.meta
+
+    result = overscan_and_trim(ccd, profile, name=name)
+    if result is ccd:
+        result = ccd.copy()  # never hand back (or later change) the caller's object
+
+    if create_deviation:
+        gain = profile.gain.get(header) if profile.gain else None
+        read_noise = profile.read_noise.get(header) if profile.read_noise else None
+        if gain is None or read_noise is None:
+            raise HeaderError(f"{name}: create_deviation needs the gain and read noise, "
+                              f"which profile {profile.name!r} does not give for this frame")
+        result = ccdproc.create_deviation(result, gain=gain, readnoise=read_noise,
+                                          disregard_nan=True)
+
+    bias = _as_master(master_bias, profile)
+    if bias is not None:
+        if already_done(result.meta, "ZEROCOR"):
+            _skip("ZEROCOR", result.meta, name)
+        else:
+            result = ccdproc.subtract_bias(result, _same_type(bias.ccd, dtype))
+            mark_step(result.meta, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
+
+    dark = _as_master(master_dark, profile)
+    if dark is not None:
+        if already_done(result.meta, "DARKCOR"):
+            _skip("DARKCOR", result.meta, name)
+        else:
+            exposure = exposure_time if exposure_time is not None else \
+                profile.exposure_time(header, path=name)
+            if dark.exposure is None:
+                raise HeaderError(f"{name}: the master dark {dark.name} has no exposure time "
+                                  f"({', '.join(profile.exposure_time_keywords)})")
+            scale = scale_dark
+            if scale is None:
+                scale = (abs(exposure - dark.exposure) > profile.dark_tolerance
+                         and profile.scale_darks)
+            result = ccdproc.subtract_dark(result, _same_type(dark.ccd, dtype),
+                                           dark_exposure=dark.exposure * u.s,
+                                           data_exposure=exposure * u.s, scale=bool(scale))
+            factor = exposure / dark.exposure if scale else 1.0
+            mark_step(result.meta, "DARKCOR", dark.name, DARKSUM=dark.checksum,
+                      DARKSCL=round(float(factor), 6))
+
+    flat = _as_master(master_flat, profile)
+    if flat is not None:
+        if already_done(result.meta, "FLATCOR"):
+            _skip("FLATCOR", result.meta, name)
+        else:
+            result = ccdproc.flat_correct(result, _same_type(flat.ccd, dtype),
+                                          min_value=min_flat_value)
+            mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
+
+    if gain_correct:
+        gain = profile.gain.get(header) if profile.gain else None
+        if gain is None:
+            raise HeaderError(f"{name}: gain_correct needs the gain, which profile "
+                              f"{profile.name!r} does not give for this frame")
+        result = ccdproc.gain_correct(result, gain)
+
+    if result.data.dtype != dtype:
+        result.data = result.data.astype(dtype)
+    mark_processed(result.meta, profile.name)
+    return result
+
+
+def _same_type(master, dtype):
+    if master.data.dtype == dtype:
+        return master
+    converted = master.copy()
+    converted.data = converted.data.astype(dtype)
+    return converted
