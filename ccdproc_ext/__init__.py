@@ -12,6 +12,7 @@ except ImportError:  # pragma: no cover - running from a source tree without a b
 
 from .calibrate import MasterFrame, calibrate_frame
 from .collection import NightCollection
+
 # COMBINE-PENDING from .combine import combine
 from .exceptions import *  # noqa: F403
 from .masters import make_master_bias, make_master_dark, make_master_flat
@@ -29,16 +30,16 @@ __all__ = [
     "MasterFrame",
     "NightCollection",
     "NightResult",
+    "available_profiles",
+    "build_plan",
     "calibrate_frame",
+    "find_nearest_dark_exposure",
+    "get_profile",
     # COMBINE-PENDING "combine",
     "make_master_bias",
     "make_master_dark",
     "make_master_flat",
     "reduce_night",
-    "build_plan",
-    "find_nearest_dark_exposure",
-    "available_profiles",
-    "get_profile",
     "validate_profile",
 ]
 __all__ += exceptions.__all__  # noqa: F405

@@ -241,7 +241,6 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     --------
     >>> import numpy as np
     >>> from astropy.nddata import CCDData
-from astropy.wcs import FITSFixedWarning
     >>> from ccdproc_ext import calibrate_frame, get_profile
     >>> raw = CCDData(np.full((10, 2080), 1000.0), unit="adu")
     >>> calibrated = calibrate_frame(raw, "palomar-lfc")

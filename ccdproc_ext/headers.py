@@ -7,6 +7,7 @@ The helpers here read what can be read, record what they had to fix, and raise
 cannot be understood.
 """
 
+import copy
 import re
 import warnings
 
@@ -44,7 +45,8 @@ def card_value(header, keyword):
         try:
             return header[keyword], False
         except VerifyError:
-            image = header.cards[keyword].image
+            # .image repairs the card in place: read it from a copy, leave the header be.
+            image = copy.copy(header.cards[keyword]).image
     match = _VALUE_TEXT_RE.match(image)
     text = match.group("value").strip().strip("'").strip() if match else ""
     return text, True

@@ -19,6 +19,7 @@ from astropy.nddata import CCDData
 from astropy.stats import mad_std
 
 from .calibrate import MasterFrame, calibrate_frame
+
 # COMBINE-PENDING from .combine import combine
 from .exceptions import CcdprocExtError
 from .io import read_frame, write_atomic
@@ -186,7 +187,8 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
         The master flat, mean 1, float32, with uncertainty and mask.
     """
     profile = get_profile(profile)
-    load = (lambda m: MasterFrame.load(m, profile) if isinstance(m, str | Path) else m)
+    def load(m):
+        return (MasterFrame.load(m, profile) if isinstance(m, str | Path) else m)
     names, prepared = _prepare(_frames(frames), profile, master_bias=load(master_bias),
                                master_dark=load(master_dark), scale_dark=scale_dark)
     filters = {profile.filter_name(ccd.meta) for ccd in prepared}

@@ -12,11 +12,11 @@ the outputs whose recipe is unchanged, so an interrupted night resumes where it 
 ``overwrite=True`` redoes them all.
 """
 
+import functools
 import hashlib
 import json
 import logging
 import os
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,38 +287,24 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     bar = tqdm(total=len(tasks), desc="science", unit="frame",
                disable=None if progress else True)
 
-    def run(task):
-        row, out, masters_used, scale, recipe = task
-        if not overwrite and _up_to_date(out, recipe):
-            header = fits.getheader(out)
-            return "up to date", header.get("SKYLEVEL", np.nan), header.get("SKYNOISE", np.nan)
-        return _calibrate_science(collection.path(row["file"]), out, profile, masters_used,
-                                  scale, recipe, gain_correct, create_deviation,
-                                  write_uncertainty, dtype)
-
-    if executor is not None and isinstance(executor, Executor):
-        futures = [executor.submit(_calibrate_task, collection.path(t[0]["file"]), t[1],
-                                   profile, t[2], t[3], t[4], overwrite, gain_correct,
-                                   create_deviation, write_uncertainty, dtype)
-                   for t in tasks]
-        outcomes = []
-        for task, future in zip(tasks, futures, strict=True):
-            try:
-                outcomes.append(future.result())
-            except CcdprocExtError as err:
-                outcomes.append(err)
-            bar.update(1)
+    arguments = [(collection.path(row["file"]), out, profile, masters_used, scale, recipe,
+                  overwrite, gain_correct, create_deviation, write_uncertainty, dtype)
+                 for row, out, masters_used, scale, recipe in tasks]
+    if executor is not None:
+        pending = [executor.submit(_calibrate_task, *args) for args in arguments]
+        results = (future.result for future in pending)
     else:
-        outcomes = []
-        for task in tasks:
-            try:
-                outcomes.append(run(task))
-            except CcdprocExtError as err:
-                outcomes.append(err)
-            bar.update(1)
+        results = (functools.partial(_calibrate_task, *args) for args in arguments)
+    outcomes = []
+    for result_of in results:
+        try:
+            outcomes.append(result_of())
+        except CcdprocExtError as err:
+            outcomes.append(err)
+        bar.update(1)
     bar.close()
 
-    for (row, out, masters_used, scale, _), outcome in zip(tasks, outcomes, strict=True):
+    for (row, out, _, scale, _), outcome in zip(tasks, outcomes, strict=True):
         if isinstance(outcome, Exception):
             if strict:
                 raise outcome

@@ -331,7 +331,7 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
             write("bias", f"{tag}{i + 1:03d}", 0.0, None, zero)
         for exposure in dark_exposures:
             for i in range(n_dark):
-                n_cr = int(round(cosmic_rays * exposure / max(science_exposure, 1)))
+                n_cr = round(cosmic_rays * exposure / max(science_exposure, 1))
                 write("dark", f"{tag}{exposure:g}s_{i + 1:03d}", exposure, None, zero,
                       n_cr=n_cr)
         for name in filters:

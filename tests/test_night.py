@@ -51,7 +51,7 @@ def _expected_noise(night, sky):
 
 
 def test_every_science_frame_equals_the_true_sky(reduced):
-    profile, night, result = reduced
+    _profile, night, result = reduced
     assert len(result.problems) == 0, result.summary()
     assert len(result.science) == len(night.sky)
     for row in result.science:
@@ -99,7 +99,7 @@ def test_rerun_does_nothing(reduced):
 
 
 def test_calibrating_an_output_again_changes_no_pixel(reduced):
-    profile, night, result = reduced
+    profile, _night, result = reduced
     path = result.science[0]["output_file"]
     calibrated = CCDData.read(path, unit="adu")
     bias = result.output_dir / "masters" / f"{result.science[0]['bias']}.fits"

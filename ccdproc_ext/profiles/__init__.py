@@ -1,8 +1,8 @@
 """Instrument profiles: the model, its validation, and where profiles come from."""
 
+from . import model, registry, sections
 from .model import *  # noqa: F403
 from .registry import *  # noqa: F403
 from .sections import *  # noqa: F403
-from . import model, registry, sections
 
 __all__ = model.__all__ + registry.__all__ + sections.__all__

@@ -225,7 +225,8 @@ class InstrumentProfile:
             lines.append(f"  source: {self.source}")
         if self.path:
             lines.append(f"  file: {self.path}")
-        lines.append(f"  unit: {self.unit}{', frames stored transposed' if self.transposed else ''}")
+        turned = ", frames stored transposed" if self.transposed else ""
+        lines.append(f"  unit: {self.unit}{turned}")
         if self.shape:
             ny, nx = self.shape
             lines.append(f"  raw shape (rows x columns): {ny or 'any'} x {nx or 'any'}")
@@ -351,7 +352,8 @@ class _ProfileReader:
         return tuple(v.strip() for v in value)
 
     def number(self, value, key, *, minimum=None):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value)):
             self.fail(key, "a number", value)
         if minimum is not None and value < minimum:
             self.fail(key, f"a number >= {minimum}", value)

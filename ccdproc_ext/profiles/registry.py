@@ -85,7 +85,8 @@ def validate_profile(path):
     --------
     >>> import ccdproc_ext
     >>> from importlib import resources
-    >>> ccdproc_ext.validate_profile(resources.files("ccdproc_ext.profiles") / "data" / "generic.toml")
+    >>> folder = resources.files("ccdproc_ext.profiles") / "data"
+    >>> ccdproc_ext.validate_profile(folder / "generic.toml")
     []
     """
     try:

@@ -9,6 +9,8 @@ height.
 import re
 from dataclasses import dataclass
 
+from ..headers import card_value
+
 __all__ = ["DetectorSection", "parse_fits_section"]
 
 _AXIS = r"\s*(\*|\d+\s*:\s*\d+|\d+)\s*"
@@ -103,7 +105,7 @@ class DetectorSection:
         """
         for key in self.keywords:
             if header is not None and key in header:
-                value = str(header[key]).strip()
+                value = str(card_value(header, key)[0]).strip()
                 parse_fits_section(value)
                 return value
         if self.fits is not None:

@@ -1,0 +1,260 @@
+"""The ``ccdproc-ext`` command line.
+
+Each sub-command is one small function taking the parsed arguments and returning the
+exit status; `main` parses, dispatches, and turns the package's errors into a one-line
+message on standard error with exit status 1 (never a traceback)::
+
+    ccdproc-ext profiles list
+    ccdproc-ext profiles show palomar-lfc
+    ccdproc-ext profiles validate my-camera.toml
+    ccdproc-ext plan RAW --profile maxim-ccdsoft --type 'flat-*=flat'
+    ccdproc-ext reduce RAW OUT --profile palomar-lfc --workers 2
+    ccdproc-ext demo OUTDIR
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .exceptions import CcdprocExtError
+from .profiles import available_profiles, get_profile, validate_profile
+
+__all__ = ["build_parser", "main"]
+
+_PROG = "ccdproc-ext"
+
+
+# ------------------------------------------------------------------ profiles commands
+def _profile_argument(text):
+    """A profile name, or the path of an existing TOML file (whatever its suffix)."""
+    path = Path(text)
+    return path if path.is_file() else text
+
+
+def _profiles_list(args):
+    profiles = [get_profile(name) for name in available_profiles()]
+    width = max(len(profile.name) for profile in profiles)
+    for profile in profiles:
+        print(f"{profile.name:<{width}}  {profile.description}")
+    return 0
+
+
+def _profiles_show(args):
+    print(get_profile(_profile_argument(args.profile)).describe())
+    return 0
+
+
+def _profiles_validate(args):
+    status = 0
+    for path in args.files:
+        problems = validate_profile(path)
+        if problems:
+            status = 1
+            print("\n".join(problems))
+        else:
+            print(f"{path}: valid")
+    return status
+
+
+def _add_profiles_commands(commands):
+    profiles = commands.add_parser(
+        "profiles", help="list, show and validate instrument profiles",
+        description="List, show and validate instrument profiles.")
+    actions = profiles.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="the available profiles, one per line")
+    listing.set_defaults(run=_profiles_list)
+
+    show = actions.add_parser("show", help="what a profile knows about its camera")
+    show.add_argument("profile", metavar="NAME|FILE",
+                      help="a profile name (see 'profiles list') or a TOML file")
+    show.set_defaults(run=_profiles_show)
+
+    validate = actions.add_parser(
+        "validate", help="check profile files against the schema",
+        description="Check TOML profile files. Prints 'FILE: valid', or one problem per "
+                    "line and exits with status 1.")
+    validate.add_argument("files", metavar="FILE", nargs="+", help="a TOML profile file")
+    validate.set_defaults(run=_profiles_validate)
+
+
+# ------------------------------------------------------------------ night commands
+def _image_types(pairs):
+    overrides = {}
+    for pair in pairs or []:
+        pattern, sep, image_type = pair.rpartition("=")
+        if not sep or not pattern:
+            raise CcdprocExtError(f"--type {pair!r}: expected PATTERN=TYPE, e.g. 'flat-*=flat'")
+        overrides[pattern] = image_type
+    return overrides
+
+
+def _add_night_options(parser):
+    parser.add_argument("--profile", default="generic",
+                        help="profile name or TOML file (default: generic)")
+    parser.add_argument("--type", action="append", metavar="PATTERN=TYPE", dest="types",
+                        help="declare the type of matching files, e.g. 'flat-*=flat' "
+                             "(repeatable)")
+    parser.add_argument("--scale-darks", action="store_true", default=None,
+                        help="allow darks of another exposure time, scaled")
+
+
+def _cmd_plan(args):
+    from .collection import NightCollection
+
+    collection = NightCollection(args.raw, profile=_profile_argument(args.profile),
+                                 image_types=_image_types(args.types))
+    plan = collection.plan(scale_darks=args.scale_darks)
+    columns = ["file", "type", "exposure", "filter", "bias", "dark", "dark_scale", "flat",
+               "status", "problem"]
+    plan[columns].pprint_all()
+    problems = int((plan["status"] != "ok").sum())
+    print(f"\n{len(plan)} frames, {len(plan.meta['masters'])} masters planned, "
+          f"{problems} with problems")
+    return 0
+
+
+def _executor(workers):
+    if workers is None or workers <= 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _cmd_reduce(args):
+    from .night import reduce_night
+
+    executor = _executor(args.workers)
+    try:
+        result = reduce_night(args.raw, args.out, _profile_argument(args.profile),
+                              dry_run=args.dry_run,
+                              overwrite=args.overwrite, strict=args.strict,
+                              executor=executor, progress=not args.quiet,
+                              image_types=_image_types(args.types),
+                              scale_darks=args.scale_darks)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    if args.dry_run:
+        result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
+                    "problem"].pprint_all()
+    print(result.summary())
+    science = int((result.plan["type"] == "science").sum())
+    if not args.dry_run and science and len(result.science) == 0:
+        print("nothing could be reduced", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_demo(args):
+    from .night import reduce_night
+    from .simulate import simulate_night
+
+    out = Path(args.outdir)
+    print(f"simulating a night for profile {args.profile!r} in {out / 'raw'} ...")
+    night = simulate_night(out / "raw", args.profile, shape=_demo_shape(args.profile),
+                           n_bias=5, dark_exposures=(2.0, 60.0), n_dark=5,
+                           filters=("V", "R"), n_flat=5, science_exposure=60.0,
+                           n_science=3)
+    print(f"{len(night.files)} raw frames written")
+    result = reduce_night(out / "raw", out / "reduced", args.profile,
+                          progress=not args.quiet)
+    result.plan["file", "type", "bias", "dark", "flat", "status"].pprint_all()
+    print()
+    result.science["raw_file", "output_file", "sky_level", "sky_noise", "status"].pprint_all()
+    print()
+    print(result.summary())
+    return 0 if len(result.science) else 1
+
+
+def _demo_shape(profile_name):
+    from .profiles import get_profile
+
+    profile = get_profile(profile_name)
+    if profile.shape:
+        return (256, profile.shape[1])
+    return (256, 256)
+
+
+def _add_night_commands(commands):
+    plan = commands.add_parser(
+        "plan", help="which calibrations each raw frame gets, and why",
+        description="Classify the raw frames and print the calibration plan: for each "
+                    "frame the master bias, dark (and scale) and flat it gets, or the "
+                    "problem that stops it. Nothing is written.")
+    plan.add_argument("raw", metavar="RAW", help="folder of raw frames (searched recursively)")
+    _add_night_options(plan)
+    plan.set_defaults(run=_cmd_plan)
+
+    reduce = commands.add_parser(
+        "reduce", help="reduce a night: masters and calibrated science frames",
+        description="Plan the night, build the masters, calibrate every science frame. "
+                    "Writes masters/, science/, plan.ecsv and masters.ecsv under OUT.")
+    reduce.add_argument("raw", metavar="RAW", help="folder of raw frames")
+    reduce.add_argument("out", metavar="OUT", help="output folder (not inside RAW)")
+    _add_night_options(reduce)
+    reduce.add_argument("--dry-run", action="store_true", help="print the plan only")
+    reduce.add_argument("--overwrite", action="store_true",
+                        help="redo outputs that are already up to date")
+    reduce.add_argument("--strict", action="store_true",
+                        help="stop at the first frame that cannot be reduced")
+    reduce.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="calibrate science frames in N processes")
+    reduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reduce.set_defaults(run=_cmd_reduce)
+
+    demo = commands.add_parser(
+        "demo", help="simulate a night and reduce it",
+        description="Write a simulated raw night to OUTDIR/raw and reduce it into "
+                    "OUTDIR/reduced, printing the plan, the science frames and a summary.")
+    demo.add_argument("outdir", metavar="OUTDIR")
+    demo.add_argument("--profile", default="palomar-lfc",
+                      help="camera to simulate (default: palomar-lfc)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_cmd_demo)
+
+
+# ------------------------------------------------------------------------ the parser
+def build_parser():
+    """The `argparse.ArgumentParser` of ``ccdproc-ext`` with all its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Instrument profiles, calibration matching and whole-night CCD "
+                    "reduction on top of ccdproc.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_profiles_commands(commands)
+    _add_night_commands(commands)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{_PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None):
+    """Run ``ccdproc-ext`` with ``argv`` (default: the process arguments).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 when the command failed, 2 for a usage error.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help, --version or a usage error, already printed
+        return exit.code
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except (CcdprocExtError, OSError) as err:
+            print(f"{_PROG}: error: {err}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
