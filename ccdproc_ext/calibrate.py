@@ -41,6 +41,29 @@ class MasterFrame:
     name: str
     checksum: str = ""
     exposure: float | None = None
+    #: Factor the dark was already scaled by (see `scaled`).
+    scale: float = 1.0
+
+    def scaled(self, factor):
+        """This dark scaled by ``factor`` once, for many frames of one exposure time.
+
+        The result's exposure is scaled too, so `calibrate_frame` subtracts it as it is,
+        and records the factor in ``DARKSCL``.
+        """
+        if factor == 1.0:
+            return self
+        return MasterFrame(ccd=self.ccd.multiply(factor), name=self.name,
+                           checksum=self.checksum,
+                           exposure=None if self.exposure is None else self.exposure * factor,
+                           scale=self.scale * factor)
+
+    def without_uncertainty(self):
+        """The same master without uncertainty and mask, for plain (fast) arithmetic."""
+        if self.ccd.uncertainty is None and self.ccd.mask is None:
+            return self
+        ccd = CCDData(self.ccd.data, unit=self.ccd.unit, meta=self.ccd.meta)
+        return MasterFrame(ccd=ccd, name=self.name, checksum=self.checksum,
+                           exposure=self.exposure, scale=self.scale)
 
     @classmethod
     def load(cls, path, profile=None):
@@ -296,7 +319,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             result = ccdproc.subtract_dark(result, _same_type(dark.ccd, dtype),
                                            dark_exposure=dark.exposure * u.s,
                                            data_exposure=exposure * u.s, scale=bool(scale))
-            factor = exposure / dark.exposure if scale else 1.0
+            factor = dark.scale * (exposure / dark.exposure if scale else 1.0)
             mark_step(result.meta, "DARKCOR", dark.name, DARKSUM=dark.checksum,
                       DARKSCL=round(float(factor), 6))
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def _raw_location(raw):
 
 
 def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite=False,
-                 strict=False, executor=None, progress=True, image_types=None,
+                 strict=False, workers=None, executor=None, progress=True,
+                 image_types=None,
                  scale_darks=None, combine_options=None, gain_correct=False,
                  create_deviation=False, write_uncertainty=False, dtype=np.float32):
     """Reduce a night: plan, build masters, calibrate every science frame.
@@ -173,9 +175,13 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     strict : bool, optional
         Raise at the first frame that cannot be reduced instead of listing it in
         ``problems``. Default is ``False``.
+    workers : int or None, optional
+        Processes calibrating science frames in parallel on this machine. Default is
+        ``None``: one per core. ``1`` calibrates them one at a time in this process.
     executor : `concurrent.futures.Executor` or None, optional
-        Calibrates science frames in parallel (a ``dask.distributed`` client's
-        ``get_executor()`` works too). Default is ``None``: one at a time here.
+        Where science frames are calibrated, for work beyond one machine: any executor,
+        such as a ``dask.distributed`` client's ``get_executor()``. Tasks carry file paths,
+        so the workers must see the same file system. Overrides ``workers``.
     progress : bool, optional
         Show progress bars (only on a terminal). Default is ``True``.
     image_types : dict or None, optional
@@ -276,10 +282,11 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
             problems.append((row["file"], reason))
             continue
         out = output_dir / "science" / _output_name(row["file"], used_names)
-        masters_used = {k: built[row[k]] for k in ("bias", "dark", "flat") if row[k]}
+        masters_used = {k: (str(result.masters[(k, row[k])]), built[row[k]].checksum)
+                        for k in ("bias", "dark", "flat") if row[k]}
         scale = row["dark_scale"] if row["dark"] else np.nan
         recipe = _recipe(settings, _file_stamp(collection.path(row["file"])),
-                         {k: m.checksum for k, m in masters_used.items()},
+                         {k: checksum for k, (_, checksum) in masters_used.items()},
                          None if not np.isfinite(scale) else float(scale),
                          gain_correct, create_deviation, write_uncertainty)
         tasks.append((row, out, masters_used, scale, recipe))
@@ -290,19 +297,28 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     arguments = [(collection.path(row["file"]), out, profile, masters_used, scale, recipe,
                   overwrite, gain_correct, create_deviation, write_uncertainty, dtype)
                  for row, out, masters_used, scale, recipe in tasks]
-    if executor is not None:
-        pending = [executor.submit(_calibrate_task, *args) for args in arguments]
-        results = (future.result for future in pending)
-    else:
-        results = (functools.partial(_calibrate_task, *args) for args in arguments)
-    outcomes = []
-    for result_of in results:
-        try:
-            outcomes.append(result_of())
-        except CcdprocExtError as err:
-            outcomes.append(err)
-        bar.update(1)
-    bar.close()
+    own_executor = None
+    if executor is None and len(arguments) > 1:
+        workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        if workers > 1:
+            own_executor = executor = ProcessPoolExecutor(min(workers, len(arguments)))
+    try:
+        if executor is not None:
+            pending = [executor.submit(_calibrate_task, *args) for args in arguments]
+            results = (future.result for future in pending)
+        else:
+            results = (functools.partial(_calibrate_task, *args) for args in arguments)
+        outcomes = []
+        for result_of in results:
+            try:
+                outcomes.append(result_of())
+            except CcdprocExtError as err:
+                outcomes.append(err)
+            bar.update(1)
+    finally:
+        bar.close()
+        if own_executor is not None:
+            own_executor.shutdown()
 
     for (row, out, _, scale, _), outcome in zip(tasks, outcomes, strict=True):
         if isinstance(outcome, Exception):
@@ -334,13 +350,44 @@ def _build_master(kind, paths, profile, lower, combine_options, path, recipe, *,
     write_atomic(master, path, uncertainty=True, mask=True)
 
 
+_MASTER_CACHE = {}
+_MASTER_CACHE_SIZE = 8
+
+
+def _prepared_master(path, checksum, profile, scale, keep_uncertainty):
+    """A master read once per process, scaled once, stripped of what is not needed.
+
+    ``checksum`` is part of the key, so a master rewritten on disk is read again.
+    """
+    key = (path, checksum, scale, keep_uncertainty)
+    if key not in _MASTER_CACHE:
+        if len(_MASTER_CACHE) >= _MASTER_CACHE_SIZE:
+            _MASTER_CACHE.pop(next(iter(_MASTER_CACHE)))
+        _MASTER_CACHE[key] = _prepare_master(path, checksum, profile, scale,
+                                             keep_uncertainty)
+    return _MASTER_CACHE[key]
+
+
+def _prepare_master(path, checksum, profile, scale, keep_uncertainty):
+    master = MasterFrame.load(path, profile)
+    if master.checksum != checksum:
+        raise CcdprocExtError(f"{path}: the master changed while the night was reduced "
+                              f"(checksum {master.checksum}, expected {checksum})")
+    if not keep_uncertainty:
+        master = master.without_uncertainty()
+    return master.scaled(scale)
+
+
 def _calibrate_science(raw_path, out, profile, masters_used, scale, recipe, gain_correct,
                        create_deviation, write_uncertainty, dtype):
+    keep = bool(write_uncertainty or create_deviation)
+    masters = {kind: _prepared_master(path, checksum, profile,
+                                      float(scale) if kind == "dark" else 1.0, keep)
+               for kind, (path, checksum) in masters_used.items()}
     raw = read_frame(raw_path, profile, dtype=dtype)
     calibrated = calibrate_frame(
-        raw, profile, master_bias=masters_used.get("bias"),
-        master_dark=masters_used.get("dark"), master_flat=masters_used.get("flat"),
-        scale_dark=bool(np.isfinite(scale) and scale != 1.0), gain_correct=gain_correct,
+        raw, profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
+        master_flat=masters.get("flat"), scale_dark=False, gain_correct=gain_correct,
         create_deviation=create_deviation, dtype=dtype, name=Path(raw_path).name)
     sky, noise = _sky_statistics(calibrated.data)
     header = calibrated.meta

@@ -631,3 +631,15 @@ def test_dot_tircam2_frames(real_data):
             assert profile.filter_name(header) == "BLOCK"
     assert kinds == {"bias": 3, "flat": 5, "science": 5}
     assert exposures == {"bias": {0.0}, "flat": {6.0}, "science": {40.0}}
+
+
+@pytest.mark.parametrize("name", ["generic", "palomar-lfc", "magellan-ifum", "zwo-asiimg"])
+def test_profiles_pickle_for_worker_processes(name):
+    import pickle
+
+    profile = ccdproc_ext.get_profile(name)
+    copy = pickle.loads(pickle.dumps(profile))
+    assert copy == profile
+    assert copy.image_type_words == profile.image_type_words
+    with pytest.raises(TypeError):
+        copy.image_type_words["bias"] = ("changed",)  # still read-only

@@ -8,7 +8,7 @@ expected; nothing in a profile is ever executed.
 import fnmatch
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import PurePath
 from types import MappingProxyType
 
@@ -131,6 +131,13 @@ class InstrumentProfile:
     temperature_tolerance: float | None = 1.0
 
     path: str | None = None
+
+    def __reduce__(self):
+        # Profiles travel to worker processes; mappingproxy does not pickle, dicts do.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in _MAPPING_FIELDS:
+            values[key] = dict(values[key])
+        return (_profile_from_fields, (values,))
 
     # ------------------------------------------------------------------ reading headers
     def classify(self, header, path=None):
@@ -278,6 +285,15 @@ class InstrumentProfile:
             Naming ``source``, the key and what was expected.
         """
         return _ProfileReader(source).read(data)
+
+
+_MAPPING_FIELDS = ("image_type_words", "file_patterns")
+
+
+def _profile_from_fields(values):
+    for key in _MAPPING_FIELDS:
+        values[key] = MappingProxyType(values[key])
+    return InstrumentProfile(**values)
 
 
 # ---------------------------------------------------------------------------- schema
