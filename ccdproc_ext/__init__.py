@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - running from a source tree without a b
 from .calibrate import MasterFrame, calibrate_frame
 from .collection import NightCollection
 
-# COMBINE-PENDING from .combine import combine
+from .combine import combine
 from .exceptions import *  # noqa: F403
 from .masters import make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan, find_nearest_dark_exposure
@@ -35,7 +35,7 @@ __all__ = [
     "calibrate_frame",
     "find_nearest_dark_exposure",
     "get_profile",
-    # COMBINE-PENDING "combine",
+    "combine",
     "make_master_bias",
     "make_master_dark",
     "make_master_flat",
