@@ -12,7 +12,6 @@ except ImportError:  # pragma: no cover - running from a source tree without a b
 
 from .calibrate import MasterFrame, calibrate_frame
 from .collection import NightCollection
-
 from .combine import combine
 from .exceptions import *  # noqa: F403
 from .masters import make_master_bias, make_master_dark, make_master_flat
@@ -33,9 +32,9 @@ __all__ = [
     "available_profiles",
     "build_plan",
     "calibrate_frame",
+    "combine",
     "find_nearest_dark_exposure",
     "get_profile",
-    "combine",
     "make_master_bias",
     "make_master_dark",
     "make_master_flat",
