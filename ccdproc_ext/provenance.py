@@ -16,9 +16,10 @@ PROFILE   the instrument profile used
 ========  ==========================================================
 """
 
+from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["FLAGS", "already_done", "mark_step", "software_version"]
+__all__ = ["FLAGS", "already_done", "mark_processed", "mark_step", "software_version"]
 
 #: The processing flags, in the order the steps are applied.
 FLAGS = ("OVERSCAN", "TRIM", "ZEROCOR", "DARKCOR", "FLATCOR")
@@ -53,16 +54,24 @@ def already_done(header, flag):
     return flag in header and header[flag] not in (False, "", None)
 
 
+def _set(header, key, value):
+    # A CCDData made from an array has a plain dict for meta: no room for comments.
+    if isinstance(header, fits.Header):
+        header[key] = (value, _COMMENTS.get(key, ""))
+    else:
+        header[key] = value
+
+
 def mark_step(header, flag, value, **extra):
     """Write ``flag = value`` and the extra cards (``ZEROSUM=...``), with comments."""
-    header[flag] = (value, _COMMENTS.get(flag, ""))
+    _set(header, flag, value)
     for key, extra_value in extra.items():
-        header[key] = (extra_value, _COMMENTS.get(key, ""))
+        _set(header, key, extra_value)
 
 
 def mark_processed(header, profile_name):
     """Write CCDPROC, CCDPDATE and PROFILE once the chain is done."""
-    header["CCDPROC"] = (software_version(), _COMMENTS["CCDPROC"])
-    header["CCDPDATE"] = (Time.now().isot[:19], _COMMENTS["CCDPDATE"])
+    _set(header, "CCDPROC", software_version())
+    _set(header, "CCDPDATE", Time.now().isot[:19])
     if profile_name:
-        header["PROFILE"] = (profile_name, _COMMENTS["PROFILE"])
+        _set(header, "PROFILE", profile_name)
