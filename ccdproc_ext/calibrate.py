@@ -4,9 +4,23 @@ Every step is ccdproc's own function (`ccdproc.subtract_overscan`, `ccdproc.trim
 `ccdproc.subtract_bias`, `ccdproc.subtract_dark`, `ccdproc.flat_correct`), so results and
 history keywords are the ones ccdproc users know. What this module adds is knowing the
 instrument (sections, axis, gain, read noise from the profile), writing the processing
-flags, and refusing to apply a step twice.
+flags, refusing to apply a step twice, and masking the pixels that cannot be trusted:
+
+- pixels that are not finite (NaN, inf) are masked and replaced by the median of the
+  finite ones, so that no overscan or combined level is poisoned (``NNANPIX`` in the
+  header, and a `~ccdproc_ext.DataQualityWarning`); a frame without one finite pixel is a
+  `~ccdproc_ext.DataQualityError`;
+- in a raw frame, pixels at or above the profile's saturation level are masked
+  (``NSATUR``);
+- pixels where the master flat is masked (below its ``min_value``, or not finite) are
+  masked in the result and divided by 1 instead of a meaningless value; the flat is
+  normalised over its good pixels only.
+
+Masks travel through ccdproc's arithmetic (a logical or), so the result's ``mask`` holds
+every pixel that could not be calibrated properly.
 """
 
+import functools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -19,12 +33,12 @@ from astropy.modeling import models
 from astropy.nddata import CCDData
 from astropy.wcs import FITSFixedWarning
 
-from .exceptions import CcdprocExtWarning, HeaderError
+from .exceptions import CcdprocExtWarning, DataQualityError, DataQualityWarning, HeaderError
 from .io import file_checksum, read_frame, read_header
 from .profiles import get_profile
-from .provenance import already_done, mark_processed, mark_step
+from .provenance import FLAGS, already_done, mark_processed, mark_step
 
-__all__ = ["MasterFrame", "calibrate_frame", "overscan_and_trim"]
+__all__ = ["MasterFrame", "calibrate_frame", "mask_bad_pixels", "overscan_and_trim"]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +72,37 @@ class MasterFrame:
                            scale=self.scale * factor)
 
     def without_uncertainty(self):
-        """The same master without uncertainty and mask, for plain (fast) arithmetic."""
-        if self.ccd.uncertainty is None and self.ccd.mask is None:
+        """The same master without uncertainty, for plain (fast) arithmetic.
+
+        Its mask is kept when it masks any pixel (those pixels are masked in every frame
+        calibrated with it) and dropped otherwise.
+        """
+        mask = self.ccd.mask
+        keep_mask = mask is not None and bool(np.any(mask))
+        if self.ccd.uncertainty is None and (mask is None or keep_mask):
             return self
-        ccd = CCDData(self.ccd.data, unit=self.ccd.unit, meta=self.ccd.meta)
+        ccd = CCDData(self.ccd.data, unit=self.ccd.unit, meta=self.ccd.meta,
+                      mask=mask if keep_mask else None)
         return MasterFrame(ccd=ccd, name=self.name, checksum=self.checksum,
                            exposure=self.exposure, scale=self.scale)
+
+    @functools.cached_property
+    def _flat_for_division(self):
+        """This flat ready for `ccdproc.flat_correct`: (flat, its mean over good pixels).
+
+        Masked pixels hold 1, so that dividing by them leaves the frame's value (masked)
+        instead of dividing by zero, a negative number or NaN; the mean is taken over the
+        good pixels only, so a masked corner does not change the level of the frame.
+        """
+        mask = self.ccd.mask
+        if mask is None or not np.any(mask):
+            return self.ccd, None
+        flat = self.ccd.copy()
+        flat.data[mask] = 1.0
+        good = flat.data[~mask]
+        if good.size == 0:
+            raise DataQualityError(f"master flat {self.name}: every pixel is masked")
+        return flat, float(np.mean(good, dtype=np.float64))
 
     @classmethod
     def load(cls, path, profile=None):
@@ -98,6 +137,77 @@ def _as_master(master, profile):
                 exposure = None
         return MasterFrame(ccd=master, name=name, exposure=exposure)
     return MasterFrame.load(master, profile)
+
+
+def _is_raw(header):
+    return not any(already_done(header, flag) for flag in (*FLAGS, "CCDPROC"))
+
+
+def mask_bad_pixels(ccd, profile=None, *, name="frame"):
+    """Mask the pixels of a frame that cannot be trusted; returns a new `CCDData`.
+
+    Pixels that are not finite (NaN, inf) are masked and set to the median of the finite
+    ones, their number written as ``NNANPIX``. In a raw frame (no processing flag in the
+    header), pixels at or above the profile's saturation level are masked, their number
+    written as ``NSATUR``. The input is returned unchanged when there is nothing to do.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The frame; not modified.
+    profile : `~ccdproc_ext.InstrumentProfile` or None, optional
+        Gives the saturation level (a value or a header keyword). Default is ``None``:
+        no saturation masking.
+    name : str, optional
+        How the frame is named in messages.
+
+    Raises
+    ------
+    DataQualityError
+        If no pixel is finite.
+
+    Warns
+    -----
+    DataQualityWarning
+        When pixels that are not finite were masked.
+    """
+    data = ccd.data
+    mask = ccd.mask
+    cards = {}
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            if n_bad == data.size:
+                raise DataQualityError(f"{name}: no pixel is finite (all NaN or infinite)")
+            data = data.copy()
+            data[bad] = np.median(data[~bad])
+            mask = bad if mask is None else (mask | bad)
+            cards["NNANPIX"] = (n_bad, "pixels not finite in the input, masked")
+            warnings.warn(f"{name}: {n_bad} pixel(s) are NaN or infinite; they are masked "
+                          "and set to the median of the others", DataQualityWarning,
+                          stacklevel=3)
+    level = None
+    if profile is not None and profile.saturation is not None and _is_raw(ccd.meta):
+        try:
+            level = profile.saturation.get(ccd.meta, path=name)
+            level = level.to_value(ccd.unit) if ccd.unit is not None else level.value
+        except (HeaderError, u.UnitsError):
+            level = None
+    if level is not None:
+        saturated = data >= level
+        n_saturated = int(np.count_nonzero(saturated))
+        if n_saturated:
+            mask = saturated if mask is None else (mask | saturated)
+        cards["NSATUR"] = (n_saturated, f"pixels at or above {level:g}, masked")
+    if not cards:
+        return ccd
+    # The pixels are shared when they did not change: the steps that follow make new ones.
+    header = ccd.meta.copy()
+    for key, card in cards.items():
+        header[key] = card
+    return CCDData(data, unit=ccd.unit, meta=header, mask=mask, uncertainty=ccd.uncertainty,
+                   wcs=ccd.wcs, copy=False)
 
 
 def _skip(flag, header, name):
@@ -279,6 +389,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         if ccd.data.dtype != dtype:
             ccd = ccd.copy()
             ccd.data = ccd.data.astype(dtype)
+    ccd = mask_bad_pixels(ccd, profile, name=name)
     header = ccd.meta
 
     result = overscan_and_trim(ccd, profile, name=name)
@@ -328,8 +439,9 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         if already_done(result.meta, "FLATCOR"):
             _skip("FLATCOR", result.meta, name)
         else:
-            result = ccdproc.flat_correct(result, _same_type(flat.ccd, dtype),
-                                          min_value=min_flat_value)
+            flat_ccd, norm_value = flat._flat_for_division
+            result = ccdproc.flat_correct(result, _same_type(flat_ccd, dtype),
+                                          min_value=min_flat_value, norm_value=norm_value)
             mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
 
     if gain_correct:

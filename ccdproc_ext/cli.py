@@ -116,28 +116,17 @@ def _cmd_plan(args):
     return 0
 
 
-def _executor(workers):
-    if workers is None or workers <= 1:
-        return None
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=workers)
-
-
 def _cmd_reduce(args):
     from .night import reduce_night
 
-    executor = _executor(args.workers)
-    try:
-        result = reduce_night(args.raw, args.out, _profile_argument(args.profile),
-                              dry_run=args.dry_run,
-                              overwrite=args.overwrite, strict=args.strict,
-                              executor=executor, progress=not args.quiet,
-                              image_types=_image_types(args.types),
-                              scale_darks=args.scale_darks)
-    finally:
-        if executor is not None:
-            executor.shutdown()
+    # --workers 1 calibrates one frame at a time in this process; the default, one
+    # process per core (reduce_night's own).
+    result = reduce_night(args.raw, args.out, _profile_argument(args.profile),
+                          dry_run=args.dry_run,
+                          overwrite=args.overwrite, strict=args.strict,
+                          workers=args.workers, progress=not args.quiet,
+                          image_types=_image_types(args.types),
+                          scale_darks=args.scale_darks)
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint_all()
@@ -202,7 +191,8 @@ def _add_night_commands(commands):
     reduce.add_argument("--strict", action="store_true",
                         help="stop at the first frame that cannot be reduced")
     reduce.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="calibrate science frames in N processes")
+                        help="calibrate science frames in N processes (default: one per "
+                             "core; 1: one frame at a time)")
     reduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reduce.set_defaults(run=_cmd_reduce)
 
@@ -241,7 +231,8 @@ def main(argv=None):
     Returns
     -------
     int
-        The exit status: 0 on success, 1 when the command failed, 2 for a usage error.
+        The exit status: 0 on success, 1 when the command failed, 2 for a usage error,
+        130 when interrupted (Ctrl-C).
     """
     try:
         args = build_parser().parse_args(argv)
@@ -254,6 +245,11 @@ def main(argv=None):
         except (CcdprocExtError, OSError) as err:
             print(f"{_PROG}: error: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            # Outputs are written whole or not at all: the same command resumes the night.
+            print(f"{_PROG}: interrupted; run the same command again to resume",
+                  file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

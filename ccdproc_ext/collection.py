@@ -5,9 +5,16 @@ It reads every header once through the instrument profile and keeps a table of f
 of observation, the keywords that must agree between a frame and its calibrations, and any
 problem found while reading. The choice of calibrations lives in `ccdproc_ext.matching`;
 the collection only gathers the facts.
+
+Bad files are found here, before any pixel is read: a file whose header cannot be read is
+set aside (`NightCollection.problems`); a data unit shorter than its header says
+(truncated), a missing or malformed keyword, an unknown frame type, or a file with the
+same bytes as another are problems of the frame, in words, with the kind of error
+(``problem_kind``). Header cards astropy cannot parse are repaired and the repair noted.
 """
 
 import fnmatch
+import hashlib
 import logging
 import math
 import os
@@ -19,9 +26,9 @@ from astropy.io.fits.card import UNDEFINED
 from astropy.table import Table
 from ccdproc import ImageFileCollection
 
-from .exceptions import CcdprocExtError
+from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
 from .headers import _to_float, card_value, first_card
-from .io import read_header
+from .io import file_checksum, inspect_frame, read_header
 from .profiles import IMAGE_TYPES, get_profile
 
 __all__ = ["NightCollection"]
@@ -70,6 +77,42 @@ def _summary_value(header, keyword):
     return value
 
 
+#: Bytes compared before whole files: the header, where two frames of a night differ.
+_HEAD_BYTES = 1 << 16
+
+
+def _head_digest(path):
+    with open(path, "rb") as stream:
+        return hashlib.sha256(stream.read(_HEAD_BYTES)).hexdigest()
+
+
+def _group_by(names, key):
+    """``names`` grouped by ``key(name)``; a file that cannot be read again is left out."""
+    groups = {}
+    for name in names:
+        try:
+            groups.setdefault(key(name), []).append(name)
+        except OSError:  # gone or unreadable since its header was read: not a duplicate
+            continue
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _find_duplicates(paths):
+    """``{name: name of the first file with the same bytes}`` among ``paths``.
+
+    ``paths`` maps names to paths, in order; the first of identical files is the one
+    kept. Files are compared by size, then by their first bytes, and only then whole, so a
+    night whose frames differ in their headers is not read twice.
+    """
+    duplicates = {}
+    for same_size in _group_by(paths, lambda name: os.path.getsize(paths[name])):
+        for same_head in _group_by(same_size, lambda name: _head_digest(paths[name])):
+            for same in _group_by(same_head, lambda name: file_checksum(paths[name])):
+                for other in same[1:]:
+                    duplicates[other] = same[0]
+    return duplicates
+
+
 def _assign_nights(mjd):
     """Label frames by observing night: a gap of more than 8 hours starts a new night."""
     night = np.zeros(len(mjd), dtype=int)
@@ -110,6 +153,19 @@ class NightCollection(ImageFileCollection):
         Passed on to `~ccdproc.ImageFileCollection` (``keywords``, ``glob_include``,
         ``glob_exclude``, ``ext``...).
 
+    Attributes
+    ----------
+    frames : `~astropy.table.Table`
+        One row per file whose header could be read: ``file``, ``type``, ``type_rule``,
+        ``exposure``, ``filter``, ``xbin``, ``ybin``, ``shape``, ``temperature``,
+        ``date_obs``, ``mjd``, ``agree``, ``night``; ``problem`` (in words, ``""`` when
+        the frame is usable) and ``problem_kind`` (the name of the error class:
+        ``FrameReadError`` for a truncated data unit, ``HeaderError``,
+        ``DuplicateFrameError``); ``notes`` (header cards that had to be repaired).
+    problems : list of dict
+        Files whose header could not be read at all (``file``, ``problem``, ``kind``);
+        they are not in `files`.
+
     Examples
     --------
     >>> import tempfile
@@ -143,20 +199,34 @@ class NightCollection(ImageFileCollection):
             folder = "" if location is None else str(location)
             if filenames is None and folder:
                 if not Path(folder).is_dir():
-                    raise CcdprocExtError(f"{folder}: no such folder")
+                    raise FrameReadError(f"{folder}: no such folder")
                 filenames = _scan_folder(folder, kwargs.pop("glob_include", None),
                                          kwargs.pop("glob_exclude", None))
         self.problems = []
         headers, readable = {}, []
-        for name in filenames or []:
+        self._data_problems, self._header_notes = {}, {}
+        listed = list(dict.fromkeys(filenames or []))  # a file listed twice is one file
+        if len(listed) < len(filenames or []):
+            log.warning("files listed more than once are read once")
+        for name in listed:
             path = os.path.join(folder, name)
             try:
-                headers[name] = read_header(path, kwargs.get("ext", 0))
+                headers[name], problem, notes = inspect_frame(path, kwargs.get("ext", 0))
             except CcdprocExtError as err:
-                self.problems.append({"file": name, "problem": str(err)})
+                self.problems.append({"file": name, "problem": str(err),
+                                      "kind": type(err).__name__})
                 log.warning("%s", err)
                 continue
+            if problem:  # a problem of the frame, in `frames`: reported from there
+                self._data_problems[name] = problem
+                log.info("%s: %s", path, problem)
+            if notes:
+                self._header_notes[name] = notes
+                for note in notes:
+                    log.info("%s: %s", path, note)
             readable.append(name)
+        self._duplicates = _find_duplicates({name: os.path.join(folder, name)
+                                             for name in readable})
         self._headers = headers
         # The parent builds its summary from the full path of each file (see
         # _dict_from_fits_header); this maps it back to the name listed in `files`.
@@ -224,20 +294,29 @@ class NightCollection(ImageFileCollection):
         for name in self.files:
             header = self._headers[name]
             path = os.path.join(self.location or "", name)
-            problems = []
+            problems = []  # (kind, words)
+            if name in self._data_problems:
+                problems.append((FrameReadError.__name__, self._data_problems[name]))
+            if name in self._duplicates:
+                first = self._duplicates[name]
+                problems.append((DuplicateFrameError.__name__,
+                                 f"the same bytes as {first}: a duplicate file, only {first} "
+                                 "is used"))
             image_type, type_rule = self._image_type(name, header)
             if not image_type:
                 word = first_card(header, profile.image_type_keywords)
-                problems.append(f"unknown frame type ({word} = {card_value(header, word)[0]!r} "
-                                "is not one of the profile's words, and no file pattern "
-                                "matches)" if word
-                                else "no image-type keyword and no file pattern matches")
+                problems.append((HeaderError.__name__,
+                                 f"unknown frame type ({word} = "
+                                 f"{card_value(header, word)[0]!r} is not one of the "
+                                 "profile's words, and no file pattern matches)" if word
+                                 else "no image-type keyword and no file pattern matches"))
 
             def read(function, default, problems=problems, header=header, path=path):
                 try:
                     return function(header, path=path)
                 except CcdprocExtError as err:
-                    problems.append(str(err).removeprefix(f"{path}: "))
+                    problems.append((type(err).__name__,
+                                     str(err).removeprefix(f"{path}: ")))
                     return default
 
             exposure = read(profile.exposure_time, math.nan)
@@ -264,11 +343,15 @@ class NightCollection(ImageFileCollection):
                 "date_obs": "" if time is None else time.isot,
                 "mjd": math.nan if time is None else time.mjd,
                 "agree": ",".join(agree),
-                "problem": "; ".join(problems),
+                "problem": "; ".join(words for _, words in problems),
+                "problem_kind": problems[0][0] if problems else "",
+                "notes": "; ".join(self._header_notes.get(name, ())),
             })
         names = ("file", "type", "type_rule", "exposure", "filter", "xbin", "ybin", "shape",
-                 "temperature", "date_obs", "mjd", "agree", "problem")
-        dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "U", "f8", "U", "U")
+                 "temperature", "date_obs", "mjd", "agree", "problem", "problem_kind",
+                 "notes")
+        dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "U", "f8", "U", "U", "U",
+                  "U")
         if not rows:
             return Table(names=(*names, "night"), dtype=(*dtypes, "i8"))
         table = Table(rows=[[r[n] for n in names] for r in rows], names=names)

@@ -9,9 +9,18 @@ The master's header lists the files it was made from (``IMCMB001`` ..., as IRAF'
 imcombine does), their number (``NCOMBINE``), the method (``COMBMETH``) and
 ``COMBINED = True``. A flat is normalised to a mean of 1 and its normalisation value is
 written as ``FLATNORM``.
+
+Bad frames: by default a frame that cannot be read or calibrated stops the master with
+its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...). With
+``skip_bad_frames=True`` it is left out with a `~ccdproc_ext.FrameSkippedWarning`, and
+listed in the master's header (``SKIP001 = file``, ``SKIPW001 = why``); a master left
+without any frame fails. A master made from a single frame is built, with a
+`~ccdproc_ext.DataQualityWarning`: nothing can be rejected and its noise is that of one
+frame.
 """
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +28,14 @@ from astropy.nddata import CCDData
 from astropy.stats import mad_std
 
 from .calibrate import MasterFrame, calibrate_frame
-
-# COMBINE-PENDING from .combine import combine
-from .exceptions import CcdprocExtError
+from .combine import combine
+from .exceptions import (
+    CalibrationMatchError,
+    CcdprocExtError,
+    DataQualityError,
+    DataQualityWarning,
+    FrameSkippedWarning,
+)
 from .io import read_frame, write_atomic
 from .profiles import get_profile
 
@@ -59,26 +73,66 @@ def _frames(frames):
     return items
 
 
-def _prepare(frames, profile, **calibration):
-    prepared = []
-    names = []
+def _reason(err, name):
+    """The words of an error, without the path of the file ``name`` it starts with."""
+    text = str(err)
+    head, sep, rest = text.partition(": ")
+    if sep and Path(head).name == name:
+        return rest
+    return text
+
+
+def _prepare(frames, profile, *, skip_bad_frames=False, check=None, **calibration):
+    """Read and calibrate each frame; returns (names, frames, skipped [(name, error)]).
+
+    ``check(ccd, name)``, if given, raises a `CcdprocExtError` for a calibrated frame
+    that cannot be used.
+    """
+    prepared, names, skipped = [], [], []
     for name, frame in frames:
-        ccd = frame if isinstance(frame, CCDData) else read_frame(frame, profile)
-        prepared.append(calibrate_frame(ccd, profile, name=name, **calibration))
+        try:
+            ccd = frame if isinstance(frame, CCDData) else read_frame(frame, profile)
+            calibrated = calibrate_frame(ccd, profile, name=name, **calibration)
+            if check is not None:
+                check(calibrated, name)
+            prepared.append(calibrated)
+        except CcdprocExtError as err:
+            if not skip_bad_frames:
+                raise
+            skipped.append((name, err))
+            warnings.warn(FrameSkippedWarning(f"{name} left out: {_reason(err, name)}",
+                                              file=name, error=err), stacklevel=4)
+            continue
         names.append(name)
-    return names, prepared
+    if not prepared:
+        err = skipped[0][1]
+        raise type(err)(f"none of the {len(skipped)} frames could be used: " + "; ".join(
+            f"{name}: {_reason(error, name)}" for name, error in skipped))
+    return names, prepared, skipped
 
 
-def _combine(names, prepared, kind, combine_options):
+#: Cards of the first frame that say nothing true about the master. CCDPDATE goes too: a
+#: master made again from the same frames is then the same file, with the same checksum
+#: in the frames calibrated with it, so a resumed night equals an uninterrupted one.
+_NOT_IN_MASTERS = ("NSATUR", "NNANPIX", "CCDPDATE")
+
+
+def _combine(names, prepared, kind, combine_options, skipped=()):
     options = dict(DEFAULT_COMBINE)
     options.update(combine_options or {})
     options.setdefault("dtype", np.float32)
     if len(prepared) == 1:
-        log.warning("master %s made from a single frame (%s): no rejection possible",
-                    kind, names[0])
-    from .combine import combine  # COMBINE-PENDING
+        warnings.warn(DataQualityWarning(
+            f"master {kind} made from a single frame ({names[0]}): nothing can be "
+            "rejected and its noise is that of one frame"), stacklevel=4)
     master = combine(prepared, **options)
     header = master.meta
+    for key in _NOT_IN_MASTERS:
+        if key in header:
+            del header[key]
+    not_finite = sum(int(ccd.meta.get("NNANPIX", 0)) for ccd in prepared)
+    if not_finite:
+        header["NNANPIX"] = (not_finite, "pixels not finite in the frames, masked")
     header["COMBINED"] = (True, "combined from several frames")
     header["NCOMBINE"] = (len(names), "number of frames combined")
     method = options["method"] + (" sigma-clipped" if options.get("sigma_clip") else "")
@@ -86,6 +140,10 @@ def _combine(names, prepared, kind, combine_options):
     header["MASTTYPE"] = (kind, "kind of master calibration frame")
     for i, name in enumerate(names, start=1):
         header[f"IMCMB{i:03d}"] = (name, "combined file")
+    for i, (name, err) in enumerate(skipped, start=1):
+        header[f"SKIP{i:03d}"] = (name, "file left out")
+        # no comment: the reason may be long (CONTINUE cards)
+        header[f"SKIPW{i:03d}"] = f"{type(err).__name__}: {_reason(err, name)}"
     return master
 
 
@@ -97,7 +155,8 @@ def _finish(master, output_file):
     return master
 
 
-def make_master_bias(frames, profile="generic", *, combine_options=None, output_file=None):
+def make_master_bias(frames, profile="generic", *, combine_options=None, output_file=None,
+                     skip_bad_frames=False):
     """Combine bias frames into a master bias.
 
     Parameters
@@ -111,20 +170,35 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         (`DEFAULT_COMBINE`).
     output_file : str, `pathlib.Path` or None, optional
         Where to write the master (atomically, with its uncertainty and mask).
+    skip_bad_frames : bool, optional
+        Leave out the frames that cannot be read or calibrated, each with a
+        `~ccdproc_ext.FrameSkippedWarning`, instead of raising. Default is ``False``.
 
     Returns
     -------
     `~astropy.nddata.CCDData`
         The master bias, float32, with an uncertainty and a mask.
+
+    Raises
+    ------
+    CcdprocExtError
+        The error of the first bad frame (`~ccdproc_ext.FrameReadError` for a truncated
+        file...), or, with ``skip_bad_frames``, when no frame is left.
+
+    Warns
+    -----
+    DataQualityWarning
+        When the master is made from a single frame.
     """
     profile = get_profile(profile)
-    names, prepared = _prepare(_frames(frames), profile)
-    return _finish(_combine(names, prepared, "bias", combine_options),
+    names, prepared, skipped = _prepare(_frames(frames), profile,
+                                        skip_bad_frames=skip_bad_frames)
+    return _finish(_combine(names, prepared, "bias", combine_options, skipped),
                    output_file)
 
 
 def make_master_dark(frames, profile="generic", *, master_bias=None, combine_options=None,
-                     output_file=None):
+                     output_file=None, skip_bad_frames=False):
     """Combine dark frames of one exposure time into a bias-subtracted master dark.
 
     Parameters
@@ -135,7 +209,7 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
         Default is ``"generic"``.
     master_bias : `CCDData`, path or None, optional
         Subtracted from each dark. Default is ``None`` (darks that include the bias).
-    combine_options, output_file
+    combine_options, output_file, skip_bad_frames
         As for `make_master_bias`.
 
     Returns
@@ -148,18 +222,20 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
     items = _frames(frames)
     bias = MasterFrame.load(master_bias, profile) if isinstance(master_bias, str | Path) \
         else master_bias
-    names, prepared = _prepare(items, profile, master_bias=bias)
+    names, prepared, skipped = _prepare(items, profile, master_bias=bias,
+                                        skip_bad_frames=skip_bad_frames)
     exposures = {profile.exposure_time(ccd.meta, path=name) for name, ccd in
                  zip(names, prepared, strict=True)}
     if len(exposures) > 1:
-        raise CcdprocExtError(f"darks of several exposure times ({sorted(exposures)} s) "
+        raise CalibrationMatchError(f"darks of several exposure times ({sorted(exposures)} s) "
                               "cannot be combined into one master dark")
-    master = _combine(names, prepared, "dark", combine_options)
+    master = _combine(names, prepared, "dark", combine_options, skipped)
     return _finish(master, output_file)
 
 
 def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark=None,
-                     scale_dark=None, combine_options=None, min_value=0.1, output_file=None):
+                     scale_dark=None, combine_options=None, min_value=0.1, output_file=None,
+                     skip_bad_frames=False):
     """Combine flat frames of one filter into a normalised master flat.
 
     Each flat is bias- and dark-corrected (the dark scaled by exposure time when the
@@ -176,41 +252,78 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
         Lower masters. Default is ``None``.
     scale_dark : bool or None, optional
         See `~ccdproc_ext.calibrate_frame`.
-    combine_options, output_file
+    combine_options, output_file, skip_bad_frames
         As for `make_master_bias`; the default adds ``scale`` (inverse median).
     min_value : float or None, optional
-        Pixels of the normalised flat below this are masked. Default is 0.1.
+        Pixels of the normalised flat below this (zero, negative, or nearly so) are
+        masked, and counted in ``NLOWPIX``. Default is 0.1.
 
     Returns
     -------
     `~astropy.nddata.CCDData`
-        The master flat, mean 1, float32, with uncertainty and mask.
+        The master flat, mean 1 over its good pixels, float32, with uncertainty and mask.
+
+    Raises
+    ------
+    DataQualityError
+        If a flat frame's mean level after bias and dark subtraction is zero or negative
+        (an unlit frame; with ``skip_bad_frames`` it is left out), or the combined flat's
+        is.
+
+    Warns
+    -----
+    DataQualityWarning
+        When pixels are below ``min_value`` (masked), or the flat is a single frame.
     """
     profile = get_profile(profile)
     def load(m):
         return (MasterFrame.load(m, profile) if isinstance(m, str | Path) else m)
-    names, prepared = _prepare(_frames(frames), profile, master_bias=load(master_bias),
-                               master_dark=load(master_dark), scale_dark=scale_dark)
+    names, prepared, skipped = _prepare(_frames(frames), profile,
+                                        master_bias=load(master_bias),
+                                        master_dark=load(master_dark), scale_dark=scale_dark,
+                                        skip_bad_frames=skip_bad_frames,
+                                        check=_check_flat_level)
     filters = {profile.filter_name(ccd.meta) for ccd in prepared}
     if len(filters) > 1:
-        raise CcdprocExtError(f"flats of several filters ({', '.join(map(str, filters))}) "
+        raise CalibrationMatchError(f"flats of several filters ({', '.join(map(str, filters))}) "
                               "cannot be combined into one master flat")
     options = {"scale": _inverse_median}
     options.update(combine_options or {})
-    master = _combine(names, prepared, "flat", options)
+    master = _combine(names, prepared, "flat", options, skipped)
     good = ~master.mask if master.mask is not None else np.ones(master.shape, bool)
-    norm = float(np.mean(master.data[good], dtype=np.float64))
+    good &= np.isfinite(master.data)
+    norm = float(np.mean(master.data[good], dtype=np.float64)) if good.any() else np.nan
     if not np.isfinite(norm) or norm <= 0:
-        raise CcdprocExtError(f"master flat from {names[0]} ...: mean level {norm}, cannot "
-                              "normalise")
+        raise DataQualityError(f"master flat from {', '.join(names[:3])}"
+                               f"{' ...' if len(names) > 3 else ''}: its mean level is "
+                               f"{norm:g}, a flat must be positive")
     master.data = (master.data / norm).astype(np.float32)
     if master.uncertainty is not None:
         master.uncertainty.array = (master.uncertainty.array / norm).astype(np.float32)
     master.meta["FLATNORM"] = (norm, "the combined flat was divided by this")
     if min_value is not None:
-        low = master.data < min_value
+        # NaN compares False: not-finite pixels are masked through ~good.
+        low = (master.data < min_value) | ~good
+        n_low = int(np.count_nonzero(low & good))
         master.mask = low if master.mask is None else (master.mask | low)
+        master.meta["NLOWPIX"] = (n_low, f"pixels below {min_value:g}, masked")
+        if n_low:
+            warnings.warn(DataQualityWarning(
+                f"master flat from {names[0]}{' ...' if len(names) > 1 else ''}: {n_low} "
+                f"pixel(s) ({n_low / master.data.size:.2%}) are below {min_value:g} of the "
+                "mean (zero, negative or nearly so); they are masked"), stacklevel=2)
     return _finish(master, output_file)
+
+
+def _check_flat_level(ccd, name):
+    """A flat frame must be lit: its mean level after bias and dark must be positive."""
+    data = ccd.data if ccd.mask is None else ccd.data[~ccd.mask]
+    if data.size == 0:
+        raise DataQualityError(f"{name}: every pixel is masked (saturated or not finite)")
+    level = float(np.mean(data, dtype=np.float64))
+    if not np.isfinite(level) or level <= 0:
+        raise DataQualityError(f"{name}: its mean level after bias and dark subtraction is "
+                               f"{level:g}; a flat must be positive")
 
 
 def _inverse_median(data):

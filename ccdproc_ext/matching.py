@@ -16,8 +16,9 @@ The plan is built in two steps:
 
 Biases need nothing, darks need a bias, flats a bias and a dark, science frames all
 three. A type of calibration absent from the whole night is a skipped step, not a
-problem (TIRCAM2 nights have no darks); a type that is present but matches nothing is a
-problem, found before any pixel is touched.
+problem (TIRCAM2 nights have no darks); a type that is present but matches nothing (or
+whose frames all have problems, truncated files say) is a problem, found before any pixel
+is touched.
 """
 
 import math
@@ -212,12 +213,19 @@ def _safe(text):
 
 
 # ---------------------------------------------------------------------------- choice
-def _choose(kind, frame, masters, profile, *, scale_darks, dark_tolerance):
-    """Pick the master of ``kind`` for ``frame``: (master row or None, details dict)."""
+def _choose(kind, frame, masters, profile, *, scale_darks, dark_tolerance, present=()):
+    """Pick the master of ``kind`` for ``frame``: (master row or None, details dict).
+
+    ``present`` are the frame types of the night, usable or not: a type whose frames all
+    have problems is not a step to skip, it is a calibration missing.
+    """
     candidates = masters[masters["kind"] == kind]
     details = {"rule": "", "master": "", "dexposure": math.nan, "scale": math.nan,
                "dtime": math.nan, "dtemperature": math.nan}
     if len(candidates) == 0:
+        if kind in present:
+            raise CalibrationMatchError(
+                f"no usable {kind} frame: every {kind} frame of this night has a problem")
         details["rule"] = f"no {kind} frames in this night: step skipped"
         return None, details
     key = repr(_group_key(frame))
@@ -286,7 +294,7 @@ _PLAN_COLUMNS = {
     "dark": "U", "dark_rule": "U", "dark_exposure": "f8", "dark_dexposure": "f8",
     "dark_scale": "f8", "dark_dtime": "f8", "dark_dtemperature": "f8",
     "flat": "U", "flat_rule": "U", "flat_dtime": "f8", "flat_dtemperature": "f8",
-    "status": "U", "problem": "U",
+    "status": "U", "problem": "U", "problem_kind": "U", "notes": "U",
 }
 
 
@@ -317,8 +325,11 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
         (``""`` when none), the rule that chose it, and the distances (``dark_dexposure``
         in s, ``*_dtime`` in hours, ``*_dtemperature`` in C, each the master's value
         minus the frame's, times as absolute values), ``dark_scale``, and ``status``
-        (``ok`` or ``problem``) with ``problem`` in words. A file whose header could not
-        be read gets a row of type ``unreadable``. ``meta["masters"]`` is the table of
+        (``ok`` or ``problem``) with ``problem`` in words and ``problem_kind`` the name
+        of the error class it is (``FrameReadError``, ``HeaderError``,
+        ``CalibrationMatchError``, ``DuplicateFrameError``), and ``notes`` (header cards
+        repaired). A file whose header could not be read gets a row of type
+        ``unreadable``. ``meta["masters"]`` is the table of
         masters (name, kind, group, night, exposure, filter, files).
     """
     profile = collection.profile
@@ -326,6 +337,7 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
     dark_tolerance = profile.dark_tolerance if dark_tolerance is None else dark_tolerance
     frames = collection.frames
     masters = _build_masters(frames, profile)
+    present = set(frames["type"])
     rows = []
     for frame in frames:
         row = _plan_row(frame["file"], frame["type"] or "unknown")
@@ -338,32 +350,38 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
             "date_obs": frame["date_obs"],
         })
         problems = [frame["problem"]] if frame["problem"] else []
+        kind = frame["problem_kind"] if problems else ""
+        row["notes"] = frame["notes"]
         if not problems:
-            for kind in NEEDS[frame["type"]]:
+            for calibration in NEEDS[frame["type"]]:
                 try:
-                    master, details = _choose(kind, frame, masters, profile,
+                    master, details = _choose(calibration, frame, masters, profile,
                                               scale_darks=scale_darks,
-                                              dark_tolerance=dark_tolerance)
+                                              dark_tolerance=dark_tolerance,
+                                              present=present)
                 except CalibrationMatchError as err:
                     problems.append(str(err))
-                    row[f"{kind}_rule"] = "no match"
+                    kind = kind or CalibrationMatchError.__name__
+                    row[f"{calibration}_rule"] = "no match"
                     continue
-                row[kind] = details["master"]
-                row[f"{kind}_rule"] = details["rule"]
-                row[f"{kind}_dtime"] = details["dtime"]
-                row[f"{kind}_dtemperature"] = details["dtemperature"]
-                if kind == "dark" and master is not None:
+                row[calibration] = details["master"]
+                row[f"{calibration}_rule"] = details["rule"]
+                row[f"{calibration}_dtime"] = details["dtime"]
+                row[f"{calibration}_dtemperature"] = details["dtemperature"]
+                if calibration == "dark" and master is not None:
                     row["dark_exposure"] = float(master["exposure"])
                     row["dark_dexposure"] = details["dexposure"]
                     row["dark_scale"] = details["scale"]
         row["status"] = "problem" if problems else "ok"
         row["problem"] = "; ".join(problems)
+        row["problem_kind"] = kind
         rows.append(row)
     # Files whose header could not be read get a row too, with nothing known about them
     # (NaN, not a made-up 0 s exposure).
     for problem in collection.problems:
         row = _plan_row(problem["file"], "unreadable")
-        row.update(status="problem", problem=problem["problem"])
+        row.update(status="problem", problem=problem["problem"],
+                   problem_kind=problem.get("kind", "FrameReadError"))
         rows.append(row)
     names = tuple(_PLAN_COLUMNS)
     if rows:

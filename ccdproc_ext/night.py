@@ -9,7 +9,22 @@ output folder, written atomically; ``plan.ecsv`` and ``masters.ecsv`` record the
 Each output carries a ``RECIPE`` card: a hash of what it was made from (the raw files'
 names, sizes and modification times, the masters' checksums, the settings). A re-run skips
 the outputs whose recipe is unchanged, so an interrupted night resumes where it stopped;
-``overwrite=True`` redoes them all.
+``overwrite=True`` redoes them all. Outputs are written under a temporary name and renamed
+when complete; the temporary files a killed run leaves behind are removed when the next
+run starts. Masters carry no time stamp, so a master rebuilt from the same frames is the
+same file and a resumed night ends with exactly the outputs of an uninterrupted one (but
+for the ``CCDPDATE`` of the science frames).
+
+Raw data is never written: raw files are only opened read-only, the output folder may
+not be the raw folder, be inside it or contain it, and every output name is made from a
+raw file's name (or a master's), cleaned of anything but letters, digits and ``-_.+``,
+and checked to stay in its folder.
+
+Bad input never ends the night with a traceback: every frame that cannot be reduced is
+listed in `NightResult.problems` with the kind of error and the reason, and the night
+goes on with the good frames; ``strict=True`` raises that error instead, at the first
+one. Things worth knowing about frames that were used (header cards repaired, pixels
+masked, a master made from a single frame) are listed in `NightResult.notes`.
 """
 
 import functools
@@ -17,9 +32,11 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 from astropy.io import fits
@@ -28,8 +45,14 @@ from ccdproc import ImageFileCollection
 
 from .calibrate import MasterFrame, calibrate_frame
 from .collection import NightCollection
-from .exceptions import CcdprocExtError
-from .io import file_checksum, read_frame, write_atomic
+from .exceptions import (
+    CcdprocExtError,
+    CcdprocExtWarning,
+    FrameSkippedWarning,
+    OutputError,
+    error_class,
+)
+from .io import file_checksum, read_frame, remove_partial_files, write_atomic
 from .masters import make_master_bias, make_master_dark, make_master_flat
 from .profiles import get_profile
 
@@ -50,9 +73,16 @@ class NightResult:
         ``(kind, name) -> path`` of every master built or found up to date.
     science : `~astropy.table.Table`
         One row per science frame: raw file, output file, masters used, dark scale, sky
-        level and noise, status (``written``, ``up to date``, ``skipped``).
+        level and noise, the number of saturated and of masked pixels, status
+        (``written``, ``up to date``).
     problems : `~astropy.table.Table`
-        Frames that were not reduced, and why.
+        Frames that were not reduced (or left out of a master), one row each: ``file``,
+        ``kind`` (the name of the error class, e.g. ``FrameReadError``) and ``problem``
+        (what is wrong, in words).
+    notes : `~astropy.table.Table`
+        Frames and masters that were used but deserve a look: ``file``, ``kind`` (e.g.
+        ``DataQualityWarning``) and ``note`` (header cards repaired, pixels that were NaN,
+        a master made from a single frame, flat pixels below the minimum).
     output_dir : `pathlib.Path`
     """
 
@@ -61,6 +91,7 @@ class NightResult:
     science: Table = None
     problems: Table = None
     output_dir: Path = None
+    notes: Table = None
 
     def summary(self):
         """A few lines for people: frames by type, masters, science frames, problems."""
@@ -79,14 +110,22 @@ class NightResult:
         if self.problems is not None and len(self.problems):
             lines.append(f"{len(self.problems)} frame(s) skipped:")
             lines.extend(f"  {row['file']}: {row['problem']}" for row in self.problems)
+        if self.notes is not None and len(self.notes):
+            lines.append(f"{len(self.notes)} note(s):")
+            lines.extend(f"  {row['file']}: {row['note']}" for row in self.notes)
         if self.output_dir is not None:
             lines.append(f"output: {self.output_dir}")
         return "\n".join(lines)
 
 
+#: Part of every recipe: outputs of an older layout are made again.
+_RECIPE_VERSION = 2
+
+
 def _recipe(*parts):
     """A short hash of what an output is made from."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps([_RECIPE_VERSION, *parts], sort_keys=True,
+                                       default=str).encode())
     return digest.hexdigest()[:16]
 
 
@@ -104,44 +143,50 @@ def _up_to_date(path, recipe):
         return False
 
 
+# ------------------------------------------------------------------- output locations
+_FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.bz2", ".fits", ".fit", ".fts")
+
+
+def _clean_name(text):
+    """Letters, digits and ``-_.+`` only; no leading dot (hidden files, ``..``)."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_.+") else "_"
+                      for c in text)
+    return cleaned.lstrip(".") or "frame"
+
+
 def _output_name(file, used):
-    stem = "_".join(Path(file).with_suffix("").parts)
-    if stem.lower().endswith(".fits"):
-        stem = stem[:-5]
+    """The output file name of a raw file: its path (relative parts) joined with ``_``.
+
+    Only the raw file's own name and the sub-folders it was found in are used (for an
+    absolute path, its name alone), never a header value, and every character other than
+    letters, digits and ``-_.+`` becomes ``_``: the name cannot leave its folder. Names
+    already in ``used`` (compared without case) get ``-2``, ``-3``...
+    """
+    path = PurePath(file)
+    parts = [path.name] if path.is_absolute() else \
+        [part for part in path.parts if part not in ("", ".", "..")]
+    stem = "_".join(parts) or "frame"
+    lower = stem.lower()
+    for suffix in _FITS_SUFFIXES:
+        if lower.endswith(suffix):
+            stem = stem[:-len(suffix)]
+            break
+    stem = _clean_name(stem)
     name = f"{stem}.fits"
     i = 1
-    while name in used:
+    while name.lower() in used:
         i += 1
         name = f"{stem}-{i}.fits"
-    used.add(name)
+    used.add(name.lower())
     return name
 
 
-def _check_output_dir(raw_folder, output_dir):
-    output_dir = Path(output_dir).resolve()
-    if raw_folder is not None:
-        raw_folder = Path(raw_folder).resolve()
-        if output_dir == raw_folder or raw_folder in output_dir.parents:
-            raise CcdprocExtError(f"output folder {output_dir} is inside the raw folder "
-                                  f"{raw_folder}: raw data is never written; choose another")
-    return output_dir
-
-
-def _sky_statistics(data):
-    """Sky level and noise of a calibrated frame, sources masked (photutils)."""
-    from astropy.stats import SigmaClip, sigma_clipped_stats
-    from photutils.background import Background2D, MedianBackground
-
-    ny, nx = data.shape
-    box = max(8, min(64, ny // 4, nx // 4))
-    try:
-        # The default rms estimator is the sigma-clipped standard deviation.
-        background = Background2D(data, box, filter_size=3, sigma_clip=SigmaClip(sigma=3.0),
-                                  bkg_estimator=MedianBackground())
-        return float(background.background_median), float(background.background_rms_median)
-    except ValueError:
-        _, median, std = sigma_clipped_stats(data, sigma=3.0, maxiters=5)
-        return float(median), float(std)
+def _inside(path, folder):
+    """``path``, after checking that it is a file directly in ``folder``."""
+    if Path(path).parent.resolve() != Path(folder).resolve() or \
+            Path(path).name in ("", ".", ".."):
+        raise OutputError(f"{path}: an output must be written in {folder}")
+    return path
 
 
 def _raw_location(raw):
@@ -150,6 +195,128 @@ def _raw_location(raw):
     if isinstance(raw, list | tuple):
         return None
     return raw
+
+
+def _check_raw_and_output(raw_folder, output_dir):
+    """Refuse an output folder in, equal to, or around the raw folder."""
+    output_dir = Path(output_dir).expanduser().resolve()
+    if raw_folder is not None:
+        raw_folder = Path(raw_folder).expanduser().resolve()
+        if output_dir == raw_folder:
+            raise OutputError(f"output folder {output_dir} is the raw folder: raw data is "
+                              "never written; choose another")
+        if raw_folder in output_dir.parents:
+            raise OutputError(f"output folder {output_dir} is inside the raw folder "
+                              f"{raw_folder}: raw data is never written; choose another")
+        if output_dir in raw_folder.parents:
+            raise OutputError(f"output folder {output_dir} contains the raw folder "
+                              f"{raw_folder}: raw data is never written, and no output may "
+                              "land in or above it; choose a folder beside it")
+    return output_dir
+
+
+def _check_raw_files(collection, output_dir):
+    """Refuse a raw file (a listed one, or a link) that lies inside the output folder."""
+    for file in collection.files:
+        if output_dir in collection.path(file).resolve().parents:
+            raise OutputError(f"raw file {file} is inside the output folder {output_dir}: "
+                              "raw data is never written; choose another output folder")
+
+
+def _prepare_output_dir(output_dir):
+    """Create the output folders, check they can be written, clear stale temporary files."""
+    folders = (output_dir, output_dir / "masters", output_dir / "science")
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".part", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise OutputError(f"output folder {folder} cannot be written: "
+                              f"{err.strerror or err}") from None
+    for folder in folders:
+        for path in remove_partial_files(folder):
+            log.info("removed %s, left by an interrupted run", path)
+
+
+def _sky_statistics(data, mask=None):
+    """Sky level and noise of a calibrated frame, sources and masked pixels left out."""
+    from astropy.stats import SigmaClip, sigma_clipped_stats
+    from photutils.background import Background2D, MedianBackground
+
+    ny, nx = data.shape
+    box = max(8, min(64, ny // 4, nx // 4))
+    bad = ~np.isfinite(data)
+    if mask is not None:
+        bad |= mask
+    if bad.all():
+        return np.nan, np.nan
+    try:
+        # The default rms estimator is the sigma-clipped standard deviation.
+        background = Background2D(data, box, filter_size=3, sigma_clip=SigmaClip(sigma=3.0),
+                                  bkg_estimator=MedianBackground(),
+                                  mask=bad if bad.any() else None)
+        return float(background.background_median), float(background.background_rms_median)
+    except ValueError:
+        _, median, std = sigma_clipped_stats(data, mask=bad, sigma=3.0, maxiters=5)
+        return float(median), float(std)
+
+
+class _Report:
+    """The problems and notes of a night, in the order they were found."""
+
+    def __init__(self, strict):
+        self.strict = strict
+        self.problems = []  # (file, kind, problem)
+        self.notes = []  # (file, kind, note)
+
+    def problem(self, file, kind, text, *, logged=False):
+        """A frame that is not reduced: raise in strict mode, else list it (and log it,
+        unless it was ``logged`` already)."""
+        if self.strict:
+            raise error_class(kind)(f"{file}: {text}")
+        if (file, kind, text) not in self.problems:
+            self.problems.append((file, kind, text))
+            if not logged:
+                log.warning("%s: %s", file, text)
+
+    def note(self, file, kind, text):
+        if (file, kind, text) not in self.notes:
+            self.notes.append((file, kind, text))
+
+    def tables(self):
+        return (_table(self.problems, ("file", "kind", "problem")),
+                _table(self.notes, ("file", "kind", "note")))
+
+
+def _table(rows, names):
+    if not rows:
+        return Table(names=names, dtype=("U",) * len(names))
+    return Table(rows=rows, names=names)
+
+
+class _CaughtWarnings(warnings.catch_warnings):
+    """Record the package's own warnings; let every other warning through as it was."""
+
+    def __init__(self):
+        super().__init__(record=True)
+
+    def __enter__(self):
+        self.caught = super().__enter__()
+        warnings.simplefilter("always", CcdprocExtWarning)
+        return self
+
+    def __exit__(self, *exc_info):
+        super().__exit__(*exc_info)
+        self.ours = []
+        for caught in self.caught:
+            if issubclass(caught.category, CcdprocExtWarning):
+                self.ours.append(caught.message)
+            else:
+                warnings.warn_explicit(caught.message, caught.category, caught.filename,
+                                       caught.lineno, source=caught.source)
+        return False
 
 
 def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite=False,
@@ -162,10 +329,12 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     Parameters
     ----------
     raw : str, `pathlib.Path`, list of paths or `~ccdproc.ImageFileCollection`
-        The raw frames: a folder (searched recursively), files, or a collection.
+        The raw frames: a folder (searched recursively), files, or a collection. They are
+        only ever opened read-only.
     output_dir : str or `pathlib.Path`
         Where ``masters/``, ``science/``, ``plan.ecsv`` and ``masters.ecsv`` are written.
-        It may not be the raw folder or inside it.
+        It may not be the raw folder, be inside it or contain it, and no raw file may lie
+        inside it (`~ccdproc_ext.OutputError`, before anything is read or written).
     profile : str, path or `~ccdproc_ext.InstrumentProfile`, optional
         The camera. Default is ``"generic"``.
     dry_run : bool, optional
@@ -174,7 +343,10 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         Redo outputs that are up to date. Default is ``False``.
     strict : bool, optional
         Raise at the first frame that cannot be reduced instead of listing it in
-        ``problems``. Default is ``False``.
+        ``problems``: the error is of the kind named in the problem (a
+        `~ccdproc_ext.FrameReadError` for a truncated file, a
+        `~ccdproc_ext.CalibrationMatchError` for a frame no calibration matches...).
+        Default is ``False``.
     workers : int or None, optional
         Processes calibrating science frames in parallel on this machine. Default is
         ``None``: one per core. ``1`` calibrates them one at a time in this process.
@@ -193,31 +365,45 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     gain_correct, create_deviation : bool, optional
         See `~ccdproc_ext.calibrate_frame`. Default is ``False``.
     write_uncertainty : bool, optional
-        Write the uncertainty and mask of science frames. Default is ``False``.
+        Write the uncertainty and mask of science frames. Default is ``False``: the mask
+        is still written (extension ``MASK``) when any pixel is masked (saturated, NaN in
+        the raw frame, or masked in a master).
     dtype : numpy dtype, optional
         Pixel type of the outputs. Default is ``float32``.
 
     Returns
     -------
     `NightResult`
+
+    Raises
+    ------
+    OutputError
+        If the output folder is in, is, or contains the raw folder, or cannot be written.
+    CcdprocExtError
+        In strict mode, the error of the first frame that cannot be reduced.
     """
     profile = get_profile(profile)
-    output_dir = _check_output_dir(_raw_location(raw), output_dir)
+    output_dir = _check_raw_and_output(_raw_location(raw), output_dir)
     collection = raw if isinstance(raw, NightCollection) else \
         NightCollection(raw, profile=profile, image_types=image_types)
+    _check_raw_files(collection, output_dir)
     plan = collection.plan(scale_darks=scale_darks)
     masters_table = plan.meta["masters"]
-    problems = [(row["file"], row["problem"]) for row in plan if row["status"] != "ok"]
-    if strict and problems:
-        raise CcdprocExtError(f"{problems[0][0]}: {problems[0][1]}")
+    report = _Report(strict)
+    for row in plan:
+        if row["status"] != "ok":
+            # NightCollection has logged the files it could not read
+            report.problem(row["file"], row["problem_kind"] or "CcdprocExtError",
+                           row["problem"], logged=row["type"] == "unreadable")
+        elif row["notes"]:
+            report.note(row["file"], "HeaderRepaired", row["notes"])
     result = NightResult(plan=plan, output_dir=output_dir)
     if dry_run:
-        result.problems = _problems_table(problems)
+        result.problems, result.notes = report.tables()
         result.science = _science_table([])
         return result
 
-    (output_dir / "masters").mkdir(parents=True, exist_ok=True)
-    (output_dir / "science").mkdir(parents=True, exist_ok=True)
+    _prepare_output_dir(output_dir)
     plan_to_write = plan.copy(copy_data=False)
     plan_to_write.meta = {k: v for k, v in plan.meta.items() if k != "masters"}
     _write_table(plan_to_write, output_dir / "plan.ecsv")
@@ -225,7 +411,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
 
     plan_rows = {row["file"]: row for row in plan}
     built = {}  # master name -> MasterFrame
-    failed = {}  # master name -> reason
+    failed = {}  # master name -> (kind, reason)
     settings = {"profile": profile.name, "combine": repr(sorted((combine_options or {}).items())),
                 "dtype": np.dtype(dtype).name}
 
@@ -237,51 +423,68 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         for master in masters_table[masters_table["kind"] == kind]:
             bar.update(1)
             name = master["name"]
-            members = [f for f in master["files"].split(",") if plan_rows[f]["status"] == "ok"]
-            if not members:
-                failed[name] = "none of its frames could be used"
+            files = master["files"].split(",")
+            members = [f for f in files if plan_rows[f]["status"] == "ok"]
+            if not members:  # its frames need a calibration that is missing
+                failed[name] = (plan_rows[files[0]]["problem_kind"] or "CcdprocExtError",
+                                f"none of its frames could be used ({files[0]}: "
+                                f"{plan_rows[files[0]]['problem']})")
                 continue
             first = plan_rows[members[0]]
             needs = {k: first[k] for k in ("bias", "dark") if kind != "bias" and first[k]}
             missing = [needs[k] for k in needs if needs[k] not in built]
             if missing:
-                failed[name] = f"its master {', '.join(missing)} could not be built"
+                failed[name] = (failed.get(missing[0], ("CcdprocExtError",))[0],
+                                f"its master {', '.join(missing)} could not be built")
+                for member in members:
+                    report.problem(member, failed[name][0],
+                                   f"master {name} not built: {failed[name][1]}")
                 continue
-            path = output_dir / "masters" / f"{name}.fits"
+            path = _inside(output_dir / "masters" / f"{name}.fits", output_dir / "masters")
             recipe = _recipe(settings, [_file_stamp(collection.path(f)) for f in members],
                              {k: built[v].checksum for k, v in needs.items()},
                              first["dark_scale"] if kind == "flat" else None)
             try:
                 if overwrite or not _up_to_date(path, recipe):
                     scale = first["dark_scale"]
-                    _build_master(kind, [collection.path(f) for f in members], profile,
-                                  {k: built[v] for k, v in needs.items()}, combine_options,
-                                  path, recipe,
-                                  scale_dark=bool(np.isfinite(scale) and scale != 1.0))
+                    with _CaughtWarnings() as caught:
+                        _build_master(kind, [collection.path(f) for f in members], profile,
+                                      {k: built[v] for k, v in needs.items()},
+                                      combine_options, path, recipe,
+                                      scale_dark=bool(np.isfinite(scale) and scale != 1.0),
+                                      skip_bad_frames=not strict)
+                    for message in caught.ours:
+                        if not isinstance(message, FrameSkippedWarning):
+                            log.warning("master %s: %s", name, message)
                 built[name] = MasterFrame.load(path, profile)
             except CcdprocExtError as err:
                 if strict:
                     raise
-                failed[name] = str(err)
+                failed[name] = (type(err).__name__, str(err))
                 log.warning("master %s not built: %s", name, err)
+                for member in members:
+                    report.problem(member, type(err).__name__,
+                                   f"master {name} not built: {err}")
                 continue
+            _report_master(report, built[name], path, members)
             result.masters[(kind, name)] = path
     bar.close()
 
     science_rows = []
     used_names = set()
     tasks = []
+    science_folder = output_dir / "science"
     for row in plan:
         if row["type"] != "science" or row["status"] != "ok":
             continue
         broken = [row[k] for k in ("bias", "dark", "flat") if row[k] and row[k] not in built]
         if broken:
-            reason = "; ".join(f"master {m}: {failed.get(m, 'not built')}" for m in broken)
-            if strict:
-                raise CcdprocExtError(f"{row['file']}: {reason}")
-            problems.append((row["file"], reason))
+            kind_of = failed.get(broken[0], ("CcdprocExtError", ""))[0]
+            reason = "; ".join(f"master {m}: {failed.get(m, ('', 'not built'))[1]}"
+                               for m in broken)
+            report.problem(row["file"], kind_of, reason)
             continue
-        out = output_dir / "science" / _output_name(row["file"], used_names)
+        out = _inside(science_folder / _output_name(row["file"], used_names), science_folder)
         masters_used = {k: (str(result.masters[(k, row[k])]), built[row[k]].checksum)
                         for k in ("bias", "dark", "flat") if row[k]}
         scale = row["dark_scale"] if row["dark"] else np.nan
@@ -313,38 +516,75 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
             try:
                 outcomes.append(result_of())
             except CcdprocExtError as err:
+                if strict:
+                    raise
                 outcomes.append(err)
             bar.update(1)
     finally:
         bar.close()
         if own_executor is not None:
-            own_executor.shutdown()
+            own_executor.shutdown(cancel_futures=True)
 
     for (row, out, _, scale, _), outcome in zip(tasks, outcomes, strict=True):
         if isinstance(outcome, Exception):
-            if strict:
-                raise outcome
-            problems.append((row["file"], str(outcome)))
+            report.problem(row["file"], type(outcome).__name__, _without_path(outcome))
             continue
-        status, sky, noise = outcome
+        status, sky, noise, n_saturated, n_masked, notes = outcome
+        for kind, text in notes:
+            report.note(row["file"], kind, text)
         science_rows.append((row["file"], str(out), row["bias"], row["dark"], row["flat"],
                              float(scale) if np.isfinite(scale) else np.nan, sky, noise,
-                             status))
+                             n_saturated, n_masked, status))
     result.science = _science_table(science_rows)
-    result.problems = _problems_table(problems)
+    result.problems, result.notes = report.tables()
     return result
 
 
-def _build_master(kind, paths, profile, lower, combine_options, path, recipe, *, scale_dark):
+def _without_path(err):
+    """An error's words without the full path of the file it starts with."""
+    text = str(err)
+    head, sep, rest = text.partition(": ")
+    return rest if sep and os.sep in head else text
+
+
+def _report_master(report, master, path, members):
+    """Problems and notes read from a master's header: the same on every run."""
+    header = master.ccd.meta
+    file = f"masters/{path.name}"
+    by_name = {}
+    for member in members:
+        by_name.setdefault(Path(member).name, member)
+    i = 1
+    while f"SKIP{i:03d}" in header:
+        left_out = str(header[f"SKIP{i:03d}"])
+        kind, _, why = str(header.get(f"SKIPW{i:03d}", "")).partition(": ")
+        report.problem(by_name.get(left_out, left_out), kind or "CcdprocExtError",
+                       f"left out of master {path.stem}: {why}")
+        i += 1
+    if header.get("NCOMBINE", 0) == 1:
+        report.note(file, "DataQualityWarning",
+                    f"made from a single frame ({header.get('IMCMB001', '?')}): nothing "
+                    "could be rejected and its noise is that of one frame")
+    if header.get("NLOWPIX", 0):
+        report.note(file, "DataQualityWarning",
+                    f"{header['NLOWPIX']} pixel(s) below the minimum of the flat, masked")
+    if header.get("NNANPIX", 0):
+        report.note(file, "DataQualityWarning",
+                    f"{header['NNANPIX']} pixel(s) of its frames were NaN or infinite, "
+                    "masked")
+
+
+def _build_master(kind, paths, profile, lower, combine_options, path, recipe, *, scale_dark,
+                  skip_bad_frames):
+    options = {"combine_options": combine_options, "skip_bad_frames": skip_bad_frames}
     if kind == "bias":
-        master = make_master_bias(paths, profile, combine_options=combine_options)
+        master = make_master_bias(paths, profile, **options)
     elif kind == "dark":
-        master = make_master_dark(paths, profile, master_bias=lower.get("bias"),
-                                  combine_options=combine_options)
+        master = make_master_dark(paths, profile, master_bias=lower.get("bias"), **options)
     else:
         master = make_master_flat(paths, profile, master_bias=lower.get("bias"),
                                   master_dark=lower.get("dark"), scale_dark=scale_dark,
-                                  combine_options=combine_options)
+                                  **options)
     master.meta["RECIPE"] = (recipe, "hash of the inputs and settings")
     master.meta["FILENAME"] = path.name
     write_atomic(master, path, uncertainty=True, mask=True)
@@ -371,7 +611,7 @@ def _prepared_master(path, checksum, profile, scale, keep_uncertainty):
 def _prepare_master(path, checksum, profile, scale, keep_uncertainty):
     master = MasterFrame.load(path, profile)
     if master.checksum != checksum:
-        raise CcdprocExtError(f"{path}: the master changed while the night was reduced "
+        raise OutputError(f"{path}: the master changed while the night was reduced "
                               f"(checksum {master.checksum}, expected {checksum})")
     if not keep_uncertainty:
         master = master.without_uncertainty()
@@ -389,40 +629,57 @@ def _calibrate_science(raw_path, out, profile, masters_used, scale, recipe, gain
         raw, profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
         master_flat=masters.get("flat"), scale_dark=False, gain_correct=gain_correct,
         create_deviation=create_deviation, dtype=dtype, name=Path(raw_path).name)
-    sky, noise = _sky_statistics(calibrated.data)
+    mask = calibrated.mask
+    n_masked = 0 if mask is None else int(np.count_nonzero(mask))
+    sky, noise = _sky_statistics(calibrated.data, mask if n_masked else None)
     header = calibrated.meta
     header["RAWFILE"] = (Path(raw_path).name, "raw frame this was calibrated from")
     header["RAWSUM"] = (file_checksum(raw_path)[:16], "SHA-256 of the raw file (first 16 hex)")
-    header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
-    header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")
+    if np.isfinite(sky) and np.isfinite(noise):
+        header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
+        header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")
+    header["NMASKED"] = (n_masked, "masked pixels (extension MASK)")
     header["RECIPE"] = (recipe, "hash of the inputs and settings")
     write_atomic(calibrated, out, dtype=dtype, uncertainty=write_uncertainty,
-                 mask=write_uncertainty)
-    return "written", sky, noise
+                 mask=write_uncertainty or n_masked > 0)
+    return header
+
+
+def _science_outcome(status, header, notes=()):
+    """What the night records of a science frame, read from its header."""
+    notes = list(notes)
+    if header.get("NNANPIX", 0):
+        notes.insert(0, ("DataQualityWarning", f"{header['NNANPIX']} pixel(s) of the raw "
+                                               "frame were NaN or infinite, masked"))
+    return (status, header.get("SKYLEVEL", np.nan), header.get("SKYNOISE", np.nan),
+            header.get("NSATUR", -1), header.get("NMASKED", -1), notes)
 
 
 def _calibrate_task(raw_path, out, profile, masters_used, scale, recipe, overwrite,
                     gain_correct, create_deviation, write_uncertainty, dtype):
-    """One science frame, as a picklable task for any executor."""
+    """One science frame, as a picklable task for any executor.
+
+    Returns ``(status, sky, noise, n_saturated, n_masked, notes)``; the package's warnings
+    become notes ``(kind, words)`` instead of being lost in a worker process.
+    """
     if not overwrite and _up_to_date(out, recipe):
-        header = fits.getheader(out)
-        return "up to date", header.get("SKYLEVEL", np.nan), header.get("SKYNOISE", np.nan)
-    return _calibrate_science(raw_path, out, profile, masters_used, scale, recipe,
-                              gain_correct, create_deviation, write_uncertainty, dtype)
+        return _science_outcome("up to date", fits.getheader(out))
+    with _CaughtWarnings() as caught:
+        header = _calibrate_science(raw_path, out, profile, masters_used, scale, recipe,
+                                    gain_correct, create_deviation, write_uncertainty, dtype)
+    # NaN pixels are noted from the header (NNANPIX), as for a frame found up to date.
+    notes = [(type(message).__name__, _without_path(message)) for message in caught.ours
+             if "NaN or infinite" not in str(message)]
+    return _science_outcome("written", header, notes)
 
 
 def _science_table(rows):
     names = ("raw_file", "output_file", "bias", "dark", "flat", "dark_scale", "sky_level",
-             "sky_noise", "status")
+             "sky_noise", "n_saturated", "n_masked", "status")
     if not rows:
-        return Table(names=names, dtype=("U", "U", "U", "U", "U", "f8", "f8", "f8", "U"))
+        return Table(names=names,
+                     dtype=("U", "U", "U", "U", "U", "f8", "f8", "f8", "i8", "i8", "U"))
     return Table(rows=rows, names=names)
-
-
-def _problems_table(problems):
-    if not problems:
-        return Table(names=("file", "problem"), dtype=("U", "U"))
-    return Table(rows=problems, names=("file", "problem"))
 
 
 def _write_table(table, path):

@@ -130,8 +130,8 @@ def test_type_falls_back_to_file_patterns(tmp_path, name, word, expected_type,
      ("bias", "dark", "flat", "science")),
 ])
 def test_camera_without_image_type_keyword(tmp_path, profile, names, expected):
-    for name in names:
-        write_frame(tmp_path / name, frame_cards(None, exposure=1.0))
+    for i, name in enumerate(names):  # FRAMENO: files with the same bytes are duplicates
+        write_frame(tmp_path / name, frame_cards(None, exposure=1.0, FRAMENO=i))
     night = NightCollection(tmp_path, profile=profile)
     for name, image_type in zip(names, expected, strict=True):
         frame = row(night, name)
@@ -151,8 +151,9 @@ def test_simulated_camera_without_image_type_keyword(tmp_path):
 
 def test_image_type_overrides(tmp_path):
     # Real nights have flats labelled 'Light Frame'; only their names say what they are.
-    for name in ("flat-001.fits", "flat-002.fits", "m31.fits", "sub/ngc7000.fits"):
-        write_frame(tmp_path / name, frame_cards("Light Frame", exposure=10.0))
+    for i, name in enumerate(("flat-001.fits", "flat-002.fits", "m31.fits",
+                              "sub/ngc7000.fits")):
+        write_frame(tmp_path / name, frame_cards("Light Frame", exposure=10.0, FRAMENO=i))
     write_frame(tmp_path / "bias.fits", frame_cards("Bias Frame"))
 
     plain = NightCollection(tmp_path, profile="maxim-ccdsoft")
@@ -277,15 +278,20 @@ def test_only_unreadable_files(tmp_path):
     assert len(night.frames) == 0
 
 
-def test_truncated_data_unit_is_still_classified(tmp_path):
-    # NightCollection reads headers only: a data unit cut short is found later, when the
-    # pixels are read, so here the frame is classified like any other.
+def test_truncated_data_unit_is_classified_and_set_aside(tmp_path):
+    # The header is whole, so the frame is classified like any other; the file's length
+    # says its data unit is cut short, so it is a problem of the frame (found before any
+    # pixel is read) and it is not usable.
     path = write_frame(tmp_path / "flat_1.fits", frame_cards("FLAT", exposure=1.0))
     path.write_bytes(path.read_bytes()[:2880 + 100])
     night = NightCollection(tmp_path)
     assert night.problems == []
-    assert (row(night, "flat_1.fits")["type"], row(night, "flat_1.fits")["shape"]) == \
-        ("flat", "16x20")
+    frame = row(night, "flat_1.fits")
+    assert (frame["type"], frame["shape"]) == ("flat", "16x20")
+    assert frame["problem_kind"] == "FrameReadError"
+    assert frame["problem"] == ("truncated: the data unit needs 640 bytes but the file "
+                                "holds only 100 after the header")
+    assert night.count_by_type()["flat"] == 0
 
 
 # -------------------------------------------------------------------------- locations
@@ -476,11 +482,20 @@ def test_real_tircam2_classification(real_data):
 
 def test_real_zwo_classification(real_data):
     night = NightCollection(real_data / "zwo-asi178", profile="zwo-asiimg")
-    # Truncated data units do not matter to headers; nothing is unreadable here.
+    # Every header is readable: nothing is set aside unread ...
     assert night.problems == []
-    assert night.count_by_type() == {"bias": 5, "dark": 10, "flat": 10, "science": 0}
+    assert set(night.frames["type"]) == {"bias", "dark", "flat"}
+    # ... but 3 darks of 1 s and 9 of the 10 flats are truncated, and not usable.
+    truncated = night.frames[night.frames["problem_kind"] == "FrameReadError"]
+    assert sorted(truncated["file"]) == sorted(
+        [f"Dark/Dark_1s/Dark_ASIImg_1sec_frame000{i}.fit" for i in (1, 2, 3)]
+        + [f"Flat/Flat_ASIImg_frame{i:04d}.fit" for i in (1, 2, 3, 5, 6, 7, 8, 9, 10)])
+    assert all(p.startswith("truncated: ") for p in truncated["problem"])
+    assert night.count_by_type() == {"bias": 5, "dark": 7, "flat": 1, "science": 0}
     biases = night.frames_of_type("bias")
     assert np.allclose(biases["exposure"], 3.2e-05, rtol=1e-12, atol=0)  # '3,2E-05'
+    assert all("EXPTIME = '3,2E-05' is not valid FITS (a decimal comma): read as 3.2e-05"
+               in notes for notes in biases["notes"])
     darks = night.frames_of_type("dark")
     assert sorted(set(darks["exposure"])) == [1.0, 10.0]
     assert all(f.startswith("Dark/Dark_") for f in darks["file"])
@@ -488,4 +503,4 @@ def test_real_zwo_classification(real_data):
     header = fits.getheader(real_data / "zwo-asi178" / "Bias" / "Bias_ASIImg_frame0001.fit")
     assert set(night.frames["agree"]) == {f"GAIN={header['GAIN']},OFFSET={header['OFFSET']}"}
     assert len(night.files_filtered(exptime=10.0)) == 5
-    assert night.filter(exptime=1.0).count_by_type()["dark"] == 5
+    assert night.filter(exptime=1.0).count_by_type()["dark"] == 2  # 3 of 5 truncated

@@ -31,7 +31,7 @@ PLAN_COLUMNS = ["file", "type", "group", "night", "exposure", "filter", "tempera
                 "date_obs", "bias", "bias_rule", "bias_dtime", "bias_dtemperature",
                 "dark", "dark_rule", "dark_exposure", "dark_dexposure", "dark_scale",
                 "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
-                "flat_dtemperature", "status", "problem"]
+                "flat_dtemperature", "status", "problem", "problem_kind", "notes"]
 
 
 def master(plan, kind, **properties):
@@ -613,10 +613,17 @@ def test_real_tircam2_plan(real_data):
 def test_real_zwo_plan(real_data):
     night = NightCollection(real_data / "zwo-asi178", profile="zwo-asiimg")
     plan = night.plan(scale_darks=True)
-    assert set(plan["status"]) == {"ok"}
+    # 3 darks of 1 s and 9 of the 10 flats are truncated: problems, with the kind of error.
+    bad = plan[plan["status"] != "ok"]
+    assert len(bad) == 12
+    assert set(bad["problem_kind"]) == {"FrameReadError"}
+    assert all(p.startswith("truncated: ") for p in bad["problem"])
     masters = plan.meta["masters"]
     assert sorted(masters["kind"]) == ["bias", "dark", "dark", "flat"]
+    assert sorted(masters["n_frames"]) == [1, 2, 5, 5]  # the good frames only
     # Flats of 0.01 s: the 1 s dark is nearest, scaled by 0.01.
-    for row in plan[plan["type"] == "flat"]:
+    good_flats = plan[(plan["type"] == "flat") & (plan["status"] == "ok")]
+    assert list(good_flats["file"]) == ["Flat/Flat_ASIImg_frame0004.fit"]
+    for row in good_flats:
         assert row["dark"] == master(plan, "dark", exposure=1.0)
         assert row["dark_scale"] == pytest.approx(0.01)

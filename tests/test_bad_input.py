@@ -1,0 +1,634 @@
+"""Bad input gets a clear answer, and raw data is never written.
+
+Each kind of bad input is made from a small simulated night (MaxIm DL headers, 24 x 28
+pixels): a frame cut short, a file that is not FITS, a header that lacks or garbles a
+keyword, a frame of another shape or binning, two files with the same bytes, pixels that
+are NaN or saturated, flats that are dead or unlit, calibration groups of one frame,
+output folders that cannot or must not be used. By default the night goes on with the good
+frames and lists the bad ones in ``problems`` (kind of error, file, reason); with
+``strict=True`` the same kind of error is raised. The real ZWO ASI178 frames (truncated
+files, decimal commas) are reduced from a read-only copy whose checksums must not change.
+"""
+
+import builtins
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import ccdproc_ext
+from ccdproc_ext import (
+    CalibrationMatchError,
+    CcdprocExtError,
+    DataQualityError,
+    DataQualityWarning,
+    DuplicateFrameError,
+    FrameReadError,
+    FrameSkippedWarning,
+    HeaderError,
+    NightCollection,
+    OutputError,
+    make_master_bias,
+    reduce_night,
+)
+from ccdproc_ext.cli import main
+from ccdproc_ext.night import _output_name
+from ccdproc_ext.simulate import simulate_night
+
+PROFILE = "maxim-ccdsoft"
+SHAPE = (24, 28)
+SCIENCE = ("object_R_001.fits", "object_R_002.fits")
+
+
+@pytest.fixture(scope="module")
+def clean_night(tmp_path_factory):
+    """A good night (3 bias, 3 darks at 2 s and 60 s, 3 R flats, 2 science frames) and
+    its reduction, to copy and spoil."""
+    root = tmp_path_factory.mktemp("clean")
+    simulate_night(root / "raw", PROFILE, shape=SHAPE, n_bias=3, n_dark=3, n_flat=3,
+                   filters=("R",), n_science=2, seed=5)
+    result = reduce_night(root / "raw", root / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0 and len(result.notes) == 0, result.summary()
+    return root / "raw", result
+
+
+@pytest.fixture
+def raw(clean_night, tmp_path):
+    """A fresh copy of the good night's raw folder."""
+    return Path(shutil.copytree(clean_night[0], tmp_path / "raw"))
+
+
+def checksums(folder):
+    """SHA-256 of every file under ``folder``, by relative path."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def rewrite(path, *, data=None, **cards):
+    """Write ``path`` again with new pixels and/or header cards (None removes a card)."""
+    with fits.open(path) as hdul:
+        header = hdul[0].header.copy()
+        pixels = hdul[0].data.copy() if data is None else data
+    for key, value in cards.items():
+        if value is None:
+            header.remove(key, ignore_missing=True)
+        else:
+            header[key] = value
+    fits.PrimaryHDU(pixels, header=header).writeto(path, overwrite=True)
+    return path
+
+
+def replace_bytes(path, old, new):
+    """Replace one card's bytes in place (same length), for headers astropy would fix."""
+    content = path.read_bytes()
+    assert content.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(content.replace(old, new))
+
+
+def card_bytes(key, value):
+    """The keyword and value field of a card as written (its first 30 bytes)."""
+    return fits.Card(key, value).image.encode()[:30]
+
+
+# --------------------------------------------------------------- bad files, one by one
+def _truncated(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, **{"DATE-OBS": "2024-03-05T02:00:00"})
+    path.write_bytes(path.read_bytes()[:2880 + 500])
+    return path.name
+
+
+def _empty(raw):
+    (raw / "object_R_009.fits").write_bytes(b"")
+    return "object_R_009.fits"
+
+
+def _short(raw):
+    (raw / "object_R_009.fits").write_bytes(b"SIMPLE  =                    T")
+    return "object_R_009.fits"
+
+
+def _not_fits(raw):
+    (raw / "object_R_009.fits").write_bytes(b"a text file with a FITS name\n" * 200)
+    return "object_R_009.fits"
+
+
+def _truncated_gzip(raw):
+    compressed = gzip.compress((raw / SCIENCE[0]).read_bytes())
+    (raw / "object_R_009.fits.gz").write_bytes(compressed[:len(compressed) // 2])
+    return "object_R_009.fits.gz"
+
+
+def _bad_bitpix(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    replace_bytes(path, card_bytes("BITPIX", 16), card_bytes("BITPIX", 17))
+    return path.name
+
+
+def _three_dimensional(raw):
+    path = raw / "object_R_009.fits"
+    with fits.open(raw / SCIENCE[0]) as hdul:
+        header = hdul[0].header.copy()
+        cube = np.stack([hdul[0].data] * 2)
+    fits.PrimaryHDU(cube, header=header).writeto(path)
+    return path.name
+
+
+def _no_exposure(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, EXPTIME=None, **{"DATE-OBS": "2024-03-05T02:00:00"})
+    return path.name
+
+
+def _exposure_not_a_number(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, EXPTIME="sixty")
+    return path.name
+
+
+def _no_image_type(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, IMAGETYP=None)
+    return path.name
+
+
+def _other_shape(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, data=np.zeros((20, 28), dtype=np.uint16))
+    return path.name
+
+
+def _other_binning(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, XBINNING=2, YBINNING=2)
+    return path.name
+
+
+def _duplicate(raw):
+    shutil.copy(raw / SCIENCE[1], raw / "object_R_009.fits")
+    return "object_R_009.fits"
+
+
+def _all_nan(raw):
+    path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
+    rewrite(path, data=np.full(SHAPE, np.nan, dtype=np.float32))
+    return path.name
+
+
+@pytest.mark.parametrize("make_bad, error, words", [
+    (_truncated, FrameReadError, "truncated: the data unit needs 1344 bytes but the file "
+                                 "holds only 500"),
+    (_empty, FrameReadError, "the file is empty"),
+    (_short, FrameReadError, "shorter than one FITS block"),
+    (_not_fits, FrameReadError, "cannot read the FITS header"),
+    (_truncated_gzip, FrameReadError, "cannot read the FITS header"),
+    (_bad_bitpix, FrameReadError, "BITPIX = 17 is not a FITS pixel type"),
+    (_three_dimensional, FrameReadError, "3-dimensional; a 2-D image is expected"),
+    (_no_exposure, HeaderError, "none of the keywords EXPTIME, EXPOSURE is in the header"),
+    (_exposure_not_a_number, HeaderError, "keyword EXPTIME = 'sixty' is not a number"),
+    (_no_image_type, HeaderError, "no image-type keyword and no file pattern matches"),
+    (_other_shape, CalibrationMatchError, "no bias matches 20x28, binning 1x1"),
+    (_other_binning, CalibrationMatchError, "no bias matches 24x28, binning 2x2"),
+    (_duplicate, DuplicateFrameError, "the same bytes as object_R_002.fits"),
+    (_all_nan, DataQualityError, "no pixel is finite"),
+])
+def test_bad_frame_is_listed_and_the_night_goes_on(raw, tmp_path, make_bad, error, words):
+    bad = make_bad(raw)
+    before = checksums(raw)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert [(p["file"], p["kind"]) for p in result.problems] == [(bad, error.__name__)]
+    assert words in result.problems[0]["problem"]
+    # The good frames are reduced as in a night without the bad one.
+    assert sorted(result.science["raw_file"]) == list(SCIENCE)
+    assert set(result.science["status"]) == {"written"}
+    assert f"{bad}: " in result.summary()
+    assert checksums(raw) == before
+
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")) as caught:
+        reduce_night(raw, tmp_path / "strict", PROFILE, strict=True, progress=False,
+                     workers=1)
+    assert bad in str(caught.value)
+    assert isinstance(caught.value, CcdprocExtError)
+    assert checksums(raw) == before
+
+
+def test_strict_mode_from_the_command_line(raw, tmp_path, capsys):
+    bad = _truncated(raw)
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--quiet", "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ccdproc-ext: error: ") and bad in err and "truncated" in err
+    assert "Traceback" not in err
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--quiet"]) == 0
+    assert f"{bad}: truncated" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- bad calibrations
+def test_bad_frame_among_a_masters_frames_is_left_out(raw, tmp_path):
+    """A truncated bias: the master is made from the other two, the bias is listed."""
+    path = raw / "bias_002.fits"
+    path.write_bytes(path.read_bytes()[:2880 + 500])
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert list(result.problems["file"]) == ["bias_002.fits"]
+    assert result.problems["kind"][0] == "FrameReadError"
+    master = fits.getheader(tmp_path / "out" / "masters" / "bias_01.fits")
+    assert master["NCOMBINE"] == 2
+    assert (master["IMCMB001"], master["IMCMB002"]) == ("bias_001.fits", "bias_003.fits")
+    assert len(result.science) == 2
+
+
+def test_frame_that_fails_while_a_master_is_built(raw, tmp_path):
+    """A bias of NaN only is found when its pixels are read: left out of the master,
+    listed, recorded in the master's header, and listed again when the night is re-run."""
+    rewrite(raw / "bias_002.fits", data=np.full(SHAPE, np.nan, dtype=np.float32))
+    out = tmp_path / "out"
+    result = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert [tuple(p) for p in result.problems] == [
+        ("bias_002.fits", "DataQualityError",
+         "left out of master bias_01: no pixel is finite (all NaN or infinite)")]
+    master = fits.getheader(out / "masters" / "bias_01.fits")
+    assert master["NCOMBINE"] == 2
+    assert (master["SKIP001"], master["SKIPW001"]) == (
+        "bias_002.fits", "DataQualityError: no pixel is finite (all NaN or infinite)")
+    again = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert set(again.science["status"]) == {"up to date"}
+    assert [tuple(p) for p in again.problems] == [tuple(p) for p in result.problems]
+
+
+def test_master_without_any_good_frame(raw, tmp_path):
+    """Unlit flats (raw zeros, negative after the bias): no flat, a clear reason for each
+    frame, and a DataQualityError in strict mode."""
+    for path in sorted(raw.glob("flat_*.fits")):
+        rewrite(path, data=np.zeros(SHAPE, dtype=np.uint16))
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.science) == 0
+    problems = {p["file"]: p for p in result.problems}
+    assert sorted(problems) == [f"flat_R_00{i}.fits" for i in (1, 2, 3)] + list(SCIENCE)
+    assert set(result.problems["kind"]) == {"DataQualityError"}
+    for name in SCIENCE:
+        assert "master flat_R_01: none of the 3 frames could be used: flat_R_001.fits: " \
+               "its mean level" in problems[name]["problem"]
+        assert "a flat must be positive" in problems[name]["problem"]
+    with pytest.raises(DataQualityError, match="a flat must be positive"):
+        reduce_night(raw, tmp_path / "strict", PROFILE, strict=True, progress=False,
+                     workers=1)
+
+
+def test_every_frame_of_a_calibration_type_bad_is_not_a_skipped_step(raw, tmp_path):
+    # With every bias truncated the night still has biases: a missing calibration, not a
+    # step to leave out (which would give darks and flats with the bias still in).
+    for path in sorted(raw.glob("bias_*.fits")):
+        path.write_bytes(path.read_bytes()[:3000])
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.science) == 0
+    science = result.problems[[f in SCIENCE for f in result.problems["file"]]]
+    assert set(science["kind"]) == {"CalibrationMatchError"}
+    assert all("no usable bias frame" in p for p in science["problem"])
+
+
+def test_calibration_group_of_a_single_frame(raw, tmp_path):
+    """One bias: the master is made, with a note (and a warning from make_master_bias)."""
+    for name in ("bias_002.fits", "bias_003.fits"):
+        (raw / name).unlink()
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0
+    assert len(result.science) == 2
+    assert [(n["file"], n["kind"]) for n in result.notes] == [
+        ("masters/bias_01.fits", "DataQualityWarning")]
+    assert "made from a single frame (bias_001.fits)" in result.notes[0]["note"]
+    assert fits.getval(tmp_path / "out" / "masters" / "bias_01.fits", "NCOMBINE") == 1
+    with pytest.warns(DataQualityWarning, match="made from a single frame"):
+        make_master_bias([raw / "bias_001.fits"], PROFILE)
+
+
+def test_make_master_skips_bad_frames_only_when_asked(raw):
+    path = raw / "bias_002.fits"
+    path.write_bytes(path.read_bytes()[:2880 + 500])
+    frames = sorted(raw.glob("bias_*.fits"))
+    with pytest.raises(FrameReadError, match=r"bias_002\.fits: truncated"):
+        make_master_bias(frames, PROFILE)
+    with pytest.warns(FrameSkippedWarning, match=r"bias_002\.fits left out: truncated") as w:
+        master = make_master_bias(frames, PROFILE, skip_bad_frames=True)
+    assert w[0].message.file == "bias_002.fits"
+    assert isinstance(w[0].message.error, FrameReadError)
+    assert master.meta["NCOMBINE"] == 2
+    assert master.meta["SKIP001"] == "bias_002.fits"
+    assert master.meta["SKIPW001"].startswith("FrameReadError: truncated")
+
+
+def test_dead_flat_column_is_masked_not_divided_by(clean_night, raw, tmp_path):
+    """Column 10 of every flat is dead (bias level): masked in the master flat (NLOWPIX),
+    masked in every science frame, whose other pixels are as in the clean night."""
+    for path in sorted(raw.glob("flat_*.fits")):
+        data = fits.getdata(path).copy()
+        data[:, 10] = 1000  # the simulated bias level
+        rewrite(path, data=data)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0
+    flat = fits.getheader(tmp_path / "out" / "masters" / "flat_R_01.fits")
+    assert flat["NLOWPIX"] == SHAPE[0]
+    assert [n["file"] for n in result.notes] == ["masters/flat_R_01.fits"]
+    assert f"{SHAPE[0]} pixel(s) below the minimum" in result.notes[0]["note"]
+    clean = {row["raw_file"]: row["output_file"] for row in clean_night[1].science}
+    for row in result.science:
+        with fits.open(row["output_file"]) as hdul:
+            data, mask = hdul[0].data, hdul["MASK"].data.astype(bool)
+        assert mask[:, 10].all() and mask.sum() == SHAPE[0] == row["n_masked"]
+        assert np.isfinite(data).all()
+        reference = fits.getdata(clean[row["raw_file"]])
+        good = ~mask
+        np.testing.assert_allclose(data[good], reference[good], rtol=0.01, atol=3)
+
+
+# ------------------------------------------------------------------------ pixel level
+def test_nan_pixels_are_masked_and_noted(raw, tmp_path):
+    data = fits.getdata(raw / SCIENCE[0]).astype(np.float32)
+    data[3, 4], data[7, 7], data[10, 2] = np.nan, np.inf, -np.inf
+    rewrite(raw / SCIENCE[0], data=data, BZERO=None, BSCALE=None)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0
+    assert [(n["file"], n["kind"]) for n in result.notes] == [
+        (SCIENCE[0], "DataQualityWarning")]
+    assert "3 pixel(s) of the raw frame were NaN or infinite" in result.notes[0]["note"]
+    row = result.science[result.science["raw_file"] == SCIENCE[0]][0]
+    with fits.open(row["output_file"]) as hdul:
+        assert hdul[0].header["NNANPIX"] == 3
+        assert np.isfinite(hdul[0].data).all()
+        mask = hdul["MASK"].data.astype(bool)
+    assert sorted(zip(*np.nonzero(mask), strict=True)) == [(3, 4), (7, 7), (10, 2)]
+    assert np.isfinite(row["sky_level"])
+    # The other frame has nothing masked, and no MASK extension.
+    other = result.science[result.science["raw_file"] == SCIENCE[1]][0]
+    assert other["n_masked"] == 0
+    with fits.open(other["output_file"]) as hdul:
+        assert len(hdul) == 1
+
+
+def test_saturated_pixels_are_masked(raw, tmp_path):
+    data = fits.getdata(raw / SCIENCE[0]).copy()
+    data[5, 5:9] = 65535  # the profile's saturation level
+    rewrite(raw / SCIENCE[0], data=data)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0
+    by_file = {row["raw_file"]: row for row in result.science}
+    assert (by_file[SCIENCE[0]]["n_saturated"], by_file[SCIENCE[1]]["n_saturated"]) == (4, 0)
+    with fits.open(by_file[SCIENCE[0]]["output_file"]) as hdul:
+        assert hdul[0].header["NSATUR"] == 4
+        mask = hdul["MASK"].data.astype(bool)
+    assert mask[5, 5:9].all() and mask.sum() == 4
+
+
+def test_saturation_level_from_the_header(raw, tmp_path):
+    # DATAMAX in the header wins over the profile's value.
+    data = fits.getdata(raw / SCIENCE[0]).copy()
+    data[2, 2] = 40000
+    rewrite(raw / SCIENCE[0], data=data, DATAMAX=40000)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    row = result.science[result.science["raw_file"] == SCIENCE[0]][0]
+    assert row["n_saturated"] == (fits.getdata(raw / SCIENCE[0]) >= 40000).sum() >= 1
+
+
+# -------------------------------------------------------------------- header repairs
+def test_decimal_comma_is_read_and_the_repair_said(raw, tmp_path):
+    path = raw / SCIENCE[0]
+    replace_bytes(path, card_bytes("EXPTIME", 60.0),
+                  card_bytes("EXPTIME", 60.0).replace(b"60.0", b"60,0"))
+    night = NightCollection(raw, profile=PROFILE)
+    assert night.frames[night.frames["file"] == SCIENCE[0]]["exposure"][0] == 60.0
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0 and len(result.science) == 2
+    assert [(n["file"], n["kind"]) for n in result.notes] == [(SCIENCE[0], "HeaderRepaired")]
+    assert result.notes[0]["note"] == ("EXPTIME = '60,0' is not valid FITS (a decimal "
+                                       "comma): read as 60.0")
+    row = result.science[result.science["raw_file"] == SCIENCE[0]][0]
+    header = fits.getheader(row["output_file"])
+    assert header["EXPTIME"] == 60.0
+    assert "EXPTIME = '60,0' is not valid FITS" in str(header["HISTORY"])
+
+
+def test_unparsable_card_is_kept_as_text(raw, tmp_path):
+    path = raw / SCIENCE[0]
+    replace_bytes(path, card_bytes("SET-TEMP", -10.0),
+                  card_bytes("SET-TEMP", -10.0).replace(b"     -10.0", b"-10.0.0.0"
+                                                        .rjust(10)))
+    night = NightCollection(raw, profile=PROFILE)
+    frame = night.frames[night.frames["file"] == SCIENCE[0]][0]
+    assert frame["notes"] == "SET-TEMP = '-10.0.0.0' is not valid FITS: kept as the text " \
+                             "'-10.0.0.0'"
+    assert frame["problem_kind"] == "HeaderError"
+    assert "keyword SET-TEMP = '-10.0.0.0' is not a number" in frame["problem"]
+
+
+# ------------------------------------------------------------------------- duplicates
+def test_duplicates_are_found_by_content_not_name(raw):
+    shutil.copy(raw / "bias_001.fits", raw / "zz_copy_of_bias.fits")
+    night = NightCollection(raw, profile=PROFILE)
+    frames = {row["file"]: row for row in night.frames}
+    assert frames["zz_copy_of_bias.fits"]["problem_kind"] == "DuplicateFrameError"
+    assert frames["zz_copy_of_bias.fits"]["problem"] == (
+        "the same bytes as bias_001.fits: a duplicate file, only bias_001.fits is used")
+    assert frames["bias_001.fits"]["problem"] == ""
+    assert night.count_by_type()["bias"] == 3
+
+
+def test_a_file_listed_twice_is_one_file(clean_night, tmp_path):
+    files = sorted(str(p) for p in clean_night[0].iterdir())
+    night = NightCollection(files + files[:3], profile=PROFILE)
+    assert night.files == files
+    assert set(night.frames["problem"]) == {""}
+
+
+# ------------------------------------------------------------------------ output folder
+@pytest.mark.parametrize("where, words", [
+    (lambda raw: raw, "is the raw folder"),
+    (lambda raw: raw / "reduced", "is inside the raw folder"),
+    (lambda raw: raw / "sub" / "reduced", "is inside the raw folder"),
+    (lambda raw: raw.parent, "contains the raw folder"),
+])
+def test_output_folder_in_or_around_the_raw_folder_is_refused(raw, where, words):
+    before = checksums(raw.parent)
+    with pytest.raises(OutputError, match=words):
+        reduce_night(raw, where(raw), PROFILE, progress=False)
+    with pytest.raises(OutputError, match=words):
+        reduce_night(raw, where(raw), PROFILE, dry_run=True)
+    assert checksums(raw.parent) == before
+
+
+def test_raw_files_inside_the_output_folder_are_refused(raw, tmp_path):
+    # A list of files: no raw file may lie inside the output folder.
+    files = sorted(raw.glob("*.fits"))
+    with pytest.raises(OutputError, match=r"raw file .*bias_001.fits is inside the output"):
+        reduce_night(files, raw, PROFILE, progress=False)
+    with pytest.raises(OutputError, match="is inside the output folder"):
+        reduce_night(files, tmp_path, PROFILE, progress=False)
+
+
+def test_output_folder_that_cannot_be_created(raw, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match="cannot be written"):
+        reduce_night(raw, blocker / "out", PROFILE, progress=False)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root may write in a read-only folder")
+def test_output_folder_that_is_not_writable(raw, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match=f"output folder {out}.* cannot be written"):
+            reduce_night(raw, out, PROFILE, progress=False)
+    finally:
+        out.chmod(0o755)
+
+
+@pytest.mark.parametrize("file, expected", [
+    ("object_R_001.fits", "object_R_001.fits"),
+    ("Light/m31_001.fit", "Light_m31_001.fits"),
+    ("night/obs.fits.gz", "night_obs.fits"),
+    ("/data/night1/m31.fits", "m31.fits"),            # an absolute path: its name only
+    ("../elsewhere/m31.fits", "elsewhere_m31.fits"),  # no '..' in a name
+    ("./m31.fits", "m31.fits"),
+    (".hidden.fits", "hidden.fits"),                  # never a hidden (temporary) name
+    ("M 31 (best).fits", "M_31__best_.fits"),
+    ("Andromède.fits", "Androm_de.fits"),
+    ("a\\b.fits", "a_b.fits"),
+])
+def test_output_names_come_from_raw_names_and_stay_in_their_folder(file, expected):
+    assert _output_name(file, set()) == expected
+
+
+def test_output_names_do_not_collide():
+    used = set()
+    names = [_output_name(f, used) for f in ("a.fits", "A.fits", "a.fit", "x/../a.fits")]
+    assert names == ["a.fits", "A-2.fits", "a-3.fits", "x_a.fits"]
+
+
+def test_outputs_from_absolute_paths_land_in_the_output_folder(clean_night, tmp_path):
+    # Raw files given as absolute paths, with header values that look like paths: every
+    # output lies in output_dir/masters or output_dir/science.
+    raw = Path(shutil.copytree(clean_night[0], tmp_path / "raw"))
+    for name in SCIENCE:
+        rewrite(raw / name, OBJECT="../../../etc/evil", FILTER="R")
+    out = tmp_path / "out"
+    result = reduce_night(sorted(str(p) for p in raw.iterdir()), out, PROFILE,
+                          progress=False, workers=1)
+    assert sorted(Path(f).name for f in result.science["output_file"]) == list(SCIENCE)
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+               if p.is_file() and not p.is_relative_to(raw)}
+    assert written == {"out/plan.ecsv", "out/masters.ecsv",
+                       *(f"out/science/{n}" for n in SCIENCE),
+                       *(f"out/masters/{p.name}" for p in result.masters.values())}
+
+
+# ------------------------------------------------------------------ the raw data is safe
+@pytest.fixture
+def read_only_copy(tmp_path):
+    """Make a folder tree read-only (files 0444, folders 0555); restored afterwards."""
+    made = []
+
+    def make(folder):
+        for path in [*sorted(Path(folder).rglob("*"), reverse=True), Path(folder)]:
+            made.append((path, stat.S_IMODE(path.stat().st_mode)))
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return folder
+
+    yield make
+    for path, mode in reversed(made):
+        path.chmod(mode)
+
+
+@pytest.fixture
+def write_spy(monkeypatch):
+    """Record every open of a file for writing (builtins.open and os.open)."""
+    opened = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, mode="r", *args, **kwargs):
+        opened.append((str(file), mode))
+        return real_open(file, mode, *args, **kwargs)
+
+    def spy_os_open(path, flags, *args, **kwargs):
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        opened.append((str(path), "w" if writing else "r"))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    return opened
+
+
+def _writes_under(opened, folder):
+    folder = str(folder)
+    return [(f, m) for f, m in opened if f.startswith(folder)
+            and any(c in m for c in "wax+")]
+
+
+def test_raw_files_are_only_opened_read_only(raw, tmp_path, read_only_copy, write_spy):
+    before = checksums(raw)
+    read_only_copy(raw)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.science) == 2 and len(result.problems) == 0
+    assert any(f.startswith(str(raw)) for f, _ in write_spy), "the spy saw no raw file"
+    assert _writes_under(write_spy, raw) == []
+    assert _writes_under(write_spy, tmp_path / "out") != []
+    assert checksums(raw) == before
+
+
+def test_real_zwo_night_from_a_read_only_copy(real_data, tmp_path, read_only_copy,
+                                              write_spy):
+    """The real ASI178 night: every truncated file named, masters from the good frames,
+    the raw files byte for byte unchanged."""
+    raw = Path(shutil.copytree(real_data / "zwo-asi178", tmp_path / "zwo"))
+    before = checksums(raw)
+    read_only_copy(raw)
+    write_spy.clear()  # the copy was written; from here on, nothing under raw may be
+    result = reduce_night(raw, tmp_path / "out", "zwo-asiimg", scale_darks=True,
+                          progress=False, workers=1)
+    truncated = sorted([f"Dark/Dark_1s/Dark_ASIImg_1sec_frame000{i}.fit" for i in (1, 2, 3)]
+                       + [f"Flat/Flat_ASIImg_frame{i:04d}.fit"
+                          for i in (1, 2, 3, 5, 6, 7, 8, 9, 10)])
+    assert sorted(result.problems["file"]) == truncated
+    assert set(result.problems["kind"]) == {"FrameReadError"}
+    assert all(p.startswith("truncated: the data unit needs 2457600 bytes")
+               for p in result.problems["problem"])
+    masters = {name: fits.getheader(path) for (_, name), path in result.masters.items()}
+    assert {name: h["NCOMBINE"] for name, h in masters.items()} == {
+        "bias_01": 5, "dark_1s_01": 2, "dark_10s_01": 5, "flat_nofilter_01": 1}
+    assert [masters["dark_1s_01"][f"IMCMB00{i}"] for i in (1, 2)] == [
+        "Dark_ASIImg_1sec_frame0004.fit", "Dark_ASIImg_1sec_frame0005.fit"]
+    # The biases' decimal commas were read and said; the single flat is noted.
+    notes = {n["file"]: n for n in result.notes}
+    assert all("EXPTIME = '3,2E-05' is not valid FITS (a decimal comma): read as 3.2e-05"
+               in notes[f"Bias/Bias_ASIImg_frame000{i}.fit"]["note"] for i in range(1, 6))
+    assert "made from a single frame" in notes["masters/flat_nofilter_01.fits"]["note"]
+    assert masters["bias_01"]["EXPTIME"] == pytest.approx(3.2e-05)
+    # No pixel of a master is NaN where it is not masked.
+    for path in result.masters.values():
+        with fits.open(path) as hdul:
+            good = ~hdul["MASK"].data.astype(bool)
+            assert np.isfinite(hdul[0].data[good]).all()
+    assert _writes_under(write_spy, raw) == []
+    assert checksums(raw) == before
+    with pytest.raises(FrameReadError, match=r"Dark_ASIImg_1sec_frame0001\.fit: truncated"):
+        reduce_night(raw, tmp_path / "strict", "zwo-asiimg", strict=True, progress=False)
+
+
+def test_package_errors_and_warnings_are_importable():
+    for name in ("CcdprocExtError", "FrameReadError", "HeaderError", "CalibrationMatchError",
+                 "DuplicateFrameError", "DataQualityError", "OutputError", "ProfileError"):
+        assert issubclass(getattr(ccdproc_ext, name), ccdproc_ext.CcdprocExtError)
+    for name in ("DataQualityWarning", "FrameSkippedWarning"):
+        assert issubclass(getattr(ccdproc_ext, name), ccdproc_ext.CcdprocExtWarning)
+    # Each is also the standard exception a user may already catch.
+    assert issubclass(FrameReadError, OSError) and issubclass(OutputError, OSError)
+    assert issubclass(HeaderError, ValueError) and issubclass(DataQualityError, ValueError)
+    assert issubclass(CalibrationMatchError, LookupError)

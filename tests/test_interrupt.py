@@ -1,0 +1,187 @@
+"""An interrupted night resumes: killed at any moment and run again, it ends with exactly
+the outputs of an uninterrupted run, and only what was not finished is done again.
+
+A reduction runs in a subprocess on a simulated night of 40 science frames (one frame at a
+time, about two seconds of work) and is killed (SIGKILL: no clean-up of any kind) once
+some outputs exist; the same call is then made again. Every output is compared with an
+uninterrupted run of the same night in another folder: the same files, the same pixels,
+the same headers but for ``CCDPDATE`` (the time of calibration).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdproc_ext import reduce_night
+from ccdproc_ext.io import write_atomic
+from ccdproc_ext.simulate import simulate_night
+
+PROFILE = "maxim-ccdsoft"
+N_SCIENCE = 40
+#: Cards that may differ between two runs of the same night: the processing time.
+VOLATILE_CARDS = {"CCDPDATE"}
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """The raw night, and an uninterrupted reduction of it: (raw folder, output folder)."""
+    root = tmp_path_factory.mktemp("interrupt")
+    simulate_night(root / "raw", PROFILE, shape=(128, 128), n_bias=5, n_dark=3, n_flat=3,
+                   filters=("R",), n_science=N_SCIENCE, n_stars=5, seed=11)
+    result = reduce_night(root / "raw", root / "reference", PROFILE, progress=False,
+                          workers=1)
+    assert len(result.problems) == 0 and len(result.science) == N_SCIENCE
+    return root / "raw", root / "reference"
+
+
+def files_under(folder):
+    """Every file under ``folder`` (temporary ones included), by relative path."""
+    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                  if p.is_file())
+
+
+def assert_same_outputs(folder, reference):
+    assert files_under(folder) == files_under(reference)
+    for name in files_under(reference):
+        ours, theirs = Path(folder, name), Path(reference, name)
+        if not name.endswith(".fits"):
+            assert ours.read_text() == theirs.read_text(), name
+            continue
+        with fits.open(ours) as a, fits.open(theirs) as b:
+            assert [h.name for h in a] == [h.name for h in b], name
+            for hdu_a, hdu_b in zip(a, b, strict=True):
+                np.testing.assert_array_equal(hdu_a.data, hdu_b.data, err_msg=name)
+                assert list(hdu_a.header.keys()) == list(hdu_b.header.keys()), name
+                differing = {ca.keyword for ca, cb in
+                             zip(hdu_a.header.cards, hdu_b.header.cards, strict=True)
+                             if ca.image != cb.image}
+                assert differing <= VOLATILE_CARDS, f"{name}: {sorted(differing)}"
+
+
+def run_and_kill(raw, out, log, *, subfolder, at_least):
+    """Start the reduction in a subprocess; kill it once ``at_least`` outputs exist in
+    ``out/subfolder``. Returns the outputs there were when it was killed."""
+    code = ("import ccdproc_ext; ccdproc_ext.reduce_night("
+            f"{str(raw)!r}, {str(out)!r}, {PROFILE!r}, progress=False, workers=1)")
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+    deadline = time.monotonic() + 120
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if len(list((out / subfolder).glob("*.fits"))) >= at_least:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, \
+        f"the reduction was not killed (status {process.returncode}): {log.read_text()}"
+    return {name: os.stat(out / name).st_mtime_ns for name in files_under(out)
+            if not Path(name).name.startswith(".")}
+
+
+@pytest.mark.parametrize("subfolder, at_least", [
+    ("masters", 1),  # killed while the masters are built
+    ("science", 5),  # killed while the science frames are calibrated
+])
+def test_killed_and_run_again_equals_an_uninterrupted_run(night, tmp_path, subfolder,
+                                                          at_least):
+    raw, reference = night
+    out = tmp_path / "out"
+    finished = run_and_kill(raw, out, tmp_path / "stderr.txt", subfolder=subfolder,
+                            at_least=at_least)
+    science_done = [n for n in finished if n.startswith("science/")]
+    assert len(science_done) < N_SCIENCE, "killed too late to test anything"
+    # A temporary file as a kill in the middle of a write leaves it (the kill may or may
+    # not have left one of its own).
+    stale = out / "science" / ".object_R_007.fits.k1ll3d.part"
+    stale.write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+
+    result = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+
+    assert len(result.problems) == 0
+    statuses = dict(zip(result.science["raw_file"], result.science["status"], strict=True))
+    assert sum(s == "up to date" for s in statuses.values()) == len(science_done)
+    assert sum(s == "written" for s in statuses.values()) == N_SCIENCE - len(science_done)
+    # What was finished before the kill was not done again.
+    for name, mtime in finished.items():
+        if name.endswith(".fits"):
+            assert os.stat(out / name).st_mtime_ns == mtime, f"{name} was made again"
+    assert not stale.exists()
+    assert [n for n in files_under(out) if n.endswith(".part")] == []
+    assert_same_outputs(out, reference)
+
+
+def test_interrupted_write_leaves_no_file_under_the_final_name(night, tmp_path,
+                                                               monkeypatch):
+    """Ctrl-C during the rename of the first science frame: nothing under its name, no
+    temporary file; the next run completes the night as an uninterrupted one."""
+    raw, reference = night
+    out = tmp_path / "out"
+    real_replace = os.replace
+
+    def interrupted(source, destination):
+        if Path(destination).parent.name == "science":
+            raise KeyboardInterrupt
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert files_under(out / "science") == []
+    assert len(files_under(out / "masters")) == 4
+
+    result = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert set(result.science["status"]) == {"written"}
+    assert_same_outputs(out, reference)
+
+
+def test_write_atomic_cleans_up_after_a_failure(tmp_path, monkeypatch):
+    from astropy.nddata import CCDData
+
+    frame = CCDData(np.ones((4, 5)), unit="adu")
+    path = write_atomic(frame, tmp_path / "a.fits")
+    before = path.read_bytes()
+
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", failing)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(CCDData(np.zeros((4, 5)), unit="adu"), path)
+    assert files_under(tmp_path) == ["a.fits"]
+    assert path.read_bytes() == before  # the complete file of before is still there
+
+
+def test_ctrl_c_on_the_command_line(night, tmp_path, monkeypatch, capsys):
+    from ccdproc_ext.cli import main
+
+    raw, reference = night
+    out = tmp_path / "out"
+    real_replace = os.replace
+
+    def interrupted(source, destination):
+        if Path(destination).name == "object_R_003.fits":
+            raise KeyboardInterrupt
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    command = ["reduce", str(raw), str(out), "--profile", PROFILE, "--workers", "1",
+               "--quiet"]
+    assert main(command) == 130
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(command) == 0
+    assert f"science frames: 2 up to date, {N_SCIENCE - 2} written" in capsys.readouterr().out
+    assert_same_outputs(out, reference)
