@@ -679,7 +679,10 @@ def _science_table(rows):
     if not rows:
         return Table(names=names,
                      dtype=("U", "U", "U", "U", "U", "f8", "f8", "f8", "i8", "i8", "U"))
-    return Table(rows=rows, names=names)
+    table = Table(rows=rows, names=names)
+    for name in ("dark_scale", "sky_level", "sky_noise"):
+        table[name].format = ".4g"
+    return table
 
 
 def _write_table(table, path):
