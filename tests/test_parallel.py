@@ -1,0 +1,105 @@
+"""Science frames calibrated in parallel are the frames calibrated one at a time.
+
+A small night is reduced once serially; then its science frames are calibrated again into
+fresh output folders through a thread pool, a process pool, reduce_night's own worker
+processes and a ``dask.distributed`` cluster. Executors only run the science step, so every
+parallel run starts from a copy of the serial run's masters (found up to date, not rebuilt):
+a master's header records when it was made, which would change its checksum, and so the
+ZEROSUM/DARKSUM/FLATSUM and RECIPE cards of every science frame, between two runs.
+"""
+
+import shutil
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdproc_ext import reduce_night
+from ccdproc_ext.simulate import simulate_night
+
+PROFILE = "maxim-ccdsoft"
+#: Cards that may differ between two runs of the same night: the processing time.
+VOLATILE_CARDS = {"CCDPDATE"}
+
+
+@pytest.fixture(scope="module")
+def serial_night(tmp_path_factory):
+    """A two-filter night reduced one frame at a time: (raw folder, result)."""
+    root = tmp_path_factory.mktemp("parallel")
+    simulate_night(root / "raw", PROFILE, shape=(48, 56), n_bias=3, n_dark=3,
+                   filters=("V", "R"), n_flat=3, n_science=3, seed=7)
+    result = reduce_night(root / "raw", root / "serial", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0, result.summary()
+    assert len(result.science) == 6
+    return root / "raw", result
+
+
+@pytest.fixture
+def dask_executor():
+    """The executor of a two-process ``dask.distributed`` cluster, closed afterwards."""
+    distributed = pytest.importorskip("dask.distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client.get_executor()
+    client.close()
+    cluster.close()
+
+
+def _reduce_again(serial_night, output_dir, **options):
+    """The night reduced into ``output_dir``, starting from the serial run's masters."""
+    raw, serial = serial_night
+    shutil.copytree(serial.output_dir / "masters", output_dir / "masters")
+    result = reduce_night(raw, output_dir, PROFILE, progress=False, **options)
+    assert len(result.problems) == 0, result.summary()
+    assert set(result.science["status"]) == {"written"}
+    for path in (serial.output_dir / "masters").iterdir():
+        assert (output_dir / "masters" / path.name).read_bytes() == path.read_bytes(), \
+            f"master {path.name} was rebuilt"
+    return result
+
+
+def _assert_same_science(expected, actual):
+    """Same science frames: identical pixels, headers equal but for the processing time."""
+    outputs = {row["raw_file"]: row["output_file"] for row in actual.science}
+    assert sorted(outputs) == sorted(expected.science["raw_file"])
+    for row in expected.science:
+        ours = outputs[row["raw_file"]]
+        assert Path(ours).name == Path(row["output_file"]).name
+        np.testing.assert_array_equal(fits.getdata(ours), fits.getdata(row["output_file"]))
+        reference = fits.getheader(row["output_file"])
+        header = fits.getheader(ours)
+        assert list(header.keys()) == list(reference.keys())
+        differing = {card.keyword for card, expected_card in
+                     zip(header.cards, reference.cards, strict=True)
+                     if card.image != expected_card.image}
+        assert differing <= VOLATILE_CARDS, f"{ours}: {sorted(differing - VOLATILE_CARDS)}"
+    assert list(actual.science["sky_level"]) == list(expected.science["sky_level"])
+
+
+def test_thread_pool(serial_night, tmp_path):
+    with ThreadPoolExecutor(2) as executor:
+        result = _reduce_again(serial_night, tmp_path, executor=executor)
+    _assert_same_science(serial_night[1], result)
+
+
+def test_process_pool(serial_night, tmp_path):
+    with ProcessPoolExecutor(2) as executor:
+        result = _reduce_again(serial_night, tmp_path, executor=executor)
+    _assert_same_science(serial_night[1], result)
+
+
+def test_own_worker_processes(serial_night, tmp_path):
+    result = _reduce_again(serial_night, tmp_path, workers=2)
+    _assert_same_science(serial_night[1], result)
+
+
+# The scheduler runs in this process and warns when a loaded machine makes it slow to
+# create its scratch folder; that says nothing about the reduction.
+@pytest.mark.filterwarnings(
+    "ignore:Creating scratch directories is taking a surprisingly long time:UserWarning")
+def test_dask_distributed(serial_night, dask_executor, tmp_path):
+    result = _reduce_again(serial_night, tmp_path, executor=dask_executor)
+    _assert_same_science(serial_night[1], result)
