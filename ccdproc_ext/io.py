@@ -11,6 +11,7 @@ and renamed when complete, so an interrupted run never leaves a half-written fil
 the final name; `remove_partial_files` clears what a killed run left behind.
 """
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -142,6 +143,27 @@ def _data_problem(hdul, hdu, path, ext):
     return None
 
 
+@contextlib.contextmanager
+def _open_raw(path, what, **options):
+    """Open a raw file read-only and quietly; whatever fails is a `FrameReadError`.
+
+    ``what`` ("header", "image") says what was being read, in the message.
+    """
+    try:
+        _check_length(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            with fits.open(path, mode="readonly", memmap=False, **options) as hdul:
+                yield hdul
+    except FrameReadError:
+        raise
+    except Exception as err:  # whatever astropy raises, the file is bad
+        # (a BITPIX of 17 is a KeyError, a cut gzip stream an EOFError ...)
+        reason = str(err) or type(err).__name__
+        raise FrameReadError(f"{path}: cannot read the FITS {what} ({reason})") from None
+
+
 def read_header(path, ext=0):
     """Read the header of one HDU of a raw file, read-only.
 
@@ -152,18 +174,8 @@ def read_header(path, ext=0):
     FrameReadError
         If the file is missing, empty, or not FITS.
     """
-    path = Path(path)
-    try:
-        _check_length(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            warnings.simplefilter("ignore", AstropyUserWarning)
-            with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-                return hdul[ext].header.copy()
-    except FrameReadError:
-        raise
-    except Exception as err:  # whatever astropy raises, the file is bad
-        raise FrameReadError(f"{path}: cannot read the FITS header ({err})") from None
+    with _open_raw(path, "header", lazy_load_hdus=True) as hdul:
+        return hdul[ext].header.copy()
 
 
 def inspect_frame(path, ext=0):
@@ -185,19 +197,10 @@ def inspect_frame(path, ext=0):
         If the header itself cannot be read (as `read_header`).
     """
     path = Path(path)
-    try:
-        _check_length(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            warnings.simplefilter("ignore", AstropyUserWarning)
-            with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-                hdu = hdul[ext]
-                header = hdu.header.copy()
-                problem = _data_problem(hdul, hdu, path, ext)
-    except FrameReadError:
-        raise
-    except Exception as err:  # whatever astropy raises, the file is bad
-        raise FrameReadError(f"{path}: cannot read the FITS header ({err})") from None
+    with _open_raw(path, "header", lazy_load_hdus=True) as hdul:
+        hdu = hdul[ext]
+        header = hdu.header.copy()
+        problem = _data_problem(hdul, hdu, path, ext)
     notes = repair_cards(header)
     return header, problem, notes
 
@@ -232,24 +235,13 @@ def read_frame(path, profile=None, *, dtype=np.float32, ext=0, unit=None):
         says) or not FITS.
     """
     path = Path(path)
-    try:
-        _check_length(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            warnings.simplefilter("ignore", AstropyUserWarning)
-            with fits.open(path, mode="readonly", memmap=False) as hdul:
-                hdu = hdul[ext]
-                header = hdu.header.copy()
-                problem = _data_problem(hdul, hdu, path, ext)
-                if problem:
-                    raise FrameReadError(f"{path}: {problem}")
-                data = np.asarray(hdu.data, dtype=dtype)
-    except FrameReadError:
-        raise
-    except Exception as err:  # whatever astropy raises, the file is bad
-        # (a BITPIX of 17 is a KeyError, a cut gzip stream an EOFError ...)
-        reason = str(err) or type(err).__name__
-        raise FrameReadError(f"{path}: cannot read the FITS image ({reason})") from None
+    with _open_raw(path, "image") as hdul:
+        hdu = hdul[ext]
+        header = hdu.header.copy()
+        problem = _data_problem(hdul, hdu, path, ext)
+        if problem:
+            raise FrameReadError(f"{path}: {problem}")
+        data = np.asarray(hdu.data, dtype=dtype)
     if data.ndim != 2:
         raise FrameReadError(f"{path}: HDU {ext} is {data.ndim}-dimensional; a 2-D image "
                              "is expected")
