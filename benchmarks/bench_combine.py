@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import memory_kib  # benchmarks/ is sys.path[0] when run as a script
 
 LFC_SHAPE = (4128, 2048)
 QUICK_SHAPE = (516, 256)
@@ -61,15 +62,6 @@ def _combine_options(method):
     raise ValueError(f"unknown case {method!r}")
 
 
-def _memory_kib(field):
-    """A field of /proc/self/status (VmRSS, VmHWM), in KiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _worker(implementation, method, mem_limit, list_file, save_prefix):
     """Run one combine in this (fresh) process and print what it cost as JSON."""
     import ccdproc
@@ -79,11 +71,11 @@ def _worker(implementation, method, mem_limit, list_file, save_prefix):
     combine = ccdproc.combine if implementation == "ccdproc" else ours
     files = Path(list_file).read_text().split()
     options = _combine_options(method)
-    baseline_kib = _memory_kib("VmRSS")
+    baseline_kib = memory_kib("VmRSS")
     start = time.perf_counter()
     result = combine(files, mem_limit=mem_limit, **options)
     seconds = time.perf_counter() - start
-    peak_kib = _memory_kib("VmHWM")
+    peak_kib = memory_kib("VmHWM")
     if save_prefix:
         np.save(f"{save_prefix}_data.npy", result.data)
         np.save(f"{save_prefix}_uncertainty.npy", result.uncertainty.array)

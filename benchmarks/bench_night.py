@@ -66,6 +66,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import memory_kib  # benchmarks/ is sys.path[0] when run as a script
 
 PROFILE = "palomar-lfc"
 FULL_SHAPE = (4128, 2080)
@@ -98,15 +99,6 @@ BUSY_CORES = 0.5
 
 
 # ------------------------------------------------------------------ in the child processes
-def _memory_kib(field):
-    """A field of /proc/self/status (VmRSS, VmHWM), in KiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _run_guide(raw, out):
     """The CCD Data Reduction Guide's reduction of an LFC night, with plain ccdproc."""
     import warnings
@@ -306,7 +298,7 @@ def _worker(kind, arguments):
     import resource
 
     arguments = json.loads(arguments)
-    baseline_kib = _memory_kib("VmRSS")
+    baseline_kib = memory_kib("VmRSS")
     if kind == "guide":
         costs = _run_guide(**arguments)
     elif kind == "reduce_night":
@@ -317,7 +309,7 @@ def _worker(kind, arguments):
         costs = _run_headers(**arguments)
     else:
         raise ValueError(f"unknown case {kind!r}")
-    costs["peak_bytes"] = _memory_kib("VmHWM") * 1024
+    costs["peak_bytes"] = memory_kib("VmHWM") * 1024
     costs["baseline_bytes"] = baseline_kib * 1024
     # ru_maxrss of the children: the largest single worker process, if any (KiB on Linux).
     costs["largest_child_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
