@@ -29,7 +29,9 @@ import functools
 import inspect
 import logging
 import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import bottleneck as bn
@@ -130,6 +132,8 @@ def combine(
     dtype=None,
     combine_uncertainty_function=None,
     overwrite_output=False,
+    workers=None,
+    compute_uncertainty=True,
     **ccdkwargs,
 ):
     """
@@ -221,6 +225,17 @@ def combine(
 
     overwrite_output : bool, optional
         Whether ``output_file`` may replace an existing file. Default is ``False``.
+
+    workers : int or None, optional
+        Number of threads combining bands of rows at the same time (numpy and
+        bottleneck release the GIL while they work on a band); each file is still read
+        by one thread at a time, and ``mem_limit`` is shared between them. ``None``
+        means one per core. Default is ``None``.
+
+    compute_uncertainty : bool, optional
+        Whether to compute the uncertainty of the result. ``False`` saves the time of
+        a deviation per pixel when it is not needed; the result then has no
+        uncertainty. Default is ``True``, as in ccdproc.
 
     **ccdkwargs
         Keyword arguments of `~astropy.nddata.CCDData.read` used to read files, such
@@ -322,6 +337,7 @@ def combine(
             sigma_clip_func=sigma_clip_func,
             sigma_clip_dev_func=sigma_clip_dev_func,
             uncertainty_function=combine_uncertainty_function,
+            with_uncertainty=bool(compute_uncertainty),
             scaled=scale is not None,
             small_integers=all(frame.small_integers for frame in frames),
         )
@@ -331,10 +347,16 @@ def combine(
             scale, frames, mem_limit - output_bytes - band_bytes_per_row
         )
         cached_bytes = sum(frame.cached_nbytes for frame in frames)
-        rows_per_band = _rows_per_band(
-            shape, band_bytes_per_row, mem_limit - output_bytes - cached_bytes
-        )
-        data, mask, uncertainty = _combine_bands(frames, recipe, rows_per_band)
+        budget = mem_limit - output_bytes - cached_bytes
+        rows_per_band = _rows_per_band(shape, band_bytes_per_row, budget)
+        # Each thread works on its own band: as many as the budget holds bands of
+        # at least one row, each band's share of the budget.
+        workers = max(1, int(os.cpu_count() or 1) if workers is None else int(workers))
+        workers = max(1, min(workers, int(budget // band_bytes_per_row)))
+        if workers > 1:
+            rows_per_band = max(1, min(rows_per_band,
+                                       int(budget / workers // band_bytes_per_row)))
+        data, mask, uncertainty = _combine_bands(frames, recipe, rows_per_band, workers)
         meta, wcs = frames[0].header_and_wcs()
 
     meta["NCOMBINE"] = len(frames)
@@ -342,7 +364,7 @@ def combine(
         data,
         unit=frames[0].unit,
         mask=mask,
-        uncertainty=StdDevUncertainty(uncertainty, copy=False),
+        uncertainty=None if uncertainty is None else StdDevUncertainty(uncertainty, copy=False),
         meta=meta,
         wcs=wcs,
     )
@@ -537,6 +559,8 @@ class _FitsFrame:
         self._cache = None
         self._mask_cache = None
         self.cached_nbytes = 0
+        # One band at a time from a file: astropy's file objects are not thread-safe.
+        self._lock = threading.Lock()
 
     def _find_image(self, hdul, reader_kwargs):
         hdu = reader_kwargs.get("hdu", 0)
@@ -578,7 +602,8 @@ class _FitsFrame:
 
     def _read(self, hdu, start, stop):
         try:
-            return hdu.section[start:stop, :]
+            with self._lock:
+                return hdu.section[start:stop, :]
         except (OSError, ValueError) as err:
             raise OSError(f"cannot read rows {start}:{stop} of {self.name}: {err}") from err
 
@@ -665,6 +690,8 @@ class _Recipe:
     small_integers: bool
     # The scale factors, shape (n_images, 1, 1), once computed.
     scaling: np.ndarray | None = None
+    # Whether the uncertainty is computed at all.
+    with_uncertainty: bool = True
 
 
 def _bytes_per_stacked_value(recipe, n_images):
@@ -706,10 +733,11 @@ def _rows_per_band(shape, bytes_per_row, budget):
     return max(1, min(n_rows, rows))
 
 
-def _combine_bands(frames, recipe, rows_per_band):
+def _combine_bands(frames, recipe, rows_per_band, workers=1):
     n_rows, n_columns = frames[0].shape
     data = np.empty((n_rows, n_columns), dtype=recipe.dtype)
-    uncertainty = np.empty((n_rows, n_columns), dtype=recipe.dtype)
+    uncertainty = np.empty((n_rows, n_columns), dtype=recipe.dtype) \
+        if recipe.with_uncertainty else None
     mask = np.empty((n_rows, n_columns), dtype=bool)
     n_bands = -(-n_rows // rows_per_band)
     log.info(
@@ -720,10 +748,23 @@ def _combine_bands(frames, recipe, rows_per_band):
         n_bands,
         rows_per_band,
     )
-    for start in range(0, n_rows, rows_per_band):
+
+    def combine_band(start):
         stop = min(n_rows, start + rows_per_band)
         band = slice(start, stop)
-        data[band], mask[band], uncertainty[band] = _combine_band(frames, start, stop, recipe)
+        data[band], mask[band], band_uncertainty = _combine_band(frames, start, stop, recipe)
+        if uncertainty is not None:
+            uncertainty[band] = band_uncertainty
+
+    starts = range(0, n_rows, rows_per_band)
+    if workers > 1 and n_bands > 1:
+        # Bands are independent and written to disjoint rows of the outputs.
+        with ThreadPoolExecutor(min(workers, n_bands)) as pool:
+            for _ in pool.map(combine_band, starts):
+                pass
+    else:
+        for start in starts:
+            combine_band(start)
     return data, mask, uncertainty
 
 
@@ -819,7 +860,8 @@ def _combine_band(frames, start, stop, recipe):
 
     uncertainty_function = recipe.uncertainty_function
     if recipe.method == "median":
-        with_mad = uncertainty_function is None or uncertainty_function is sigma_func
+        with_mad = recipe.with_uncertainty and (uncertainty_function is None
+                                                or uncertainty_function is sigma_func)
         combined, mad = _nanmedian(
             values,
             n_used,
@@ -829,12 +871,15 @@ def _combine_band(frames, start, stop, recipe):
             # The values are not needed after the median and its deviation.
             overwrite_input=with_mad,
         )
-        if with_mad:
+        if not recipe.with_uncertainty:
+            uncertainty = None
+        elif with_mad:
             # ccdproc.sigma_func(data, axis=0, ignore_nan=True)
             uncertainty = mad * _MAD_TO_STD
         else:
             uncertainty = uncertainty_function(values, axis=0)
-        uncertainty /= np.sqrt(n_images - n_rejected)
+        if uncertainty is not None:
+            uncertainty /= np.sqrt(n_images - n_rejected)
     elif recipe.method == "average":
         if weights is not None:
             weighted_sum = bn.nansum(values * weights, axis=0)
@@ -842,18 +887,22 @@ def _combine_band(frames, start, stop, recipe):
                 combined = weighted_sum / _sum_of_used_weights(values, weights)
         else:
             combined = bn.nanmean(values, axis=0)
-        uncertainty = (uncertainty_function or bn.nanstd)(values, axis=0)
-        uncertainty /= np.sqrt(n_images - n_rejected)
+        uncertainty = None
+        if recipe.with_uncertainty:
+            uncertainty = (uncertainty_function or bn.nanstd)(values, axis=0)
+            uncertainty /= np.sqrt(n_images - n_rejected)
     else:  # sum
         if weights is not None:
             combined = bn.nansum(values * weights, axis=0)
         else:
             combined = bn.nansum(values, axis=0)
-        uncertainty = (uncertainty_function or bn.nanstd)(values, axis=0)
-        uncertainty /= np.sqrt(n_images - n_rejected)
-        uncertainty = np.asarray(uncertainty)
-        uncertainty *= n_images - n_rejected
-    return combined, n_used == 0, np.asarray(uncertainty)
+        uncertainty = None
+        if recipe.with_uncertainty:
+            uncertainty = (uncertainty_function or bn.nanstd)(values, axis=0)
+            uncertainty /= np.sqrt(n_images - n_rejected)
+            uncertainty = np.asarray(uncertainty)
+            uncertainty *= n_images - n_rejected
+    return combined, n_used == 0, None if uncertainty is None else np.asarray(uncertainty)
 
 
 def _count_nan(values):

@@ -658,3 +658,18 @@ def test_fast_sigma_clip_equals_astropy(dtype, n):
     ours = combine_module._sigma_clip_rejections(stack, recipe, np.dtype(np.float32), finite=True)
     assert expected.any()
     np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("method", ["average", "median", "sum"])
+def test_without_uncertainty_same_pixels(method):
+    """compute_uncertainty=False leaves the pixels and mask as they are, in threads too."""
+    rng = np.random.default_rng(7)
+    frames = [CCDData(rng.normal(100, 5, (64, 48)).astype(np.float32), unit="adu")
+              for _ in range(7)]
+    options = {"method": method, "sigma_clip": True, "dtype": np.float32,
+               "mem_limit": 1e5}  # several bands
+    full = combine(frames, workers=1, **options)
+    bare = combine(frames, workers=3, compute_uncertainty=False, **options)
+    assert full.uncertainty is not None and bare.uncertainty is None
+    np.testing.assert_array_equal(bare.data, full.data)
+    np.testing.assert_array_equal(bare.mask, full.mask)
