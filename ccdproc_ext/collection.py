@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 from astropy.io.fits.card import UNDEFINED
 from astropy.table import Table
+from astropy.time import Time
 from ccdproc import ImageFileCollection
 
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
 from .headers import _to_float, card_value, first_card
-from .io import file_checksum, inspect_frame, read_header
+from .io import _inspect, file_checksum, read_header
 from .profiles import IMAGE_TYPES, get_profile
 
 __all__ = ["NightCollection"]
@@ -77,6 +78,23 @@ def _summary_value(header, keyword):
     return value
 
 
+def _header_pairs(header):
+    """``(keyword, value)`` of the cards of ``header``, values as the summary shows them.
+
+    Only the first card of a repeated keyword has its value read (the summary keeps it).
+    """
+    pairs, seen = [], set()
+    for card in header.cards:
+        keyword = card.keyword
+        key = keyword.lower()
+        if key in ("comment", "history"):
+            pairs.append((keyword, card.value))
+        elif key and key != "file" and key not in seen:
+            seen.add(key)
+            pairs.append((keyword, _summary_value(header, keyword)))
+    return pairs
+
+
 #: Bytes compared before whole files: the header, where two frames of a night differ.
 _HEAD_BYTES = 1 << 16
 
@@ -97,20 +115,52 @@ def _group_by(names, key):
     return [group for group in groups.values() if len(group) > 1]
 
 
-def _find_duplicates(paths):
+def _find_duplicates(paths, headers=None):
     """``{name: name of the first file with the same bytes}`` among ``paths``.
 
     ``paths`` maps names to paths, in order; the first of identical files is the one
     kept. Files are compared by size, then by their first bytes, and only then whole, so a
-    night whose frames differ in their headers is not read twice.
+    night whose frames differ in their headers is not read twice. ``headers`` may map
+    names to what was read from their headers (files with the same bytes have the same):
+    files of one size that all have one are compared by it before their first bytes.
     """
-    duplicates = {}
+    headers = headers or {}
+    candidates = []
     for same_size in _group_by(paths, lambda name: os.path.getsize(paths[name])):
-        for same_head in _group_by(same_size, lambda name: _head_digest(paths[name])):
+        if all(name in headers for name in same_size):
+            candidates.extend(_group_by(same_size, headers.__getitem__))
+        else:
+            candidates.append(same_size)
+    duplicates = {}
+    for group in candidates:
+        for same_head in _group_by(group, lambda name: _head_digest(paths[name])):
             for same in _group_by(same_head, lambda name: file_checksum(paths[name])):
                 for other in same[1:]:
                     duplicates[other] = same[0]
     return duplicates
+
+
+def _isot_and_mjd(times):
+    """The ISO text and the MJD of each `~astropy.time.Time` of ``times`` (``""`` and NaN
+    for ``None``).
+
+    Times alike (scalars of one scale, format and output options) are converted as one
+    array: converting a scalar Time costs about as much as making it.
+    """
+    known = [t for t in times if t is not None]
+    if not known:
+        return [""] * len(times), [math.nan] * len(times)
+    first = known[0]
+    if all(type(t) is type(first) and t.isscalar and t.location is None
+           and (t.scale, t.format, t.precision, t.out_subfmt)
+           == (first.scale, first.format, first.precision, first.out_subfmt)
+           for t in known):
+        together = Time(known, precision=first.precision, out_subfmt=first.out_subfmt)
+        isot, mjd = iter(together.isot.tolist()), iter(together.mjd.tolist())
+    else:
+        isot, mjd = (t.isot for t in known), (t.mjd for t in known)
+    return ([("" if t is None else next(isot)) for t in times],
+            [(math.nan if t is None else next(mjd)) for t in times])
 
 
 def _assign_nights(mjd):
@@ -205,13 +255,18 @@ class NightCollection(ImageFileCollection):
         self.problems = []
         headers, readable = {}, []
         self._data_problems, self._header_notes = {}, {}
+        # The cards' values of each header read quickly (see io._inspect): (keyword, value)
+        # of each card, for the summary, and the value of each keyword. The cards parsed
+        # are shared by all headers (a camera's frames repeat most of their cards).
+        self._header_cards, self._header_values, parsed = {}, {}, {}
         listed = list(dict.fromkeys(filenames or []))  # a file listed twice is one file
         if len(listed) < len(filenames or []):
             log.warning("files listed more than once are read once")
+        ext = kwargs.get("ext", 0)
         for name in listed:
             path = os.path.join(folder, name)
             try:
-                headers[name], problem, notes = inspect_frame(path, kwargs.get("ext", 0))
+                headers[name], problem, notes, cards, values = _inspect(path, ext, parsed)
             except CcdprocExtError as err:
                 self.problems.append({"file": name, "problem": str(err),
                                       "kind": type(err).__name__})
@@ -224,15 +279,21 @@ class NightCollection(ImageFileCollection):
                 self._header_notes[name] = notes
                 for note in notes:
                     log.info("%s: %s", path, note)
+            if cards is not None:
+                self._header_cards[name], self._header_values[name] = cards, values
             readable.append(name)
-        self._duplicates = _find_duplicates({name: os.path.join(folder, name)
-                                             for name in readable})
+        self._duplicates = _find_duplicates(
+            {name: os.path.join(folder, name) for name in readable},
+            {name: tuple(cards) for name, cards in self._header_cards.items()})
         self._headers = headers
         # The parent builds its summary from the full path of each file (see
         # _dict_from_fits_header); this maps it back to the name listed in `files`.
         self._names_by_path = {os.path.join(folder, name): name for name in readable}
         super().__init__(location=folder or None, filenames=readable, **kwargs)
         self.frames = self._build_frames()
+        # They say what the headers held when read; a summary made later (new keywords,
+        # refresh) reads the headers as they are then.
+        self._header_cards, self._header_values = {}, {}
 
     # ---------------------------------------------- hooks of ccdproc.ImageFileCollection
     def _get_files(self):
@@ -250,19 +311,24 @@ class NightCollection(ImageFileCollection):
         if name is None:  # a file added after collecting (refresh)
             name = file_name
             self._headers[name] = read_header(file_name, self.ext)
+            self._header_cards.pop(name, None)
+            self._header_values.pop(name, None)
         header = self._headers[name]
         summary = OrderedDict() if input_summary is None else input_summary
         n_previous = len(summary.get("file", []))
         summary.setdefault("file", []).append(name)
         values, multi_entry = OrderedDict(), {"comment": [], "history": []}
-        for card in header.cards:
-            key = card.keyword.lower()
+        pairs = self._header_cards.get(name)
+        if pairs is None:
+            pairs = _header_pairs(header)
+        for keyword, value in pairs:
+            key = keyword.lower()
             if not key or key == "file":  # a FILE card must not overwrite the file column
                 continue
             if key in multi_entry:
-                multi_entry[key].append(str(card.value))
+                multi_entry[key].append(str(value))
             elif key not in values:  # a repeated keyword keeps its first value
-                values[key] = _summary_value(header, card.keyword)
+                values[key] = None if value is UNDEFINED else value
         for key, joined in multi_entry.items():
             if joined:
                 values[key] = ",".join(joined)
@@ -274,6 +340,13 @@ class NightCollection(ImageFileCollection):
         return summary
 
     # ------------------------------------------------------------------ the frame table
+    def _value(self, name, header, key):
+        """``card_value(header, key)[0]``, from the values read with the header if any."""
+        values = self._header_values.get(name)
+        if values is not None and key in values:
+            return values[key]
+        return card_value(header, key)[0]
+
     def _image_type(self, name, header):
         for pattern, image_type in self.image_type_overrides.items():
             if name == pattern or fnmatch.fnmatch(name, pattern) or \
@@ -282,7 +355,8 @@ class NightCollection(ImageFileCollection):
         key = first_card(header, self.profile.image_type_keywords)
         image_type = self.profile.classify(header)
         if image_type is not None:
-            return image_type, f"{key} = {card_value(header, key)[0]!r}".replace("'", "")
+            word = self._value(name, header, key)
+            return image_type, f"{key} = {word!r}".replace("'", "")
         image_type = self.profile.classify_path(name)
         if image_type is not None:
             return image_type, "file name"
@@ -290,7 +364,7 @@ class NightCollection(ImageFileCollection):
 
     def _build_frames(self):
         profile = self.profile
-        rows = []
+        rows, times = [], []
         for name in self.files:
             header = self._headers[name]
             path = os.path.join(self.location or "", name)
@@ -322,13 +396,14 @@ class NightCollection(ImageFileCollection):
             exposure = read(profile.exposure_time, math.nan)
             binning = read(profile.binning, (0, 0))
             temperature = read(profile.temperature, None)
-            time = read(profile.date_obs, None)
-            ny, nx = header.get("NAXIS2", 0), header.get("NAXIS1", 0)
+            times.append(read(profile.date_obs, None))
+            values = self._header_values.get(name, header)
+            ny, nx = values.get("NAXIS2", 0), values.get("NAXIS1", 0)
             if profile.transposed:
                 ny, nx = nx, ny
             agree = []
             for key in profile.match_keywords:
-                value = card_value(header, key)[0] if key in header else ""
+                value = self._value(name, header, key) if key in header else ""
                 agree.append(f"{key}={str(value).strip()}")
             rows.append({
                 "file": name,
@@ -340,8 +415,6 @@ class NightCollection(ImageFileCollection):
                 "ybin": binning[1],
                 "shape": f"{ny}x{nx}",
                 "temperature": math.nan if temperature is None else temperature,
-                "date_obs": "" if time is None else time.isot,
-                "mjd": math.nan if time is None else time.mjd,
                 "agree": ",".join(agree),
                 "problem": "; ".join(words for _, words in problems),
                 "problem_kind": problems[0][0] if problems else "",
@@ -354,6 +427,8 @@ class NightCollection(ImageFileCollection):
                   "U")
         if not rows:
             return Table(names=(*names, "night"), dtype=(*dtypes, "i8"))
+        for row, date_obs, mjd in zip(rows, *_isot_and_mjd(times), strict=True):
+            row["date_obs"], row["mjd"] = date_obs, mjd
         table = Table(rows=[[r[n] for n in names] for r in rows], names=names)
         table["night"] = _assign_nights(np.asarray(table["mjd"], dtype=float))
         return table

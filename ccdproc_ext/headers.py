@@ -9,10 +9,10 @@ cannot be understood.
 
 import copy
 import re
-import warnings
 
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 
+from ._warnings import ignoring
 from .exceptions import HeaderError
 
 __all__ = ["card_value", "first_card", "header_float"]
@@ -40,8 +40,7 @@ def card_value(header, keyword):
         If ``keyword`` is not in ``header``.
     """
     # Reading the image of an unparsable card makes astropy "fix" it with a VerifyWarning.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VerifyWarning)
+    with ignoring(VerifyWarning):
         try:
             return header[keyword], False
         except VerifyError:

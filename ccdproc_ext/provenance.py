@@ -8,7 +8,7 @@ keyword   meaning
 ========  ==========================================================
 OVERSCAN  overscan section and how its level was taken
 TRIM      the section kept
-ZEROCOR   master bias file name (ZEROSUM: its SHA-256, first 16 hex)
+ZEROCOR   master bias file name (ZEROSUM: its BLAKE2b checksum, first 16 hex)
 DARKCOR   master dark file name (DARKSUM: checksum, DARKSCL: scale)
 FLATCOR   master flat file name (FLATSUM: checksum)
 CCDPROC   the package and version that calibrated the frame
@@ -28,12 +28,12 @@ _COMMENTS = {
     "OVERSCAN": "overscan subtracted",
     "TRIM": "trimmed to this section",
     "ZEROCOR": "master bias subtracted",
-    "ZEROSUM": "SHA-256 of the master bias (first 16 hex)",
+    "ZEROSUM": "BLAKE2b of the master bias (first 16 hex)",
     "DARKCOR": "master dark subtracted",
-    "DARKSUM": "SHA-256 of the master dark (first 16 hex)",
+    "DARKSUM": "BLAKE2b of the master dark (first 16 hex)",
     "DARKSCL": "factor the master dark was scaled by",
     "FLATCOR": "divided by this master flat",
-    "FLATSUM": "SHA-256 of the master flat (first 16 hex)",
+    "FLATSUM": "BLAKE2b of the master flat (first 16 hex)",
     "CCDPROC": "calibrated by",
     "CCDPDATE": "when it was calibrated (UTC)",
     "PROFILE": "ccdproc_ext instrument profile",
