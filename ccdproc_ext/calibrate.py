@@ -1,10 +1,17 @@
 """One frame through the ccdproc chain: overscan, trim, bias, dark, flat.
 
-Every step is ccdproc's own function (`ccdproc.subtract_overscan`, `ccdproc.trim_image`,
-`ccdproc.subtract_bias`, `ccdproc.subtract_dark`, `ccdproc.flat_correct`), so results and
-history keywords are the ones ccdproc users know. What this module adds is knowing the
-instrument (sections, axis, gain, read noise from the profile), writing the processing
-flags, refusing to apply a step twice, and masking the pixels that cannot be trusted:
+Every step gives what ccdproc's own function gives (`ccdproc.subtract_overscan`,
+`ccdproc.trim_image`, `ccdproc.subtract_bias`, `ccdproc.subtract_dark`,
+`ccdproc.flat_correct`): the same pixels, mask and header cards. With uncertainties
+(``create_deviation``, or masters that carry one) those functions are called. Without, a
+step is the one numpy operation that function applies to the pixels, on the same
+operands in the same types, without its deep copies and unit-aware arithmetic; the
+scaled dark and the normalised flat are computed once per master, not once per frame.
+The test suite compares both paths, step by step, to the bit.
+
+What this module adds is knowing the instrument (sections, axis, gain, read noise from
+the profile), writing the processing flags, refusing to apply a step twice, and masking
+the pixels that cannot be trusted:
 
 - pixels that are not finite (NaN, inf) are masked and replaced by the median of the
   finite ones, so that no overscan or combined level is poisoned (``NNANPIX`` in the
@@ -32,7 +39,10 @@ import numpy as np
 from astropy.modeling import models
 from astropy.nddata import CCDData
 from astropy.wcs import FITSFixedWarning
+from ccdproc.log_meta import _insert_in_metadata_fits_safe, _replace_array_with_placeholder
+from ccdproc.utils.slices import slice_from_string
 
+from ._warnings import ignoring
 from .exceptions import CcdprocExtWarning, DataQualityError, DataQualityWarning, HeaderError
 from .io import file_checksum, read_frame, read_header
 from .profiles import get_profile
@@ -48,7 +58,7 @@ class MasterFrame:
     """A master calibration frame with the name and checksum recorded in provenance.
 
     `calibrate_frame` accepts a `~astropy.nddata.CCDData`, a path, or this; a path is read
-    once and its SHA-256 computed once.
+    once and its checksum (BLAKE2b) computed once.
     """
 
     ccd: CCDData
@@ -87,6 +97,54 @@ class MasterFrame:
                            exposure=self.exposure, scale=self.scale)
 
     @functools.cached_property
+    def _prepared(self):
+        # dtype or (kind, key) -> array; filled by _array, _scaled_dark, _normalised_flat
+        return {}
+
+    def _array(self, dtype):
+        """The pixels in ``dtype`` (converted once), as ccdproc would use them."""
+        key = ("data", np.dtype(dtype))
+        if key not in self._prepared:
+            self._prepared[key] = np.asarray(self.ccd.data, dtype=dtype)
+        return self._prepared[key]
+
+    def _scaled_dark(self, data_exposure, dark_exposure, dtype):
+        """The dark `ccdproc.subtract_dark` subtracts with ``scale=True``, computed once
+        per pair of exposures: ``master.multiply(data_exposure / dark_exposure)``, a
+        dimensionless float64 `~astropy.units.Quantity` (so the result is float64)."""
+        key = ("dark", float(data_exposure), float(dark_exposure), np.dtype(dtype))
+        if key not in self._prepared:
+            factor = (data_exposure * u.s) / (dark_exposure * u.s)
+            self._prepared[key] = np.multiply(self._array(dtype),
+                                              factor.to_value(u.dimensionless_unscaled))
+        return self._prepared[key]
+
+    def _normalised_flat(self, min_value, dtype):
+        """The flat `ccdproc.flat_correct` divides by, computed once: the flat (with
+        values below ``min_value`` raised to it) divided by its mean, masked pixels 1.
+
+        Built with the very operations of ``flat_correct`` (CCDData arithmetic), so that
+        dividing a frame by it gives ccdproc's bits.
+        """
+        key = ("flat", min_value, np.dtype(dtype))
+        if key not in self._prepared:
+            flat, norm_value = self._flat_for_division
+            flat = _same_type(flat, dtype)
+            use_flat = flat
+            if min_value is not None:
+                use_flat = flat.copy()
+                use_flat.data[use_flat.data < min_value] = min_value
+            if norm_value is not None and norm_value > 0:
+                flat_mean = norm_value * use_flat.unit
+            else:
+                flat_mean = use_flat.data.mean() * use_flat.unit
+            normed = use_flat.divide(flat_mean)
+            if normed.mask is not None and normed.mask.any():
+                normed.data[normed.mask] = 1.0
+            self._prepared[key] = (normed.data, normed.mask, normed.unit)
+        return self._prepared[key]
+
+    @functools.cached_property
     def _flat_for_division(self):
         """This flat ready for `ccdproc.flat_correct`: (flat, its mean over good pixels).
 
@@ -105,13 +163,15 @@ class MasterFrame:
         return flat, float(np.mean(good, dtype=np.float64))
 
     @classmethod
-    def load(cls, path, profile=None):
-        """Read a master written by ccdproc_ext (or any FITS image) from ``path``."""
+    def load(cls, path, profile=None, *, checksum=None):
+        """Read a master written by ccdproc_ext (or any FITS image) from ``path``.
+
+        ``checksum``, when the caller knows it already, spares reading the file twice.
+        """
         path = Path(path)
         unit = read_header(path).get("BUNIT") or (profile.unit if profile else "adu")
-        with warnings.catch_warnings():
-            # astropy.wcs notes DATE-OBS -> MJD-OBS; a master has no WCS to speak of.
-            warnings.simplefilter("ignore", FITSFixedWarning)
+        # astropy.wcs notes DATE-OBS -> MJD-OBS; a master has no WCS to speak of.
+        with ignoring(FITSFixedWarning):
             ccd = CCDData.read(path, unit=unit)
         ccd.data = ccd.data.astype(np.float32, copy=False)
         exposure = None
@@ -120,8 +180,9 @@ class MasterFrame:
                 exposure = profile.exposure_time(ccd.header, path=path)
             except HeaderError:
                 exposure = None
-        return cls(ccd=ccd, name=path.name, checksum=file_checksum(path)[:16],
-                   exposure=exposure)
+        if checksum is None:
+            checksum = file_checksum(path)[:16]
+        return cls(ccd=ccd, name=path.name, checksum=checksum, exposure=exposure)
 
 
 def _as_master(master, profile):
@@ -174,7 +235,10 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
     data = ccd.data
     mask = ccd.mask
     cards = {}
-    if data.dtype.kind == "f":
+    # One pass without temporaries tells a frame with a NaN or infinity (the sum in
+    # float64 of finite float32 values cannot overflow; if a float64 sum does, the
+    # pixels are checked one by one all the same).
+    if data.dtype.kind == "f" and not _all_finite(data):
         bad = ~np.isfinite(data)
         n_bad = int(np.count_nonzero(bad))
         if n_bad:
@@ -195,9 +259,10 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
         except (HeaderError, u.UnitsError):
             level = None
     if level is not None:
-        saturated = data >= level
-        n_saturated = int(np.count_nonzero(saturated))
-        if n_saturated:
+        n_saturated = 0
+        if data.size and np.max(data) >= level:  # the mask is made only when needed
+            saturated = data >= level
+            n_saturated = int(np.count_nonzero(saturated))
             mask = saturated if mask is None else (mask | saturated)
         cards["NSATUR"] = (n_saturated, f"pixels at or above {level:g}, masked")
     if not cards:
@@ -208,6 +273,11 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
         header[key] = card
     return CCDData(data, unit=ccd.unit, meta=header, mask=mask, uncertainty=ccd.uncertainty,
                    wcs=ccd.wcs, copy=False)
+
+
+def _all_finite(data):
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN: not finite
+        return bool(np.isfinite(np.add.reduce(data, axis=None, dtype=np.float64)))
 
 
 def _skip(flag, header, name):
@@ -325,6 +395,191 @@ def _amplifiers_overscan_and_trim(ccd, profile, *, name):
     return result
 
 
+# ------------------------------------------------------------------ the plain-numpy path
+#
+# Without uncertainties, each ccdproc step is one numpy operation on the pixels (and a
+# logical or of the masks) wrapped in deep copies and unit-aware NDData arithmetic. The
+# functions below do that operation alone, on the same operands in the same order and
+# types, so the pixels are ccdproc's to the bit, and write the header cards ccdproc's
+# functions write (test_calibrate compares both, step by step and for whole frames).
+
+
+class _Log:
+    """What ccdproc's ``log_to_metadata`` needs of a result: its ``meta``."""
+
+    def __init__(self, meta):
+        self.meta = meta
+
+
+def _log_as_ccdproc(header, function, arguments):
+    """Write the card ccdproc's ``function`` writes when called with ``arguments``."""
+    if not ccdproc.conf.auto_logging:
+        return
+    value = ", ".join(f"{name}={_replace_array_with_placeholder(argument)}"
+                      for name, argument in arguments).replace("\n", "")
+    _insert_in_metadata_fits_safe(_Log(header), function, value)
+
+
+def _or_masks(mask, other):
+    """The mask NDData arithmetic gives (``handle_mask=np.logical_or``)."""
+    if other is None:
+        return mask
+    if mask is None:
+        return np.array(other, copy=True)
+    return np.logical_or(mask, other)
+
+
+def _apply(operation, data, operand, owned):
+    """``operation(data, operand)`` in place when ``data`` is ours and keeps its type."""
+    if owned and np.result_type(data, operand) == data.dtype:
+        return operation(data, operand, out=data)
+    return operation(data, operand)
+
+
+def _can_go_fast(ccd, profile, masters, create_deviation):
+    """Whether the plain-numpy path gives what the ccdproc chain gives."""
+    if create_deviation or ccd.uncertainty is not None:
+        return False
+    for master in masters:
+        if master is not None and master.ccd.uncertainty is not None:
+            return False
+    # Units must be equal (ccdproc converts convertible units, and refuses others).
+    for master in masters[:2]:
+        if master is not None and master.ccd.unit != ccd.unit:
+            return False
+    return True
+
+
+def _fast_overscan_and_trim(ccd, profile, name):
+    """`overscan_and_trim` for one overscan section without a model, in plain numpy.
+
+    Returns ``(data, mask, header, wcs, owned)``; ``owned`` says the pixels are a new
+    array (not the caller's).
+    """
+    header = ccd.meta.copy()
+    data, mask, wcs = ccd.data, ccd.mask, ccd.wcs
+    level = None
+    if profile.overscan is not None:
+        if already_done(header, "OVERSCAN"):
+            _skip("OVERSCAN", header, name)
+        else:
+            section = _resolve(profile.overscan, ccd, name, "overscan")
+            if section is not None:
+                axis = profile.overscan_axis
+                median = profile.overscan_method == "median"
+                region = data[slice_from_string(section, fits_convention=True)]
+                level = np.median(region, axis=axis) if median else np.mean(region,
+                                                                            axis=axis)
+                level = level[:, np.newaxis] if axis == 1 else level[np.newaxis, :]
+                _log_as_ccdproc(header, "subtract_overscan",
+                                [("ccd", ccd), ("fits_section", section),
+                                 ("overscan_axis", axis), ("median", median),
+                                 ("model", None)])
+                mark_step(header, "OVERSCAN", f"{section} {profile.overscan_method}")
+    trim = None
+    if profile.trim is not None:
+        if already_done(header, "TRIM"):
+            _skip("TRIM", header, name)
+        else:
+            trim = _resolve(profile.trim, ccd, name, "trim")
+    if trim is not None:
+        rows, cols = slice_from_string(trim, fits_convention=True)
+        sliced = ccd[rows, cols]  # views; the WCS sliced as CCDData slices it
+        wcs = sliced.wcs
+        mask = None if mask is None else np.array(sliced.mask, copy=True)
+        if level is not None:
+            level = level[rows] if profile.overscan_axis == 1 else level[:, cols]
+            data = sliced.data - level
+        else:
+            data = np.array(sliced.data, copy=True)
+        _log_as_ccdproc(header, "trim_image", [("ccd", ccd), ("fits_section", trim)])
+        mark_step(header, "TRIM", trim)
+        return data, mask, header, wcs, True
+    if level is not None:
+        return data - level, mask, header, wcs, True
+    return data, mask, header, wcs, False
+
+
+def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_dark,
+                min_flat_value, dtype):
+    """overscan, trim, bias, dark, flat as ccdproc does them, without uncertainties."""
+    if profile.amplifiers or profile.overscan_axis == "frame" or \
+            profile.overscan_model_degree is not None:
+        trimmed = overscan_and_trim(ccd, profile, name=name)
+        owned = trimmed is not ccd
+        data, mask, wcs = trimmed.data, trimmed.mask, trimmed.wcs
+        header = trimmed.meta if owned else ccd.meta.copy()
+    else:
+        data, mask, header, wcs, owned = _fast_overscan_and_trim(ccd, profile, name)
+    raw_header = ccd.meta
+    unit = ccd.unit
+
+    if bias is not None:
+        if already_done(header, "ZEROCOR"):
+            _skip("ZEROCOR", header, name)
+        else:
+            data = _apply(np.subtract, data, bias._array(dtype), owned)
+            owned = True
+            mask = _or_masks(mask, bias.ccd.mask)
+            _log_as_ccdproc(header, "subtract_bias", [("ccd", ccd), ("master", bias.ccd)])
+            mark_step(header, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
+
+    if dark is not None:
+        if already_done(header, "DARKCOR"):
+            _skip("DARKCOR", header, name)
+        else:
+            exposure, scale = _dark_exposure_and_scale(raw_header, profile, dark, name,
+                                                       exposure_time, scale_dark)
+            if data.shape != dark.ccd.shape:
+                raise ValueError(f"operands could not be subtracted with shapes "
+                                 f"{data.shape} {dark.ccd.shape}")
+            subtrahend = dark._scaled_dark(exposure, dark.exposure, dtype) if scale \
+                else dark._array(dtype)
+            data = _apply(np.subtract, data, subtrahend, owned)
+            owned = True
+            mask = _or_masks(mask, dark.ccd.mask)
+            _log_as_ccdproc(header, "subtract_dark",
+                            [("ccd", ccd), ("master", dark.ccd),
+                             ("dark_exposure", dark.exposure * u.s),
+                             ("data_exposure", exposure * u.s), ("scale", bool(scale))])
+            factor = dark.scale * (exposure / dark.exposure if scale else 1.0)
+            mark_step(header, "DARKCOR", dark.name, DARKSUM=dark.checksum,
+                      DARKSCL=round(float(factor), 6))
+
+    if flat is not None:
+        if already_done(header, "FLATCOR"):
+            _skip("FLATCOR", header, name)
+        else:
+            flat_ccd, norm_value = flat._flat_for_division
+            normed, normed_mask, normed_unit = flat._normalised_flat(min_flat_value, dtype)
+            data = _apply(np.true_divide, data, normed, owned)
+            owned = True
+            mask = _or_masks(mask, normed_mask)
+            unit = unit / normed_unit
+            _log_as_ccdproc(header, "flat_correct",
+                            [("ccd", ccd), ("flat", flat_ccd), ("min_value", min_flat_value),
+                             ("norm_value", norm_value)])
+            mark_step(header, "FLATCOR", flat.name, FLATSUM=flat.checksum)
+
+    if not owned:
+        data = np.array(data, copy=True)
+    return CCDData(data, unit=unit, meta=header, mask=mask, wcs=wcs, copy=False)
+
+
+def _dark_exposure_and_scale(header, profile, dark, name, exposure_time, scale_dark):
+    """The frame's exposure and whether the dark is scaled to it."""
+    exposure = exposure_time if exposure_time is not None else \
+        profile.exposure_time(header, path=name)
+    if dark.exposure is None:
+        raise HeaderError(f"{name}: the master dark {dark.name} has no exposure time "
+                          f"({', '.join(profile.exposure_time_keywords)})")
+    scale = scale_dark
+    if scale is None:
+        scale = (abs(exposure - dark.exposure) > profile.dark_tolerance
+                 and profile.scale_darks)
+    return exposure, bool(scale)
+
+
 def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
                     master_flat=None, scale_dark=None, exposure_time=None,
                     min_flat_value=None, gain_correct=False, create_deviation=False,
@@ -391,7 +646,37 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             ccd.data = ccd.data.astype(dtype)
     ccd = mask_bad_pixels(ccd, profile, name=name)
     header = ccd.meta
+    bias = _as_master(master_bias, profile)
+    dark = _as_master(master_dark, profile)
+    flat = _as_master(master_flat, profile)
 
+    if _can_go_fast(ccd, profile, (bias, dark, flat), create_deviation):
+        result = _fast_chain(ccd, profile, name, bias, dark, flat,
+                             exposure_time=exposure_time, scale_dark=scale_dark,
+                             min_flat_value=min_flat_value, dtype=dtype)
+    else:
+        result = _ccdproc_chain(ccd, profile, name, bias, dark, flat,
+                                exposure_time=exposure_time, scale_dark=scale_dark,
+                                min_flat_value=min_flat_value,
+                                create_deviation=create_deviation, dtype=dtype)
+
+    if gain_correct:
+        gain = profile.gain.get(header) if profile.gain else None
+        if gain is None:
+            raise HeaderError(f"{name}: gain_correct needs the gain, which profile "
+                              f"{profile.name!r} does not give for this frame")
+        result = ccdproc.gain_correct(result, gain)
+
+    if result.data.dtype != dtype:
+        result.data = result.data.astype(dtype)
+    mark_processed(result.meta, profile.name)
+    return result
+
+
+def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_dark,
+                   min_flat_value, create_deviation, dtype):
+    """overscan, trim, bias, dark, flat through ccdproc's functions (uncertainties)."""
+    header = ccd.meta
     result = overscan_and_trim(ccd, profile, name=name)
     if result is ccd:
         result = ccd.copy()  # never hand back (or later change) the caller's object
@@ -405,7 +690,6 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         result = ccdproc.create_deviation(result, gain=gain, readnoise=read_noise,
                                           disregard_nan=True)
 
-    bias = _as_master(master_bias, profile)
     if bias is not None:
         if already_done(result.meta, "ZEROCOR"):
             _skip("ZEROCOR", result.meta, name)
@@ -413,20 +697,12 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             result = ccdproc.subtract_bias(result, _same_type(bias.ccd, dtype))
             mark_step(result.meta, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
 
-    dark = _as_master(master_dark, profile)
     if dark is not None:
         if already_done(result.meta, "DARKCOR"):
             _skip("DARKCOR", result.meta, name)
         else:
-            exposure = exposure_time if exposure_time is not None else \
-                profile.exposure_time(header, path=name)
-            if dark.exposure is None:
-                raise HeaderError(f"{name}: the master dark {dark.name} has no exposure time "
-                                  f"({', '.join(profile.exposure_time_keywords)})")
-            scale = scale_dark
-            if scale is None:
-                scale = (abs(exposure - dark.exposure) > profile.dark_tolerance
-                         and profile.scale_darks)
+            exposure, scale = _dark_exposure_and_scale(header, profile, dark, name,
+                                                       exposure_time, scale_dark)
             result = ccdproc.subtract_dark(result, _same_type(dark.ccd, dtype),
                                            dark_exposure=dark.exposure * u.s,
                                            data_exposure=exposure * u.s, scale=bool(scale))
@@ -434,7 +710,6 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             mark_step(result.meta, "DARKCOR", dark.name, DARKSUM=dark.checksum,
                       DARKSCL=round(float(factor), 6))
 
-    flat = _as_master(master_flat, profile)
     if flat is not None:
         if already_done(result.meta, "FLATCOR"):
             _skip("FLATCOR", result.meta, name)
@@ -443,17 +718,6 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             result = ccdproc.flat_correct(result, _same_type(flat_ccd, dtype),
                                           min_value=min_flat_value, norm_value=norm_value)
             mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
-
-    if gain_correct:
-        gain = profile.gain.get(header) if profile.gain else None
-        if gain is None:
-            raise HeaderError(f"{name}: gain_correct needs the gain, which profile "
-                              f"{profile.name!r} does not give for this frame")
-        result = ccdproc.gain_correct(result, gain)
-
-    if result.data.dtype != dtype:
-        result.data = result.data.astype(dtype)
-    mark_processed(result.meta, profile.name)
     return result
 
 

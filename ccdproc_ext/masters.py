@@ -19,15 +19,20 @@ without any frame fails. A master made from a single frame is built, with a
 frame.
 """
 
+import contextlib
+import functools
 import logging
+import os
+import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
 
-from .calibrate import MasterFrame, calibrate_frame
+from .calibrate import MasterFrame, _as_master, calibrate_frame
 from .combine import combine
 from .exceptions import (
     CalibrationMatchError,
@@ -42,6 +47,9 @@ from .profiles import get_profile
 __all__ = ["DEFAULT_COMBINE", "make_master_bias", "make_master_dark", "make_master_flat"]
 
 log = logging.getLogger(__name__)
+
+#: Default memory limit of the make_master functions, in bytes.
+_MEM_LIMIT = 2e9
 
 #: The default combination of masters: the CCD Data Reduction Guide's choice.
 DEFAULT_COMBINE = {
@@ -82,33 +90,102 @@ def _reason(err, name):
     return text
 
 
-def _prepare(frames, profile, *, skip_bad_frames=False, check=None, **calibration):
-    """Read and calibrate each frame; returns (names, frames, skipped [(name, error)]).
+def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None,
+             spill=None, **calibration):
+    """Read and calibrate each frame.
 
-    ``check(ccd, name)``, if given, raises a `CcdprocExtError` for a calibrated frame
-    that cannot be used.
+    Returns ``(names, frames, skipped [(name, error)], checked)``. ``check(ccd, name)``,
+    if given, raises a `CcdprocExtError` for a calibrated frame that cannot be used;
+    what it returns for each frame kept is in ``checked``. ``workers`` threads read and
+    calibrate frames at the same time (numpy releases the GIL while it works on
+    pixels); frames are taken, left out and warned about in their order all the same.
+    ``spill`` (a `_Spill`) writes the frames that do not fit in memory to temporary
+    files: their place in ``frames`` is then taken by the file's path.
     """
-    prepared, names, skipped = [], [], []
-    for name, frame in frames:
+    # Frames are combined without their uncertainties: the masters' are not needed,
+    # and without them each frame goes through calibrate_frame's plain-numpy path.
+    for key in ("master_bias", "master_dark", "master_flat"):
+        master = _as_master(calibration.get(key), profile)
+        if master is not None:
+            calibration[key] = master.without_uncertainty()
+
+    def calibrated(name, frame):
+        ccd = frame if isinstance(frame, CCDData) else read_frame(frame, profile)
+        result = calibrate_frame(ccd, profile, name=name, **calibration)
+        return result, None if check is None else check(result, name)
+
+    prepared, names, skipped, checked = [], [], [], []
+    workers = _workers(workers, len(frames))
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        if pool is None:
+            outcomes = (functools.partial(calibrated, *item) for item in frames)
+        else:
+            outcomes = [pool.submit(calibrated, *item).result for item in frames]
         try:
-            ccd = frame if isinstance(frame, CCDData) else read_frame(frame, profile)
-            calibrated = calibrate_frame(ccd, profile, name=name, **calibration)
-            if check is not None:
-                check(calibrated, name)
-            prepared.append(calibrated)
-        except CcdprocExtError as err:
-            if not skip_bad_frames:
-                raise
-            skipped.append((name, err))
-            warnings.warn(FrameSkippedWarning(f"{name} left out: {_reason(err, name)}",
-                                              file=name, error=err), stacklevel=4)
-            continue
-        names.append(name)
+            for (name, _), outcome in zip(frames, outcomes, strict=True):
+                try:
+                    frame, value = outcome()
+                except CcdprocExtError as err:
+                    if not skip_bad_frames:
+                        raise
+                    skipped.append((name, err))
+                    warnings.warn(FrameSkippedWarning(f"{name} left out: "
+                                                      f"{_reason(err, name)}",
+                                                      file=name, error=err), stacklevel=4)
+                    continue
+                prepared.append(frame if spill is None else spill.keep(frame, name))
+                checked.append(value)
+                names.append(name)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
     if not prepared:
         err = skipped[0][1]
         raise type(err)(f"none of the {len(skipped)} frames could be used: " + "; ".join(
             f"{name}: {_reason(error, name)}" for name, error in skipped))
-    return names, prepared, skipped
+    return names, prepared, skipped, checked
+
+
+class _Spill:
+    """Calibrated frames kept in memory up to ``limit`` bytes, the others written to
+    temporary float32 files (with their mask) in a private folder, removed on exit.
+
+    The first frame always stays in memory: the master's header is a copy of its.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.held = 0
+        self.headers = []
+        self._stack = contextlib.ExitStack()
+        self._folder = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stack.close()
+        return False
+
+    def keep(self, frame, name):
+        self.headers.append(frame.meta)
+        size = frame.data.nbytes + (0 if frame.mask is None else frame.mask.nbytes)
+        if not self.headers[1:] or self.held + size <= self.limit:
+            self.held += size
+            return frame
+        if self._folder is None:
+            self._folder = Path(self._stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="ccdproc_ext-frames-")))
+            log.info("calibrated frames beyond %d bytes are kept in %s while combined",
+                     self.limit, self._folder)
+        path = self._folder / f"{len(self.headers):05d}.fits"
+        write_atomic(frame, path, mask=frame.mask is not None)
+        return path
+
+
+def _workers(workers, n_tasks):
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    return max(1, min(workers, n_tasks))
 
 
 #: Cards of the first frame that say nothing true about the master. CCDPDATE goes too: a
@@ -117,10 +194,12 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, **calibratio
 _NOT_IN_MASTERS = ("NSATUR", "NNANPIX", "CCDPDATE")
 
 
-def _combine(names, prepared, kind, combine_options, skipped=()):
+def _combine(names, prepared, kind, combine_options, skipped, workers, spill):
     options = dict(DEFAULT_COMBINE)
     options.update(combine_options or {})
     options.setdefault("dtype", np.float32)
+    options.setdefault("workers", workers)
+    options.setdefault("mem_limit", spill.limit)
     if len(prepared) == 1:
         warnings.warn(DataQualityWarning(
             f"master {kind} made from a single frame ({names[0]}): nothing can be "
@@ -130,7 +209,7 @@ def _combine(names, prepared, kind, combine_options, skipped=()):
     for key in _NOT_IN_MASTERS:
         if key in header:
             del header[key]
-    not_finite = sum(int(ccd.meta.get("NNANPIX", 0)) for ccd in prepared)
+    not_finite = sum(int(header.get("NNANPIX", 0)) for header in spill.headers)
     if not_finite:
         header["NNANPIX"] = (not_finite, "pixels not finite in the frames, masked")
     header["COMBINED"] = (True, "combined from several frames")
@@ -156,7 +235,7 @@ def _finish(master, output_file):
 
 
 def make_master_bias(frames, profile="generic", *, combine_options=None, output_file=None,
-                     skip_bad_frames=False):
+                     skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT):
     """Combine bias frames into a master bias.
 
     Parameters
@@ -173,6 +252,14 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
     skip_bad_frames : bool, optional
         Leave out the frames that cannot be read or calibrated, each with a
         `~ccdproc_ext.FrameSkippedWarning`, instead of raising. Default is ``False``.
+    workers : int or None, optional
+        Threads reading and calibrating frames, and combining bands of rows, at the
+        same time. Default is ``None``: one per core.
+    mem_limit : float, optional
+        Memory, in bytes, for the calibrated frames and their combination: half for
+        the frames (those beyond it wait in temporary files, in the folder
+        `tempfile.gettempdir` gives), half for `~ccdproc_ext.combine`. Default is
+        ``2e9``.
 
     Returns
     -------
@@ -191,14 +278,17 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         When the master is made from a single frame.
     """
     profile = get_profile(profile)
-    names, prepared, skipped = _prepare(_frames(frames), profile,
-                                        skip_bad_frames=skip_bad_frames)
-    return _finish(_combine(names, prepared, "bias", combine_options, skipped),
-                   output_file)
+    with _Spill(mem_limit / 2) as spill:
+        names, prepared, skipped, _ = _prepare(_frames(frames), profile,
+                                               skip_bad_frames=skip_bad_frames,
+                                               workers=workers, spill=spill)
+        master = _combine(names, prepared, "bias", combine_options, skipped, workers, spill)
+    return _finish(master, output_file)
 
 
 def make_master_dark(frames, profile="generic", *, master_bias=None, combine_options=None,
-                     output_file=None, skip_bad_frames=False):
+                     output_file=None, skip_bad_frames=False, workers=None,
+                     mem_limit=_MEM_LIMIT):
     """Combine dark frames of one exposure time into a bias-subtracted master dark.
 
     Parameters
@@ -209,7 +299,7 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
         Default is ``"generic"``.
     master_bias : `CCDData`, path or None, optional
         Subtracted from each dark. Default is ``None`` (darks that include the bias).
-    combine_options, output_file, skip_bad_frames
+    combine_options, output_file, skip_bad_frames, workers, mem_limit
         As for `make_master_bias`.
 
     Returns
@@ -222,20 +312,23 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
     items = _frames(frames)
     bias = MasterFrame.load(master_bias, profile) if isinstance(master_bias, str | Path) \
         else master_bias
-    names, prepared, skipped = _prepare(items, profile, master_bias=bias,
-                                        skip_bad_frames=skip_bad_frames)
-    exposures = {profile.exposure_time(ccd.meta, path=name) for name, ccd in
-                 zip(names, prepared, strict=True)}
-    if len(exposures) > 1:
-        raise CalibrationMatchError(f"darks of several exposure times ({sorted(exposures)} s) "
-                              "cannot be combined into one master dark")
-    master = _combine(names, prepared, "dark", combine_options, skipped)
+    with _Spill(mem_limit / 2) as spill:
+        names, prepared, skipped, _ = _prepare(items, profile, master_bias=bias,
+                                               skip_bad_frames=skip_bad_frames,
+                                               workers=workers, spill=spill)
+        exposures = {profile.exposure_time(header, path=name) for name, header in
+                     zip(names, spill.headers, strict=True)}
+        if len(exposures) > 1:
+            raise CalibrationMatchError(f"darks of several exposure times "
+                                        f"({sorted(exposures)} s) cannot be combined into "
+                                        "one master dark")
+        master = _combine(names, prepared, "dark", combine_options, skipped, workers, spill)
     return _finish(master, output_file)
 
 
 def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark=None,
                      scale_dark=None, combine_options=None, min_value=0.1, output_file=None,
-                     skip_bad_frames=False):
+                     skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT):
     """Combine flat frames of one filter into a normalised master flat.
 
     Each flat is bias- and dark-corrected (the dark scaled by exposure time when the
@@ -252,7 +345,7 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
         Lower masters. Default is ``None``.
     scale_dark : bool or None, optional
         See `~ccdproc_ext.calibrate_frame`.
-    combine_options, output_file, skip_bad_frames
+    combine_options, output_file, skip_bad_frames, workers
         As for `make_master_bias`; the default adds ``scale`` (inverse median).
     min_value : float or None, optional
         Pixels of the normalised flat below this (zero, negative, or nearly so) are
@@ -278,18 +371,22 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     profile = get_profile(profile)
     def load(m):
         return (MasterFrame.load(m, profile) if isinstance(m, str | Path) else m)
-    names, prepared, skipped = _prepare(_frames(frames), profile,
-                                        master_bias=load(master_bias),
-                                        master_dark=load(master_dark), scale_dark=scale_dark,
-                                        skip_bad_frames=skip_bad_frames,
-                                        check=_check_flat_level)
-    filters = {profile.filter_name(ccd.meta) for ccd in prepared}
-    if len(filters) > 1:
-        raise CalibrationMatchError(f"flats of several filters ({', '.join(map(str, filters))}) "
-                              "cannot be combined into one master flat")
-    options = {"scale": _inverse_median}
-    options.update(combine_options or {})
-    master = _combine(names, prepared, "flat", options, skipped)
+    with _Spill(mem_limit / 2) as spill:
+        names, prepared, skipped, checked = _prepare(
+            _frames(frames), profile, master_bias=load(master_bias),
+            master_dark=load(master_dark), scale_dark=scale_dark,
+            skip_bad_frames=skip_bad_frames, check=_check_flat, workers=workers,
+            spill=spill)
+        filters = {profile.filter_name(header) for header in spill.headers}
+        if len(filters) > 1:
+            raise CalibrationMatchError(f"flats of several filters "
+                                        f"({', '.join(map(str, filters))}) cannot be "
+                                        "combined into one master flat")
+        # Flats are scaled by their inverse median (measured by _check_flat, in the
+        # threads that calibrate them, instead of by combine one after the other).
+        options = {"scale": np.array(checked)}
+        options.update(combine_options or {})
+        master = _combine(names, prepared, "flat", options, skipped, workers, spill)
     good = ~master.mask if master.mask is not None else np.ones(master.shape, bool)
     good &= np.isfinite(master.data)
     norm = float(np.mean(master.data[good], dtype=np.float64)) if good.any() else np.nan
@@ -315,8 +412,11 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     return _finish(master, output_file)
 
 
-def _check_flat_level(ccd, name):
-    """A flat frame must be lit: its mean level after bias and dark must be positive."""
+def _check_flat(ccd, name):
+    """A flat frame must be lit: its mean level after bias and dark must be positive.
+
+    Returns its scale factor: the inverse of its median.
+    """
     data = ccd.data if ccd.mask is None else ccd.data[~ccd.mask]
     if data.size == 0:
         raise DataQualityError(f"{name}: every pixel is masked (saturated or not finite)")
@@ -324,7 +424,9 @@ def _check_flat_level(ccd, name):
     if not np.isfinite(level) or level <= 0:
         raise DataQualityError(f"{name}: its mean level after bias and dark subtraction is "
                                f"{level:g}; a flat must be positive")
+    return _inverse_median(ccd.data)
 
 
 def _inverse_median(data):
+    """The Guide's scale of a flat: ``1 / np.median(data)``, of every pixel."""
     return 1.0 / np.median(data)
