@@ -40,6 +40,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 from astropy.io import fits
+from astropy.nddata import CCDData
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.table import Table
 from ccdproc import ImageFileCollection
@@ -54,7 +55,7 @@ from .exceptions import (
     OutputError,
     error_class,
 )
-from .io import file_checksum, read_frame, remove_partial_files, write_atomic
+from .io import _read_frame_and_checksum, file_checksum, remove_partial_files, write_atomic
 from .masters import make_master_bias, make_master_dark, make_master_flat
 from .profiles import get_profile
 
@@ -121,7 +122,7 @@ class NightResult:
 
 
 #: Part of every recipe: outputs of an older layout are made again.
-_RECIPE_VERSION = 2
+_RECIPE_VERSION = 3
 
 
 def _recipe(*parts):
@@ -359,8 +360,10 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         `~ccdproc_ext.CalibrationMatchError` for a frame no calibration matches...).
         Default is ``False``.
     workers : int or None, optional
-        Processes calibrating science frames in parallel on this machine. Default is
-        ``None``: one per core. ``1`` calibrates them one at a time in this process.
+        Processes calibrating science frames in parallel on this machine, and threads
+        reading, calibrating and combining the frames of each master. Default is
+        ``None``: one per core. ``1`` does everything one frame at a time in this
+        process.
     executor : `concurrent.futures.Executor` or None, optional
         Where science frames are calibrated, for work beyond one machine: any executor,
         such as a ``dask.distributed`` client's ``get_executor()``. Tasks carry file paths,
@@ -425,6 +428,9 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     failed = {}  # master name -> (kind, reason)
     settings = {"profile": profile.name, "combine": repr(sorted((combine_options or {}).items())),
                 "dtype": np.dtype(dtype).name}
+    # Masters carry their uncertainty only when the science frames will use it.
+    keep_uncertainty = bool(write_uncertainty or create_deviation)
+    master_settings = dict(settings, uncertainty=keep_uncertainty)
 
     from tqdm.auto import tqdm
 
@@ -452,22 +458,26 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
                                    f"master {name} not built: {failed[name][1]}")
                 continue
             path = _inside(output_dir / "masters" / f"{name}.fits", output_dir / "masters")
-            recipe = _recipe(settings, [_file_stamp(collection.path(f)) for f in members],
+            recipe = _recipe(master_settings,
+                             [_file_stamp(collection.path(f)) for f in members],
                              {k: built[v].checksum for k, v in needs.items()},
                              first["dark_scale"] if kind == "flat" else None)
             try:
                 if overwrite or not _up_to_date(path, recipe):
                     scale = first["dark_scale"]
                     with _CaughtWarnings() as caught:
-                        _build_master(kind, [collection.path(f) for f in members], profile,
-                                      {k: built[v] for k, v in needs.items()},
-                                      combine_options, path, recipe,
-                                      scale_dark=bool(np.isfinite(scale) and scale != 1.0),
-                                      skip_bad_frames=not strict)
+                        master = _build_master(
+                            kind, [collection.path(f) for f in members], profile,
+                            {k: built[v] for k, v in needs.items()}, combine_options, path,
+                            recipe, scale_dark=bool(np.isfinite(scale) and scale != 1.0),
+                            skip_bad_frames=not strict, uncertainty=keep_uncertainty,
+                            workers=workers)
                     for message in caught.ours:
                         if not isinstance(message, FrameSkippedWarning):
                             log.warning("master %s: %s", name, message)
-                built[name] = MasterFrame.load(path, profile)
+                    built[name] = _kept_master(master, path, profile)
+                else:
+                    built[name] = MasterFrame.load(path, profile).without_uncertainty()
             except CcdprocExtError as err:
                 if strict:
                     raise
@@ -496,11 +506,12 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
             report.problem(row["file"], kind_of, reason)
             continue
         out = _inside(science_folder / _output_name(row["file"], used_names), science_folder)
-        masters_used = {k: (str(result.masters[(k, row[k])]), built[row[k]].checksum)
+        masters_used = {k: (str(result.masters[(k, row[k])]), built[row[k]].checksum,
+                            _file_stamp(result.masters[(k, row[k])]))
                         for k in ("bias", "dark", "flat") if row[k]}
         scale = row["dark_scale"] if row["dark"] else np.nan
         recipe = _recipe(settings, _file_stamp(collection.path(row["file"])),
-                         {k: checksum for k, (_, checksum) in masters_used.items()},
+                         {k: checksum for k, (_, checksum, _) in masters_used.items()},
                          None if not np.isfinite(scale) else float(scale),
                          gain_correct, create_deviation, write_uncertainty)
         tasks.append((row, out, masters_used, scale, recipe))
@@ -508,33 +519,57 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     bar = tqdm(total=len(tasks), desc="science", unit="frame",
                disable=None if progress else True)
 
-    arguments = [(collection.path(row["file"]), out, profile, masters_used, scale, recipe,
-                  overwrite, gain_correct, create_deviation, write_uncertainty, dtype)
-                 for row, out, masters_used, scale, recipe in tasks]
+    # Outputs already up to date are read here; only the others become tasks.
+    outcomes = [None] * len(tasks)
+    to_do = []
+    for index, (_, out, _, _, recipe) in enumerate(tasks):
+        if not overwrite and _up_to_date(out, recipe):
+            outcomes[index] = _science_outcome("up to date", fits.getheader(out))
+            bar.update(1)
+        else:
+            to_do.append(index)
+    arguments = {}
+    for index in to_do:
+        row, out, masters_used, scale, recipe = tasks[index]
+        arguments[index] = (collection.path(row["file"]), out, profile, masters_used, scale,
+                            recipe, True, gain_correct, create_deviation, write_uncertainty,
+                            dtype)
     own_executor = None
-    if executor is None and len(arguments) > 1:
+    if executor is None and to_do:
+        # The masters are in memory already: prepared here once, they reach this
+        # process's calibrations and, through fork, the worker processes' without being
+        # read again. (Other executors' workers read them from disk, once each.)
+        _MASTER_CACHE.clear()
+        for index in to_do:
+            _, _, masters_used, scale, _ = tasks[index]
+            for kind, (path, checksum, stamp) in masters_used.items():
+                _prepared_master(path, checksum, stamp, profile,
+                                 float(scale) if kind == "dark" else 1.0, keep_uncertainty,
+                                 loaded=None if keep_uncertainty else built[Path(path).stem])
         workers = (os.cpu_count() or 1) if workers is None else int(workers)
-        if workers > 1:
-            own_executor = executor = ProcessPoolExecutor(min(workers, len(arguments)))
+        if workers > 1 and len(to_do) > 1:
+            own_executor = executor = ProcessPoolExecutor(min(workers, len(to_do)),
+                                                          mp_context=_process_context())
     try:
         if executor is not None:
-            pending = [executor.submit(_calibrate_task, *args) for args in arguments]
+            pending = [executor.submit(_calibrate_task, *arguments[index]) for index in to_do]
             results = (future.result for future in pending)
         else:
-            results = (functools.partial(_calibrate_task, *args) for args in arguments)
-        outcomes = []
-        for result_of in results:
+            results = (functools.partial(_calibrate_task, *arguments[index])
+                       for index in to_do)
+        for index, result_of in zip(to_do, results, strict=False):
             try:
-                outcomes.append(result_of())
+                outcomes[index] = result_of()
             except CcdprocExtError as err:
                 if strict:
                     raise
-                outcomes.append(err)
+                outcomes[index] = err
             bar.update(1)
     finally:
         bar.close()
         if own_executor is not None:
             own_executor.shutdown(cancel_futures=True)
+        _MASTER_CACHE.clear()
 
     for (row, out, _, scale, _), outcome in zip(tasks, outcomes, strict=True):
         if isinstance(outcome, Exception):
@@ -586,8 +621,11 @@ def _report_master(report, master, path, members):
 
 
 def _build_master(kind, paths, profile, lower, combine_options, path, recipe, *, scale_dark,
-                  skip_bad_frames):
-    options = {"combine_options": combine_options, "skip_bad_frames": skip_bad_frames}
+                  skip_bad_frames, uncertainty, workers):
+    # A master's uncertainty is only computed when it is written.
+    combine_options = {"compute_uncertainty": uncertainty, **(combine_options or {})}
+    options = {"combine_options": combine_options, "skip_bad_frames": skip_bad_frames,
+               "workers": workers}
     if kind == "bias":
         master = make_master_bias(paths, profile, **options)
     elif kind == "dark":
@@ -598,32 +636,64 @@ def _build_master(kind, paths, profile, lower, combine_options, path, recipe, *,
                                   **options)
     master.meta["RECIPE"] = (recipe, "hash of the inputs and settings")
     master.meta["FILENAME"] = path.name
-    write_atomic(master, path, uncertainty=True, mask=True)
+    write_atomic(master, path, uncertainty=uncertainty,
+                 mask=master.mask is not None and bool(master.mask.any()))
+    return master
 
 
+def _kept_master(master, path, profile):
+    """The master just written, kept in memory for what follows (without uncertainty):
+    the same pixels and mask as read back from ``path``, whose checksum is taken once."""
+    mask = master.mask if master.mask is not None and master.mask.any() else None
+    header = fits.Header(master.meta) if not isinstance(master.meta, fits.Header) \
+        else master.meta
+    ccd = CCDData(master.data, unit=master.unit, meta=header, mask=mask)
+    try:
+        exposure = profile.exposure_time(header, path=path)
+    except CcdprocExtError:
+        exposure = None
+    return MasterFrame(ccd=ccd, name=path.name, checksum=file_checksum(path)[:16],
+                       exposure=exposure)
+
+
+def _process_context():
+    """How worker processes start: by fork where it is safe and cheap (Linux), so that
+    they inherit the imported modules and the prepared masters; else the default."""
+    import multiprocessing
+    import sys
+
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+#: Masters prepared for science frames in this process: (path, checksum, scale,
+#: uncertainty) -> MasterFrame. Filled before worker processes are forked.
 _MASTER_CACHE = {}
-_MASTER_CACHE_SIZE = 8
+_MASTER_CACHE_SIZE = 16
 
 
-def _prepared_master(path, checksum, profile, scale, keep_uncertainty):
+def _prepared_master(path, checksum, stamp, profile, scale, keep_uncertainty, *,
+                     loaded=None):
     """A master read once per process, scaled once, stripped of what is not needed.
 
-    ``checksum`` is part of the key, so a master rewritten on disk is read again.
+    ``checksum`` is part of the key, and the file's size and modification time must
+    still be ``stamp``: a master rewritten on disk is not used unnoticed.
     """
     key = (path, checksum, scale, keep_uncertainty)
     if key not in _MASTER_CACHE:
-        if len(_MASTER_CACHE) >= _MASTER_CACHE_SIZE:
+        while len(_MASTER_CACHE) >= _MASTER_CACHE_SIZE:
             _MASTER_CACHE.pop(next(iter(_MASTER_CACHE)))
-        _MASTER_CACHE[key] = _prepare_master(path, checksum, profile, scale,
-                                             keep_uncertainty)
+        _MASTER_CACHE[key] = _prepare_master(path, checksum, stamp, profile, scale,
+                                             keep_uncertainty, loaded)
     return _MASTER_CACHE[key]
 
 
-def _prepare_master(path, checksum, profile, scale, keep_uncertainty):
-    master = MasterFrame.load(path, profile)
-    if master.checksum != checksum:
-        raise OutputError(f"{path}: the master changed while the night was reduced "
-                              f"(checksum {master.checksum}, expected {checksum})")
+def _prepare_master(path, checksum, stamp, profile, scale, keep_uncertainty, loaded=None):
+    if _file_stamp(path) != list(stamp):
+        raise OutputError(f"{path}: the master changed while the night was reduced")
+    master = loaded if loaded is not None else \
+        MasterFrame.load(path, profile, checksum=checksum)
     if not keep_uncertainty:
         master = master.without_uncertainty()
     return master.scaled(scale)
@@ -632,10 +702,10 @@ def _prepare_master(path, checksum, profile, scale, keep_uncertainty):
 def _calibrate_science(raw_path, out, profile, masters_used, scale, recipe, gain_correct,
                        create_deviation, write_uncertainty, dtype):
     keep = bool(write_uncertainty or create_deviation)
-    masters = {kind: _prepared_master(path, checksum, profile,
+    masters = {kind: _prepared_master(path, checksum, stamp, profile,
                                       float(scale) if kind == "dark" else 1.0, keep)
-               for kind, (path, checksum) in masters_used.items()}
-    raw = read_frame(raw_path, profile, dtype=dtype)
+               for kind, (path, checksum, stamp) in masters_used.items()}
+    raw, raw_checksum = _read_frame_and_checksum(raw_path, profile, dtype=dtype)
     calibrated = calibrate_frame(
         raw, profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
         master_flat=masters.get("flat"), scale_dark=False, gain_correct=gain_correct,
@@ -645,7 +715,7 @@ def _calibrate_science(raw_path, out, profile, masters_used, scale, recipe, gain
     sky, noise = _sky_statistics(calibrated.data, mask if n_masked else None)
     header = calibrated.meta
     header["RAWFILE"] = (Path(raw_path).name, "raw frame this was calibrated from")
-    header["RAWSUM"] = (file_checksum(raw_path)[:16], "SHA-256 of the raw file (first 16 hex)")
+    header["RAWSUM"] = (raw_checksum[:16], "BLAKE2b of the raw file (first 16 hex)")
     if np.isfinite(sky) and np.isfinite(noise):
         header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
         header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")

@@ -220,3 +220,33 @@ def test_real_tircam2_night(real_data, tmp_path):
         warnings.simplefilter("error")
         reduce_night(real_data / "dot-tircam2", tmp_path / "out", "dot-tircam2",
                      progress=False)
+
+
+def test_uncertainty_extensions_only_when_asked(tmp_path):
+    """Masters and science frames carry an uncertainty only with write_uncertainty, and
+    then it is ccdproc's propagation: the science uncertainty is at least the masters'."""
+    _simulate(tmp_path / "raw", "maxim-ccdsoft", n_science=1)
+    plain = reduce_night(tmp_path / "raw", tmp_path / "plain", "maxim-ccdsoft",
+                         progress=False, workers=1)
+    full = reduce_night(tmp_path / "raw", tmp_path / "full", "maxim-ccdsoft",
+                        progress=False, workers=1, write_uncertainty=True)
+    for path in list(plain.masters.values()) + list(plain.science["output_file"]):
+        with fits.open(path) as hdul:
+            assert "UNCERT" not in hdul
+    science = {}
+    for result in (plain, full):
+        for path in result.masters.values():
+            with fits.open(path) as hdul:
+                assert ("UNCERT" in hdul) == (result is full)
+        with fits.open(result.science["output_file"][0]) as hdul:
+            science[result is full] = (hdul[0].data, hdul["UNCERT"].data if result is full
+                                       else None)
+    # The pixels do not depend on whether uncertainties were propagated.
+    np.testing.assert_allclose(science[True][0], science[False][0], rtol=1e-6, atol=1e-4)
+    row = full.science[0]
+    with fits.open(full.masters[("bias", row["bias"])]) as hdul:
+        bias_uncertainty = hdul["UNCERT"].data
+    # Without create_deviation, the frame's uncertainty is the masters' propagated:
+    # bias and dark added in quadrature, divided by the flat (near 1).
+    assert np.isfinite(science[True][1]).all()
+    assert np.median(science[True][1]) > np.median(bias_uncertainty)
