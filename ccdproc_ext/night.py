@@ -244,7 +244,7 @@ def _prepare_output_dir(output_dir):
 
 
 #: Sky statistics look at about this many pixels: a regular subsample of large frames.
-_SKY_SAMPLE_PIXELS = 1 << 18
+_SKY_SAMPLE_PIXELS = 1 << 17
 
 
 def _sky_statistics(data, mask=None):
@@ -543,9 +543,14 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         for index in to_do:
             _, _, masters_used, scale, _ = tasks[index]
             for kind, (path, checksum, stamp) in masters_used.items():
-                _prepared_master(path, checksum, stamp, profile,
-                                 float(scale) if kind == "dark" else 1.0, keep_uncertainty,
-                                 loaded=None if keep_uncertainty else built[Path(path).stem])
+                master = _prepared_master(
+                    path, checksum, stamp, profile, float(scale) if kind == "dark" else 1.0,
+                    keep_uncertainty, loaded=None if keep_uncertainty else built[Path(path).stem])
+                if not keep_uncertainty:  # what calibrate_frame will use, computed once
+                    if kind == "flat":
+                        master._normalised_flat(None, dtype)
+                    else:
+                        master._array(dtype)
         workers = (os.cpu_count() or 1) if workers is None else int(workers)
         if workers > 1 and len(to_do) > 1:
             own_executor = executor = ProcessPoolExecutor(min(workers, len(to_do)),
@@ -657,13 +662,22 @@ def _kept_master(master, path, profile):
 
 
 def _process_context():
-    """How worker processes start: by fork where it is safe and cheap (Linux), so that
-    they inherit the imported modules and the prepared masters; else the default."""
+    """How worker processes start.
+
+    On Linux before Python 3.12, by fork: workers inherit the imported modules and the
+    prepared masters. From 3.12 on, forking a process that runs threads (a progress
+    bar's monitor, say) is deprecated: a fork server is used, which imports this module
+    once; each worker then reads the masters itself.
+    """
     import multiprocessing
     import sys
 
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and sys.version_info < (3, 12):
         return multiprocessing.get_context("fork")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
     return multiprocessing.get_context()
 
 

@@ -2,10 +2,9 @@
 
 A small night is reduced once serially; then its science frames are calibrated again into
 fresh output folders through a thread pool, a process pool, reduce_night's own worker
-processes and a ``dask.distributed`` cluster. Executors only run the science step, so every
-parallel run starts from a copy of the serial run's masters (found up to date, not rebuilt):
-a master's header records when it was made, which would change its checksum, and so the
-ZEROSUM/DARKSUM/FLATSUM and RECIPE cards of every science frame, between two runs.
+processes and a ``dask.distributed`` cluster. Executors only run the science step, so those
+runs start from a copy of the serial run's masters (found up to date, not rebuilt); one
+test rebuilds the whole night on all cores and finds the masters byte for byte the same.
 """
 
 import shutil
@@ -102,4 +101,30 @@ def test_own_worker_processes(serial_night, tmp_path):
     "ignore:Creating scratch directories is taking a surprisingly long time:UserWarning")
 def test_dask_distributed(serial_night, dask_executor, tmp_path):
     result = _reduce_again(serial_night, tmp_path, executor=dask_executor)
+    _assert_same_science(serial_night[1], result)
+
+
+def test_whole_night_on_all_cores(serial_night, tmp_path):
+    """Masters built by threads and kept in memory for forked workers, from scratch: the
+    same masters, byte for byte, and the same science frames as one frame at a time."""
+    raw, serial = serial_night
+    result = reduce_night(raw, tmp_path, PROFILE, progress=False, workers=2)
+    assert len(result.problems) == 0, result.summary()
+    for path in (serial.output_dir / "masters").iterdir():
+        assert (tmp_path / "masters" / path.name).read_bytes() == path.read_bytes(), \
+            f"master {path.name} differs"
+    _assert_same_science(serial, result)
+
+
+def test_workers_started_by_a_fork_server(serial_night, tmp_path, monkeypatch):
+    """As from Python 3.12: workers that inherit nothing read the masters themselves."""
+    import multiprocessing
+
+    import ccdproc_ext.night
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+    monkeypatch.setattr(ccdproc_ext.night, "_process_context",
+                        lambda: multiprocessing.get_context("forkserver"))
+    result = _reduce_again(serial_night, tmp_path, workers=2)
     _assert_same_science(serial_night[1], result)
