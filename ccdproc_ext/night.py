@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -685,6 +686,7 @@ def _process_context():
 #: uncertainty) -> MasterFrame. Filled before worker processes are forked.
 _MASTER_CACHE = {}
 _MASTER_CACHE_SIZE = 16
+_MASTER_CACHE_LOCK = threading.Lock()
 
 
 def _prepared_master(path, checksum, stamp, profile, scale, keep_uncertainty, *,
@@ -695,12 +697,16 @@ def _prepared_master(path, checksum, stamp, profile, scale, keep_uncertainty, *,
     still be ``stamp``: a master rewritten on disk is not used unnoticed.
     """
     key = (path, checksum, scale, keep_uncertainty)
-    if key not in _MASTER_CACHE:
-        while len(_MASTER_CACHE) >= _MASTER_CACHE_SIZE:
-            _MASTER_CACHE.pop(next(iter(_MASTER_CACHE)))
-        _MASTER_CACHE[key] = _prepare_master(path, checksum, stamp, profile, scale,
-                                             keep_uncertainty, loaded)
-    return _MASTER_CACHE[key]
+    with _MASTER_CACHE_LOCK:  # thread executors share this process's cache
+        master = _MASTER_CACHE.get(key)
+    if master is None:
+        master = _prepare_master(path, checksum, stamp, profile, scale, keep_uncertainty,
+                                 loaded)
+        with _MASTER_CACHE_LOCK:
+            while len(_MASTER_CACHE) >= _MASTER_CACHE_SIZE:
+                _MASTER_CACHE.pop(next(iter(_MASTER_CACHE)))
+            master = _MASTER_CACHE.setdefault(key, master)
+    return master
 
 
 def _prepare_master(path, checksum, stamp, profile, scale, keep_uncertainty, loaded=None):
