@@ -119,8 +119,8 @@ def _cmd_plan(args):
 def _cmd_reduce(args):
     from .night import reduce_night
 
-    # --workers 1 calibrates one frame at a time in this process; the default, one
-    # process per core (reduce_night's own).
+    # --workers 1 works one frame at a time in this process; the default uses every core
+    # (threads for the masters, reduce_night's own processes for the science frames).
     result = reduce_night(args.raw, args.out, _profile_argument(args.profile),
                           dry_run=args.dry_run,
                           overwrite=args.overwrite, strict=args.strict,
@@ -191,8 +191,9 @@ def _add_night_commands(commands):
     reduce.add_argument("--strict", action="store_true",
                         help="stop at the first frame that cannot be reduced")
     reduce.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="calibrate science frames in N processes (default: one per "
-                             "core; 1: one frame at a time)")
+                        help="build masters with N threads and calibrate science frames "
+                             "in N processes (default: one per core; 1: one frame at a "
+                             "time)")
     reduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reduce.set_defaults(run=_cmd_reduce)
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -623,21 +624,25 @@ def _umask():
 def remove_partial_files(folder):
     """Delete the temporary files (``.*.part``) an interrupted run left in ``folder``.
 
-    Only hidden files ending in ``.part`` directly in ``folder`` are removed; they are
-    never complete outputs (a complete output has been renamed). Two reductions must not
-    write into one folder at the same time.
+    Only hidden files and folders ending in ``.part`` directly in ``folder`` are
+    removed; they are never complete outputs (a complete output has been renamed), and
+    a folder of that name holds the calibrated frames of a master being combined. Two
+    reductions must not write into one folder at the same time.
 
     Returns
     -------
     list of `pathlib.Path`
-        The files removed.
+        The files and folders removed.
     """
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for path in sorted(folder.glob(f".*{PARTIAL_SUFFIX}")):
-        if path.is_file():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

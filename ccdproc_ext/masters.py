@@ -41,7 +41,7 @@ from .exceptions import (
     DataQualityWarning,
     FrameSkippedWarning,
 )
-from .io import read_frame, write_atomic
+from .io import PARTIAL_SUFFIX, read_frame, write_atomic
 from .profiles import get_profile
 
 __all__ = ["DEFAULT_COMBINE", "make_master_bias", "make_master_dark", "make_master_flat"]
@@ -153,11 +153,12 @@ class _Spill:
     The first frame always stays in memory: the master's header is a copy of its.
     """
 
-    def __init__(self, limit):
+    def __init__(self, limit, folder=None):
         self.limit = limit
         self.held = 0
         self.headers = []
         self._stack = contextlib.ExitStack()
+        self._parent = folder
         self._folder = None
 
     def __enter__(self):
@@ -174,13 +175,21 @@ class _Spill:
             self.held += size
             return frame
         if self._folder is None:
-            self._folder = Path(self._stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="ccdproc_ext-frames-")))
+            # A hidden ".part" folder: what a killed run leaves, the next one removes
+            # (see ccdproc_ext.io.remove_partial_files).
+            self._folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=".frames-", suffix=PARTIAL_SUFFIX, dir=self._parent)))
             log.info("calibrated frames beyond %d bytes are kept in %s while combined",
                      self.limit, self._folder)
         path = self._folder / f"{len(self.headers):05d}.fits"
         write_atomic(frame, path, mask=frame.mask is not None)
         return path
+
+
+def _temporary_dir(temporary_dir, output_file):
+    if temporary_dir is not None:
+        return temporary_dir
+    return None if output_file is None else Path(output_file).parent
 
 
 def _workers(workers, n_tasks):
@@ -235,7 +244,8 @@ def _finish(master, output_file):
 
 
 def make_master_bias(frames, profile="generic", *, combine_options=None, output_file=None,
-                     skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT):
+                     skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT,
+                     temporary_dir=None):
     """Combine bias frames into a master bias.
 
     Parameters
@@ -257,9 +267,12 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         same time. Default is ``None``: one per core.
     mem_limit : float, optional
         Memory, in bytes, for the calibrated frames and their combination: half for
-        the frames (those beyond it wait in temporary files, in the folder
-        `tempfile.gettempdir` gives), half for `~ccdproc_ext.combine`. Default is
-        ``2e9``.
+        the frames (those beyond it wait in temporary files), half for
+        `~ccdproc_ext.combine`. Default is ``2e9``.
+    temporary_dir : str, `pathlib.Path` or None, optional
+        Where the calibrated frames that do not fit in ``mem_limit`` wait, in a hidden
+        folder removed afterwards. Default is ``None``: the folder of ``output_file``
+        if given, else the system's (`tempfile.gettempdir`).
 
     Returns
     -------
@@ -278,7 +291,7 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         When the master is made from a single frame.
     """
     profile = get_profile(profile)
-    with _Spill(mem_limit / 2) as spill:
+    with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
         names, prepared, skipped, _ = _prepare(_frames(frames), profile,
                                                skip_bad_frames=skip_bad_frames,
                                                workers=workers, spill=spill)
@@ -288,7 +301,7 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
 
 def make_master_dark(frames, profile="generic", *, master_bias=None, combine_options=None,
                      output_file=None, skip_bad_frames=False, workers=None,
-                     mem_limit=_MEM_LIMIT):
+                     mem_limit=_MEM_LIMIT, temporary_dir=None):
     """Combine dark frames of one exposure time into a bias-subtracted master dark.
 
     Parameters
@@ -299,7 +312,7 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
         Default is ``"generic"``.
     master_bias : `CCDData`, path or None, optional
         Subtracted from each dark. Default is ``None`` (darks that include the bias).
-    combine_options, output_file, skip_bad_frames, workers, mem_limit
+    combine_options, output_file, skip_bad_frames, workers, mem_limit, temporary_dir
         As for `make_master_bias`.
 
     Returns
@@ -312,7 +325,7 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
     items = _frames(frames)
     bias = MasterFrame.load(master_bias, profile) if isinstance(master_bias, str | Path) \
         else master_bias
-    with _Spill(mem_limit / 2) as spill:
+    with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
         names, prepared, skipped, _ = _prepare(items, profile, master_bias=bias,
                                                skip_bad_frames=skip_bad_frames,
                                                workers=workers, spill=spill)
@@ -328,7 +341,8 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
 
 def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark=None,
                      scale_dark=None, combine_options=None, min_value=0.1, output_file=None,
-                     skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT):
+                     skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT,
+                     temporary_dir=None):
     """Combine flat frames of one filter into a normalised master flat.
 
     Each flat is bias- and dark-corrected (the dark scaled by exposure time when the
@@ -371,7 +385,7 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     profile = get_profile(profile)
     def load(m):
         return (MasterFrame.load(m, profile) if isinstance(m, str | Path) else m)
-    with _Spill(mem_limit / 2) as spill:
+    with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
         names, prepared, skipped, checked = _prepare(
             _frames(frames), profile, master_bias=load(master_bias),
             master_dark=load(master_dark), scale_dark=scale_dark,

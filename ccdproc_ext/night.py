@@ -631,7 +631,7 @@ def _build_master(kind, paths, profile, lower, combine_options, path, recipe, *,
     # A master's uncertainty is only computed when it is written.
     combine_options = {"compute_uncertainty": uncertainty, **(combine_options or {})}
     options = {"combine_options": combine_options, "skip_bad_frames": skip_bad_frames,
-               "workers": workers}
+               "workers": workers, "temporary_dir": path.parent}
     if kind == "bias":
         master = make_master_bias(paths, profile, **options)
     elif kind == "dark":

@@ -309,24 +309,29 @@ def test_masters_equal_the_guide_masters_made_with_ccdproc(tmp_path, caplog):
 
     # With memory for three calibrated frames, the others wait in temporary files: the
     # same masters, and no file left behind.
-    import tempfile
-
     spill_root = tmp_path / "spill"
     spill_root.mkdir()
-    before, tempfile.tempdir = tempfile.tempdir, str(spill_root)
-    try:
-        caplog.set_level("INFO", logger="ccdproc_ext.masters")
-        tight = {"workers": 1, "mem_limit": 2 * 3.5 * 40 * 2048 * 4}
-        bias_tight = make_master_bias(paths["bias"], "palomar-lfc", **tight)
-        dark_tight = make_master_dark(paths["dark"], "palomar-lfc", master_bias=bias,
-                                      **tight)
-        flat_tight = make_master_flat(paths["flat"], "palomar-lfc", master_bias=bias,
-                                      master_dark=dark, **tight)
-    finally:
-        tempfile.tempdir = before
+    caplog.set_level("INFO", logger="ccdproc_ext.masters")
+    tight = {"workers": 1, "mem_limit": 2 * 3.5 * 40 * 2048 * 4, "temporary_dir": spill_root}
+    bias_tight = make_master_bias(paths["bias"], "palomar-lfc", **tight)
+    dark_tight = make_master_dark(paths["dark"], "palomar-lfc", master_bias=bias, **tight)
+    flat_tight = make_master_flat(paths["flat"], "palomar-lfc", master_bias=bias,
+                                  master_dark=dark, **tight)
     np.testing.assert_array_equal(bias_tight.data, bias.data)
     np.testing.assert_array_equal(dark_tight.data, dark.data)
     np.testing.assert_array_equal(flat_tight.data, flat.data)
     assert bias_tight.meta["NCOMBINE"] == len(paths["bias"])
     assert list(spill_root.iterdir()) == []
-    assert sum("are kept in" in message for message in caplog.messages) == 3
+    assert sum(f"are kept in {spill_root}" in message for message in caplog.messages) == 3
+
+
+def test_frames_left_by_a_killed_master_are_removed(tmp_path):
+    from ccdproc_ext.io import remove_partial_files
+
+    left = tmp_path / ".frames-x1y2.part"
+    left.mkdir()
+    (left / "00002.fits").write_bytes(b"SIMPLE")
+    kept = tmp_path / "bias_01.fits"
+    kept.write_bytes(b"SIMPLE")
+    assert remove_partial_files(tmp_path) == [left]
+    assert sorted(tmp_path.iterdir()) == [kept]
