@@ -235,10 +235,10 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
     data = ccd.data
     mask = ccd.mask
     cards = {}
-    # One pass without temporaries tells a frame with a NaN or infinity (the sum in
-    # float64 of finite float32 values cannot overflow; if a float64 sum does, the
-    # pixels are checked one by one all the same).
-    if data.dtype.kind == "f" and not _all_finite(data):
+    # The extremes tell, without temporaries, whether any pixel is NaN or infinite (NaN
+    # propagates through both) and whether any can be saturated.
+    low, high = (data.min(), data.max()) if data.size else (0, 0)
+    if data.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
         bad = ~np.isfinite(data)
         n_bad = int(np.count_nonzero(bad))
         if n_bad:
@@ -246,6 +246,7 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
                 raise DataQualityError(f"{name}: no pixel is finite (all NaN or infinite)")
             data = data.copy()
             data[bad] = np.median(data[~bad])
+            high = data.max()
             mask = bad if mask is None else (mask | bad)
             cards["NNANPIX"] = (n_bad, "pixels not finite in the input, masked")
             warnings.warn(f"{name}: {n_bad} pixel(s) are NaN or infinite; they are masked "
@@ -260,7 +261,7 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
             level = None
     if level is not None:
         n_saturated = 0
-        if data.size and np.max(data) >= level:  # the mask is made only when needed
+        if high >= level:  # the mask is made only when needed
             saturated = data >= level
             n_saturated = int(np.count_nonzero(saturated))
             mask = saturated if mask is None else (mask | saturated)
@@ -273,11 +274,6 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
         header[key] = card
     return CCDData(data, unit=ccd.unit, meta=header, mask=mask, uncertainty=ccd.uncertainty,
                    wcs=ccd.wcs, copy=False)
-
-
-def _all_finite(data):
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN: not finite
-        return bool(np.isfinite(np.add.reduce(data, axis=None, dtype=np.float64)))
 
 
 def _skip(flag, header, name):
