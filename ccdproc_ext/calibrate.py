@@ -290,20 +290,26 @@ def overscan_and_trim(ccd, profile, *, name="frame"):
     result = ccd
     if profile.amplifiers:
         return _amplifiers_overscan_and_trim(ccd, profile, name=name)
-    if profile.overscan is not None:
-        if already_done(header, "OVERSCAN"):
-            _skip("OVERSCAN", header, name)
-        else:
-            result = _subtract_overscan(result, profile, profile.overscan, name=name)
-    if profile.trim is not None:
-        if already_done(result.meta, "TRIM"):
-            _skip("TRIM", result.meta, name)
-        else:
-            section = _resolve(profile.trim, result, name, "trim")
-            if section is not None:
-                result = ccdproc.trim_image(result, fits_section=section)
-                mark_step(result.meta, "TRIM", section)
+    section = _section_to_apply(profile.overscan, "OVERSCAN", ccd, header, name, "overscan")
+    if section is not None:
+        result = _subtract_overscan(result, profile, profile.overscan, section)
+    section = _section_to_apply(profile.trim, "TRIM", result, result.meta, name, "trim")
+    if section is not None:
+        result = ccdproc.trim_image(result, fits_section=section)
+        mark_step(result.meta, "TRIM", section)
     return result
+
+
+def _section_to_apply(section, flag, ccd, header, name, what):
+    """The section of a step to apply to ``ccd``, resolved; or None when the profile has
+    no such section, the frame does not have it, or ``flag`` says the step was done
+    (with a warning)."""
+    if section is None:
+        return None
+    if already_done(header, flag):
+        _skip(flag, header, name)
+        return None
+    return _resolve(section, ccd, name, what)
 
 
 def _resolve(section, ccd, name, what):
@@ -316,10 +322,7 @@ def _resolve(section, ccd, name, what):
         raise HeaderError(f"{name}: {what} section: {err}") from None
 
 
-def _subtract_overscan(ccd, profile, section_spec, *, name):
-    section = _resolve(section_spec, ccd, name, "overscan")
-    if section is None:
-        return ccd
+def _subtract_overscan(ccd, profile, section_spec, section):
     median = profile.overscan_method == "median"
     if profile.overscan_axis == "frame":
         # One level for the whole frame (a corner bias section covers no data row).
@@ -455,29 +458,18 @@ def _fast_overscan_and_trim(ccd, profile, name):
     header = ccd.meta.copy()
     data, mask, wcs = ccd.data, ccd.mask, ccd.wcs
     level = None
-    if profile.overscan is not None:
-        if already_done(header, "OVERSCAN"):
-            _skip("OVERSCAN", header, name)
-        else:
-            section = _resolve(profile.overscan, ccd, name, "overscan")
-            if section is not None:
-                axis = profile.overscan_axis
-                median = profile.overscan_method == "median"
-                region = data[slice_from_string(section, fits_convention=True)]
-                level = np.median(region, axis=axis) if median else np.mean(region,
-                                                                            axis=axis)
-                level = level[:, np.newaxis] if axis == 1 else level[np.newaxis, :]
-                _log_as_ccdproc(header, "subtract_overscan",
-                                [("ccd", ccd), ("fits_section", section),
-                                 ("overscan_axis", axis), ("median", median),
-                                 ("model", None)])
-                mark_step(header, "OVERSCAN", f"{section} {profile.overscan_method}")
-    trim = None
-    if profile.trim is not None:
-        if already_done(header, "TRIM"):
-            _skip("TRIM", header, name)
-        else:
-            trim = _resolve(profile.trim, ccd, name, "trim")
+    section = _section_to_apply(profile.overscan, "OVERSCAN", ccd, header, name, "overscan")
+    if section is not None:
+        axis = profile.overscan_axis
+        median = profile.overscan_method == "median"
+        region = data[slice_from_string(section, fits_convention=True)]
+        level = np.median(region, axis=axis) if median else np.mean(region, axis=axis)
+        level = level[:, np.newaxis] if axis == 1 else level[np.newaxis, :]
+        _log_as_ccdproc(header, "subtract_overscan",
+                        [("ccd", ccd), ("fits_section", section), ("overscan_axis", axis),
+                         ("median", median), ("model", None)])
+        mark_step(header, "OVERSCAN", f"{section} {profile.overscan_method}")
+    trim = _section_to_apply(profile.trim, "TRIM", ccd, header, name, "trim")
     if trim is not None:
         rows, cols = slice_from_string(trim, fits_convention=True)
         sliced = ccd[rows, cols]  # views; the WCS sliced as CCDData slices it
