@@ -166,11 +166,15 @@ def _open_raw(source, what, *, path=None, **options):
     """
     path = source if path is None else path
     try:
-        if source is path:
-            _check_length(path)
-        with ignoring(VerifyWarning, AstropyUserWarning), \
-                fits.open(source, mode="readonly", memmap=False, **options) as hdul:
-            yield hdul
+        with contextlib.ExitStack() as files:
+            if source is path:
+                _check_length(path)
+                # Opened here, closed here: fits.open leaves a file it opened itself
+                # open when it fails on some headers (a missing NAXISn).
+                source = files.enter_context(open(path, "rb"))
+            with ignoring(VerifyWarning, AstropyUserWarning), \
+                    fits.open(source, mode="readonly", memmap=False, **options) as hdul:
+                yield hdul
     except FrameReadError:
         raise
     except Exception as err:  # whatever astropy raises, the file is bad
