@@ -13,13 +13,14 @@ message on standard error with exit status 1 (never a traceback)::
 """
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .exceptions import CcdprocExtError
-from .profiles import available_profiles, get_profile, validate_profile
+from .profiles import IMAGE_TYPES, available_profiles, get_profile, validate_profile
 
 __all__ = ["build_parser", "main"]
 
@@ -87,6 +88,9 @@ def _image_types(pairs):
         pattern, sep, image_type = pair.rpartition("=")
         if not sep or not pattern:
             raise CcdprocExtError(f"--type {pair!r}: expected PATTERN=TYPE, e.g. 'flat-*=flat'")
+        if image_type not in IMAGE_TYPES:
+            raise CcdprocExtError(f"--type {pair!r}: {image_type!r} is not a frame type; "
+                                  f"expected one of {', '.join(IMAGE_TYPES)}")
         overrides[pattern] = image_type
     return overrides
 
@@ -97,8 +101,12 @@ def _add_night_options(parser):
     parser.add_argument("--type", action="append", metavar="PATTERN=TYPE", dest="types",
                         help="declare the type of matching files, e.g. 'flat-*=flat' "
                              "(repeatable)")
-    parser.add_argument("--scale-darks", action="store_true", default=None,
-                        help="allow darks of another exposure time, scaled")
+    scaling = parser.add_mutually_exclusive_group()
+    scaling.add_argument("--scale-darks", action="store_true", default=None,
+                         help="allow darks of another exposure time, scaled by exposure "
+                              "(the default of most profiles)")
+    scaling.add_argument("--no-scale-darks", action="store_false", dest="scale_darks",
+                         help="never scale darks: only darks within the profile's tolerance")
 
 
 def _cmd_plan(args):
@@ -131,9 +139,26 @@ def _cmd_reduce(args):
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint_all()
     print(result.summary())
-    science = int((result.plan["type"] == "science").sum())
-    if not args.dry_run and science and len(result.science) == 0:
-        print("nothing could be reduced", file=sys.stderr)
+    return _reduce_status(result, dry_run=args.dry_run)
+
+
+def _reduce_status(result, *, dry_run):
+    """1 when science frames were planned and none could be reduced, or when a master
+    that science frames need could not be built; else 0."""
+    if dry_run:
+        planned = result.plan[result.plan["type"] == "science"]
+        if len(planned) and not (planned["status"] == "ok").any():
+            print(f"{_PROG}: error: none of the {len(planned)} science frames can be reduced",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if result.n_science_planned and result.n_science_reduced == 0:
+        print(f"{_PROG}: error: none of the {result.n_science_planned} science frames could "
+              "be reduced", file=sys.stderr)
+        return 1
+    if result.unbuilt_masters:
+        print(f"{_PROG}: error: {len(result.unbuilt_masters)} master(s) that science frames "
+              "need could not be built: " + ", ".join(result.unbuilt_masters), file=sys.stderr)
         return 1
     return 0
 
@@ -194,7 +219,7 @@ def _add_night_commands(commands):
                         help="build masters with N threads and calibrate science frames "
                              "in N processes (default: one per core; 1: one frame at a "
                              "time)")
-    reduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_verbosity(reduce)
     reduce.set_defaults(run=_cmd_reduce)
 
     demo = commands.add_parser(
@@ -204,8 +229,16 @@ def _add_night_commands(commands):
     demo.add_argument("outdir", metavar="OUTDIR")
     demo.add_argument("--profile", default="palomar-lfc",
                       help="camera to simulate (default: palomar-lfc)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_verbosity(demo)
     demo.set_defaults(run=_cmd_demo)
+
+
+def _add_verbosity(parser):
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="no progress bars, errors only")
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="also print what is noted while reading and reducing")
 
 
 # ------------------------------------------------------------------------ the parser
@@ -226,6 +259,31 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"{_PROG}: warning: {message}", file=sys.stderr)
 
 
+class _OneLine(logging.Formatter):
+    """``ccdproc-ext: warning: words``: one line, never a traceback."""
+
+    def format(self, record):
+        return f"{_PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(args):
+    """The command line's own handler for the package's log: the library sets none."""
+    if getattr(args, "quiet", False):
+        level = logging.ERROR
+    elif getattr(args, "verbose", False):
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logger = logging.getLogger("ccdproc_ext")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger, saved
+
+
 def main(argv=None):
     """Run ``ccdproc-ext`` with ``argv`` (default: the process arguments).
 
@@ -239,8 +297,11 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # --help, --version or a usage error, already printed
         return exit.code
+    logger, saved = _configure_logging(args)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        if getattr(args, "quiet", False):
+            warnings.simplefilter("ignore")
         try:
             return args.run(args)
         except (CcdprocExtError, OSError) as err:
@@ -251,6 +312,14 @@ def main(argv=None):
             print(f"{_PROG}: interrupted; run the same command again to resume",
                   file=sys.stderr)
             return 130
+        except Exception as err:  # noqa: BLE001 - no traceback reaches the terminal
+            print(f"{_PROG}: internal error: {type(err).__name__}: {err}\n"
+                  f"{_PROG}: this is a bug; please report it with the command and the "
+                  "versions printed by 'ccdproc-ext --version'", file=sys.stderr)
+            return 1
+        finally:
+            logger.handlers[:], _, logger.propagate = saved
+            logger.setLevel(saved[1])
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ __all__ = [
     "FrameReadError",
     "FrameSkippedWarning",
     "HeaderError",
+    "InternalError",
     "OutputError",
     "ProfileError",
 ]
@@ -79,6 +80,15 @@ class DataQualityError(CcdprocExtError, ValueError):
 
 class OutputError(CcdprocExtError, OSError):
     """The output folder cannot be used: not writable, or in or around the raw data."""
+
+
+class InternalError(CcdprocExtError, RuntimeError):
+    """A frame or master failed with an error the package did not expect: a bug.
+
+    The night goes on without it; the message names the file and the original error, and
+    the traceback is written to ``internal-errors.log`` in the output folder so that it
+    can be reported.
+    """
 
 
 class CcdprocExtWarning(AstropyUserWarning):

@@ -34,6 +34,7 @@ import logging
 import os
 import tempfile
 import threading
+import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +53,9 @@ from .collection import NightCollection
 from .exceptions import (
     CcdprocExtError,
     CcdprocExtWarning,
+    FrameReadError,
     FrameSkippedWarning,
+    InternalError,
     OutputError,
     error_class,
 )
@@ -88,6 +91,8 @@ class NightResult:
         ``DataQualityWarning``) and ``note`` (header cards repaired, pixels that were NaN,
         a master made from a single frame, flat pixels below the minimum).
     output_dir : `pathlib.Path`
+    unbuilt_masters : dict
+        ``name -> reason`` of every master the plan needed that could not be built.
     """
 
     plan: Table
@@ -96,6 +101,19 @@ class NightResult:
     problems: Table = None
     output_dir: Path = None
     notes: Table = None
+    unbuilt_masters: dict = field(default_factory=dict)
+
+    @property
+    def n_science_planned(self):
+        """How many frames of the night are science frames."""
+        return int((self.plan["type"] == "science").sum())
+
+    @property
+    def n_science_reduced(self):
+        """How many science frames were written or found up to date."""
+        if self.science is None or len(self.science) == 0:
+            return 0
+        return int(sum(str(s) in ("written", "up to date") for s in self.science["status"]))
 
     def summary(self):
         """A few lines for people: frames by type, masters, science frames, problems."""
@@ -111,6 +129,12 @@ class NightResult:
                 done[status] = done.get(status, 0) + 1
             lines.append("science frames: " + ", ".join(f"{n} {s}" for s, n in
                                                         sorted(done.items())))
+        elif self.n_science_planned == 0:
+            lines.append("science frames: none in this night (masters only)")
+        else:
+            lines.append(f"science frames: none of {self.n_science_planned} reduced")
+        for name, reason in self.unbuilt_masters.items():
+            lines.append(f"master {name} not built: {reason}")
         if self.problems is not None and len(self.problems):
             lines.append(f"{len(self.problems)} frame(s) skipped:")
             lines.extend(f"  {row['file']}: {row['problem']}" for row in self.problems)
@@ -227,6 +251,14 @@ def _check_raw_files(collection, output_dir):
                               "raw data is never written; choose another output folder")
 
 
+def _check_not_empty(raw, collection):
+    """A night without a single file to read is an error, not an empty result."""
+    if len(collection.files) == 0 and not collection.problems:
+        where = raw if isinstance(raw, str | os.PathLike) else "the raw frames given"
+        raise FrameReadError(f"{where}: no FITS file found (looked for .fits, .fit, .fts "
+                             "and their compressed forms)")
+
+
 def _prepare_output_dir(output_dir):
     """Create the output folders, check they can be written, clear stale temporary files."""
     folders = (output_dir, output_dir / "masters", output_dir / "science")
@@ -276,13 +308,37 @@ def _sky_statistics(data, mask=None):
         return float(median), float(std)
 
 
+#: The ``file`` of problems and notes about the whole night rather than one frame.
+NIGHT = "(night)"
+
+#: Where the tracebacks of unexpected errors are written, in the output folder.
+INTERNAL_ERRORS_LOG = "internal-errors.log"
+
+
 class _Report:
     """The problems and notes of a night, in the order they were found."""
 
-    def __init__(self, strict):
+    def __init__(self, strict, output_dir=None):
         self.strict = strict
+        self.output_dir = output_dir
         self.problems = []  # (file, kind, problem)
         self.notes = []  # (file, kind, note)
+
+    def unexpected(self, err, what):
+        """``err`` itself if it is the package's own; otherwise an `InternalError` naming
+        ``what`` and the original error, its traceback logged and written to
+        ``internal-errors.log`` in the output folder."""
+        if isinstance(err, CcdprocExtError) and not isinstance(err, InternalError):
+            return err
+        details = getattr(err, "details", None) or "".join(
+            traceback.format_exception(type(err), err, err.__traceback__))
+        if not isinstance(err, InternalError):
+            err = InternalError(f"unexpected {type(err).__name__}: {err}")
+        log.debug("%s: traceback of an unexpected error:\n%s", what, details)
+        if self.output_dir is not None and self.output_dir.is_dir():
+            with open(self.output_dir / INTERNAL_ERRORS_LOG, "a", encoding="utf-8") as out:
+                out.write(f"--- {what}\n{details}\n")
+        return err
 
     def problem(self, file, kind, text, *, logged=False):
         """A frame that is not reduced: raise in strict mode, else list it (and log it,
@@ -399,19 +455,27 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     """
     profile = get_profile(profile)
     output_dir = _check_raw_and_output(_raw_location(raw), output_dir)
-    collection = raw if isinstance(raw, NightCollection) else \
-        NightCollection(raw, profile=profile, image_types=image_types)
+    if isinstance(raw, NightCollection):
+        collection = raw
+    else:
+        with warnings.catch_warnings():
+            # ccdproc's words for an empty folder; _check_not_empty says it as an error.
+            warnings.filterwarnings("ignore", "no FITS files in the collection")
+            collection = NightCollection(raw, profile=profile, image_types=image_types)
     _check_raw_files(collection, output_dir)
+    _check_not_empty(raw, collection)
     plan = collection.plan(scale_darks=scale_darks)
     masters_table = plan.meta["masters"]
-    report = _Report(strict)
+    report = _Report(strict, output_dir)
+    for text in plan.meta.get("notes", ()):
+        report.note(NIGHT, "NightNote", text)
     for row in plan:
         if row["status"] != "ok":
             # NightCollection has logged the files it could not read
             report.problem(row["file"], row["problem_kind"] or "CcdprocExtError",
                            row["problem"], logged=row["type"] == "unreadable")
         elif row["notes"]:
-            report.note(row["file"], "HeaderRepaired", row["notes"])
+            report.note(row["file"], "HeaderNote", row["notes"])
     result = NightResult(plan=plan, output_dir=output_dir)
     if dry_run:
         result.problems, result.notes = report.tables()
@@ -479,9 +543,12 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
                     built[name] = _kept_master(master, path, profile)
                 else:
                     built[name] = MasterFrame.load(path, profile).without_uncertainty()
-            except CcdprocExtError as err:
+            except Exception as err:  # noqa: BLE001 - a bug must not end the night
+                err = report.unexpected(err, f"master {name}")
                 if strict:
-                    raise
+                    if isinstance(err, InternalError):
+                        raise InternalError(f"master {name}: {err}") from None
+                    raise err
                 failed[name] = (type(err).__name__, str(err))
                 log.warning("master %s not built: %s", name, err)
                 for member in members:
@@ -500,6 +567,8 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         if row["type"] != "science" or row["status"] != "ok":
             continue
         broken = [row[k] for k in ("bias", "dark", "flat") if row[k] and row[k] not in built]
+        for master in broken:
+            result.unbuilt_masters.setdefault(master, failed.get(master, ("", "not built"))[1])
         if broken:
             kind_of = failed.get(broken[0], ("CcdprocExtError", ""))[0]
             reason = "; ".join(f"master {m}: {failed.get(m, ('', 'not built'))[1]}"
@@ -566,9 +635,13 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         for index, result_of in zip(to_do, results, strict=False):
             try:
                 outcomes[index] = result_of()
-            except CcdprocExtError as err:
+            except Exception as err:  # noqa: BLE001 - a bug must not end the night
+                file = tasks[index][0]["file"]
+                err = report.unexpected(err, file)
                 if strict:
-                    raise
+                    if isinstance(err, InternalError):
+                        raise InternalError(f"{file}: {err}") from None
+                    raise err
                 outcomes[index] = err
             bar.update(1)
     finally:
@@ -765,9 +838,18 @@ def _calibrate_task(raw_path, out, profile, masters_used, scale, recipe, overwri
     """
     if not overwrite and _up_to_date(out, recipe):
         return _science_outcome("up to date", fits.getheader(out))
-    with _CaughtWarnings() as caught:
-        header = _calibrate_science(raw_path, out, profile, masters_used, scale, recipe,
-                                    gain_correct, create_deviation, write_uncertainty, dtype)
+    try:
+        with _CaughtWarnings() as caught:
+            header = _calibrate_science(raw_path, out, profile, masters_used, scale, recipe,
+                                        gain_correct, create_deviation, write_uncertainty,
+                                        dtype)
+    except CcdprocExtError:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported as a problem, not a crash
+        # Tracebacks do not travel back from worker processes: their text does.
+        internal = InternalError(f"unexpected {type(err).__name__}: {err}")
+        internal.details = traceback.format_exc()
+        raise internal from None
     # NaN pixels are noted from the header (NNANPIX), as for a frame found up to date.
     notes = [(type(message).__name__, _without_path(message)) for message in caught.ours
              if "NaN or infinite" not in str(message)]

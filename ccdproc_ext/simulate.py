@@ -76,12 +76,21 @@ class SimulatedNight:
         return [self.location / name for name in rows["file"]]
 
 
-def _layout(profile, shape):
-    """Overscan and trim slices of the frame (after turning), and header keywords to write."""
+def _layout(profile, shape, *, required_only=False):
+    """Overscan and trim slices of the frame (after turning), and header keywords to write.
+
+    With ``required_only``, sections the profile reads from optional header keywords are
+    not written: such a camera then has no overscan and no trim.
+    """
     ny, nx = shape
     keywords = {}
     overscan = profile.overscan
     trim = profile.trim
+    if required_only:
+        overscan, trim = (
+            section if section is None or not section.keywords or section.required
+            else (DetectorSection(fits=section.fits) if section.fits else None)
+            for section in (overscan, trim))
 
     def keyword_section(section, text):
         # A camera that writes its sections: write them, consistent with this shape.
@@ -172,7 +181,8 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
                    bias_level=1000.0, overscan_drift=4.0, dark_rate=0.05,
                    hot_pixel_fraction=0.002, cosmic_rays=8, binning=(1, 1),
                    temperature=-10.0, header_extra=None, start="2024-03-05T01:00:00",
-                   nights=1, prefix="", write_image_type=None, seed=0):
+                   nights=1, prefix="", write_image_type=None, keywords="all",
+                   drop_keywords=(), seed=0):
     """Write a synthetic raw night for ``profile`` into ``location``.
 
     Parameters
@@ -223,6 +233,15 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     write_image_type : bool or None, optional
         Write the image-type keyword. Default: unless the profile's file patterns name
         every frame type (a camera that writes none, like ASIImg).
+    keywords : {"all", "required"}, optional
+        ``"all"`` (the default) writes every keyword the profile reads. ``"required"``
+        writes only what a reduction cannot do without: the image type (or a file name
+        that says it), the exposure time of darks, flats and science frames (a bias needs
+        none), the filter when the night has more than one, and the sections the profile
+        requires. No date, binning, temperature, gain, ``OBJECT`` or optional section.
+    drop_keywords : sequence of str, optional
+        Keywords removed from every header after it is made (the truth is unchanged), to
+        see what a reduction does without them.
     seed : int, optional
         Seed of the random generator; the same seed gives the same night.
 
@@ -237,7 +256,13 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     if shape is None:
         shape = profile.shape if profile.shape else (128, 160)
     shape = tuple(int(s) for s in shape)
-    overscan_slices, trim_slices, section_cards = _layout(profile, shape)
+    if keywords not in ("all", "required"):
+        raise ValueError(f"keywords={keywords!r}: expected 'all' or 'required'")
+    required_only = keywords == "required"
+    overscan_slices, trim_slices, section_cards = _layout(profile, shape,
+                                                          required_only=required_only)
+    several_filters = len(set(filters) | set(science_filters or ())) > 1
+    dropped = {key.upper() for key in drop_keywords}
     if write_image_type is None:
         write_image_type = not all(profile.file_patterns.get(t) for t in
                                    ("bias", "dark", "flat", "science"))
@@ -299,20 +324,25 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         header = fits.Header()
         if write_image_type and profile.image_type_words.get(image_type):
             header[profile.image_type_keywords[0]] = profile.image_type_words[image_type][0].upper()
-        header[profile.exposure_time_keywords[0]] = float(exposure)
-        if filter_name is not None:
+        if not (required_only and image_type == "bias"):
+            header[profile.exposure_time_keywords[0]] = float(exposure)
+        if filter_name is not None and (several_filters or not required_only):
             header[profile.filter_keywords[0]] = filter_name
-        header[profile.date_obs_keywords[0]] = time.isot
-        header.update(_binning_cards(profile, binning))
-        header[profile.temperature_keywords[0]] = float(temperature)
+        if not required_only:
+            header[profile.date_obs_keywords[0]] = time.isot
+            header.update(_binning_cards(profile, binning))
+            header[profile.temperature_keywords[0]] = float(temperature)
+            header.update(gain_cards)
         header.update(section_cards)
-        header.update(gain_cards)
         for key in profile.match_keywords:
             header.setdefault(key, 1)
         if header_extra:
             header.update(header_extra)
-        header["OBJECT"] = {"science": "simulated field", "flat": "flat"}.get(image_type,
-                                                                               image_type)
+        if not required_only:
+            header["OBJECT"] = {"science": "simulated field", "flat": "flat"}.get(image_type,
+                                                                                   image_type)
+        for key in dropped:
+            header.remove(key, ignore_missing=True, remove_all=True)
         name = _file_name(profile, image_type, f"{prefix}{stem}", write_image_type)
         out = raw.T if profile.transposed else raw
         fits.PrimaryHDU(out, header=header).writeto(location / name, overwrite=True)

@@ -406,7 +406,7 @@ def test_decimal_comma_is_read_and_the_repair_said(raw, tmp_path):
     assert night.frames[night.frames["file"] == SCIENCE[0]]["exposure"][0] == 60.0
     result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
     assert len(result.problems) == 0 and len(result.science) == 2
-    assert [(n["file"], n["kind"]) for n in result.notes] == [(SCIENCE[0], "HeaderRepaired")]
+    assert [(n["file"], n["kind"]) for n in result.notes] == [(SCIENCE[0], "HeaderNote")]
     assert result.notes[0]["note"] == ("EXPTIME = '60,0' is not valid FITS (a decimal "
                                        "comma): read as 60.0")
     row = result.science[result.science["raw_file"] == SCIENCE[0]][0]

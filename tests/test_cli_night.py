@@ -48,7 +48,7 @@ def test_reduce_with_nothing_reducible_fails(tmp_path, capsys):
     assert status == 1
     captured = capsys.readouterr()
     assert "no flat in filter 'B'" in captured.out
-    assert "nothing could be reduced" in captured.err
+    assert "none of the 1 science frames could be reduced" in captured.err
     strict = main(["reduce", str(tmp_path / "raw"), str(tmp_path / "strict"), "--profile",
                    "maxim-ccdsoft", "--strict", "--quiet"])
     assert strict == 1
