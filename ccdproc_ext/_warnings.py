@@ -11,7 +11,7 @@ import contextlib
 import threading
 import warnings
 
-__all__ = ["ignoring"]
+__all__ = ["CaughtWarnings", "ignoring"]
 
 _LOCK = threading.RLock()
 
@@ -23,3 +23,33 @@ def ignoring(*categories):
         for category in categories:
             warnings.simplefilter("ignore", category)
         yield
+
+
+class CaughtWarnings(warnings.catch_warnings):
+    """Record the package's own warnings; let every other warning through as it was.
+
+    After the block, ``ours`` holds the package's warnings (`~ccdproc_ext.CcdprocExtWarning`
+    instances), which a night turns into notes.
+    """
+
+    def __init__(self):
+        super().__init__(record=True)
+
+    def __enter__(self):
+        from .exceptions import CcdprocExtWarning
+
+        self.caught = super().__enter__()
+        warnings.simplefilter("always", CcdprocExtWarning)
+        self._ours = CcdprocExtWarning
+        return self
+
+    def __exit__(self, *exc_info):
+        super().__exit__(*exc_info)
+        self.ours = []
+        for caught in self.caught:
+            if issubclass(caught.category, self._ours):
+                self.ours.append(caught.message)
+            else:
+                warnings.warn_explicit(caught.message, caught.category, caught.filename,
+                                       caught.lineno, source=caught.source)
+        return False

@@ -312,7 +312,7 @@ def main(argv=None):
             print(f"{_PROG}: interrupted; run the same command again to resume",
                   file=sys.stderr)
             return 130
-        except Exception as err:  # noqa: BLE001 - no traceback reaches the terminal
+        except Exception as err:  # no traceback reaches the terminal
             print(f"{_PROG}: internal error: {type(err).__name__}: {err}\n"
                   f"{_PROG}: this is a bug; please report it with the command and the "
                   "versions printed by 'ccdproc-ext --version'", file=sys.stderr)

@@ -38,7 +38,7 @@ from ccdproc_ext import (
     reduce_night,
 )
 from ccdproc_ext.cli import main
-from ccdproc_ext.night import _output_name
+from ccdproc_ext.outputs import output_name as _output_name
 from ccdproc_ext.simulate import simulate_night
 
 PROFILE = "maxim-ccdsoft"

@@ -245,18 +245,18 @@ def test_unknown_type_override_is_an_error_not_a_traceback(tmp_path, capsys):
 def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch, capsys):
     """A bug in one frame's reduction is reported as an InternalError of that frame; the
     night goes on, and the traceback is kept in the output folder, not printed."""
-    from ccdproc_ext import night as night_module
+    from ccdproc_ext import science
 
     simulate_night(tmp_path / "raw", shape=SHAPE, n_bias=2, n_dark=1, n_flat=2,
                    filters=("V",), n_science=2)
-    original = night_module.calibrate_frame
+    original = science.calibrate_frame
 
     def broken(ccd, *args, name="frame", **kwargs):
         if "object_V_001" in str(name):
             raise ZeroDivisionError("a bug")
         return original(ccd, *args, name=name, **kwargs)
 
-    monkeypatch.setattr(night_module, "calibrate_frame", broken)
+    monkeypatch.setattr(science, "calibrate_frame", broken)
     result = reduce_night(tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
     assert written(result) == 1
     (row,) = [r for r in result.problems if r["file"] == "object_V_001.fits"]

@@ -124,7 +124,7 @@ def test_workers_started_by_a_fork_server(serial_night, tmp_path, monkeypatch):
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork server on this platform")
-    monkeypatch.setattr(ccdproc_ext.night, "_process_context",
+    monkeypatch.setattr(ccdproc_ext.night, "process_context",
                         lambda: multiprocessing.get_context("forkserver"))
     result = _reduce_again(serial_night, tmp_path, workers=2)
     _assert_same_science(serial_night[1], result)

@@ -1,0 +1,169 @@
+"""Where a night's outputs go, what they are called, and whether they are up to date.
+
+Raw data is never written: the output folder may not be the raw folder, be inside it or
+contain it, no raw file may lie inside it, and every output name is made from a raw file's
+name (or a master's), cleaned of anything but letters, digits and ``-_.+``, and checked to
+stay in its folder. Outputs and tables are written under a temporary name and renamed
+when complete (`write_atomic`); the temporary files a killed run leaves behind are removed
+when the next run starts.
+
+Each output carries a ``RECIPE`` card: a hash of what it was made from (the raw files'
+names, sizes and modification times, the masters' checksums, the settings). A re-run
+skips the outputs whose recipe is unchanged (`up_to_date`), so an interrupted night
+resumes where it stopped.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path, PurePath
+
+from astropy.io import fits
+from ccdproc import ImageFileCollection
+
+from .exceptions import OutputError
+from .io import PARTIAL_SUFFIX, remove_partial_files, write_atomic
+
+__all__ = ["FITS_SUFFIXES", "check_output_dir", "check_raw_files", "file_stamp", "inside",
+           "output_name", "prepare_output_dir", "recipe", "up_to_date", "write_atomic",
+           "write_table"]
+
+log = logging.getLogger(__name__)
+
+#: Part of every recipe: outputs of an older layout are made again.
+RECIPE_VERSION = 3
+
+#: The endings of FITS files, compressed or not, longest first.
+FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.bz2", ".fit.bz2", ".fts.bz2",
+                 ".fits.fz", ".fit.fz", ".fts.fz", ".fz", ".fits", ".fit", ".fts")
+
+
+def recipe(*parts):
+    """A short hash of what an output is made from."""
+    digest = hashlib.sha256(json.dumps([RECIPE_VERSION, *parts], sort_keys=True,
+                                       default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def file_stamp(path):
+    """Name, size and modification time of a file: changes when the file does."""
+    stat = os.stat(path)
+    return [Path(path).name, stat.st_size, stat.st_mtime_ns]
+
+
+def up_to_date(path, expected_recipe):
+    """Whether ``path`` exists and was made by ``expected_recipe``."""
+    if not path.exists():
+        return False
+    try:
+        return fits.getval(path, "RECIPE") == expected_recipe
+    except (OSError, KeyError):
+        return False
+
+
+# ------------------------------------------------------------------------ names
+def _clean_name(text):
+    """Letters, digits and ``-_.+`` only; no leading dot (hidden files, ``..``)."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_.+") else "_"
+                      for c in text)
+    return cleaned.lstrip(".") or "frame"
+
+
+def output_name(file, used):
+    """The output file name of a raw file: its path (relative parts) joined with ``_``.
+
+    Only the raw file's own name and the sub-folders it was found in are used (for an
+    absolute path, its name alone), never a header value, and every character other than
+    letters, digits and ``-_.+`` becomes ``_``: the name cannot leave its folder. Names
+    already in ``used`` (compared without case) get ``-2``, ``-3``...
+    """
+    path = PurePath(file)
+    parts = [path.name] if path.is_absolute() else \
+        [part for part in path.parts if part not in ("", ".", "..")]
+    stem = "_".join(parts) or "frame"
+    lower = stem.lower()
+    for suffix in FITS_SUFFIXES:
+        if lower.endswith(suffix):
+            stem = stem[:-len(suffix)]
+            break
+    stem = _clean_name(stem)
+    name = f"{stem}.fits"
+    i = 1
+    while name.lower() in used:
+        i += 1
+        name = f"{stem}-{i}.fits"
+    used.add(name.lower())
+    return name
+
+
+def inside(path, folder):
+    """``path``, after checking that it is a file directly in ``folder``."""
+    if Path(path).parent.resolve() != Path(folder).resolve() or \
+            Path(path).name in ("", ".", ".."):
+        raise OutputError(f"{path}: an output must be written in {folder}")
+    return path
+
+
+# ----------------------------------------------------------------------- folders
+def _raw_location(raw):
+    if isinstance(raw, ImageFileCollection):
+        return raw.location or None
+    if isinstance(raw, list | tuple):
+        return None
+    return raw
+
+
+def check_output_dir(raw, output_dir):
+    """The output folder, resolved, after refusing one in, equal to, or around the raw
+    folder of ``raw`` (a folder, a list of files or a collection)."""
+    output_dir = Path(output_dir).expanduser().resolve()
+    raw_folder = _raw_location(raw)
+    if raw_folder is not None:
+        raw_folder = Path(raw_folder).expanduser().resolve()
+        if output_dir == raw_folder:
+            raise OutputError(f"output folder {output_dir} is the raw folder: raw data is "
+                              "never written; choose another")
+        if raw_folder in output_dir.parents:
+            raise OutputError(f"output folder {output_dir} is inside the raw folder "
+                              f"{raw_folder}: raw data is never written; choose another")
+        if output_dir in raw_folder.parents:
+            raise OutputError(f"output folder {output_dir} contains the raw folder "
+                              f"{raw_folder}: raw data is never written, and no output may "
+                              "land in or above it; choose a folder beside it")
+    return output_dir
+
+
+def check_raw_files(collection, output_dir):
+    """Refuse a raw file (a listed one, or a link) that lies inside the output folder."""
+    for file in collection.files:
+        if output_dir in collection.path(file).resolve().parents:
+            raise OutputError(f"raw file {file} is inside the output folder {output_dir}: "
+                              "raw data is never written; choose another output folder")
+
+
+def prepare_output_dir(output_dir):
+    """Create ``masters/`` and ``science/``, check they can be written, clear what an
+    interrupted run left."""
+    folders = (output_dir, output_dir / "masters", output_dir / "science")
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=PARTIAL_SUFFIX,
+                                         dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise OutputError(f"output folder {folder} cannot be written: "
+                              f"{err.strerror or err}") from None
+    for folder in folders:
+        for path in remove_partial_files(folder):
+            log.info("removed %s, left by an interrupted run", path)
+
+
+def write_table(table, path):
+    """Write an astropy Table as ECSV, atomically."""
+    temporary = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    table.write(temporary, format="ascii.ecsv", overwrite=True)
+    os.replace(temporary, path)
