@@ -286,9 +286,6 @@ class _Night:
         self.buildable = {}  # master name -> bool, known once its kind's rows are planned
         self.rows = {}  # file -> plan row
 
-    def master_row(self, name):
-        return self.masters[list(self.masters["name"]).index(name)]
-
     def settle(self, kind):
         """Mark which masters of ``kind`` can be built: at least one member frame is ok."""
         for name in self.masters["name"][self.masters["kind"] == kind]:
@@ -588,7 +585,7 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     set_points = (np.asarray(frames["set_temperature"], dtype=float)
                   if "set_temperature" in frames.colnames else np.full(len(frames), math.nan))
     rows = []
-    for frame, temperature, set_point in zip(frames, temperatures, set_points, strict=True):
+    for frame, set_point in zip(frames, set_points, strict=True):
         row = _plan_row(frame["file"], frame["type"] or "unknown")
         row.update({
             "group": _describe_group(_group_key(frame)),

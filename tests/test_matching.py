@@ -28,9 +28,9 @@ from ccdproc_ext.simulate import simulate_night
 SHAPE = (16, 20)
 DARKS = (10.0, 30.0, 60.0, 300.0)
 PLAN_COLUMNS = ["file", "type", "group", "night", "exposure", "filter", "temperature",
-                "set_temperature", "date_obs", "bias", "bias_rule", "bias_dtime", "bias_dtemperature",
-                "dark", "dark_rule", "dark_exposure", "dark_dexposure", "dark_scale",
-                "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
+                "set_temperature", "date_obs", "bias", "bias_rule", "bias_dtime",
+                "bias_dtemperature", "dark", "dark_rule", "dark_exposure", "dark_dexposure",
+                "dark_scale", "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
                 "flat_dtemperature", "status", "problem", "problem_kind", "notes"]
 
 
@@ -602,7 +602,10 @@ def test_real_sbig_flats_need_a_23s_dark(sbig):
     for name in flats:
         row = plan_row(plan, name)
         assert row["bias"] == master(plan, "bias", temperature=-5.0)
-        assert "frame exposure 23 s: the closest dark is 20 s" in row["problem"]
+        assert row["problem"] == (
+            "frame exposure 23 s: the closest dark is 20 s, 3 s away, more than the tolerance "
+            "of 0.5 s, and dark scaling is off (scale_darks = false in profile maxim-ccdsoft); "
+            "allow it with scale_darks=True or --scale-darks")
     plan = night.plan(scale_darks=True)
     for name in flats:
         row = plan_row(plan, name)

@@ -9,9 +9,9 @@ rules give them, and expected words are written out in full.
 
 import math
 
+import astropy.units as u
 import numpy as np
 import pytest
-import astropy.units as u
 from astropy.io import fits
 from astropy.time import Time
 
@@ -132,7 +132,7 @@ scale_darks = false
 ])
 def test_forbidden_scaling_names_the_setting_that_allows_it(night, tmp_path_factory, source,
                                                              options, setting):
-    flats, science = short_flats_long_darks(night)
+    flats, _ = short_flats_long_darks(night)
     profile = "generic"
     if source == "profile":
         profile = tmp_path_factory.mktemp("profile") / "glowing-cmos.toml"
@@ -210,7 +210,7 @@ def test_without_a_master_bias_a_dark_is_not_scaled(night):
 
 # ------------------------------------------------------------------ the plan is the truth
 def test_science_frames_whose_flat_cannot_be_built_are_problems(night):
-    flats, science = short_flats_long_darks(night)
+    _, science = short_flats_long_darks(night)
     plan = night.plan(scale_darks=False)
     flat = the_master(plan, "flat")
     for name in science:
@@ -229,7 +229,7 @@ def test_science_frames_whose_flat_cannot_be_built_are_problems(night):
 def test_a_buildable_master_is_chosen_when_the_nearest_cannot_be_built(night):
     # Night 1: V flats at 10 s (only 300 s darks, no scaling). Night 2, a day later: V
     # flats at 300 s, which can be built. The science frame of night 1 gets those.
-    flats, science = short_flats_long_darks(night)
+    _, science = short_flats_long_darks(night)
     later = 24 * 60
     night.add("bias_n2.fits", "BIAS", 0.0, minutes=later)
     night.add("dark_n2.fits", "DARK", 300.0, minutes=later + 1)
