@@ -4,21 +4,36 @@ The plan is built in two steps:
 
 1. **Masters.** Calibration frames are grouped into the masters they will be combined
    into: frames of one type that agree on shape, binning, the profile's
-   ``match_keywords``, night and set temperature (within the profile's tolerance); darks
-   also by exposure time, flats by filter.
-2. **Choice.** Every frame is then given, for each calibration it needs, the master that
-   agrees with it (shape, binning, ``match_keywords``, temperature within tolerance; the
-   same filter for flats). Among those: for darks the nearest exposure time (a tie goes
-   to the longer dark, since scaling down adds less noise than scaling up), then the
-   nearest in time; for bias and flats the nearest in time. A dark further than the
-   tolerance is used scaled when the profile (or the caller) allows it, and is otherwise
-   a problem, written in words in the frame's row.
+   ``match_keywords``, night and temperature; darks also by exposure time, flats by
+   filter. The temperature is the set point when the frame has one (``SET-TEMP``), else
+   the measured one; temperatures are clustered by single linkage (sorted, split only
+   where neighbours are further apart than the profile's tolerance), so a night that
+   drifts slowly is one group and no single frame decides where a group starts.
+2. **Choice**, in the order calibrations depend on each other (bias, dark, flat,
+   science). Every frame is given, for each calibration it needs, a master that agrees
+   with it (shape, binning, ``match_keywords``; the same filter for flats) and that can
+   be built (at least one of its frames has its own calibrations). Among those:
+
+   - temperature: masters whose nearest frame is within the tolerance are preferred;
+     when there is none, the nearest is used and the row's ``notes`` say so ("bias at
+     24.6 C, 2.1 C from the frame"), unless temperature matching is strict
+     (``strict_temperature=True``), when it is a problem;
+   - darks: a dark within the dark tolerance is used as it is (the nearest, a tie to the
+     longer). Otherwise, when scaling is allowed and the frame has a master bias, the
+     nearest dark is scaled by exposure time; a near-tie (exposure differences within the
+     dark tolerance of each other) goes to the longer dark, since scaling down adds less
+     noise than scaling up. The rule says "scaled 300 s -> 10 s (no dark within 0.5 s)".
+     Without a master bias a dark still holds the bias level and cannot be scaled;
+   - then the nearest in time.
+
+   A frame whose calibration cannot be chosen is a problem, in words, in its row.
 
 Biases need nothing, darks need a bias, flats a bias and a dark, science frames all
 three. A type of calibration absent from the whole night is a skipped step, not a
-problem (TIRCAM2 nights have no darks); a type that is present but matches nothing (or
-whose frames all have problems, truncated files say) is a problem, found before any pixel
-is touched.
+problem (TIRCAM2 nights have no darks); the science rows and the plan's
+``meta["notes"]`` say so ("no flat frames: science frames not flat-fielded"). A type that
+is present but matches nothing (or whose frames all have problems, truncated files say) is
+a problem, found before any pixel is touched.
 """
 
 import math
@@ -126,7 +141,8 @@ def find_nearest_dark_exposure(image, dark_exposure_times, tolerance=0.5, *, pro
 
 # --------------------------------------------------------------------------- masters
 def _group_key(row):
-    return (row["shape"], int(row["xbin"]), int(row["ybin"]), row["agree"])
+    """What a frame and its calibrations must share: shape, binning, ``match_keywords``."""
+    return (str(row["shape"]), int(row["xbin"]), int(row["ybin"]), str(row["agree"]))
 
 
 def _describe_group(key):
@@ -135,54 +151,94 @@ def _describe_group(key):
     return text + (f", {agree}" if agree else "")
 
 
+def _celsius(value):
+    """A temperature or a temperature difference as the plan writes it: ``-10``, ``24.6``."""
+    return f"{round(float(value), 2):g}"
+
+
+def _matching_temperatures(frames):
+    """The temperature each frame is matched by: its set point, else its measured one.
+
+    The set point is what the camera was asked to hold and is the same for every frame of
+    a setting; a measured temperature drifts with the night (uncooled cameras).
+    """
+    measured = np.asarray(frames["temperature"], dtype=float)
+    if "set_temperature" not in frames.colnames:
+        return measured
+    set_point = np.asarray(frames["set_temperature"], dtype=float)
+    return np.where(np.isfinite(set_point), set_point, measured)
+
+
 def _temperature_clusters(values, tolerance):
-    """Split set-point temperatures into clusters no wider than ``tolerance``."""
+    """Label temperatures by single-linkage clusters: sorted, split only at gaps > ``tolerance``.
+
+    A cluster does not depend on where it starts: a night drifting 24.5 -> 26.7 C in
+    steps smaller than the tolerance is one cluster, and one outlier frame cannot split
+    the others. Unknown temperatures get the label -1; ``tolerance=None`` puts every frame
+    in one cluster.
+    """
     labels = np.zeros(len(values), dtype=int)
     if tolerance is None:
         return labels
     known = np.isfinite(values)
-    order = np.argsort(np.where(known, values, np.inf))
-    label, start = 0, None
+    labels[~known] = -1
+    order = np.flatnonzero(known)[np.argsort(values[known], kind="stable")]
+    label, previous = 0, None
     for i in order:
-        if not known[i]:
-            labels[i] = -1
-            continue
-        if start is None or values[i] - start > tolerance:
+        if previous is not None and _over(values[i] - previous, tolerance):
             label += 1
-            start = values[i]
         labels[i] = label
+        previous = values[i]
     return labels
 
 
+#: The columns of the table of masters and their types, in order.
+_MASTER_COLUMNS = {
+    "name": "U", "kind": "U", "group": "U", "group_key": "U", "night": "i4", "exposure": "f8",
+    "filter": "U", "temperature": "f8", "mjd": "f8", "n_frames": "i4", "files": "U",
+}
+
+
 def _build_masters(frames, profile):
-    """Group calibration frames into masters; returns a Table, one row per master."""
+    """Group calibration frames into masters.
+
+    Returns
+    -------
+    masters : `~astropy.table.Table`
+        One row per master (see ``_MASTER_COLUMNS``).
+    facts : dict
+        Master name -> ``{"key": group key tuple, "temperatures": array of its frames'
+        matching temperatures, "files": list}``, compared directly by the choice.
+    """
+    matching_temperature = _matching_temperatures(frames)
     rows = []
     for kind in ("bias", "dark", "flat"):
-        usable = frames[(frames["type"] == kind) & (frames["problem"] == "")]
-        if len(usable) == 0:
+        usable = np.flatnonzero((frames["type"] == kind) & (frames["problem"] == ""))
+        if usable.size == 0:
             continue
+        temperatures = matching_temperature[usable]
+        clusters = _temperature_clusters(temperatures, profile.temperature_tolerance)
         keys = {}
-        temperature = np.asarray(usable["temperature"], dtype=float)
-        clusters = _temperature_clusters(temperature, profile.temperature_tolerance)
-        for i, row in enumerate(usable):
-            key = (_group_key(row), int(row["night"]), int(clusters[i]))
+        for position, i in enumerate(usable):
+            row = frames[i]
+            key = (_group_key(row), int(row["night"]), int(clusters[position]))
             if kind == "dark":
                 key += (float(row["exposure"]),)
             if kind == "flat":
-                key += (row["filter"],)
-            keys.setdefault(key, []).append(i)
+                key += (str(row["filter"]),)
+            keys.setdefault(key, []).append(position)
         for key, members in sorted(keys.items(), key=lambda kv: str(kv[0])):
-            sel = usable[members]
-            group = key[0]
-            temps = np.asarray(sel["temperature"], dtype=float)
-            exposure = float(np.median(sel["exposure"]))
+            sel = frames[usable[members]]
+            temps = temperatures[members]
             rows.append({
                 "kind": kind,
-                "group": _describe_group(group),
-                "group_key": repr(group),
+                "group": _describe_group(key[0]),
+                "group_key": repr(key[0]),
+                "key": key[0],
+                "temperatures": temps,
                 "night": key[1],
-                "exposure": exposure,
-                "filter": sel["filter"][0] if kind == "flat" else "",
+                "exposure": float(np.median(sel["exposure"])),
+                "filter": str(sel["filter"][0]) if kind == "flat" else "",
                 "temperature": float(np.nanmedian(temps)) if np.isfinite(temps).any()
                 else math.nan,
                 "mjd": float(np.nanmean(sel["mjd"])) if np.isfinite(sel["mjd"]).any()
@@ -200,12 +256,12 @@ def _build_masters(frames, profile):
             stem += f"_{_safe(row['filter']) or 'nofilter'}"
         counters[stem] = counters.get(stem, 0) + 1
         row["name"] = f"{stem}_{counters[stem]:02d}"
-    names = ("name", "kind", "group", "group_key", "night", "exposure", "filter",
-             "temperature", "mjd", "n_frames", "files")
-    dtypes = ("U", "U", "U", "U", "i4", "f8", "U", "f8", "f8", "i4", "U")
+    facts = {row["name"]: {"key": row["key"], "temperatures": row["temperatures"],
+                           "files": row["files"].split(",")} for row in rows}
+    names = tuple(_MASTER_COLUMNS)
     if not rows:
-        return Table(names=names, dtype=dtypes)
-    return Table(rows=[[r[n] for n in names] for r in rows], names=names)
+        return Table(names=names, dtype=[_MASTER_COLUMNS[n] for n in names]), facts
+    return Table(rows=[[r[n] for n in names] for r in rows], names=names), facts
 
 
 def _safe(text):
@@ -213,88 +269,216 @@ def _safe(text):
 
 
 # ---------------------------------------------------------------------------- choice
-def _choose(kind, frame, masters, profile, *, scale_darks, dark_tolerance, present=()):
+class _Night:
+    """What the choice of one frame's calibrations needs to know about the whole night."""
+
+    def __init__(self, frames, profile, *, scale_darks, scale_source, dark_tolerance,
+                 strict_temperature):
+        self.profile = profile
+        self.masters, self.facts = _build_masters(frames, profile)
+        self.scale_darks = scale_darks
+        self.scale_source = scale_source
+        self.dark_tolerance = dark_tolerance
+        self.strict_temperature = strict_temperature
+        # Types present at all, usable or not: a type whose frames all have problems is
+        # a missing calibration, not a step to skip.
+        self.present = set(frames["type"])
+        self.buildable = {}  # master name -> bool, known once its kind's rows are planned
+        self.rows = {}  # file -> plan row
+
+    def settle(self, kind):
+        """Mark which masters of ``kind`` can be built: at least one member frame is ok."""
+        for name in self.masters["name"][self.masters["kind"] == kind]:
+            self.buildable[name] = any(self.rows[f]["status"] == "ok"
+                                       for f in self.facts[name]["files"])
+
+    def why_unbuildable(self, name):
+        """Why master ``name`` cannot be built, from its frames' rows, in words."""
+        files = self.facts[name]["files"]
+        rows = [self.rows[f] for f in files]
+        missing = [k for k in ("bias", "dark", "flat")
+                   if any(r[f"{k}_rule"] in ("no match", _NOT_BUILDABLE) for r in rows)]
+        frames = "its frame has" if len(files) == 1 else f"its {len(files)} frames have"
+        what = f"no {' or '.join(missing)}" if missing else "a problem"
+        return f"master {name} cannot be built: {frames} {what}: {files[0]}: {rows[0]['problem']}"
+
+
+#: The rule of a calibration whose only possible masters cannot be built.
+_NOT_BUILDABLE = "no master that can be built"
+
+
+def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
     """Pick the master of ``kind`` for ``frame``: (master row or None, details dict).
 
-    ``present`` are the frame types of the night, usable or not: a type whose frames all
-    have problems is not a step to skip, it is a calibration missing.
+    Raises `CalibrationMatchError` in words when none can be chosen.
     """
-    candidates = masters[masters["kind"] == kind]
+    masters = night.masters
     details = {"rule": "", "master": "", "dexposure": math.nan, "scale": math.nan,
-               "dtime": math.nan, "dtemperature": math.nan}
-    if len(candidates) == 0:
-        if kind in present:
+               "dtime": math.nan, "dtemperature": math.nan, "note": ""}
+    candidates = np.flatnonzero(masters["kind"] == kind)
+    if candidates.size == 0:
+        if kind in night.present:
             raise CalibrationMatchError(
                 f"no usable {kind} frame: every {kind} frame of this night has a problem")
         details["rule"] = f"no {kind} frames in this night: step skipped"
         return None, details
-    key = repr(_group_key(frame))
-    same_group = candidates[candidates["group_key"] == key]
-    if len(same_group) == 0:
-        groups = sorted(set(candidates["group"]))
+    key = _group_key(frame)
+    pool = [i for i in candidates if night.facts[masters["name"][i]]["key"] == key]
+    if not pool:
+        groups = sorted(set(masters["group"][candidates]))
         raise CalibrationMatchError(
-            f"no {kind} matches {_describe_group(_group_key(frame))}; the {kind} frames are: "
+            f"no {kind} matches {_describe_group(key)}; the {kind} frames are: "
             + "; ".join(groups))
-    pool = same_group
-    temperature = frame["temperature"]
-    if profile.temperature_tolerance is not None and np.isfinite(temperature):
-        dtemp = np.abs(np.asarray(pool["temperature"], dtype=float) - temperature)
-        ok = ~(dtemp > profile.temperature_tolerance)  # unknown temperatures pass
-        if not ok.any():
-            raise CalibrationMatchError(
-                f"no {kind} within {profile.temperature_tolerance:g} C of the frame's "
-                f"{temperature:g} C; the {kind} frames are at "
-                + ", ".join(f"{t:g} C" for t in sorted(set(pool["temperature"]))))
-        pool = pool[ok]
     if kind == "flat":
-        pool = pool[pool["filter"] == frame["filter"]]
-        if len(pool) == 0:
+        in_filter = [i for i in pool if masters["filter"][i] == frame["filter"]]
+        if not in_filter:
             raise CalibrationMatchError(
                 f"no flat in filter {str(frame['filter'])!r}; flats exist for "
-                + ", ".join(repr(str(f)) for f in sorted(set(candidates["filter"]))))
-    rule = []
+                + ", ".join(repr(str(f)) for f in sorted(set(masters["filter"][candidates]))))
+        pool = in_filter
+    if only_buildable:
+        pool = [i for i in pool if night.buildable.get(masters["name"][i], True)]
+        if not pool:
+            raise CalibrationMatchError(_NOT_BUILDABLE)
+    pool, distance = _by_temperature(kind, temperature, pool, night)
+    rule = ["same group"]
     if kind == "dark":
-        exposure = float(frame["exposure"])
-        chosen = find_nearest_dark_exposure(exposure, pool["exposure"], tolerance=None)
-        difference = abs(chosen - exposure)
-        if _over(difference, dark_tolerance):
-            if not scale_darks:
-                raise CalibrationMatchError(
-                    f"frame exposure {exposure:g} s: the closest dark is {chosen:g} s, "
-                    f"{difference:g} s away, more than the tolerance of {dark_tolerance:g} s, "
-                    "and dark scaling is not allowed")
-            details["scale"] = exposure / chosen
-            rule.append(f"nearest exposure {chosen:g} s, scaled by {exposure / chosen:.4g}")
-        else:
-            details["scale"] = 1.0
-            rule.append(f"exposure {chosen:g} s within {dark_tolerance:g} s")
-        pool = pool[pool["exposure"] == chosen]
-        details["dexposure"] = chosen - exposure
+        pool, dark_rule = _by_exposure(frame, pool, night, details, has_bias=has_bias)
+        rule.append(dark_rule)
     if kind == "flat":
         rule.append(f"filter {frame['filter']}")
-    dtime = np.abs(np.asarray(pool["mjd"], dtype=float) - frame["mjd"]) * 24.0
+    dtime = np.abs(np.asarray(masters["mjd"][pool], dtype=float) - frame["mjd"]) * 24.0
     dtime = np.where(np.isfinite(dtime), dtime, np.inf)
     best = int(np.argmin(dtime))
-    master = pool[best]
+    chosen = pool[best]
+    master = masters[chosen]
     if len(pool) > 1:
         rule.append("nearest in time")
-    rule.insert(0, "same group")
     details["rule"] = ", ".join(rule)
     details["master"] = master["name"]
     details["dtime"] = float(dtime[best]) if np.isfinite(dtime[best]) else math.nan
-    details["dtemperature"] = float(master["temperature"] - temperature)
+    details["dtemperature"], details["note"] = _temperature_details(
+        kind, temperature, master, night, distance[chosen])
     return master, details
+
+
+def _temperature_distances(temperature, pool, night):
+    """Master index -> distance (C) from ``temperature`` to the nearest of its frames
+    (NaN when either temperature is unknown)."""
+    distance = {}
+    for i in pool:
+        temps = night.facts[night.masters["name"][i]]["temperatures"]
+        gaps = np.abs(temps - temperature)
+        distance[i] = float(np.nanmin(gaps)) if np.isfinite(gaps).any() else math.nan
+    return distance
+
+
+def _by_temperature(kind, temperature, pool, night):
+    """The masters of ``pool`` to choose among by temperature, and every distance.
+
+    Masters whose nearest frame is within the tolerance are preferred (an unknown
+    temperature passes). When there is none, the nearest ones (and those within the
+    tolerance of the nearest) are used, and the row gets a note; with strict temperature
+    matching that is a problem instead.
+    """
+    distance = _temperature_distances(temperature, pool, night)
+    tolerance = night.profile.temperature_tolerance
+    if tolerance is None or not np.isfinite(temperature):
+        return pool, distance
+    within = [i for i in pool if not _over(distance[i], tolerance)]  # NaN passes
+    if within:
+        return within, distance
+    if night.strict_temperature:
+        raise CalibrationMatchError(
+            f"no {kind} within {tolerance:g} C of the frame's {_celsius(temperature)} C; "
+            f"the {kind} frames are at "
+            + ", ".join(f"{_celsius(t)} C" for t in sorted(set(night.masters["temperature"][pool])))
+            + " (strict temperature matching: strict_temperature=True)")
+    nearest = min(distance[i] for i in pool)
+    return [i for i in pool if not _over(distance[i] - nearest, tolerance)], distance
+
+
+def _temperature_details(kind, temperature, master, night, distance):
+    """(Δtemperature of the master's nearest frame minus the frame's, note or ``""``)."""
+    if not np.isfinite(distance):
+        return float(master["temperature"] - temperature), ""
+    temps = night.facts[master["name"]]["temperatures"]
+    nearest = float(temps[np.nanargmin(np.abs(temps - temperature))])
+    tolerance = night.profile.temperature_tolerance
+    note = ""
+    if tolerance is not None and _over(distance, tolerance):
+        note = (f"{kind} at {_celsius(nearest)} C, {_celsius(distance)} C from the frame "
+                f"(tolerance {tolerance:g} C): the nearest there is")
+    return nearest - float(temperature), note
+
+
+def _near_longest(times, exposure, slack):
+    """The longest of the exposure times within ``slack`` of the nearest, and those."""
+    distance = np.abs(times - exposure)
+    near = times[[not _over(d - distance.min(), slack) for d in distance]]
+    return float(near.max()), sorted(set(near.tolist()))
+
+
+def _by_exposure(frame, pool, night, details, *, has_bias):
+    """The dark masters of ``pool`` of the chosen exposure time, and the rule in words.
+
+    A dark within the tolerance is used as it is (the nearest; a tie to the longer).
+    Otherwise the nearest is scaled by exposure time, a near-tie (exposure differences
+    within the dark tolerance of each other) going to the longer dark, since scaling down
+    adds less noise than scaling up. Scaling needs the frame's own master bias: a dark
+    that still holds the bias level cannot be scaled.
+    """
+    masters, tolerance = night.masters, night.dark_tolerance
+    exposure = float(frame["exposure"])
+    if not np.isfinite(exposure):
+        raise CalibrationMatchError("the frame has no exposure time: no dark can be chosen")
+    times = np.asarray(masters["exposure"][pool], dtype=float)
+    distance = np.abs(times - exposure)
+    within = np.array([not _over(d, tolerance) for d in distance])
+    if within.any():
+        chosen = find_nearest_dark_exposure(exposure, times[within], tolerance=None)
+        details["scale"] = 1.0
+        rule = f"exposure {chosen:g} s within {tolerance:g} s"
+    else:
+        chosen, near = _near_longest(times, exposure, tolerance)
+        difference = abs(chosen - exposure)
+        head = (f"frame exposure {exposure:g} s: the closest dark is {chosen:g} s, "
+                f"{difference:g} s away, more than the tolerance of {tolerance:g} s, and ")
+        if not night.scale_darks:
+            raise CalibrationMatchError(
+                head + f"dark scaling is off ({night.scale_source}); allow it with "
+                "scale_darks=True or --scale-darks")
+        if not has_bias:
+            raise CalibrationMatchError(
+                head + "it cannot be scaled: the frame has no master bias, so the dark "
+                "still holds the bias level")
+        if chosen <= 0:
+            raise CalibrationMatchError(head + f"a {chosen:g} s dark cannot be scaled")
+        details["scale"] = exposure / chosen
+        rule = f"scaled {chosen:g} s -> {exposure:g} s (no dark within {tolerance:g} s"
+        if len(near) > 1:
+            rule += f"; {' and '.join(f'{t:g}' for t in near)} s about as near: the longer"
+        rule += ")"
+    details["dexposure"] = chosen - exposure
+    return [i for i in pool if masters["exposure"][i] == chosen], rule
 
 
 #: The columns of the plan and their types, in order.
 _PLAN_COLUMNS = {
     "file": "U", "type": "U", "group": "U", "night": "i8", "exposure": "f8", "filter": "U",
-    "temperature": "f8", "date_obs": "U",
+    "temperature": "f8", "set_temperature": "f8", "date_obs": "U",
     "bias": "U", "bias_rule": "U", "bias_dtime": "f8", "bias_dtemperature": "f8",
     "dark": "U", "dark_rule": "U", "dark_exposure": "f8", "dark_dexposure": "f8",
     "dark_scale": "f8", "dark_dtime": "f8", "dark_dtemperature": "f8",
     "flat": "U", "flat_rule": "U", "flat_dtime": "f8", "flat_dtemperature": "f8",
     "status": "U", "problem": "U", "problem_kind": "U", "notes": "U",
+}
+
+#: What a science frame lacks when the night has no frame of a calibration type.
+_MISSING_NOTES = {
+    "bias": "no bias frames: science frames not bias-subtracted",
+    "dark": "no dark frames: science frames not dark-subtracted",
+    "flat": "no flat frames: science frames not flat-fielded",
 }
 
 
@@ -305,41 +489,103 @@ def _plan_row(file, image_type):
     return row
 
 
-def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
+def _add_note(row, note):
+    row["notes"] = "; ".join(n for n in (row["notes"], note) if n)
+
+
+def _plan_calibration(row, calibration, frame, night, temperature):
+    """Choose ``calibration`` for one frame and write it into ``row``; returns the
+    problem in words, or ``""``."""
+    options = dict(temperature=temperature, has_bias=bool(row["bias"]))
+    try:
+        master, details = _choose(calibration, frame, night, **options)
+        if master is not None and not night.buildable.get(master["name"], True):
+            unbuildable = master["name"]
+            try:
+                master, details = _choose(calibration, frame, night, only_buildable=True,
+                                          **options)
+            except CalibrationMatchError:
+                row[f"{calibration}_rule"] = _NOT_BUILDABLE
+                return night.why_unbuildable(unbuildable)
+            details["rule"] += f" ({unbuildable} cannot be built)"
+    except CalibrationMatchError as err:
+        row[f"{calibration}_rule"] = "no match"
+        return str(err)
+    row[calibration] = details["master"]
+    row[f"{calibration}_rule"] = details["rule"]
+    row[f"{calibration}_dtime"] = details["dtime"]
+    row[f"{calibration}_dtemperature"] = details["dtemperature"]
+    if details["note"]:
+        _add_note(row, details["note"])
+    if calibration == "dark" and master is not None:
+        row["dark_exposure"] = float(master["exposure"])
+        row["dark_dexposure"] = details["dexposure"]
+        row["dark_scale"] = details["scale"]
+    if master is None and frame["type"] == "science":
+        _add_note(row, _MISSING_NOTES[calibration])
+    return ""
+
+
+def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temperature=None):
     """Build the calibration plan of a `~ccdproc_ext.NightCollection`.
+
+    Rows are planned in the order calibrations depend on each other (bias, dark, flat,
+    science), so that a master none of whose frames can be calibrated is known to be
+    unbuildable before any frame is given it: such a frame gets another master of the
+    same rules if one can be built, and is a problem saying why otherwise.
 
     Parameters
     ----------
     collection : `~ccdproc_ext.NightCollection`
         The night.
     scale_darks : bool or None, optional
-        Allow darks of another exposure time, scaled. Default: the profile's setting.
+        Allow darks of another exposure time, scaled (only for frames that have a master
+        bias). Default: the profile's setting.
     dark_tolerance : float or None, optional
-        Largest exposure difference (s) for an unscaled dark. Default: the profile's.
+        Largest exposure difference (s) for an unscaled dark; also how close two
+        exposure differences must be to count as a near-tie when scaling. Default: the
+        profile's.
+    strict_temperature : bool or None, optional
+        When no master is within the profile's temperature tolerance, make the frame a
+        problem instead of using the nearest one with a note. Default: the profile's
+        ``strict_temperature`` when it has one, else ``False``.
 
     Returns
     -------
     `~astropy.table.Table`
         One row per frame: ``file``, ``type``, ``group``, ``night``, ``exposure``,
-        ``filter``, then for each of ``bias``, ``dark``, ``flat`` the master's name
-        (``""`` when none), the rule that chose it, and the distances (``dark_dexposure``
-        in s, ``*_dtime`` in hours, ``*_dtemperature`` in C, each the master's value
-        minus the frame's, times as absolute values), ``dark_scale``, and ``status``
-        (``ok`` or ``problem``) with ``problem`` in words and ``problem_kind`` the name
-        of the error class it is (``FrameReadError``, ``HeaderError``,
-        ``CalibrationMatchError``, ``DuplicateFrameError``), and ``notes`` (header cards
-        repaired). A file whose header could not be read gets a row of type
-        ``unreadable``. ``meta["masters"]`` is the table of
-        masters (name, kind, group, night, exposure, filter, files).
+        ``filter``, ``temperature`` (measured, else set point) and ``set_temperature``,
+        then for each of ``bias``, ``dark``, ``flat`` the master's name (``""`` when
+        none), the rule that chose it, and the distances (``dark_dexposure`` in s,
+        ``*_dtime`` in hours, ``*_dtemperature`` in C, each the master's value minus the
+        frame's, times as absolute values; the temperature is that of the master's frame
+        nearest to the frame's), ``dark_scale``, and ``status`` (``ok`` or ``problem``)
+        with ``problem`` in words and ``problem_kind`` the name of the error class it is
+        (``FrameReadError``, ``HeaderError``, ``CalibrationMatchError``,
+        ``DuplicateFrameError``), and ``notes`` (header cards repaired, a calibration
+        further than the temperature tolerance, a step skipped for lack of frames). A
+        file whose header could not be read gets a row of type ``unreadable``.
+        ``meta["masters"]`` is the table of masters (name, kind, group, group_key,
+        night, exposure, filter, temperature, mjd, n_frames, files); ``meta["notes"]``
+        the night's notes (``"no flat frames: science frames not flat-fielded"``).
     """
     profile = collection.profile
-    scale_darks = profile.scale_darks if scale_darks is None else scale_darks
+    if scale_darks is None:
+        scale_darks = profile.scale_darks
+        scale_source = f"scale_darks = {str(bool(scale_darks)).lower()} in profile {profile.name}"
+    else:
+        scale_source = f"scale_darks={bool(scale_darks)} was passed"
     dark_tolerance = profile.dark_tolerance if dark_tolerance is None else dark_tolerance
+    if strict_temperature is None:
+        strict_temperature = bool(getattr(profile, "strict_temperature", False))
     frames = collection.frames
-    masters = _build_masters(frames, profile)
-    present = set(frames["type"])
+    night = _Night(frames, profile, scale_darks=bool(scale_darks), scale_source=scale_source,
+                   dark_tolerance=float(dark_tolerance), strict_temperature=strict_temperature)
+    temperatures = _matching_temperatures(frames)
+    set_points = (np.asarray(frames["set_temperature"], dtype=float)
+                  if "set_temperature" in frames.colnames else np.full(len(frames), math.nan))
     rows = []
-    for frame in frames:
+    for frame, set_point in zip(frames, set_points, strict=True):
         row = _plan_row(frame["file"], frame["type"] or "unknown")
         row.update({
             "group": _describe_group(_group_key(frame)),
@@ -347,35 +593,27 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
             "exposure": float(frame["exposure"]),
             "filter": frame["filter"],
             "temperature": float(frame["temperature"]),
+            "set_temperature": float(set_point),
             "date_obs": frame["date_obs"],
+            "notes": frame["notes"],
         })
-        problems = [frame["problem"]] if frame["problem"] else []
-        kind = frame["problem_kind"] if problems else ""
-        row["notes"] = frame["notes"]
-        if not problems:
-            for calibration in NEEDS[frame["type"]]:
-                try:
-                    master, details = _choose(calibration, frame, masters, profile,
-                                              scale_darks=scale_darks,
-                                              dark_tolerance=dark_tolerance,
-                                              present=present)
-                except CalibrationMatchError as err:
-                    problems.append(str(err))
-                    kind = kind or CalibrationMatchError.__name__
-                    row[f"{calibration}_rule"] = "no match"
-                    continue
-                row[calibration] = details["master"]
-                row[f"{calibration}_rule"] = details["rule"]
-                row[f"{calibration}_dtime"] = details["dtime"]
-                row[f"{calibration}_dtemperature"] = details["dtemperature"]
-                if calibration == "dark" and master is not None:
-                    row["dark_exposure"] = float(master["exposure"])
-                    row["dark_dexposure"] = details["dexposure"]
-                    row["dark_scale"] = details["scale"]
-        row["status"] = "problem" if problems else "ok"
-        row["problem"] = "; ".join(problems)
-        row["problem_kind"] = kind
+        if frame["problem"]:
+            row.update(status="problem", problem=frame["problem"],
+                       problem_kind=frame["problem_kind"])
         rows.append(row)
+        night.rows[row["file"]] = row
+    for image_type in NEEDS:
+        for frame, temperature, row in zip(frames, temperatures, rows, strict=True):
+            if row["type"] != image_type or row["status"] != "ok":
+                continue
+            problems = [_plan_calibration(row, calibration, frame, night, temperature)
+                        for calibration in NEEDS[image_type]]
+            problems = [p for p in problems if p]
+            if problems:
+                row.update(status="problem", problem="; ".join(problems),
+                           problem_kind=CalibrationMatchError.__name__)
+        if image_type in night.masters["kind"]:
+            night.settle(image_type)
     # Files whose header could not be read get a row too, with nothing known about them
     # (NaN, not a made-up 0 s exposure).
     for problem in collection.problems:
@@ -395,5 +633,14 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None):
     plan.meta["profile"] = profile.name
     plan.meta["scale_darks"] = bool(scale_darks)
     plan.meta["dark_tolerance"] = float(dark_tolerance)
-    plan.meta["masters"] = masters
+    plan.meta["strict_temperature"] = bool(strict_temperature)
+    plan.meta["notes"] = _night_notes(frames, night.present)
+    plan.meta["masters"] = night.masters
     return plan
+
+
+def _night_notes(frames, present):
+    """The night's notes: each calibration type absent while there are science frames."""
+    if "science" not in present:
+        return []
+    return [_MISSING_NOTES[kind] for kind in ("bias", "dark", "flat") if kind not in present]

@@ -28,9 +28,9 @@ from ccdproc_ext.simulate import simulate_night
 SHAPE = (16, 20)
 DARKS = (10.0, 30.0, 60.0, 300.0)
 PLAN_COLUMNS = ["file", "type", "group", "night", "exposure", "filter", "temperature",
-                "date_obs", "bias", "bias_rule", "bias_dtime", "bias_dtemperature",
-                "dark", "dark_rule", "dark_exposure", "dark_dexposure", "dark_scale",
-                "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
+                "set_temperature", "date_obs", "bias", "bias_rule", "bias_dtime",
+                "bias_dtemperature", "dark", "dark_rule", "dark_exposure", "dark_dexposure",
+                "dark_scale", "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
                 "flat_dtemperature", "status", "problem", "problem_kind", "notes"]
 
 
@@ -199,7 +199,9 @@ def test_nearest_dark_without_darks(tmp_path):
         (60.3, False, None, 60.0, 1.0, None),      # within 0.5 s: used as it is
         (45.0, True, None, 60.0, 0.75, None),      # tie 30/60: the longer, scaled 45/60
         (45.0, False, None, None, None, ["frame exposure 45 s", "closest dark is 60 s",
-                                         "15 s away", "scaling is not allowed"]),
+                                         "15 s away", "dark scaling is off (scale_darks="
+                                         "False was passed); allow it with scale_darks=True "
+                                         "or --scale-darks"]),
         (45.0, False, 15.0, 60.0, 1.0, None),      # tolerance 15 s: unscaled
         (100.0, True, None, 60.0, 100 / 60, None),  # 40 s from 60, 200 s from 300
         (200.0, True, None, 300.0, 200 / 300, None),
@@ -227,7 +229,8 @@ def test_plan_dark_of_a_science_frame(calibrations, tmp_path, exposure, scale_da
         if scale == 1.0:
             assert f"exposure {dark_exposure:g} s within" in row["dark_rule"]
         else:
-            assert f"scaled by {scale:.4g}" in row["dark_rule"]
+            assert (f"scaled {dark_exposure:g} s -> {exposure:g} s (no dark within 0.5 s"
+                    in row["dark_rule"])
         assert row["dark_dtemperature"] == 0.0
         assert row["dark_dtime"] >= 0
     else:
@@ -340,37 +343,45 @@ def test_plan_frame_matching_no_calibration_group(tmp_path, shape, binning, grou
                 in row["problem"])
 
 
-@pytest.mark.parametrize("temperature, expected_temperature, problem", [
-    (-10.0, -10.0, None),
-    (-5.0, -5.0, None),
-    (-9.5, -10.0, None),        # within the generic profile's 1 C
-    (-5.8, -5.0, None),
-    (-7.5, None, "no bias within 1 C of the frame's -7.5 C; the bias frames are at "
-                 "-10 C, -5 C"),
-    (-20.0, None, "no dark within 1 C of the frame's -20 C"),
+@pytest.mark.parametrize("temperature, strict, expected_temperature, words", [
+    (-10.0, False, -10.0, None),
+    (-5.0, False, -5.0, None),
+    (-9.5, False, -10.0, None),     # within the generic profile's 1 C
+    (-5.8, False, -5.0, None),
+    (-5.8, True, -5.0, None),       # strict changes nothing within the tolerance
+    # Over the tolerance: the nearest is used, and the row says so.
+    (-20.0, False, -10.0, "at -10 C, 10 C from the frame (tolerance 1 C)"),
+    (-3.5, False, -5.0, "at -5 C, 1.5 C from the frame (tolerance 1 C)"),
+    # Strict temperature matching: a problem instead.
+    (-7.5, True, None, "no bias within 1 C of the frame's -7.5 C; the bias frames are at "
+                       "-10 C, -5 C (strict temperature matching: strict_temperature=True)"),
+    (-20.0, True, None, "no dark within 1 C of the frame's -20 C"),
 ])
-def test_plan_two_temperatures(tmp_path, temperature, expected_temperature, problem):
+def test_plan_two_temperatures(tmp_path, temperature, strict, expected_temperature, words):
     simulate(tmp_path, prefix="cold_", temperature=-10.0, n_science=0)
     simulate(tmp_path, prefix="warm_", temperature=-5.0, n_science=0)
     simulate(tmp_path, prefix="sci_", temperature=temperature, n_bias=0, dark_exposures=(),
              n_flat=0)
-    plan = NightCollection(tmp_path).plan()
+    plan = NightCollection(tmp_path).plan(strict_temperature=strict)
     masters = plan.meta["masters"]
     # Biases are split by set temperature.
     biases = masters[masters["kind"] == "bias"]
     assert sorted(biases["temperature"]) == [-10.0, -5.0]
     assert list(biases["n_frames"]) == [2, 2]
     row = plan_row(plan, "object_sci_R_001.fits")
-    if problem is None:
-        assert row["status"] == "ok"
-        for kind, extra in (("bias", {}), ("dark", {"exposure": 60.0}), ("flat", {})):
-            assert row[kind] == master(plan, kind, temperature=expected_temperature,
-                                       **extra)
-            assert row[f"{kind}_dtemperature"] == pytest.approx(
-                expected_temperature - temperature)
-    else:
+    if expected_temperature is None:
         assert row["status"] == "problem"
-        assert problem in row["problem"]
+        assert words in row["problem"]
+        return
+    assert row["status"] == "ok"
+    for kind, extra in (("bias", {}), ("dark", {"exposure": 60.0}), ("flat", {})):
+        assert row[kind] == master(plan, kind, temperature=expected_temperature, **extra)
+        assert row[f"{kind}_dtemperature"] == pytest.approx(
+            expected_temperature - temperature)
+        if words is None:
+            assert f"{kind} at" not in row["notes"]
+        else:
+            assert f"{kind} {words}" in row["notes"]
 
 
 def test_plan_match_keywords_must_agree(tmp_path):
@@ -540,12 +551,11 @@ def test_real_sbig_nearest_dark_over_the_tolerance(sbig):
         night.nearest_dark(45.0)
 
 
-# The flats were taken at -5 C only, so a frame at -10 C has no flat within 1 C.
-@pytest.mark.parametrize("temperature, n_dark_frames, has_flat", [(-5.0, 11, True),
-                                                                  (-10.0, 1, False)])
+# The flats were taken at -5 C only: a frame at -10 C gets them with a note. The flats are
+# 23 s and the nearest darks 20 s: without dark scaling no master flat can be built.
+@pytest.mark.parametrize("temperature, n_dark_frames", [(-5.0, 11), (-10.0, 1)])
 @pytest.mark.parametrize("scale_darks", [True, False])
-def test_real_sbig_45s_frame(sbig, tmp_path, temperature, n_dark_frames, has_flat,
-                             scale_darks):
+def test_real_sbig_45s_frame(sbig, tmp_path, temperature, n_dark_frames, scale_darks):
     # A copy of a real 'Light Frame' header, exposed 45 s, next to the real frames.
     header = fits.getheader(sbig / SBIG_LIGHT)
     header["EXPTIME"] = 45.0
@@ -561,24 +571,28 @@ def test_real_sbig_45s_frame(sbig, tmp_path, temperature, n_dark_frames, has_fla
     row = plan_row(plan, "m42-45s.fit")
     assert (row["type"], row["exposure"]) == ("science", 45.0)
     assert row["bias"] == master(plan, "bias", temperature=temperature)
-    if has_flat:
-        assert row["flat"] == master(plan, "flat", temperature=-5.0)
-    else:
-        assert row["flat"] == ""
-        assert ("no flat within 1 C of the frame's -10 C; the flat frames are at -5 C"
-                in row["problem"])
-    if scale_darks:
-        dark = master(plan, "dark", temperature=temperature, exposure=60.0)
-        assert row["dark"] == dark
-        masters = plan.meta["masters"]
-        assert masters[masters["name"] == dark]["n_frames"][0] == n_dark_frames
-        assert (row["dark_exposure"], row["dark_dexposure"], row["dark_scale"]) == \
-            (60.0, 15.0, 0.75)
-        assert row["status"] == ("ok" if has_flat else "problem")
-    else:
+    if not scale_darks:
         assert row["status"] == "problem"
         assert "frame exposure 45 s: the closest dark is 60 s" in row["problem"]
-        assert row["dark"] == ""
+        assert row["dark"] == row["flat"] == ""
+        flat = master(plan, "flat", temperature=-5.0)
+        assert f"master {flat} cannot be built: its 10 frames have no dark: " in row["problem"]
+        assert ("flat-expos23s-Neg5-Vis.00000000.FIT: frame exposure 23 s: the closest dark "
+                "is 20 s" in row["problem"])
+        return
+    assert row["status"] == "ok"
+    assert row["flat"] == master(plan, "flat", temperature=-5.0)
+    if temperature == -10.0:
+        assert "flat at -5 C, 5 C from the frame (tolerance 1 C)" in row["notes"]
+        assert row["flat_dtemperature"] == 5.0
+    else:
+        assert "flat at" not in row["notes"]
+    dark = master(plan, "dark", temperature=temperature, exposure=60.0)
+    assert row["dark"] == dark
+    masters = plan.meta["masters"]
+    assert masters[masters["name"] == dark]["n_frames"][0] == n_dark_frames
+    assert (row["dark_exposure"], row["dark_dexposure"], row["dark_scale"]) == \
+        (60.0, 15.0, 0.75)
 
 
 def test_real_sbig_flats_need_a_23s_dark(sbig):
@@ -588,7 +602,10 @@ def test_real_sbig_flats_need_a_23s_dark(sbig):
     for name in flats:
         row = plan_row(plan, name)
         assert row["bias"] == master(plan, "bias", temperature=-5.0)
-        assert "frame exposure 23 s: the closest dark is 20 s" in row["problem"]
+        assert row["problem"] == (
+            "frame exposure 23 s: the closest dark is 20 s, 3 s away, more than the tolerance "
+            "of 0.5 s, and dark scaling is off (scale_darks = false in profile maxim-ccdsoft); "
+            "allow it with scale_darks=True or --scale-darks")
     plan = night.plan(scale_darks=True)
     for name in flats:
         row = plan_row(plan, name)
