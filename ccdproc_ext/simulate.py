@@ -25,6 +25,7 @@ parameters.
 11 (24, 2048)
 """
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,13 @@ from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
 from .profiles import get_profile
-from .profiles.sections import DetectorSection
 
 __all__ = ["SimulatedNight", "simulate_night"]
 
 _DEFAULT_GAIN = 1.5  # electron / adu, when the profile gives none
 _DEFAULT_READ_NOISE = 8.0  # electron
 _SECTION_WIDTH = 16  # overscan width written for cameras whose sections are header keywords
+_AMPLIFIER_STEP = 75.0  # ADU between the offsets of one amplifier and the next
 
 
 @dataclass
@@ -76,49 +77,91 @@ class SimulatedNight:
         return [self.location / name for name in rows["file"]]
 
 
-def _layout(profile, shape, *, required_only=False):
-    """Overscan and trim slices of the frame (after turning), and header keywords to write.
+def _section(text, shape):
+    """Numpy slices of a FITS section (1-based, inclusive, ``*`` for a whole axis).
 
-    With ``required_only``, sections the profile reads from optional header keywords are
-    not written: such a camera then has no overscan and no trim.
+    The simulator reads the profile's fixed sections with this parser of its own, so that
+    a bug in the package's parser shows up as a wrong reduction instead of being copied.
     """
     ny, nx = shape
-    keywords = {}
-    overscan = profile.overscan
-    trim = profile.trim
-    if required_only:
-        overscan, trim = (
-            section if section is None or not section.keywords or section.required
-            else (DetectorSection(fits=section.fits) if section.fits else None)
-            for section in (overscan, trim))
+    x_text, y_text = text.strip()[1:-1].split(",")
 
-    def keyword_section(section, text):
-        # A camera that writes its sections: write them, consistent with this shape.
-        keywords[section.keywords[0]] = text
-        return DetectorSection(fits=text)
+    def axis(part, length):
+        part = part.strip()
+        if part == "*":
+            return slice(0, length)
+        first, last = (int(n) for n in part.split(":"))
+        return slice(first - 1, last)
 
+    return axis(y_text, ny), axis(x_text, nx)
+
+
+def _fits(rows, cols):
+    """The FITS section of numpy slices: ``[x0:x1,y0:y1]``, 1-based and inclusive."""
+    return f"[{cols.start + 1}:{cols.stop},{rows.start + 1}:{rows.stop}]"
+
+
+@dataclass
+class _Layout:
+    """Where the simulator puts each amplifier's data and overscan in a raw frame."""
+
+    data: list  # (rows, cols) of each amplifier's data
+    overscans: list  # (rows, cols) or None, per amplifier
+    trim: tuple  # (rows, cols): what a reduction keeps
+    cards: dict  # section keywords to write
+
+
+def _layout(profile, shape, *, required_only=False):
+    """The regions of a raw frame of ``shape`` (after turning) and the cards that say so.
+
+    A section the profile fixes is used as it is. A section read from a header keyword is
+    the simulator's choice, written in the header: an overscan strip of ``w`` columns on
+    the right (rows at the top for ``overscan_axis = 0``, a corner for ``"frame"``), and a
+    trim section of everything else. With ``required_only``, sections read from optional
+    keywords are not written: the frame then has none.
+    """
+    ny, nx = shape
+    whole = (slice(0, ny), slice(0, nx))
+    if profile.amplifiers:
+        data = [_section(amp.data_section.fits, shape) for amp in profile.amplifiers]
+        overscans = [_section(amp.overscan_section.fits, shape) if amp.overscan_section
+                     else None for amp in profile.amplifiers]
+        rows = slice(min(d[0].start for d in data), max(d[0].stop for d in data))
+        cols = slice(min(d[1].start for d in data), max(d[1].stop for d in data))
+        return _Layout(data, overscans, (rows, cols), {})
     w = min(_SECTION_WIDTH, nx // 4, ny // 4)
-    if overscan is not None and overscan.keywords:
-        if profile.overscan_axis == "frame":
-            text = f"[{nx - w + 1}:{nx},{ny - w + 1}:{ny}]"
-        elif profile.overscan_axis == 0:
-            text = f"[1:{nx},{ny - w + 1}:{ny}]"
+    strips = {  # overscan, trim chosen by the simulator
+        1: ((slice(0, ny), slice(nx - w, nx)), (slice(0, ny), slice(0, nx - w))),
+        0: ((slice(ny - w, ny), slice(0, nx)), (slice(0, ny - w), slice(0, nx))),
+        "frame": ((slice(ny - w, ny), slice(nx - w, nx)), (slice(0, ny - w), slice(0, nx - w))),
+    }[profile.overscan_axis]
+    cards = {}
+
+    def place(section, chosen):
+        if section is None:
+            return None
+        if section.keywords:
+            if required_only and not section.required:
+                return None
+            cards[section.keywords[0]] = _fits(*chosen)
+            return chosen
+        return _section(section.fits, shape)
+
+    overscan = place(profile.overscan, strips[0])
+    if profile.trim is not None and profile.trim.keywords and overscan is not None and \
+            not profile.overscan.keywords:
+        # A fixed overscan and a trim read from the header: the trim leaves the overscan
+        # out, whichever side the profile put it on.
+        rows, cols = overscan
+        if cols == whole[1]:
+            kept = (slice(0, rows.start) if rows.start else slice(rows.stop, ny), cols)
         else:
-            text = f"[{nx - w + 1}:{nx},1:{ny}]"
-        overscan = keyword_section(overscan, text)
-    if trim is not None and trim.keywords:
-        if overscan is None:
-            text = f"[1:{nx},1:{ny}]"
-        elif profile.overscan_axis == "frame":
-            text = f"[1:{nx - w},1:{ny - w}]"
-        elif profile.overscan_axis == 0:
-            text = f"[1:{nx},1:{ny - w}]"
-        else:
-            text = f"[1:{nx - w},1:{ny}]"
-        trim = keyword_section(trim, text)
-    overscan_slices = overscan.slices(shape) if overscan is not None else None
-    trim_slices = trim.slices(shape) if trim is not None else (slice(0, ny), slice(0, nx))
-    return overscan_slices, trim_slices, keywords
+            kept = (rows, slice(0, cols.start) if cols.start else slice(cols.stop, nx))
+        chosen_trim = kept
+    else:
+        chosen_trim = strips[1] if overscan is not None else whole
+    trim = place(profile.trim, chosen_trim) or whole
+    return _Layout([whole], [overscan], trim, cards)
 
 
 def _binning_cards(profile, binning):
@@ -136,7 +179,9 @@ def _file_name(profile, image_type, stem, write_image_type):
     word = {"science": "light" if "light*" in profile.file_patterns.get("science", ())
             else "object"}.get(image_type, image_type)
     name = f"{word}_{stem}.fits"
-    if not write_image_type and profile.classify_path(name) != image_type:
+    patterns = profile.file_patterns.get(image_type, ())
+    if not write_image_type and not any(fnmatch.fnmatchcase(name.lower(), pattern)
+                                        for pattern in patterns):
         raise ValueError(f"profile {profile.name!r} has neither an image-type word nor a file "
                          f"pattern for {image_type} frames, so they cannot be simulated")
     return name
@@ -259,8 +304,8 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     if keywords not in ("all", "required"):
         raise ValueError(f"keywords={keywords!r}: expected 'all' or 'required'")
     required_only = keywords == "required"
-    overscan_slices, trim_slices, section_cards = _layout(profile, shape,
-                                                          required_only=required_only)
+    layout = _layout(profile, shape, required_only=required_only)
+    trim_slices = layout.trim
     several_filters = len(set(filters) | set(science_filters or ())) > 1
     dropped = {key.upper() for key in drop_keywords}
     if write_image_type is None:
@@ -279,14 +324,15 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     ny, nx = shape
     column_pattern = rng.normal(0.0, 3.0, nx)[np.newaxis, :] + np.linspace(0, 5, ny)[:, None]
     bias_structure = np.broadcast_to(column_pattern, shape).copy()
-    has_overscan = overscan_slices is not None
-    if has_overscan:
-        bias_structure[overscan_slices] = 0.0  # the overscan sees only the offset
+    overscans = [o for o in layout.overscans if o is not None]
+    has_overscan = bool(overscans)
+    for overscan in overscans:
+        bias_structure[overscan] = 0.0  # the overscan sees only the offset
     dark_current = np.full(shape, dark_rate) * rng.uniform(0.8, 1.2, shape)
     hot = rng.random(shape) < hot_pixel_fraction
     dark_current[hot] = dark_rate * rng.uniform(10, 100, hot.sum())
-    if has_overscan:
-        dark_current[overscan_slices] = 0.0
+    for overscan in overscans:
+        dark_current[overscan] = 0.0
     flats = {}
     for name in dict.fromkeys(tuple(filters) + science_filters):
         pattern = _flat_pattern(rng, shape)
@@ -309,10 +355,17 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
                                if has_overscan else 0.0)
         frame_index += 1
         signal = signal.copy()
-        if has_overscan:
-            signal[overscan_slices] = 0.0  # the overscan sees no light
+        for overscan in overscans:
+            signal[overscan] = 0.0  # the overscan sees no light
         electrons = np.clip(signal + dark_current * exposure, 0, None) * gain
-        data = offset + bias_structure + rng.poisson(electrons) / gain
+        # Each amplifier has its own offset, in its data and in its overscan.
+        offsets = np.full(shape, offset)
+        for amp, (data_region, overscan) in enumerate(zip(layout.data, layout.overscans,
+                                                          strict=True)):
+            offsets[data_region] = offset + _AMPLIFIER_STEP * amp
+            if overscan is not None:
+                offsets[overscan] = offset + _AMPLIFIER_STEP * amp
+        data = offsets + bias_structure + rng.poisson(electrons) / gain
         data += rng.normal(0.0, rn_adu, shape)
         hits = np.zeros(shape, dtype=bool)
         if n_cr:
@@ -333,7 +386,7 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
             header.update(_binning_cards(profile, binning))
             header[profile.temperature_keywords[0]] = float(temperature)
             header.update(gain_cards)
-        header.update(section_cards)
+        header.update(layout.cards)
         for key in profile.match_keywords:
             header.setdefault(key, 1)
         if header_extra:
