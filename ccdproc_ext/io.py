@@ -34,9 +34,9 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._warnings import ignoring
 from .exceptions import CcdprocExtWarning, FrameReadError
 
-__all__ = ["file_checksum", "header_unit", "inspect_frame", "read_frame", "read_header",
-           "remove_partial_files", "repair_cards", "squeeze_header", "transpose_header",
-           "write_atomic"]
+__all__ = ["file_checksum", "header_unit", "inspect_frame", "parse_unit", "read_frame",
+           "read_header", "remove_partial_files", "repair_cards", "squeeze_header",
+           "transpose_header", "write_atomic"]
 
 _FITS_BLOCK = 2880
 #: The first bytes of compressed files astropy opens (gzip, bzip2, zip): their length on
@@ -661,25 +661,35 @@ def header_unit(header, default="adu", *, path=None):
     value = header.get("BUNIT")
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
-    if isinstance(value, str):
-        text = " ".join(value.split())
-        known = _UNIT_SPELLINGS.get(text.lower())
-        if known is not None:
-            return known
-        fixed = CCDData.known_invalid_fits_unit_strings.get(text)
-        if fixed is not None:  # ELECTRONS/S ...: astropy knows what they mean
-            return u.Unit(fixed)
-        for candidate in (text, text.lower()):
-            try:
-                unit = u.Unit(candidate, parse_strict="raise")
-            except (ValueError, TypeError):
-                continue
-            if not isinstance(unit, u.UnrecognizedUnit):
-                return unit
+    unit = parse_unit(value)
+    if unit is not None:
+        return unit
     where = f"{path}: " if path is not None else ""
     warnings.warn(f"{where}BUNIT = {value!r} is not a unit ccdproc_ext knows: the pixels are "
                   f"read as {default.to_string()}", CcdprocExtWarning, stacklevel=3)
     return default
+
+
+def parse_unit(value):
+    """The unit a ``BUNIT`` value means (see `header_unit`), or ``None`` when it is not
+    one (or not a string)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = " ".join(value.split())
+    known = _UNIT_SPELLINGS.get(text.lower())
+    if known is not None:
+        return known
+    fixed = CCDData.known_invalid_fits_unit_strings.get(text)
+    if fixed is not None:  # ELECTRONS/S ...: astropy knows what they mean
+        return u.Unit(fixed)
+    for candidate in (text, text.lower()):
+        try:
+            unit = u.Unit(candidate, parse_strict="raise")
+        except (ValueError, TypeError):
+            continue
+        if not isinstance(unit, u.UnrecognizedUnit):
+            return unit
+    return None
 
 
 # ------------------------------------------------------------------- transposed WCS
@@ -702,7 +712,7 @@ def transpose_header(header):
     and ``NAXIS2``, ``CRPIX1`` and ``CRPIX2``, ``CRVAL``, ``CTYPE``, ``CDELT``, ``CUNIT``
     and the ``PC``/``CD`` matrices (``CD1_2`` becomes ``CD2_1``), with their alternate
     versions (``CRPIX1A``), the IRAF ``LTV``/``LTM`` cards and the ``PV``/``PS``
-    parameters; ``CROTA`` moves to the other axis and changes sign. The world
+    parameters; ``CROTA`` moves to the other axis. The world
     coordinates of the transposed pixel ``(y, x)`` are then those of ``(x, y)`` before.
 
     Returns
@@ -724,10 +734,9 @@ def transpose_header(header):
             prefix, axis, number, alt = match.groups()
             moves[key] = (f"{prefix}{_other_axis(axis)}_{number}{alt}", card.value,
                           card.comment)
-        elif (match := _ROTATION_RE.match(key)) is not None and \
-                isinstance(card.value, int | float) and not isinstance(card.value, bool):
-            # swapping the axes turns the rotation the other way
-            moves[key] = (f"CROTA{_other_axis(match.group(1))}", -card.value, card.comment)
+        elif (match := _ROTATION_RE.match(key)) is not None:
+            # the rotation belongs to the latitude axis, whose number changes
+            moves[key] = (f"CROTA{_other_axis(match.group(1))}", card.value, card.comment)
     if "NAXIS1" in header and "NAXIS2" in header:
         header["NAXIS1"], header["NAXIS2"] = header["NAXIS2"], header["NAXIS1"]
     targets = {new: (value, comment) for new, value, comment in moves.values()}
