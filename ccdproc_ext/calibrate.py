@@ -45,7 +45,13 @@ from ccdproc.log_meta import _insert_in_metadata_fits_safe, _replace_array_with_
 from ccdproc.utils.slices import slice_from_string
 
 from ._warnings import ignoring
-from .exceptions import CcdprocExtWarning, DataQualityError, DataQualityWarning, HeaderError
+from .exceptions import (
+    CalibrationMatchError,
+    CcdprocExtWarning,
+    DataQualityError,
+    DataQualityWarning,
+    HeaderError,
+)
 from .io import file_checksum, header_unit, read_frame, read_header
 from .profiles import get_profile
 from .profiles.sections import parse_fits_section
@@ -645,6 +651,7 @@ def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_da
         if already_done(header, "ZEROCOR"):
             _skip("ZEROCOR", header, name)
         else:
+            _check_shape(data.shape, bias, name)
             data = _apply(np.subtract, data, bias._array(dtype), owned)
             owned = True
             mask = _or_masks(mask, bias.ccd.mask)
@@ -657,9 +664,7 @@ def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_da
         else:
             exposure, scale = _dark_exposure_and_scale(raw_header, profile, dark, name,
                                                        exposure_time, scale_dark)
-            if data.shape != dark.ccd.shape:
-                raise ValueError(f"operands could not be subtracted with shapes "
-                                 f"{data.shape} {dark.ccd.shape}")
+            _check_shape(data.shape, dark, name)
             subtrahend = dark._scaled_dark(exposure, dark.exposure, dtype) if scale \
                 else dark._array(dtype)
             data = _apply(np.subtract, data, subtrahend, owned)
@@ -677,6 +682,7 @@ def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_da
         if already_done(header, "FLATCOR"):
             _skip("FLATCOR", header, name)
         else:
+            _check_shape(data.shape, flat, name)
             flat_ccd, norm_value = flat._flat_for_division
             normed, normed_mask, normed_unit = flat._normalised_flat(min_flat_value, dtype)
             data = _apply(np.true_divide, data, normed, owned)
@@ -817,6 +823,7 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         if already_done(result.meta, "ZEROCOR"):
             _skip("ZEROCOR", result.meta, name)
         else:
+            _check_shape(result.shape, bias, name)
             result = ccdproc.subtract_bias(result, _same_type(bias.ccd, dtype))
             mark_step(result.meta, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
 
@@ -826,6 +833,7 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         else:
             exposure, scale = _dark_exposure_and_scale(header, profile, dark, name,
                                                        exposure_time, scale_dark)
+            _check_shape(result.shape, dark, name)
             result = ccdproc.subtract_dark(result, _same_type(dark.ccd, dtype),
                                            dark_exposure=dark.exposure * u.s,
                                            data_exposure=exposure * u.s, scale=bool(scale))
@@ -837,6 +845,7 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         if already_done(result.meta, "FLATCOR"):
             _skip("FLATCOR", result.meta, name)
         else:
+            _check_shape(result.shape, flat, name)
             flat_ccd, norm_value = flat._flat_for_division
             result = ccdproc.flat_correct(result, _same_type(flat_ccd, dtype),
                                           min_value=min_flat_value, norm_value=norm_value)
@@ -899,6 +908,15 @@ def _set_card(header, key, value, comment):
         header[key] = (value, comment)
     else:
         header[key] = value
+
+
+def _check_shape(shape, master, name):
+    """The frame (overscan-subtracted and trimmed) and a master must have one shape."""
+    if tuple(shape) != tuple(master.ccd.shape):
+        raise CalibrationMatchError(
+            f"{name}: the frame is {shape[0]} x {shape[1]} pixels after overscan and trim, "
+            f"the master {master.name} {master.ccd.shape[0]} x {master.ccd.shape[1]}: it "
+            "cannot calibrate this frame")
 
 
 def _check_units(ccd, masters, name):

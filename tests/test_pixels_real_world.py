@@ -378,3 +378,15 @@ def test_tiny_night_with_the_generic_profile(tmp_path):
         ours = fits.getdata(row["output_file"])
         np.testing.assert_allclose(ours, reference.data, rtol=1e-6, atol=1e-3)
         assert "NSATUR" not in fits.getheader(row["output_file"])
+
+
+@pytest.mark.parametrize("deviation", [False, True], ids=["fast", "ccdproc"])
+@pytest.mark.parametrize("kind", ["bias", "dark", "flat"])
+def test_master_of_another_shape_is_a_calibration_match_error(tmp_path, kind, deviation):
+    path = _write(tmp_path / "frame.fits", _pixels(), **_deviation_cards())
+    master = CCDData(np.ones((SHAPE[0], SHAPE[1] - 1), np.float32), unit="adu",
+                     meta={"EXPTIME": 10.0})
+    with pytest.raises(ccdproc_ext.CalibrationMatchError,
+                       match=r"frame.fits: the frame is 20 x 30 pixels .* 20 x 29"):
+        calibrate_frame(path, "generic", create_deviation=deviation,
+                        **{f"master_{kind}": master})
