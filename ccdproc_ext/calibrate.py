@@ -23,6 +23,12 @@ the pixels that cannot be trusted:
   masked in the result and divided by 1 instead of a meaningless value; the flat is
   normalised over its good pixels only.
 
+A section read from a header keyword that is not a FITS section (``BIASSEC =
+'[0,513:0,1536]'``) or reaches outside the frame skips that step for the frame, with a
+`~ccdproc_ext.CcdprocExtWarning`; trimming moves the WCS reference pixel (``CRPIX``) with
+the pixels. Without a saturation level (most cameras write no ``SATURATE``) nothing is
+masked as saturated.
+
 Masks travel through ccdproc's arithmetic (a logical or), so the result's ``mask`` holds
 every pixel that could not be calibrated properly.
 """

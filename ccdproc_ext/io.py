@@ -513,7 +513,10 @@ def read_frame(path, profile=None, *, dtype=np.float32, ext=0, unit=None):
     -------
     `~astropy.nddata.CCDData`
         The frame; ``meta`` is a copy of the header, with the cards astropy cannot parse
-        repaired (see `repair_cards`) and each repair written in a ``HISTORY`` card.
+        repaired (see `repair_cards`) and each repair written in a ``HISTORY`` card. An
+        image with length-1 extra axes (``NAXIS3 = 1``) is squeezed to 2-D (see
+        `squeeze_header`); a transposed camera's WCS cards are transposed with its
+        pixels (see `transpose_header`); the unit is read by `header_unit`.
 
     Raises
     ------

@@ -390,3 +390,24 @@ def test_master_of_another_shape_is_a_calibration_match_error(tmp_path, kind, de
                        match=r"frame.fits: the frame is 20 x 30 pixels .* 20 x 29"):
         calibrate_frame(path, "generic", create_deviation=deviation,
                         **{f"master_{kind}": master})
+
+
+def test_real_tircam2_frame_equals_ccdproc_with_the_masters_on_disk(real_data, tmp_path):
+    """Real frames with no SATURATE, no GAIN, string EXPTIME: masters built with the
+    generic profile, a science frame calibrated, compared with ccdproc on the files."""
+    folder = real_data / "dot-tircam2"
+    bias_path, flat_path = tmp_path / "bias.fits", tmp_path / "flat.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ccdproc_ext.DataQualityWarning)
+        ccdproc_ext.make_master_bias(sorted(folder.glob("bias_*.fits")), "generic",
+                                     output_file=bias_path, workers=1)
+        make_master_flat(sorted(folder.glob("flats*.fits")), "generic",
+                         master_bias=bias_path, output_file=flat_path, workers=1)
+    raw_path = folder / "IC310_1.fits"
+    ours = calibrate_frame(raw_path, "generic", master_bias=bias_path, master_flat=flat_path)
+    assert "NSATUR" not in ours.header
+    bias, flat = CCDData.read(bias_path), CCDData.read(flat_path)
+    raw = CCDData(fits.getdata(raw_path).astype(np.float32), unit="adu")
+    reference = ccdproc.flat_correct(ccdproc.subtract_bias(raw, bias), flat,
+                                     norm_value=flat.header["FLATMEAN"])
+    np.testing.assert_allclose(ours.data, reference.data, rtol=1e-6, atol=1e-3)
