@@ -23,12 +23,19 @@ the pixels that cannot be trusted:
   masked in the result and divided by 1 instead of a meaningless value; the flat is
   normalised over its good pixels only.
 
+A section read from a header keyword that is not a FITS section (``BIASSEC =
+'[0,513:0,1536]'``) or reaches outside the frame skips that step for the frame, with a
+`~ccdproc_ext.CcdprocExtWarning`; trimming moves the WCS reference pixel (``CRPIX``) with
+the pixels. Without a saturation level (most cameras write no ``SATURATE``) nothing is
+masked as saturated.
+
 Masks travel through ccdproc's arithmetic (a logical or), so the result's ``mask`` holds
 every pixel that could not be calibrated properly.
 """
 
 import functools
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,7 @@ from pathlib import Path
 import astropy.units as u
 import ccdproc
 import numpy as np
+from astropy.io import fits
 from astropy.modeling import models
 from astropy.nddata import CCDData
 from astropy.wcs import FITSFixedWarning
@@ -43,9 +51,16 @@ from ccdproc.log_meta import _insert_in_metadata_fits_safe, _replace_array_with_
 from ccdproc.utils.slices import slice_from_string
 
 from ._warnings import ignoring
-from .exceptions import CcdprocExtWarning, DataQualityError, DataQualityWarning, HeaderError
-from .io import file_checksum, read_frame, read_header
+from .exceptions import (
+    CalibrationMatchError,
+    CcdprocExtWarning,
+    DataQualityError,
+    DataQualityWarning,
+    HeaderError,
+)
+from .io import file_checksum, header_unit, read_frame, read_header
 from .profiles import get_profile
+from .profiles.sections import parse_fits_section
 from .provenance import FLAGS, already_done, mark_processed, mark_step
 
 __all__ = ["MasterFrame", "calibrate_frame", "mask_bad_pixels", "overscan_and_trim"]
@@ -146,21 +161,28 @@ class MasterFrame:
 
     @functools.cached_property
     def _flat_for_division(self):
-        """This flat ready for `ccdproc.flat_correct`: (flat, its mean over good pixels).
+        """This flat ready for `ccdproc.flat_correct`: (flat, ``norm_value``).
 
         Masked pixels hold 1, so that dividing by them leaves the frame's value (masked)
-        instead of dividing by zero, a negative number or NaN; the mean is taken over the
-        good pixels only, so a masked corner does not change the level of the frame.
+        instead of dividing by zero, a negative number or NaN. ``norm_value`` is the
+        flat's ``FLATMEAN`` card when it has one (a master flat of ccdproc_ext: the mean
+        of its good pixels as written), so a frame calibrated with it equals
+        ``ccdproc.flat_correct`` with the file on disk; else the mean of the good pixels
+        (a masked corner does not change the level of the frame), or ``None`` (the
+        mean of all pixels) when none is masked.
         """
+        norm_value = _flat_mean_card(self.ccd.meta)
         mask = self.ccd.mask
         if mask is None or not np.any(mask):
-            return self.ccd, None
+            return self.ccd, norm_value
         flat = self.ccd.copy()
         flat.data[mask] = 1.0
         good = flat.data[~mask]
         if good.size == 0:
             raise DataQualityError(f"master flat {self.name}: every pixel is masked")
-        return flat, float(np.mean(good, dtype=np.float64))
+        if norm_value is None:
+            norm_value = float(np.mean(good, dtype=np.float64))
+        return flat, norm_value
 
     @classmethod
     def load(cls, path, profile=None, *, checksum=None):
@@ -169,7 +191,7 @@ class MasterFrame:
         ``checksum``, when the caller knows it already, spares reading the file twice.
         """
         path = Path(path)
-        unit = read_header(path).get("BUNIT") or (profile.unit if profile else "adu")
+        unit = header_unit(read_header(path), profile.unit if profile else "adu", path=path)
         # astropy.wcs notes DATE-OBS -> MJD-OBS; a master has no WCS to speak of.
         with ignoring(FITSFixedWarning):
             ccd = CCDData.read(path, unit=unit)
@@ -183,6 +205,14 @@ class MasterFrame:
         if checksum is None:
             checksum = file_checksum(path)[:16]
         return cls(ccd=ccd, name=path.name, checksum=checksum, exposure=exposure)
+
+
+def _flat_mean_card(header):
+    """The ``FLATMEAN`` of a master flat's header, or ``None`` without a usable one."""
+    value = header.get("FLATMEAN")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if np.isfinite(value) and value > 0 else None
 
 
 def _as_master(master, profile):
@@ -252,13 +282,7 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
             warnings.warn(f"{name}: {n_bad} pixel(s) are NaN or infinite; they are masked "
                           "and set to the median of the others", DataQualityWarning,
                           stacklevel=3)
-    level = None
-    if profile is not None and profile.saturation is not None and _is_raw(ccd.meta):
-        try:
-            level = profile.saturation.get(ccd.meta, path=name)
-            level = level.to_value(ccd.unit) if ccd.unit is not None else level.value
-        except (HeaderError, u.UnitsError):
-            level = None
+    level = _saturation_level(ccd, profile, name)
     if level is not None:
         n_saturated = 0
         if high >= level:  # the mask is made only when needed
@@ -274,6 +298,26 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
         header[key] = card
     return CCDData(data, unit=ccd.unit, meta=header, mask=mask, uncertainty=ccd.uncertainty,
                    wcs=ccd.wcs, copy=False)
+
+
+def _saturation_level(ccd, profile, name):
+    """The saturation level of a raw frame in its unit, or ``None`` when the profile or
+    the header does not give it (no masking then: most cameras write no SATURATE)."""
+    if profile is None or profile.saturation is None or not _is_raw(ccd.meta):
+        return None
+    try:
+        level = profile.saturation.get(ccd.meta, path=name)
+    except HeaderError as err:
+        warnings.warn(f"{err}: saturated pixels are not masked", CcdprocExtWarning,
+                      stacklevel=4)
+        return None
+    if level is None:
+        return None
+    try:
+        level = level.to_value(ccd.unit) if ccd.unit is not None else level.value
+    except u.UnitsError:
+        return None
+    return level if np.isfinite(level) else None
 
 
 def _skip(flag, header, name):
@@ -295,8 +339,7 @@ def overscan_and_trim(ccd, profile, *, name="frame"):
         result = _subtract_overscan(result, profile, profile.overscan, section)
     section = _section_to_apply(profile.trim, "TRIM", result, result.meta, name, "trim")
     if section is not None:
-        result = ccdproc.trim_image(result, fits_section=section)
-        mark_step(result.meta, "TRIM", section)
+        result = _trim(result, section)
     return result
 
 
@@ -312,14 +355,59 @@ def _section_to_apply(section, flag, ccd, header, name, what):
     return _resolve(section, ccd, name, what)
 
 
+#: What is not done when a step's section cannot be used, in warnings.
+_NOT_DONE = {"overscan": "overscan not subtracted", "trim": "not trimmed"}
+
+
 def _resolve(section, ccd, name, what):
+    """``section`` resolved for ``ccd`` (see `_section_or_skip`), or ``None``."""
+    return _section_or_skip(section.resolved, ccd, name, what)
+
+
+def _section_or_skip(read, ccd, name, what, sections=None):
+    """What ``read(shape, header)`` gives, or ``None`` (with a `CcdprocExtWarning`) when a
+    section keyword of the header cannot be used.
+
+    A section read from a header keyword (``BIASSEC``, ``DATASEC`` ...) that is not a
+    FITS section (``'[0,513:0,1536]'``) or reaches outside the frame is the camera's
+    mistake: the step is skipped for this frame, with a warning naming the keyword and
+    its value. A required keyword that is missing, or a section fixed in the profile
+    that does not fit the frame, is a `~ccdproc_ext.HeaderError`. ``sections`` lists the
+    `DetectorSection` objects read (default: ``read``'s own).
+    """
+    sections = sections if sections is not None else (read.__self__,)
     try:
-        return section.resolved(ccd.shape, ccd.meta)
+        return read(ccd.shape, ccd.meta)
     except KeyError as err:
         raise HeaderError(f"{name}: the {what} section is read from header keyword "
                           f"{err.args[0]}, which is missing") from None
     except ValueError as err:
-        raise HeaderError(f"{name}: {what} section: {err}") from None
+        keyword = _keyword_used(sections, ccd.meta)
+        if keyword is None:
+            raise HeaderError(f"{name}: {what} section: {err}") from None
+        value = ccd.meta[keyword]
+        text = str(err)
+        why = "is not a FITS section" if "is not a FITS section" in text or \
+            "must count up" in text or "must be a string" in text else \
+            f"does not fit the frame ({text})"
+        warnings.warn(f"{name}: {keyword} = {value!r} {why}: {_NOT_DONE[what]}",
+                      CcdprocExtWarning, stacklevel=4)
+        return None
+
+
+def _keyword_used(sections, header):
+    """The header keyword that gives one of ``sections`` a value that is not a FITS
+    section, else the first that gives one at all; ``None`` when no keyword does (the
+    sections are the profile's own)."""
+    used = [next((key for key in section.keywords if key in header), None)
+            for section in sections if section is not None]
+    used = [key for key in used if key is not None]
+    for key in used:
+        try:
+            parse_fits_section(str(header[key]).strip())
+        except ValueError:
+            return key
+    return used[0] if used else None
 
 
 def _subtract_overscan(ccd, profile, section_spec, section):
@@ -346,20 +434,43 @@ def _subtract_overscan(ccd, profile, section_spec, section):
     return result
 
 
+def _amplifier_slices(ccd, profile, name, what):
+    """``[(amplifier, data slices, overscan slices or None)]`` for ``ccd``, or ``None``
+    when a section of the header cannot be used (with a warning, see `_section_or_skip`)
+    or an amplifier's optional section keyword is not in the header."""
+    def read(shape, header):
+        slices = []
+        for amp in profile.amplifiers:
+            data = amp.data_section.slices(shape, header)
+            overscan = None
+            if what == "overscan" and amp.overscan_section is not None:
+                overscan = amp.overscan_section.slices(shape, header)
+                if overscan is None:
+                    return None
+            if data is None:
+                return None
+            slices.append((amp, data, overscan))
+        return slices
+
+    sections = [amp.data_section for amp in profile.amplifiers]
+    if what == "overscan":
+        sections += [amp.overscan_section for amp in profile.amplifiers]
+    return _section_or_skip(read, ccd, name, what, sections)
+
+
 def _amplifiers_overscan_and_trim(ccd, profile, *, name):
     """Each amplifier's overscan from its own data section, then the data bounding box."""
     header = ccd.meta
     result = ccd
     if already_done(header, "OVERSCAN"):
         _skip("OVERSCAN", header, name)
-    else:
+    elif (amplifiers := _amplifier_slices(ccd, profile, name, "overscan")) is not None:
         result = ccd.copy()
         done = []
-        for amp in profile.amplifiers:
-            if amp.overscan_section is None:
+        for amp, (data_rows, data_cols), oscan in amplifiers:
+            if oscan is None:
                 continue
-            data_rows, data_cols = amp.data_section.slices(ccd.shape, header)
-            oscan_rows, oscan_cols = amp.overscan_section.slices(ccd.shape, header)
+            oscan_rows, oscan_cols = oscan
             region = ccd.data[oscan_rows, oscan_cols]
             if profile.overscan_axis == 1:
                 # one level per row of this amplifier, along the rows it shares
@@ -378,20 +489,59 @@ def _amplifiers_overscan_and_trim(ccd, profile, *, name):
                 level = np.median(region) if profile.overscan_method == "median" else \
                     np.mean(region)
             result.data[data_rows, data_cols] = ccd.data[data_rows, data_cols] - level
-            done.append(f"{amp.name}:{amp.overscan_section.resolved(ccd.shape, header)}")
+            done.append(f"{amp.name}:[{oscan_cols.start + 1}:{oscan_cols.stop},"
+                        f"{oscan_rows.start + 1}:{oscan_rows.stop}]")
         mark_step(result.meta, "OVERSCAN", " ".join(done) + f" {profile.overscan_method}")
     if already_done(result.meta, "TRIM"):
         _skip("TRIM", result.meta, name)
         return result
-    boxes = [amp.data_section.slices(ccd.shape, header) for amp in profile.amplifiers]
+    amplifiers = _amplifier_slices(ccd, profile, name, "trim")
+    if amplifiers is None:
+        return result
+    boxes = [data for _, data, _ in amplifiers]
     y0 = min(b[0].start for b in boxes)
     y1 = max(b[0].stop for b in boxes)
     x0 = min(b[1].start for b in boxes)
     x1 = max(b[1].stop for b in boxes)
     section = f"[{x0 + 1}:{x1},{y0 + 1}:{y1}]"
-    result = ccdproc.trim_image(result, fits_section=section)
+    result = _trim(result, section)
+    return result
+
+
+def _trim(ccd, section):
+    """`ccdproc.trim_image` to ``section``, flagged, with the WCS cards shifted."""
+    result = ccdproc.trim_image(ccd, fits_section=section)
+    rows, cols = slice_from_string(section, fits_convention=True)
+    shift_reference_pixel(result.meta, cols.start or 0, rows.start or 0)
     mark_step(result.meta, "TRIM", section)
     return result
+
+
+#: The reference-pixel cards a trim moves: CRPIX1, CRPIX2A ... and IRAF's LTV1, LTV2.
+_REFERENCE_PIXEL_RE = re.compile(r"^(?:CRPIX|LTV)([12])[A-Z]?$")
+
+
+def shift_reference_pixel(header, x_offset, y_offset):
+    """Move, in place, the WCS reference pixel of ``header`` for an image trimmed by
+    ``x_offset`` columns on the left and ``y_offset`` rows at the bottom.
+
+    ``CRPIX1`` (and its alternates ``CRPIX1A`` ..., and IRAF's ``LTV1``) decreases by
+    ``x_offset``, ``CRPIX2`` by ``y_offset``: a trim section ``[51:..., 11:...]`` moves
+    ``CRPIX1`` by -50 and ``CRPIX2`` by -10, and each sky position keeps its pixel.
+    Cards whose value is not a number are left alone.
+    """
+    if not (x_offset or y_offset):
+        return
+    for key in list(header.keys()):
+        match = _REFERENCE_PIXEL_RE.match(str(key).upper())
+        value = header[key]
+        if match is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        offset = x_offset if match.group(1) == "1" else y_offset
+        if isinstance(header, fits.Header):
+            header[key] = (value - offset, header.comments[key])
+        else:
+            header[key] = value - offset
 
 
 # ------------------------------------------------------------------ the plain-numpy path
@@ -481,6 +631,7 @@ def _fast_overscan_and_trim(ccd, profile, name):
         else:
             data = np.array(sliced.data, copy=True)
         _log_as_ccdproc(header, "trim_image", [("ccd", ccd), ("fits_section", trim)])
+        shift_reference_pixel(header, cols.start or 0, rows.start or 0)
         mark_step(header, "TRIM", trim)
         return data, mask, header, wcs, True
     if level is not None:
@@ -506,6 +657,7 @@ def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_da
         if already_done(header, "ZEROCOR"):
             _skip("ZEROCOR", header, name)
         else:
+            _check_shape(data.shape, bias, name)
             data = _apply(np.subtract, data, bias._array(dtype), owned)
             owned = True
             mask = _or_masks(mask, bias.ccd.mask)
@@ -518,9 +670,7 @@ def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_da
         else:
             exposure, scale = _dark_exposure_and_scale(raw_header, profile, dark, name,
                                                        exposure_time, scale_dark)
-            if data.shape != dark.ccd.shape:
-                raise ValueError(f"operands could not be subtracted with shapes "
-                                 f"{data.shape} {dark.ccd.shape}")
+            _check_shape(data.shape, dark, name)
             subtrahend = dark._scaled_dark(exposure, dark.exposure, dtype) if scale \
                 else dark._array(dtype)
             data = _apply(np.subtract, data, subtrahend, owned)
@@ -538,6 +688,7 @@ def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_da
         if already_done(header, "FLATCOR"):
             _skip("FLATCOR", header, name)
         else:
+            _check_shape(data.shape, flat, name)
             flat_ccd, norm_value = flat._flat_for_division
             normed, normed_mask, normed_unit = flat._normalised_flat(min_flat_value, dtype)
             data = _apply(np.true_divide, data, normed, owned)
@@ -637,6 +788,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     bias = _as_master(master_bias, profile)
     dark = _as_master(master_dark, profile)
     flat = _as_master(master_flat, profile)
+    _check_units(ccd, (bias, dark), name)
 
     if _can_go_fast(ccd, profile, (bias, dark, flat), create_deviation):
         result = _fast_chain(ccd, profile, name, bias, dark, flat,
@@ -649,12 +801,10 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
                                 create_deviation=create_deviation, dtype=dtype)
 
     if gain_correct:
-        gain = profile.gain.get(header) if profile.gain else None
-        if gain is None:
-            raise HeaderError(f"{name}: gain_correct needs the gain, which profile "
-                              f"{profile.name!r} does not give for this frame")
-        result = ccdproc.gain_correct(result, gain)
+        result = _to_electrons(result, profile, header, name)
 
+    if "BUNIT" in result.meta:  # the raw frame's card says what it was, not what it is
+        result.meta["BUNIT"] = result.unit.to_string()
     if result.data.dtype != dtype:
         result.data = result.data.astype(dtype)
     mark_processed(result.meta, profile.name)
@@ -670,11 +820,8 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         result = ccd.copy()  # never hand back (or later change) the caller's object
 
     if create_deviation:
-        gain = profile.gain.get(header) if profile.gain else None
-        read_noise = profile.read_noise.get(header) if profile.read_noise else None
-        if gain is None or read_noise is None:
-            raise HeaderError(f"{name}: create_deviation needs the gain and read noise, "
-                              f"which profile {profile.name!r} does not give for this frame")
+        gain = _detector_value(profile, "gain", header, name, "create_deviation")
+        read_noise = _detector_value(profile, "read_noise", header, name, "create_deviation")
         result = ccdproc.create_deviation(result, gain=gain, readnoise=read_noise,
                                           disregard_nan=True)
 
@@ -682,6 +829,7 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         if already_done(result.meta, "ZEROCOR"):
             _skip("ZEROCOR", result.meta, name)
         else:
+            _check_shape(result.shape, bias, name)
             result = ccdproc.subtract_bias(result, _same_type(bias.ccd, dtype))
             mark_step(result.meta, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
 
@@ -691,6 +839,7 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         else:
             exposure, scale = _dark_exposure_and_scale(header, profile, dark, name,
                                                        exposure_time, scale_dark)
+            _check_shape(result.shape, dark, name)
             result = ccdproc.subtract_dark(result, _same_type(dark.ccd, dtype),
                                            dark_exposure=dark.exposure * u.s,
                                            data_exposure=exposure * u.s, scale=bool(scale))
@@ -702,11 +851,89 @@ def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale
         if already_done(result.meta, "FLATCOR"):
             _skip("FLATCOR", result.meta, name)
         else:
+            _check_shape(result.shape, flat, name)
             flat_ccd, norm_value = flat._flat_for_division
             result = ccdproc.flat_correct(result, _same_type(flat_ccd, dtype),
                                           min_value=min_flat_value, norm_value=norm_value)
             mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
     return result
+
+
+_LABELS = {"gain": "gain", "read_noise": "read noise"}
+
+
+def _detector_value(profile, what, header, name, needed_by):
+    """The profile's gain or read noise for a frame, as a Quantity.
+
+    Raises
+    ------
+    HeaderError
+        Naming the frame and the keywords, when neither the header nor the profile gives
+        it, or it is not a positive (for read noise: non-negative) number.
+    """
+    spec = getattr(profile, what)
+    label = _LABELS[what]
+    where = f" ({spec.describe()})" if spec is not None else ""
+    value = spec.get(header, path=name) if spec is not None else None
+    if value is None:
+        raise HeaderError(f"{name}: {needed_by} needs the {label}{where}, which profile "
+                          f"{profile.name!r} does not give for this frame")
+    number = float(value.value)
+    if not np.isfinite(number) or number < 0 or (what == "gain" and number == 0):
+        raise HeaderError(f"{name}: {needed_by} needs the {label}{where}, and "
+                          f"{number:g} is not a {label}")
+    return value
+
+
+def _to_electrons(result, profile, header, name):
+    """``result`` multiplied by the gain (`ccdproc.gain_correct`), in electrons.
+
+    The gain cards of the header (``GAIN``, ``EGAIN`` ... whichever the profile reads)
+    are set to 1, the gain of pixels in electrons, and the gain applied is kept in
+    ``GAINCOR``. A frame already in electrons is left as it is, with a warning.
+    """
+    if result.unit is not None and result.unit.is_equivalent(u.electron):
+        warnings.warn(f"{name}: the pixels are in {result.unit} already: the gain is not "
+                      "applied", CcdprocExtWarning, stacklevel=3)
+        return result
+    gain = _detector_value(profile, "gain", header, name, "gain_correct")
+    result = ccdproc.gain_correct(result, gain)
+    meta = result.meta
+    keywords = {*(profile.gain.keywords if profile.gain else ()), "GAIN", "EGAIN"}
+    for key in sorted(keywords):
+        if key in meta:
+            was = meta[key]
+            _set_card(meta, key, 1.0, f"e-/e-: pixels are in electrons (was {was})")
+    _set_card(meta, "GAINCOR", float(gain.value),
+              f"pixels multiplied by this gain [{gain.unit.to_string()}]")
+    return result
+
+
+def _set_card(header, key, value, comment):
+    if isinstance(header, fits.Header):
+        header[key] = (value, comment)
+    else:
+        header[key] = value
+
+
+def _check_shape(shape, master, name):
+    """The frame (overscan-subtracted and trimmed) and a master must have one shape."""
+    if tuple(shape) != tuple(master.ccd.shape):
+        raise CalibrationMatchError(
+            f"{name}: the frame is {shape[0]} x {shape[1]} pixels after overscan and trim, "
+            f"the master {master.name} {master.ccd.shape[0]} x {master.ccd.shape[1]}: it "
+            "cannot calibrate this frame")
+
+
+def _check_units(ccd, masters, name):
+    """A master bias or dark must be in a unit the frame's pixels convert to."""
+    for master in masters:
+        if master is None or master.ccd.unit is None or ccd.unit is None:
+            continue
+        if not master.ccd.unit.is_equivalent(ccd.unit):
+            raise HeaderError(f"{name}: the frame is in {ccd.unit.to_string()} (BUNIT) and "
+                              f"the master {master.name} in {master.ccd.unit.to_string()}: "
+                              "one cannot be subtracted from the other")
 
 
 def _same_type(master, dtype):

@@ -49,6 +49,8 @@ from ccdproc import ImageFileCollection
 from ccdproc.core import sigma_func
 from numpy import ma
 
+from .io import parse_unit
+
 __all__ = ["combine"]
 
 log = logging.getLogger(__name__)
@@ -638,8 +640,11 @@ class _FitsFrame:
 def _unit_from_header(header, unit, name):
     """The unit CCDData.read gives an image: ``unit`` if given, else BUNIT."""
     bunit = header.get("BUNIT")
-    if isinstance(bunit, str) and bunit.strip().lower() == "adu":
-        bunit = bunit.lower()  # CCDData.read accepts 'ADU' as well
+    known = parse_unit(bunit)
+    if known is not None:
+        # the usual spellings ('ADU', 'counts', 'DN', 'electrons'), as ccdproc_ext reads
+        # them everywhere (see ccdproc_ext.io.header_unit)
+        bunit = known.to_string()
     if unit is not None:
         if bunit and str(unit) != str(bunit):
             log.info(

@@ -20,8 +20,10 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.card import UNDEFINED
@@ -30,10 +32,11 @@ from astropy.nddata import CCDData
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ._warnings import ignoring
-from .exceptions import FrameReadError
+from .exceptions import CcdprocExtWarning, FrameReadError
 
-__all__ = ["file_checksum", "inspect_frame", "read_frame", "read_header",
-           "remove_partial_files", "repair_cards", "write_atomic"]
+__all__ = ["file_checksum", "header_unit", "inspect_frame", "parse_unit", "read_frame",
+           "read_header", "remove_partial_files", "repair_cards", "squeeze_header",
+           "transpose_header", "write_atomic"]
 
 _FITS_BLOCK = 2880
 #: The first bytes of compressed files astropy opens (gzip, bzip2, zip): their length on
@@ -143,9 +146,48 @@ def _image_problem(header, ext):
     naxis = header.get("NAXIS", 0)
     if not isinstance(naxis, int) or naxis == 0 or _expected_data_bytes(header) == 0:
         return f"HDU {ext} holds no image"
-    if naxis != 2:
+    if naxis < 2:
         return f"HDU {ext} is {naxis}-dimensional; a 2-D image is expected"
+    if naxis > 2 and not _extra_axes_of_length_one(header):
+        lengths = " x ".join(str(header.get(f"NAXIS{i}")) for i in range(1, naxis + 1))
+        return (f"HDU {ext} is {naxis}-dimensional; a 2-D image is expected (a cube of "
+                f"{lengths} pixels is several planes, not one frame)")
     return None
+
+
+def _extra_axes_of_length_one(header):
+    """Whether every axis beyond the second (NAXIS3 ...) has length 1."""
+    return all(header.get(f"NAXIS{i}") == 1 for i in range(3, header.get("NAXIS", 0) + 1))
+
+
+def _squeeze_note(header):
+    """The note `inspect_frame` gives an image with length-1 extra axes, or ``None``."""
+    naxis = header.get("NAXIS", 0)
+    if isinstance(naxis, int) and naxis > 2 and _extra_axes_of_length_one(header):
+        return f"{naxis}-D image with one plane: squeezed to 2-D"
+    return None
+
+
+def squeeze_header(header):
+    """Make, in place, the NAXIS cards of ``header`` describe a 2-D image.
+
+    For an image written with length-1 extra axes (``NAXIS = 3``, ``NAXIS3 = 1``, as
+    Andor Solis writes every frame): ``NAXIS`` becomes 2 and ``NAXIS3`` ... are removed.
+    A header that already says 2-D is left as it is.
+
+    Returns
+    -------
+    str or None
+        The note saying what was done (``"3-D image with one plane: squeezed to 2-D"``),
+        or ``None`` when nothing was.
+    """
+    note = _squeeze_note(header)
+    if note is None:
+        return None
+    for i in range(3, header["NAXIS"] + 1):
+        header.remove(f"NAXIS{i}", ignore_missing=True)
+    header["NAXIS"] = 2
+    return note
 
 
 def _truncation(header, available):
@@ -395,13 +437,20 @@ def _inspect(path, ext=0, cache=None):
             hdu = hdul[ext]
             header = hdu.header.copy()
             problem = _data_problem(hdul, hdu, path, ext)
-        return header, problem, repair_cards(header), None, None
+        return header, problem, _squeezed(header, problem, repair_cards(header)), None, None
     # The header is the file's own, new: no copy.
     header, pairs, values, data_offset, size = fast
     problem = _image_problem(values, ext) or _truncation(values, size - data_offset)
     if pairs is not None:  # every card parsed: nothing to repair
-        return header, problem, [], pairs, values
-    return header, problem, repair_cards(header), None, None
+        return header, problem, _squeezed(values, problem, []), pairs, values
+    return header, problem, _squeezed(header, problem, repair_cards(header)), None, None
+
+
+def _squeezed(header, problem, notes):
+    """``notes``, with the note of an image whose extra axes have length 1 (its header
+    is left as the file has it: its pixels are squeezed when read)."""
+    note = None if problem else _squeeze_note(header)
+    return notes if note is None else [*notes, note]
 
 
 def read_header(path, ext=0):
@@ -432,7 +481,8 @@ def inspect_frame(path, ext=0):
         Why the data unit cannot be read as a 2-D image (``"truncated: ..."``), without
         the file name; ``None`` when it looks complete.
     notes : list of str
-        The repairs made to the header.
+        The repairs made to the header, and ``"3-D image with one plane: squeezed to
+        2-D"`` for an image with length-1 extra axes (read as 2-D by `read_frame`).
 
     Raises
     ------
@@ -463,7 +513,10 @@ def read_frame(path, profile=None, *, dtype=np.float32, ext=0, unit=None):
     -------
     `~astropy.nddata.CCDData`
         The frame; ``meta`` is a copy of the header, with the cards astropy cannot parse
-        repaired (see `repair_cards`) and each repair written in a ``HISTORY`` card.
+        repaired (see `repair_cards`) and each repair written in a ``HISTORY`` card. An
+        image with length-1 extra axes (``NAXIS3 = 1``) is squeezed to 2-D (see
+        `squeeze_header`); a transposed camera's WCS cards are transposed with its
+        pixels (see `transpose_header`); the unit is read by `header_unit`.
 
     Raises
     ------
@@ -545,19 +598,157 @@ def _pixels(content, header, offset, dtype):
 
 
 def _as_frame(data, header, path, profile, *, ext, unit):
+    if data.ndim > 2 and all(length == 1 for length in data.shape[:-2]):
+        # Length-1 extra axes (Andor Solis writes NAXIS = 3, NAXIS3 = 1): one plane.
+        data = data.reshape(data.shape[-2:])
+        note = squeeze_header(header)
+        if note:
+            header.add_history(f"ccdproc_ext: {note}")
     if data.ndim != 2:
         raise FrameReadError(f"{path}: HDU {ext} is {data.ndim}-dimensional; a 2-D image "
                              "is expected")
     if profile is not None and profile.transposed:
         data = np.ascontiguousarray(data.T)
+        transpose_header(header)
     if unit is None:
-        unit = header.get("BUNIT", None) or (profile.unit if profile is not None else "adu")
+        unit = header_unit(header, profile.unit if profile is not None else "adu", path=path)
     # The scaling keywords describe the stored integers, not these pixels.
     for key in ("BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True)
     for note in repair_cards(header):
         header.add_history(f"ccdproc_ext: {note}")
     return CCDData(data, unit=unit, meta=header)
+
+
+# ------------------------------------------------------------------------------ BUNIT
+#: Spellings of BUNIT that cameras write, lower case, and the unit each means. Counts,
+#: DN and ADU all name the raw digital numbers of the converter: they are read as adu,
+#: so that raw frames and masters (written in adu) can be subtracted from each other.
+_UNIT_SPELLINGS = {
+    **dict.fromkeys(("adu", "adus", "count", "counts", "cnt", "cnts", "ct", "cts", "dn",
+                     "dns", "data number", "data numbers", "digital number",
+                     "digital numbers"), u.adu),
+    **dict.fromkeys(("electron", "electrons", "e-", "e", "el", "electron(s)"), u.electron),
+    **dict.fromkeys(("photon", "photons", "ph"), u.photon),
+}
+
+
+def header_unit(header, default="adu", *, path=None):
+    """The unit of the pixels that ``BUNIT`` says, in whatever case and usual spelling.
+
+    ``ADU``, ``adu``, ``count``, ``counts``, ``Counts`` and ``DN`` are read as adu (they
+    all name the raw digital numbers); ``electron``, ``electrons`` and ``e-`` as
+    electron; ``photon(s)`` as photon; anything else astropy parses (``adu / s``,
+    ``ELECTRONS/S``) as what it says.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header` or dict
+        The frame's header.
+    default : str or `~astropy.units.UnitBase`, optional
+        The unit when the header has no ``BUNIT`` (or a blank one), or one that is not a
+        unit: the profile's unit. Default is ``"adu"``.
+    path : str or `pathlib.Path` or None, optional
+        The file, named in the warning.
+
+    Returns
+    -------
+    `~astropy.units.UnitBase`
+
+    Warns
+    -----
+    CcdprocExtWarning
+        When ``BUNIT`` is not a unit: ``default`` is used instead.
+    """
+    default = u.Unit(default)
+    value = header.get("BUNIT")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    unit = parse_unit(value)
+    if unit is not None:
+        return unit
+    where = f"{path}: " if path is not None else ""
+    warnings.warn(f"{where}BUNIT = {value!r} is not a unit ccdproc_ext knows: the pixels are "
+                  f"read as {default.to_string()}", CcdprocExtWarning, stacklevel=3)
+    return default
+
+
+def parse_unit(value):
+    """The unit a ``BUNIT`` value means (see `header_unit`), or ``None`` when it is not
+    one (or not a string)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = " ".join(value.split())
+    known = _UNIT_SPELLINGS.get(text.lower())
+    if known is not None:
+        return known
+    fixed = CCDData.known_invalid_fits_unit_strings.get(text)
+    if fixed is not None:  # ELECTRONS/S ...: astropy knows what they mean
+        return u.Unit(fixed)
+    for candidate in (text, text.lower()):
+        try:
+            unit = u.Unit(candidate, parse_strict="raise")
+        except (ValueError, TypeError):
+            continue
+        if not isinstance(unit, u.UnrecognizedUnit):
+            return unit
+    return None
+
+
+# ------------------------------------------------------------------- transposed WCS
+#: Cards indexed by one axis (CRPIX1, CDELT2A ...) and by two (PC1_2, CD2_1A ...).
+_ONE_AXIS_RE = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CNAME|CRDER|CSYER|LTV)([12])"
+                          r"([A-Z]?)$")
+_TWO_AXES_RE = re.compile(r"^(PC|CD|LTM)([12])_([12])([A-Z]?)$")
+_PARAMETER_RE = re.compile(r"^(PV|PS)([12])_(\d+)([A-Z]?)$")
+_ROTATION_RE = re.compile(r"^CROTA([12])$")
+
+
+def _other_axis(index):
+    return "2" if index == "1" else "1"
+
+
+def transpose_header(header):
+    """Make, in place, the cards of ``header`` describe its image transposed.
+
+    The two axes swap places, in the pixels and in the world coordinates: ``NAXIS1``
+    and ``NAXIS2``, ``CRPIX1`` and ``CRPIX2``, ``CRVAL``, ``CTYPE``, ``CDELT``, ``CUNIT``
+    and the ``PC``/``CD`` matrices (``CD1_2`` becomes ``CD2_1``), with their alternate
+    versions (``CRPIX1A``), the IRAF ``LTV``/``LTM`` cards and the ``PV``/``PS``
+    parameters; ``CROTA`` moves to the other axis. The world
+    coordinates of the transposed pixel ``(y, x)`` are then those of ``(x, y)`` before.
+
+    Returns
+    -------
+    list of str
+        The keywords changed.
+    """
+    moves = {}
+    for card in header.cards:
+        key = card.keyword
+        if (match := _ONE_AXIS_RE.match(key)) is not None:
+            prefix, axis, alt = match.groups()
+            moves[key] = (f"{prefix}{_other_axis(axis)}{alt}", card.value, card.comment)
+        elif (match := _TWO_AXES_RE.match(key)) is not None:
+            prefix, i, j, alt = match.groups()
+            moves[key] = (f"{prefix}{_other_axis(i)}_{_other_axis(j)}{alt}", card.value,
+                          card.comment)
+        elif (match := _PARAMETER_RE.match(key)) is not None:
+            prefix, axis, number, alt = match.groups()
+            moves[key] = (f"{prefix}{_other_axis(axis)}_{number}{alt}", card.value,
+                          card.comment)
+        elif (match := _ROTATION_RE.match(key)) is not None:
+            # the rotation belongs to the latitude axis, whose number changes
+            moves[key] = (f"CROTA{_other_axis(match.group(1))}", card.value, card.comment)
+    if "NAXIS1" in header and "NAXIS2" in header:
+        header["NAXIS1"], header["NAXIS2"] = header["NAXIS2"], header["NAXIS1"]
+    targets = {new: (value, comment) for new, value, comment in moves.values()}
+    for key in moves:
+        if key not in targets:
+            del header[key]
+    for key, card in targets.items():
+        header[key] = card
+    return sorted(moves)
 
 
 def file_checksum(path, *, chunk_size=1 << 20):

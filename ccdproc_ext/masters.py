@@ -7,8 +7,10 @@ Guide's: an average after sigma clipping around the median with a MAD-based devi
 
 The master's header lists the files it was made from (``IMCMB001`` ..., as IRAF's
 imcombine does), their number (``NCOMBINE``), the method (``COMBMETH``) and
-``COMBINED = True``. A flat is normalised to a mean of 1 and its normalisation value is
-written as ``FLATNORM``.
+``COMBINED = True``. A flat is normalised to a mean of 1 over its good pixels, its masked
+pixels set to 1; the level it was divided by is ``FLATNORM``, and the mean of its good
+pixels as written is ``FLATMEAN``, the ``norm_value`` of `ccdproc.flat_correct` that
+calibrated frames were divided with.
 
 Bad frames: by default a frame that cannot be read or calibrated stops the master with
 its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...). With
@@ -347,7 +349,10 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
 
     Each flat is bias- and dark-corrected (the dark scaled by exposure time when the
     exposures differ and scaling is allowed), the flats are combined with inverse-median
-    scaling, and the result is divided by its mean (written as ``FLATNORM``).
+    scaling, and the result is divided by its mean over its good pixels (written as
+    ``FLATNORM``); masked pixels are set to 1, and the mean of the pixels as written is
+    ``FLATMEAN``: a frame calibrated with this flat is
+    ``ccdproc.flat_correct(frame, flat, norm_value=flat.header["FLATMEAN"])``.
 
     Parameters
     ----------
@@ -401,29 +406,56 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
         options = {"scale": np.array(checked)}
         options.update(combine_options or {})
         master = _combine(names, prepared, "flat", options, skipped, workers, spill)
+    _normalise_flat(master, names, min_value)
+    return _finish(master, output_file)
+
+
+def _normalise_flat(master, names, min_value):
+    """Normalise a combined flat, in place, to a mean of 1 over its good pixels.
+
+    Pixels masked by the combination, not finite, or (with ``min_value``) below
+    ``min_value`` of the mean are masked and set to 1. The mean is taken over the other
+    pixels, and written in ``FLATMEAN`` as the file holds them (float32): the frames are
+    divided by the flat divided by ``FLATMEAN``, exactly what
+    ``ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN)`` does with the flat as
+    read from its file. ``FLATNORM`` is the level the combined flat was divided by.
+    """
+    what = f"master flat from {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
     good = ~master.mask if master.mask is not None else np.ones(master.shape, bool)
     good &= np.isfinite(master.data)
     norm = float(np.mean(master.data[good], dtype=np.float64)) if good.any() else np.nan
     if not np.isfinite(norm) or norm <= 0:
-        raise DataQualityError(f"master flat from {', '.join(names[:3])}"
-                               f"{' ...' if len(names) > 3 else ''}: its mean level is "
-                               f"{norm:g}, a flat must be positive")
-    master.data = (master.data / norm).astype(np.float32)
+        raise DataQualityError(f"{what}: its mean level is {norm:g}, a flat must be "
+                               "positive")
+    data = (master.data / norm).astype(np.float32)
+    low = np.zeros(master.shape, bool)
+    if min_value is not None:
+        # NaN compares False: not-finite pixels are masked through ~good.
+        low = (data < min_value) & good
+    n_low = int(np.count_nonzero(low))
+    if n_low:
+        # The level of the flat is that of the pixels kept, not of those masked.
+        if not (good & ~low).any():
+            raise DataQualityError(f"{what}: every pixel is below {min_value:g} of the mean")
+        norm = float(np.mean(master.data[good & ~low], dtype=np.float64))
+        data = (master.data / norm).astype(np.float32)
+    bad = ~good | low
+    if bad.any():
+        data[bad] = 1.0
+        master.mask = bad if master.mask is None else (master.mask | bad)
+    master.data = data
     if master.uncertainty is not None:
         master.uncertainty.array = (master.uncertainty.array / norm).astype(np.float32)
     master.meta["FLATNORM"] = (norm, "the combined flat was divided by this")
+    mean = float(np.mean(data[~bad], dtype=np.float64))
+    master.meta["FLATMEAN"] = (mean, "mean of the unmasked pixels (norm_value)")
     if min_value is not None:
-        # NaN compares False: not-finite pixels are masked through ~good.
-        low = (master.data < min_value) | ~good
-        n_low = int(np.count_nonzero(low & good))
-        master.mask = low if master.mask is None else (master.mask | low)
-        master.meta["NLOWPIX"] = (n_low, f"pixels below {min_value:g}, masked")
+        master.meta["NLOWPIX"] = (n_low, f"pixels below {min_value:g}, masked, set to 1")
         if n_low:
             warnings.warn(DataQualityWarning(
                 f"master flat from {names[0]}{' ...' if len(names) > 1 else ''}: {n_low} "
                 f"pixel(s) ({n_low / master.data.size:.2%}) are below {min_value:g} of the "
-                "mean (zero, negative or nearly so); they are masked"), stacklevel=2)
-    return _finish(master, output_file)
+                "mean (zero, negative or nearly so); they are masked"), stacklevel=3)
 
 
 def _check_flat(ccd, name):

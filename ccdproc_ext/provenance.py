@@ -11,6 +11,7 @@ TRIM      the section kept
 ZEROCOR   master bias file name (ZEROSUM: its BLAKE2b checksum, first 16 hex)
 DARKCOR   master dark file name (DARKSUM: checksum, DARKSCL: scale)
 FLATCOR   master flat file name (FLATSUM: checksum)
+GAINCOR   the gain (e-/ADU) the pixels were multiplied by; GAIN, EGAIN then say 1
 CCDPROC   the package and version that calibrated the frame
 PROFILE   the instrument profile used
 ========  ==========================================================
@@ -34,6 +35,7 @@ _COMMENTS = {
     "DARKSCL": "factor the master dark was scaled by",
     "FLATCOR": "divided by this master flat",
     "FLATSUM": "BLAKE2b of the master flat (first 16 hex)",
+    "GAINCOR": "pixels multiplied by this gain (e-/ADU)",
     "CCDPROC": "calibrated by",
     "CCDPDATE": "when it was calibrated (UTC)",
     "PROFILE": "ccdproc_ext instrument profile",
