@@ -436,12 +436,19 @@ def test_filter_temperature_and_date():
     assert tircam.filter_name(fits.Header({"FILTER1": "J       "})) == "J"
     assert tircam.filter_name(fits.Header({"FILTER1": "   "})) is None
     maxim = ccdproc_ext.get_profile("maxim-ccdsoft")
-    assert maxim.temperature(fits.Header({"SET-TEMP": -5.0, "CCD-TEMP": -5.23})) == -5.0
+    # The measured temperature when there is one; the set point is its own value.
+    both = fits.Header({"SET-TEMP": -5.0, "CCD-TEMP": -5.23})
+    assert maxim.temperature(both) == -5.23
+    assert maxim.set_temperature(both) == -5.0
+    assert maxim.temperature(fits.Header({"SET-TEMP": -5.0})) == -5.0
     assert maxim.temperature(fits.Header()) is None
     date = maxim.date_obs(fits.Header({"DATE-OBS": "2017-09-08T22:48:01.984"}))
     assert date.isot == "2017-09-08T22:48:01.984"
+    # FITS dates before 2000 were 'dd/mm/yy', in the 1900s.
+    old = maxim.date_obs(fits.Header({"DATE-OBS": "08/09/97", "TIME-OBS": "22:48:01"}))
+    assert old.isot == "1997-09-08T22:48:01.000"
     with pytest.raises(HeaderError, match=r"x\.fits: keyword DATE-OBS"):
-        maxim.date_obs(fits.Header({"DATE-OBS": "08/09/17"}), path="x.fits")
+        maxim.date_obs(fits.Header({"DATE-OBS": "8 Sept 2017"}), path="x.fits")
 
 
 @pytest.mark.parametrize(("profile", "quantity", "cards", "expected"), [
