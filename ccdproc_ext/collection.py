@@ -368,8 +368,9 @@ class NightCollection(ImageFileCollection):
             return (f"unknown frame type ({key} = {word!r} is not one of the profile's "
                     "words, no file pattern matches, and no exposure time above 0 says "
                     "it is a science frame)")
-        return ("no image-type keyword and no file pattern matches (and no exposure time "
-                "above 0 says it is a science frame)")
+        return ("no image-type keyword and no file pattern matches (keywords "
+                f"{', '.join(self.profile.image_type_keywords)}; and no exposure time above "
+                "0 says it is a science frame)")
 
     def _frame_row(self, name, header, path):
         """One row of `frames` (without the times) and the frame's start time."""
