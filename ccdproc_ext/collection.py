@@ -26,7 +26,9 @@ from astropy.io.fits.card import UNDEFINED
 from astropy.table import Table
 from astropy.time import Time
 from ccdproc import ImageFileCollection
+from erfa import ErfaWarning
 
+from ._warnings import ignoring
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
 from .headers import _to_float, card_value
 from .io import _inspect, file_checksum, read_header
@@ -155,10 +157,14 @@ def _isot_and_mjd(times):
            and (t.scale, t.format, t.precision, t.out_subfmt)
            == (first.scale, first.format, first.precision, first.out_subfmt)
            for t in known):
-        together = Time(known, precision=first.precision, out_subfmt=first.out_subfmt)
-        isot, mjd = iter(together.isot.tolist()), iter(together.mjd.tolist())
+        # ERFA calls UTC years before 1960 'dubious' (old 'dd/mm/yy' dates): they are dates.
+        with ignoring(ErfaWarning):
+            together = Time(known, precision=first.precision, out_subfmt=first.out_subfmt)
+            isot, mjd = iter(together.isot.tolist()), iter(together.mjd.tolist())
     else:
-        isot, mjd = (t.isot for t in known), (t.mjd for t in known)
+        with ignoring(ErfaWarning):
+            isot, mjd = [t.isot for t in known], [t.mjd for t in known]
+        isot, mjd = iter(isot), iter(mjd)
     return ([("" if t is None else next(isot)) for t in times],
             [(math.nan if t is None else next(mjd)) for t in times])
 
