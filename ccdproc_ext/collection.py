@@ -365,7 +365,10 @@ class NightCollection(ImageFileCollection):
             if name == pattern or fnmatch.fnmatch(name, pattern) or \
                     fnmatch.fnmatch(Path(name).name, pattern):
                 return FrameType(image_type, "override", ())
-        return self.profile.classify_frame(header, name, exposure=exposure)
+        # Names are relative to the night's folder; files listed one by one carry the
+        # user's own folders, which must not overrule the header.
+        return self.profile.classify_frame(header, name, exposure=exposure,
+                                           folders=bool(self.location))
 
     def _unknown_type(self, header):
         """Why a frame has no type, in words."""

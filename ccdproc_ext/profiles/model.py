@@ -203,7 +203,7 @@ class InstrumentProfile:
                 return image_type, key, word
         return None, key, word
 
-    def classify_frame(self, header, path=None, *, exposure=None):
+    def classify_frame(self, header, path=None, *, exposure=None, folders=True):
         """The type of a frame, the rule that decided it, and notes.
 
         The rules, in order:
@@ -224,6 +224,11 @@ class InstrumentProfile:
             The file, as named in the collection. Default is ``None``.
         exposure : float or None, optional
             The exposure time; read from the header when ``None``.
+        folders : bool, optional
+            Whether the folders of ``path`` may overrule a science word of the header
+            (rule 2). Pass ``False`` when ``path`` is not relative to the night's folder:
+            a folder of the user's own tree (``~/darkroom/``) says nothing of the
+            frame. Default is ``True``.
 
         Returns
         -------
@@ -233,12 +238,15 @@ class InstrumentProfile:
         if header_type in CALIBRATION_TYPES:
             notes = []
             by_name = self._path_type(path)
-            if by_name is not None and by_name[0] != header_type:
+            if by_name is not None and by_name[0] != header_type and (
+                    folders or by_name[1] == "file name"):
                 notes.append(f"{key} says {word!r}, the {by_name[1]} {by_name[2]} says "
                              f"{by_name[0]}: {key} is trusted")
             return FrameType(header_type, _rule(key, word), tuple(notes))
         by_name = self._path_type(path)
-        if by_name is not None and by_name[0] in CALIBRATION_TYPES:
+        overrules = by_name is not None and by_name[0] in CALIBRATION_TYPES and (
+            header_type is None or folders or by_name[1] == "file name")
+        if overrules:
             image_type, where, name = by_name
             notes = ()
             if header_type is not None:
