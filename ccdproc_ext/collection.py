@@ -26,11 +26,13 @@ from astropy.io.fits.card import UNDEFINED
 from astropy.table import Table
 from astropy.time import Time
 from ccdproc import ImageFileCollection
+from erfa import ErfaWarning
 
+from ._warnings import ignoring
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
-from .headers import _to_float, card_value, first_card
+from .headers import _to_float, card_value
 from .io import _inspect, file_checksum, read_header
-from .profiles import IMAGE_TYPES, get_profile
+from .profiles import IMAGE_TYPES, FrameType, get_profile
 
 __all__ = ["NightCollection"]
 
@@ -155,12 +157,21 @@ def _isot_and_mjd(times):
            and (t.scale, t.format, t.precision, t.out_subfmt)
            == (first.scale, first.format, first.precision, first.out_subfmt)
            for t in known):
-        together = Time(known, precision=first.precision, out_subfmt=first.out_subfmt)
-        isot, mjd = iter(together.isot.tolist()), iter(together.mjd.tolist())
+        # ERFA calls UTC years before 1960 'dubious' (old 'dd/mm/yy' dates): they are dates.
+        with ignoring(ErfaWarning):
+            together = Time(known, precision=first.precision, out_subfmt=first.out_subfmt)
+            isot, mjd = iter(together.isot.tolist()), iter(together.mjd.tolist())
     else:
-        isot, mjd = (t.isot for t in known), (t.mjd for t in known)
+        with ignoring(ErfaWarning):
+            isot, mjd = [t.isot for t in known], [t.mjd for t in known]
+        isot, mjd = iter(isot), iter(mjd)
     return ([("" if t is None else next(isot)) for t in times],
             [(math.nan if t is None else next(mjd)) for t in times])
+
+
+def _int_or_0(value):
+    """An axis length from a header value (0 when it is not a whole number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _assign_nights(mjd):
@@ -347,89 +358,116 @@ class NightCollection(ImageFileCollection):
             return values[key]
         return card_value(header, key)[0]
 
-    def _image_type(self, name, header):
+    def _image_type(self, name, header, exposure=None):
+        """The frame's `~ccdproc_ext.profiles.FrameType`: an override of ``image_types``
+        first, then the profile's rules (`InstrumentProfile.classify_frame`)."""
         for pattern, image_type in self.image_type_overrides.items():
             if name == pattern or fnmatch.fnmatch(name, pattern) or \
                     fnmatch.fnmatch(Path(name).name, pattern):
-                return image_type, "override"
-        key = first_card(header, self.profile.image_type_keywords)
-        image_type = self.profile.classify(header)
-        if image_type is not None:
-            word = self._value(name, header, key)
-            return image_type, f"{key} = {word!r}".replace("'", "")
-        image_type = self.profile.classify_path(name)
-        if image_type is not None:
-            return image_type, "file name"
-        return "", ""
+                return FrameType(image_type, "override", ())
+        # Names are relative to the night's folder; files listed one by one carry the
+        # user's own folders, which must not overrule the header.
+        return self.profile.classify_frame(header, name, exposure=exposure,
+                                           folders=bool(self.location))
+
+    def _unknown_type(self, header):
+        """Why a frame has no type, in words."""
+        _, key, word = self.profile.header_type(header)
+        if key is not None and word is not None:
+            return (f"unknown frame type ({key} = {word!r} is not one of the profile's "
+                    "words, no file pattern matches, and no exposure time above 0 says "
+                    "it is a science frame)")
+        return ("no image-type keyword and no file pattern matches (keywords "
+                f"{', '.join(self.profile.image_type_keywords)}; and no exposure time above "
+                "0 says it is a science frame)")
+
+    def _frame_row(self, name, header, path):
+        """One row of `frames` (without the times) and the frame's start time."""
+        profile = self.profile
+        problems, notes = [], list(self._header_notes.get(name, ()))  # (kind, words)
+        if name in self._data_problems:
+            problems.append((FrameReadError.__name__, self._data_problems[name]))
+        if name in self._duplicates:
+            first = self._duplicates[name]
+            problems.append((DuplicateFrameError.__name__,
+                             f"the same bytes as {first}: a duplicate file, only {first} "
+                             "is used"))
+
+        def read(function, default, **kwargs):
+            try:
+                return function(header, path=path, **kwargs), None
+            except CcdprocExtError as err:
+                return default, (type(err).__name__, str(err).removeprefix(f"{path}: "))
+
+        exposure, exposure_problem = read(profile.exposure_time, math.nan)
+        image_type, type_rule, type_notes = self._image_type(
+            name, header, None if exposure_problem else exposure)
+        notes.extend(type_notes)
+        if not image_type:
+            problems.append((HeaderError.__name__, self._unknown_type(header)))
+        if exposure_problem is not None:
+            if image_type == "bias":  # a bias needs no exposure time
+                exposure = 0.0
+                if not exposure_problem[1].startswith("none of the keywords"):
+                    notes.append(f"{exposure_problem[1]}: a bias, exposure taken as 0 s")
+            else:
+                problems.append(exposure_problem)
+        binning, binning_problem = read(profile.binning, (0, 0))
+        if binning_problem is not None:
+            problems.append(binning_problem)
+        # Optional values: what cannot be read is a note, and the value unknown.
+        set_temperature = profile.set_temperature(header, path=path, notes=notes)
+        temperature_notes = []  # a bad set point falls back from here too: noted once
+        temperature = profile.temperature(header, path=path, notes=temperature_notes)
+        notes.extend(n for n in temperature_notes if n not in notes)
+        date_obs = profile.date_obs(header, path=path, notes=notes)
+        filter_name = profile.filter_name(header, path=path, notes=notes)
+        values = self._header_values.get(name, header)
+        ny, nx = values.get("NAXIS2", 0), values.get("NAXIS1", 0)
+        if profile.transposed:
+            ny, nx = nx, ny
+        notes.extend(profile.section_notes(header, (_int_or_0(ny), _int_or_0(nx))))
+        agree = []
+        for key in profile.match_keywords:
+            value = self._value(name, header, key) if key in header else ""
+            agree.append(f"{key}={str(value).strip()}")
+        return {
+            "file": name,
+            "type": image_type or "",
+            "type_rule": type_rule,
+            "exposure": exposure,
+            "filter": filter_name or "",
+            "xbin": binning[0],
+            "ybin": binning[1],
+            "shape": f"{ny}x{nx}",
+            "temperature": math.nan if temperature is None else temperature,
+            "set_temperature": math.nan if set_temperature is None else set_temperature,
+            "agree": ",".join(agree),
+            "problem": "; ".join(words for _, words in problems),
+            "problem_kind": problems[0][0] if problems else "",
+            "notes": "; ".join(notes),
+        }, date_obs
 
     def _build_frames(self):
-        profile = self.profile
         rows, times = [], []
         for name in self.files:
-            header = self._headers[name]
             path = os.path.join(self.location or "", name)
-            problems = []  # (kind, words)
-            if name in self._data_problems:
-                problems.append((FrameReadError.__name__, self._data_problems[name]))
-            if name in self._duplicates:
-                first = self._duplicates[name]
-                problems.append((DuplicateFrameError.__name__,
-                                 f"the same bytes as {first}: a duplicate file, only {first} "
-                                 "is used"))
-            image_type, type_rule = self._image_type(name, header)
-            if not image_type:
-                word = first_card(header, profile.image_type_keywords)
-                problems.append((HeaderError.__name__,
-                                 f"unknown frame type ({word} = "
-                                 f"{card_value(header, word)[0]!r} is not one of the "
-                                 "profile's words, and no file pattern matches)" if word
-                                 else "no image-type keyword and no file pattern matches"))
-
-            def read(function, default, problems=problems, header=header, path=path):
-                try:
-                    return function(header, path=path)
-                except CcdprocExtError as err:
-                    problems.append((type(err).__name__,
-                                     str(err).removeprefix(f"{path}: ")))
-                    return default
-
-            exposure = read(profile.exposure_time, math.nan)
-            binning = read(profile.binning, (0, 0))
-            temperature = read(profile.temperature, None)
-            times.append(read(profile.date_obs, None))
-            values = self._header_values.get(name, header)
-            ny, nx = values.get("NAXIS2", 0), values.get("NAXIS1", 0)
-            if profile.transposed:
-                ny, nx = nx, ny
-            agree = []
-            for key in profile.match_keywords:
-                value = self._value(name, header, key) if key in header else ""
-                agree.append(f"{key}={str(value).strip()}")
-            rows.append({
-                "file": name,
-                "type": image_type,
-                "type_rule": type_rule,
-                "exposure": exposure,
-                "filter": profile.filter_name(header) or "",
-                "xbin": binning[0],
-                "ybin": binning[1],
-                "shape": f"{ny}x{nx}",
-                "temperature": math.nan if temperature is None else temperature,
-                "agree": ",".join(agree),
-                "problem": "; ".join(words for _, words in problems),
-                "problem_kind": problems[0][0] if problems else "",
-                "notes": "; ".join(self._header_notes.get(name, ())),
-            })
+            row, date_obs = self._frame_row(name, self._headers[name], path)
+            for note in row["notes"].split("; ") if row["notes"] else ():
+                if note not in self._header_notes.get(name, ()):
+                    log.info("%s: %s", path, note)
+            rows.append(row)
+            times.append(date_obs)
         names = ("file", "type", "type_rule", "exposure", "filter", "xbin", "ybin", "shape",
-                 "temperature", "date_obs", "mjd", "agree", "problem", "problem_kind",
-                 "notes")
-        dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "U", "f8", "U", "U", "U",
-                  "U")
+                 "temperature", "set_temperature", "date_obs", "mjd", "agree", "problem",
+                 "problem_kind", "notes")
+        dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "f8", "U", "f8", "U", "U",
+                  "U", "U")
         if not rows:
             return Table(names=(*names, "night"), dtype=(*dtypes, "i8"))
         for row, date_obs, mjd in zip(rows, *_isot_and_mjd(times), strict=True):
             row["date_obs"], row["mjd"] = date_obs, mjd
-        table = Table(rows=[[r[n] for n in names] for r in rows], names=names)
+        table = Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
         table["night"] = _assign_nights(np.asarray(table["mjd"], dtype=float))
         return table
 

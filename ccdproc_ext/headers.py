@@ -8,14 +8,19 @@ cannot be understood.
 """
 
 import copy
+import math
 import re
 
+from astropy.io.fits.card import UNDEFINED
 from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.time import Time
+from erfa import ErfaWarning
 
 from ._warnings import ignoring
 from .exceptions import HeaderError
 
-__all__ = ["card_value", "first_card", "header_float"]
+__all__ = ["card_value", "combine_filters", "first_card", "first_filled", "header_float",
+           "is_blank", "parse_date"]
 
 _VALUE_TEXT_RE = re.compile(r"^[^=]*=\s*(?P<value>'(?:[^']|'')*'|[^/]*)")
 
@@ -57,6 +62,29 @@ def first_card(header, keywords):
         if key in header:
             return key
     return None
+
+
+def is_blank(value):
+    """Whether a card's value says nothing: no value, or only blanks."""
+    return value is None or value is UNDEFINED or (isinstance(value, str) and not value.strip())
+
+
+def first_filled(header, keywords):
+    """The first of ``keywords`` whose card has a value that is not blank, or ``None``.
+
+    A camera that leaves ``EXPTIME = ''`` and writes ``EXPOSURE = 40`` has its exposure in
+    ``EXPOSURE``: a blank card is taken as a missing one.
+
+    Returns
+    -------
+    key, value : str and object, or ``(None, None)``
+    """
+    for key in keywords:
+        if key in header:
+            value, _ = card_value(header, key)
+            if not is_blank(value):
+                return key, value
+    return None, None
 
 
 def _to_float(value):
@@ -107,14 +135,101 @@ def header_float(header, keywords, *, path=None, required=True, default=None):
     >>> header_float(fits.Header({'EXPOSURE': '40      '}), ['EXPTIME', 'EXPOSURE'])
     40.0
     """
-    key = first_card(header, keywords)
+    key, value = first_filled(header, keywords)
     if key is None:
-        if required:
-            raise HeaderError(f"{_where(path)}none of the keywords {', '.join(keywords)} "
-                              "is in the header")
-        return default
-    value, _ = card_value(header, key)
+        if not required:
+            return default
+        blank = first_card(header, keywords)
+        if blank is not None:
+            raise HeaderError(f"{_where(path)}keyword {blank} is blank (it holds no value)")
+        raise HeaderError(f"{_where(path)}none of the keywords {', '.join(keywords)} "
+                          "is in the header")
     try:
-        return _to_float(value)
+        number = _to_float(value)
     except (TypeError, ValueError):
         raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is not a finite number")
+    return number
+
+
+#: Filter names that say "no filter" in one wheel of a pair (FILTER1/FILTER2).
+EMPTY_FILTER_WORDS = frozenset({"", "open", "clear", "none", "empty", "-", "--", "n/a",
+                                "na", "no filter", "nofilter"})
+
+
+def combine_filters(values):
+    """One filter name for the values of several filter wheels.
+
+    The names that do not say "no filter" (``open``, ``clear``, ``none``, ``empty``, ``-``,
+    blank) are joined with ``+``; an opaque ``BLOCK`` is a filter like any other.
+
+    Examples
+    --------
+    >>> combine_filters(['J       ', 'None    '])
+    'J'
+    >>> combine_filters(['V', 'ND1'])
+    'V+ND1'
+    >>> combine_filters(['Open', 'Clear'])
+    ''
+    """
+    names = [" ".join(str(v).split()) for v in values if not is_blank(v)]
+    return "+".join(n for n in names if n.lower() not in EMPTY_FILTER_WORDS)
+
+
+_ISO_DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{1,2}:\d{2}(?::\d{2}(?:\.\d*)?)?))?Z?$")
+# FITS before 2000 wrote DATE-OBS as 'dd/mm/yy', the year being 19yy.
+_OLD_DATE_RE = re.compile(r"^(\d{2})/(\d{2})/(\d{2})$")
+_TIME_RE = re.compile(r"^\d{1,2}:\d{2}(?::\d{2}(?:\.\d*)?)?$")
+
+
+def parse_date(value, time_value=None):
+    """The UTC `~astropy.time.Time` that a date card (and a time card) say.
+
+    Parameters
+    ----------
+    value : str
+        An ISO date with or without a time (``'2024-03-05T01:02:03.5'``,
+        ``'2024-03-05'``), or a date in the FITS form before 2000, ``'dd/mm/yy'``
+        (year ``19yy``).
+    time_value : str or None, optional
+        The time of day (``'01:02:03.5'``) that completes a date without a time, from
+        ``TIME-OBS``, ``UT`` ...; ignored when ``value`` has a time. Default is ``None``.
+
+    Returns
+    -------
+    `~astropy.time.Time`
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not a date, or ``time_value`` (when used) is not a time of day.
+
+    Examples
+    --------
+    >>> parse_date('05/03/98', '01:02:03').isot
+    '1998-03-05T01:02:03.000'
+    >>> parse_date('2024-03-05', '22:48:01.984').isot
+    '2024-03-05T22:48:01.984'
+    """
+    text = str(value).strip()
+    iso, old = _ISO_DATE_RE.match(text), _OLD_DATE_RE.match(text)
+    if iso:
+        date, clock = iso.groups()
+    elif old:
+        day, month, year = old.groups()
+        date, clock = f"19{year}-{month}-{day}", None
+    else:
+        raise ValueError(f"{value!r} is not a date such as '2024-03-05T01:02:03' "
+                         "or 'dd/mm/yy'")
+    if clock is None and not is_blank(time_value):
+        clock = str(time_value).strip()
+        if not _TIME_RE.match(clock):
+            raise ValueError(f"{time_value!r} is not a time of day such as '01:02:03'")
+    text = date if clock is None else f"{date}T{clock}"
+    # ERFA calls years before 1960 (old-style dates) 'dubious' for UTC: they are dates.
+    with ignoring(ErfaWarning):
+        try:
+            return Time(text, format="isot", scale="utc")
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date of the calendar") from None

@@ -137,6 +137,12 @@ def test_profile_is_frozen():
                  "matching.dark_tolerance", id="negative dark_tolerance"),
     pytest.param(edited('exposure_time = ["EXPTIME"]', "exposure_time = 3"),
                  "keywords.exposure_time", id="keyword list of numbers"),
+    pytest.param(edited('exposure_time = ["EXPTIME"]',
+                        'exposure_time = ["EXPTIME"]\nset_temperature = [""]'),
+                 "keywords.set_temperature", id="set_temperature a blank keyword"),
+    pytest.param(edited('exposure_time = ["EXPTIME"]',
+                        'exposure_time = ["EXPTIME"]\ntime_obs = 12'),
+                 "keywords.time_obs", id="time_obs a number"),
     pytest.param(edited("schema_version = 1\n", ""), "schema_version",
                  id="missing schema_version"),
     pytest.param(edited("schema_version = 1", "schema_version = 2"), "schema_version",
@@ -436,12 +442,19 @@ def test_filter_temperature_and_date():
     assert tircam.filter_name(fits.Header({"FILTER1": "J       "})) == "J"
     assert tircam.filter_name(fits.Header({"FILTER1": "   "})) is None
     maxim = ccdproc_ext.get_profile("maxim-ccdsoft")
-    assert maxim.temperature(fits.Header({"SET-TEMP": -5.0, "CCD-TEMP": -5.23})) == -5.0
+    # The measured temperature when there is one; the set point is its own value.
+    both = fits.Header({"SET-TEMP": -5.0, "CCD-TEMP": -5.23})
+    assert maxim.temperature(both) == -5.23
+    assert maxim.set_temperature(both) == -5.0
+    assert maxim.temperature(fits.Header({"SET-TEMP": -5.0})) == -5.0
     assert maxim.temperature(fits.Header()) is None
     date = maxim.date_obs(fits.Header({"DATE-OBS": "2017-09-08T22:48:01.984"}))
     assert date.isot == "2017-09-08T22:48:01.984"
+    # FITS dates before 2000 were 'dd/mm/yy', in the 1900s.
+    old = maxim.date_obs(fits.Header({"DATE-OBS": "08/09/97", "TIME-OBS": "22:48:01"}))
+    assert old.isot == "1997-09-08T22:48:01.000"
     with pytest.raises(HeaderError, match=r"x\.fits: keyword DATE-OBS"):
-        maxim.date_obs(fits.Header({"DATE-OBS": "08/09/17"}), path="x.fits")
+        maxim.date_obs(fits.Header({"DATE-OBS": "8 Sept 2017"}), path="x.fits")
 
 
 @pytest.mark.parametrize(("profile", "quantity", "cards", "expected"), [
@@ -643,3 +656,22 @@ def test_profiles_pickle_for_worker_processes(name):
     assert copy.image_type_words == profile.image_type_words
     with pytest.raises(TypeError):
         copy.image_type_words["bias"] = ("changed",)  # still read-only
+
+
+def test_set_temperature_and_time_keywords_are_read_from_toml(tmp_path):
+    path = write_profile(tmp_path, edited(
+        'exposure_time = ["EXPTIME"]',
+        'exposure_time = ["EXPTIME"]\nset_temperature = ["setpoint"]\n'
+        'time_obs = ["UT-TIME"]'))
+    profile = ccdproc_ext.get_profile(path)
+    assert profile.set_temperature_keywords == ("SETPOINT",)  # upper-cased like the others
+    assert profile.time_obs_keywords == ("UT-TIME",)
+    header = fits.Header({"SETPOINT": -25.0, "DATE-OBS": "2024-03-05", "UT-TIME": "02:00:00"})
+    assert profile.set_temperature(header) == -25.0
+    assert profile.date_obs(header).isot == "2024-03-05T02:00:00.000"
+
+
+def test_profile_without_the_new_keywords_has_their_defaults(tmp_path):
+    profile = ccdproc_ext.get_profile(write_profile(tmp_path, VALID_PROFILE))
+    assert profile.set_temperature_keywords == ("SET-TEMP", "SETTEMP", "SET_TEMP")
+    assert profile.time_obs_keywords == ("TIME-OBS", "UT", "UTSTART", "TIME-BEG")

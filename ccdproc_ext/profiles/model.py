@@ -8,6 +8,7 @@ expected; nothing in a profile is ever executed.
 import fnmatch
 import math
 import re
+from collections import namedtuple
 from dataclasses import dataclass, field, fields
 from pathlib import PurePath
 from types import MappingProxyType
@@ -16,14 +17,24 @@ import astropy.units as u
 from astropy.time import Time
 
 from ..exceptions import HeaderError, ProfileError
-from ..headers import card_value, first_card, header_float
+from ..headers import (
+    card_value,
+    combine_filters,
+    first_card,
+    first_filled,
+    header_float,
+    is_blank,
+    parse_date,
+)
 from .sections import DetectorSection
 
 __all__ = [
+    "CALIBRATION_TYPES",
     "IMAGE_TYPES",
     "SCHEMA_VERSION",
     "Amplifier",
     "DetectorValue",
+    "FrameType",
     "InstrumentProfile",
 ]
 
@@ -32,6 +43,30 @@ SCHEMA_VERSION = 1
 
 #: The frame types every profile classifies into.
 IMAGE_TYPES = ("bias", "dark", "flat", "science")
+
+#: The frame types that are calibrations.
+CALIBRATION_TYPES = ("bias", "dark", "flat")
+
+#: The type of a frame, the rule that decided it (``"IMAGETYP = Bias Frame"``,
+#: ``"file name"`` (patterns of the file or folder name), ``"guessed"``), and notes in
+#: words (a tuple).
+FrameType = namedtuple("FrameType", ["image_type", "rule", "notes"])
+
+
+def _where(path):
+    return f"{path}: " if path else ""
+
+
+def _rule(key, word):
+    """The rule of a type read from a keyword, as the frames table shows it."""
+    return f"{key} = {' '.join(str(word).split())}"
+
+
+def _note_or_raise(notes, text, path):
+    """Record ``text`` in ``notes``, or raise it as a `HeaderError` when there is no list."""
+    if notes is None:
+        raise HeaderError(f"{_where(path)}{text}")
+    notes.append(text)
 
 
 @dataclass(frozen=True)
@@ -104,9 +139,11 @@ class InstrumentProfile:
     image_type_keywords: tuple[str, ...] = ("IMAGETYP",)
     exposure_time_keywords: tuple[str, ...] = ("EXPTIME", "EXPOSURE")
     filter_keywords: tuple[str, ...] = ("FILTER",)
-    date_obs_keywords: tuple[str, ...] = ("DATE-OBS",)
+    date_obs_keywords: tuple[str, ...] = ("DATE-OBS", "DATE-BEG", "DATE")
+    time_obs_keywords: tuple[str, ...] = ("TIME-OBS", "UT", "UTSTART", "TIME-BEG")
     binning_keywords: tuple[str, ...] = ("CCDSUM", "XBINNING,YBINNING")
     temperature_keywords: tuple[str, ...] = ("SET-TEMP", "CCD-TEMP")
+    set_temperature_keywords: tuple[str, ...] = ("SET-TEMP", "SETTEMP", "SET_TEMP")
 
     # Image-type words (compared case-insensitively, blanks stripped) and file patterns.
     image_type_words: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
@@ -143,19 +180,106 @@ class InstrumentProfile:
     def classify(self, header, path=None):
         """The frame type (``bias``, ``dark``, ``flat``, ``science``) or ``None``.
 
-        The image-type keyword is looked up first (case-insensitive, blanks ignored);
-        when it is absent or its word is unknown, the file-name patterns decide.
+        See `classify_frame` for the rules; this is its type alone.
         """
-        key = first_card(header, self.image_type_keywords)
-        if key is not None:
-            word, _ = card_value(header, key)
-            word = " ".join(str(word).split()).lower()
-            for image_type in IMAGE_TYPES:
-                if word in self.image_type_words.get(image_type, ()):
-                    return image_type
-        if path is not None:
-            return self.classify_path(path)
-        return None
+        return self.classify_frame(header, path).image_type
+
+    def header_type(self, header):
+        """The type the image-type keyword gives, with the keyword and its word.
+
+        Words are compared case-insensitively, runs of blanks as one blank.
+
+        Returns
+        -------
+        image_type, keyword, word : str or None, str or None, object
+            ``image_type`` is ``None`` when there is no keyword or its word is unknown.
+        """
+        key, word = first_filled(header, self.image_type_keywords)
+        if key is None:
+            return None, first_card(header, self.image_type_keywords), None
+        text = " ".join(str(word).split()).lower()
+        for image_type in IMAGE_TYPES:
+            if text in self.image_type_words.get(image_type, ()):
+                return image_type, key, word
+        return None, key, word
+
+    def classify_frame(self, header, path=None, *, exposure=None, folders=True):
+        """The type of a frame, the rule that decided it, and notes.
+
+        The rules, in order:
+
+        1. A calibration word of the image-type keyword (``IMAGETYP = 'Bias Frame'``).
+        2. A calibration type of the file-name patterns (file or folder name), even when
+           the keyword says science: capture software writes its default ``'Light Frame'``
+           on flats (with a note).
+        3. A science word of the keyword.
+        4. A science pattern of the file name.
+        5. Nothing says: science when the exposure time is above 0 (with a note),
+           else unknown (``None``).
+
+        Parameters
+        ----------
+        header : `~astropy.io.fits.Header`
+        path : str or None, optional
+            The file, as named in the collection. Default is ``None``.
+        exposure : float or None, optional
+            The exposure time; read from the header when ``None``.
+        folders : bool, optional
+            Whether the folders of ``path`` may overrule a science word of the header
+            (rule 2). Pass ``False`` when ``path`` is not relative to the night's folder:
+            a folder of the user's own tree (``~/darkroom/``) says nothing of the
+            frame. Default is ``True``.
+
+        Returns
+        -------
+        FrameType
+        """
+        header_type, key, word = self.header_type(header)
+        if header_type in CALIBRATION_TYPES:
+            notes = []
+            by_name = self._path_type(path)
+            if by_name is not None and by_name[0] != header_type and (
+                    folders or by_name[1] == "file name"):
+                notes.append(f"{key} says {word!r}, the {by_name[1]} {by_name[2]} says "
+                             f"{by_name[0]}: {key} is trusted")
+            return FrameType(header_type, _rule(key, word), tuple(notes))
+        by_name = self._path_type(path)
+        overrules = by_name is not None and by_name[0] in CALIBRATION_TYPES and (
+            header_type is None or folders or by_name[1] == "file name")
+        if overrules:
+            image_type, where, name = by_name
+            notes = ()
+            if header_type is not None:
+                notes = (f"{image_type} from {where} {name}; {key} says {word!r}",)
+            return FrameType(image_type, "file name", notes)
+        if header_type is not None:
+            return FrameType(header_type, _rule(key, word), ())
+        if by_name is not None:
+            return FrameType(by_name[0], "file name", ())
+        if exposure is None:
+            try:
+                exposure = header_float(header, self.exposure_time_keywords, required=False)
+            except HeaderError:
+                exposure = None
+        if exposure is not None and math.isfinite(exposure) and exposure > 0:
+            why = (f"{key} = {word!r} is not one of the profile's words" if key and
+                   word is not None else "no image type in header or file name")
+            return FrameType("science", "guessed",
+                             (f"type guessed: science ({why}, exposure {exposure:g} s)",))
+        return FrameType(None, "", ())
+
+    def _path_type(self, path):
+        """``(type, "file name" or "folder name", the name)`` from the patterns, or None."""
+        if path is None:
+            return None
+        image_type = self.classify_path(path)
+        if image_type is None:
+            return None
+        pure = PurePath(path)
+        name = pure.name.lower()
+        if any(fnmatch.fnmatchcase(name, p) for p in self.file_patterns[image_type]):
+            return image_type, "file name", pure.name
+        return image_type, "folder name", pure.parent.as_posix()
 
     def classify_path(self, path):
         """The frame type given by the profile's file-name patterns, or ``None``.
@@ -172,34 +296,108 @@ class InstrumentProfile:
         return None
 
     def exposure_time(self, header, *, path=None):
-        """Exposure time in seconds (strings and decimal commas accepted)."""
-        return header_float(header, self.exposure_time_keywords, path=path)
+        """Exposure time in seconds (strings and decimal commas accepted).
 
-    def filter_name(self, header):
-        """The filter name, stripped, or ``None`` when the header names none."""
-        key = first_card(header, self.filter_keywords)
-        if key is None:
-            return None
-        value, _ = card_value(header, key)
-        text = str(value).strip()
-        return text or None
+        Raises
+        ------
+        HeaderError
+            Naming the keyword, when it is missing, blank, not a number or negative.
+        """
+        exposure = header_float(header, self.exposure_time_keywords, path=path)
+        if exposure < 0:
+            key, value = first_filled(header, self.exposure_time_keywords)
+            raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is negative")
+        return exposure
 
-    def temperature(self, header, *, path=None):
-        """Detector (set-point) temperature in degrees Celsius, or ``None``."""
-        return header_float(header, self.temperature_keywords, path=path, required=False)
+    def filter_name(self, header, *, path=None, notes=None):
+        """The filter name, stripped, or ``None`` when the header names none.
 
-    def date_obs(self, header, *, path=None):
-        """Start of the exposure as an `~astropy.time.Time`, or ``None``."""
-        key = first_card(header, self.date_obs_keywords)
-        if key is None:
-            return None
-        value, _ = card_value(header, key)
+        An entry ``"FILTER1,FILTER2"`` of the keyword list reads several filter wheels
+        as one name (see `~ccdproc_ext.headers.combine_filters`). A value that is not a
+        name (``FILTER = T``) is unknown: it is noted in ``notes`` when a list is given,
+        else raised as `~ccdproc_ext.HeaderError`.
+        """
+        for entry in self.filter_keywords:
+            keys = [k.strip() for k in entry.split(",")]
+            values = {k: card_value(header, k)[0] for k in keys if k in header}
+            values = {k: v for k, v in values.items() if not is_blank(v)}
+            if not values:
+                continue
+            wrong = [k for k, v in values.items() if isinstance(v, bool)]
+            if wrong:
+                _note_or_raise(notes, f"{wrong[0]} = {values[wrong[0]]!r} is not a filter "
+                                      "name: filter unknown", path)
+                return None
+            if len(keys) == 1:
+                return " ".join(str(values[keys[0]]).split())
+            return combine_filters([values[k] for k in keys if k in values]) or None
+        return None
+
+    def temperature(self, header, *, path=None, notes=None):
+        """Detector temperature in degrees Celsius, or ``None``.
+
+        The measured temperature (the keywords of ``temperature_keywords`` that are not
+        set-point keywords: ``CCD-TEMP``, ``CCDTEMP``...) when the header has one, else
+        the set point (`set_temperature`). A value that is not a number is noted in
+        ``notes`` when a list is given, else raised as `~ccdproc_ext.HeaderError`.
+        """
+        measured = [k for k in self.temperature_keywords
+                    if k not in self.set_temperature_keywords]
+        value = self._optional_float(header, measured, "temperature", path, notes)
+        if value is None:
+            value = self.set_temperature(header, path=path, notes=notes)
+        return value
+
+    def set_temperature(self, header, *, path=None, notes=None):
+        """The cooler's set point in degrees Celsius, or ``None``.
+
+        Read from ``set_temperature_keywords`` (``SET-TEMP``, ``SETTEMP``...), and from
+        those of ``temperature_keywords`` that are also set-point keywords.
+        """
+        keys = tuple(dict.fromkeys(
+            [k for k in self.temperature_keywords if k in self.set_temperature_keywords]
+            + list(self.set_temperature_keywords)))
+        return self._optional_float(header, keys, "set temperature", path, notes)
+
+    @staticmethod
+    def _optional_float(header, keys, what, path, notes):
         try:
-            return Time(str(value).strip(), format="isot", scale="utc")
-        except ValueError:
-            where = f"{path}: " if path else ""
-            raise HeaderError(f"{where}keyword {key} = {value!r} is not an ISO date "
-                              "such as '2024-03-05T01:02:03'") from None
+            return header_float(header, keys, path=path, required=False)
+        except HeaderError:
+            key, value = first_filled(header, keys)
+            _note_or_raise(notes, f"{key} = {value!r} is not a number: {what} unknown", path)
+        return None
+
+    def date_obs(self, header, *, path=None, notes=None):
+        """Start of the exposure as an `~astropy.time.Time`, or ``None``.
+
+        The first of ``date_obs_keywords`` that holds a date: a full ISO date, or a date
+        alone (``'2024-03-05'``, or ``'dd/mm/yy'`` as FITS wrote dates before 2000)
+        completed by the first of ``time_obs_keywords`` (``TIME-OBS``, ``UT``...) when
+        the header has one. A value that is not a date is noted in ``notes`` when a list
+        is given (and the next keyword tried), else raised as `~ccdproc_ext.HeaderError`.
+        """
+        time_key, time_value = first_filled(header, self.time_obs_keywords)
+        for key in self.date_obs_keywords:
+            if key not in header:
+                continue
+            value, _ = card_value(header, key)
+            if is_blank(value):
+                continue
+            try:
+                return parse_date(value, time_value)
+            except ValueError:
+                pass
+            try:  # the date is good and the time is not: the time is what to name
+                parse_date(value)
+                bad = f"{time_key} = {time_value!r} is not a time of day such as '01:02:03'"
+            except ValueError:
+                bad = (f"keyword {key} = {value!r} is not an ISO date such as "
+                       "'2024-03-05T01:02:03' (or 'dd/mm/yy')")
+            _note_or_raise(notes, f"{bad}: date unknown", path)
+            if time_key is not None and bad.startswith(time_key):
+                return None
+        return None
 
     def binning(self, header, *, path=None):
         """Binning as ``(x, y)`` integers; ``(1, 1)`` when the header says nothing."""
@@ -207,16 +405,22 @@ class InstrumentProfile:
             keys = [k.strip() for k in entry.split(",")]
             if not all(k in header for k in keys):
                 continue
+            if all(is_blank(card_value(header, k)[0]) for k in keys):
+                continue  # blank cards say nothing, as missing ones
             if len(keys) == 2:
-                return tuple(int(header_float(header, [k], path=path)) for k in keys)
+                numbers = [header_float(header, [k], path=path) for k in keys]
+                bad = [k for k, n in zip(keys, numbers, strict=True)
+                       if n < 1 or n != int(n)]
+                if bad:
+                    raise HeaderError(f"{_where(path)}keyword {bad[0]} = "
+                                      f"{card_value(header, bad[0])[0]!r} is not a binning "
+                                      "factor (a whole number from 1)")
+                return tuple(int(n) for n in numbers)
             value, _ = card_value(header, keys[0])
-            numbers = re.findall(r"\d+", str(value))
-            if len(numbers) == 1:
-                return (int(numbers[0]), int(numbers[0]))
-            if len(numbers) == 2:
-                return (int(numbers[0]), int(numbers[1]))
-            where = f"{path}: " if path else ""
-            raise HeaderError(f"{where}keyword {keys[0]} = {value!r} is not a binning "
+            numbers = [int(n) for n in re.findall(r"\d+", str(value))]
+            if len(numbers) in (1, 2) and min(numbers) >= 1:
+                return (numbers[0], numbers[-1])
+            raise HeaderError(f"{_where(path)}keyword {keys[0]} = {value!r} is not a binning "
                               "such as '2 2' or '2x2'")
         return (1, 1)
 
@@ -224,6 +428,34 @@ class InstrumentProfile:
     @property
     def has_amplifiers(self):
         return len(self.amplifiers) > 0
+
+    def section_notes(self, header, shape=None):
+        """Notes on the overscan and trim sections a frame's header gives but that
+        cannot be used (not a FITS section, or outside the image).
+
+        Such a step is skipped for the frame, not failed: see
+        `~ccdproc_ext.profiles.DetectorSection.unusable`.
+
+        Parameters
+        ----------
+        header : `~astropy.io.fits.Header`
+        shape : tuple of int or None, optional
+            ``(rows, columns)`` of the image (as the profile turns it); ``None`` checks
+            only the notation. Default is ``None``.
+
+        Returns
+        -------
+        list of str
+            E.g. ``"BIASSEC = '[0,513:0,1536]' is not a FITS section: overscan not
+            subtracted"``.
+        """
+        notes = []
+        for section, step in ((self.overscan, "overscan not subtracted"),
+                              (self.trim, "frame not trimmed")):
+            reason = section.unusable(shape, header) if section is not None else None
+            if reason:
+                notes.append(f"{reason}: {step}")
+        return notes
 
     def describe(self):
         """A few lines of text describing the profile, for ``ccdproc-ext profiles show``."""
@@ -241,7 +473,10 @@ class InstrumentProfile:
                      + "; exposure " + "/".join(self.exposure_time_keywords)
                      + "; filter " + "/".join(self.filter_keywords)
                      + "; binning " + "/".join(self.binning_keywords)
-                     + "; temperature " + "/".join(self.temperature_keywords))
+                     + "; temperature " + "/".join(self.temperature_keywords)
+                     + " (set point " + "/".join(self.set_temperature_keywords) + ")"
+                     + "; date " + "/".join(self.date_obs_keywords)
+                     + " (time " + "/".join(self.time_obs_keywords) + ")")
         for image_type in IMAGE_TYPES:
             words = ", ".join(repr(w) for w in self.image_type_words.get(image_type, ()))
             patterns = ", ".join(self.file_patterns.get(image_type, ()))
@@ -315,8 +550,10 @@ _KEYWORD_KEYS = {
     "exposure_time": "exposure_time_keywords",
     "filter": "filter_keywords",
     "date_obs": "date_obs_keywords",
+    "time_obs": "time_obs_keywords",
     "binning": "binning_keywords",
     "temperature": "temperature_keywords",
+    "set_temperature": "set_temperature_keywords",
 }
 _DETECTOR_KEYS = ("shape", "overscan", "trim", "overscan_axis", "overscan_method",
                   "overscan_model_degree", "amplifiers", "gain", "read_noise", "saturation")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..headers import card_value
 
-__all__ = ["DetectorSection", "parse_fits_section"]
+__all__ = ["DetectorSection", "parse_fits_section", "section_slices"]
 
 _AXIS = r"\s*(\*|\d+\s*:\s*\d+|\d+)\s*"
 _SECTION_RE = re.compile(rf"^\s*\[{_AXIS},{_AXIS}\]\s*$")
@@ -97,6 +97,58 @@ class DetectorSection:
         if self.fits is not None:
             parts.append(self.fits)
         return ", else ".join(parts) if parts else "none"
+
+    def unusable(self, shape=None, header=None):
+        """Why the section a header gives cannot be used, or ``None`` when it can.
+
+        Only sections read from a header keyword are checked (a profile's own sections
+        are checked when it is loaded): a value that is not a FITS section
+        (``BIASSEC = '[0,513:0,1536]'``), or one outside an image of ``shape``. Such a
+        section is a note on the frame and its step is skipped: the frame is not lost.
+
+        Parameters
+        ----------
+        shape : tuple of int or None, optional
+            ``(rows, columns)`` of the image; ``None`` (or a 0 in it) checks the
+            notation only. Default is ``None``.
+        header : `~astropy.io.fits.Header` or None, optional
+            The frame's header. Default is ``None``.
+
+        Returns
+        -------
+        str or None
+            E.g. ``"BIASSEC = '[0,513:0,1536]' is not a FITS section"``.
+
+        Examples
+        --------
+        >>> from astropy.io import fits
+        >>> section = DetectorSection(keywords=('BIASSEC',), required=False)
+        >>> section.unusable((1536, 1536), fits.Header({'BIASSEC': '[0,513:0,1536]'}))
+        "BIASSEC = '[0,513:0,1536]' is not a FITS section"
+        >>> print(section.unusable((100, 100), fits.Header({'BIASSEC': '[91:120,*]'})))
+        BIASSEC = '[91:120,*]' lies outside the image: it reaches column 120, but the ...
+        >>> section.unusable((1536, 1536), fits.Header({'BIASSEC': '[1:20,*]'})) is None
+        True
+        """
+        if header is None:
+            return None
+        for key in self.keywords:
+            if key not in header:
+                continue
+            value = card_value(header, key)[0]
+            text = str(value).strip()
+            try:
+                cols, rows = parse_fits_section(text)
+            except ValueError:
+                return f"{key} = {value!r} is not a FITS section"
+            if shape is None or not all(shape):
+                return None
+            for bounds, size, axis in ((cols, shape[1], "column"), (rows, shape[0], "row")):
+                if bounds is not None and bounds[1] > size:
+                    return (f"{key} = {value!r} lies outside the image: it reaches {axis} "
+                            f"{bounds[1]}, but the image has only {size} {axis}s")
+            return None
+        return None
 
     def fits_text(self, header=None):
         """The FITS section string for a frame, or ``None`` when the frame has none.
