@@ -33,6 +33,7 @@ Masks travel through ccdproc's arithmetic (a logical or), so the result's ``mask
 every pixel that could not be calibrated properly.
 """
 
+import dataclasses
 import functools
 import logging
 import re
@@ -410,6 +411,43 @@ def _keyword_used(sections, header):
     return used[0] if used else None
 
 
+def _overscan_axis_for(ccd, profile, name):
+    """The profile, with an overscan axis the frame's overscan section can serve.
+
+    One level per row (axis 1) needs an overscan spanning every row of the frame, one per
+    column (axis 0) every column. A section read from the header that does neither (a
+    corner, as IFUM writes ``BIASSEC = '[2049:2176,1029:1156]'``) gives one level for the
+    whole frame, with a warning, instead of failing the frame.
+    """
+    if profile.amplifiers or profile.overscan is None or profile.overscan_axis == "frame" \
+            or already_done(ccd.meta, "OVERSCAN"):
+        return profile
+    try:
+        sections = profile.overscan.slices(ccd.shape, ccd.meta)
+    except (KeyError, ValueError):
+        return profile  # missing or unusable: said where the section is applied
+    if sections is None:
+        return profile
+    rows, cols = sections
+    ny, nx = ccd.shape
+    spans_rows = (rows.start or 0) == 0 and rows.stop >= ny
+    spans_cols = (cols.start or 0) == 0 and cols.stop >= nx
+    axis = profile.overscan_axis
+    if (axis == 1 and spans_rows) or (axis == 0 and spans_cols):
+        return profile
+    fitted = 0 if (axis == 1 and spans_cols) else "frame"
+    warnings.warn(CcdprocExtWarning(
+        f"{name}: the overscan section {_fits_of(rows, cols)} does not span every "
+        f"{'row' if axis == 1 else 'column'} of the frame: "
+        + ("one level per column" if fitted == 0 else "one level for the whole frame")),
+        stacklevel=3)
+    return dataclasses.replace(profile, overscan_axis=fitted)
+
+
+def _fits_of(rows, cols):
+    return f"[{cols.start + 1}:{cols.stop},{rows.start + 1}:{rows.stop}]"
+
+
 def _subtract_overscan(ccd, profile, section_spec, section):
     median = profile.overscan_method == "median"
     if profile.overscan_axis == "frame":
@@ -784,6 +822,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             ccd = ccd.copy()
             ccd.data = ccd.data.astype(dtype)
     ccd = mask_bad_pixels(ccd, profile, name=name)
+    profile = _overscan_axis_for(ccd, profile, name)
     header = ccd.meta
     bias = _as_master(master_bias, profile)
     dark = _as_master(master_dark, profile)

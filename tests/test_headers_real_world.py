@@ -210,9 +210,6 @@ def test_bias_with_a_bad_exposure_time_is_noted(tmp_path):
     # No type at all and light in it: science, guessed.
     ("IC310_1.fits", {"IMAGETYP": None, "EXPTIME": "40      "}, "science", "guessed",
      "type guessed: science (no image type in header or file name, exposure 40 s)"),
-    ("m31_7.fits", {"IMAGETYP": "focus", "EXPTIME": 2.5}, "science", "guessed",
-     "type guessed: science (IMAGETYP = 'focus' is not one of the profile's words, "
-     "exposure 2.5 s)"),
 ])
 def test_frame_type_rules(tmp_path, name, cards, expected, rule, note):
     _, frame = one_frame(tmp_path, science(**cards), name=name)
@@ -229,6 +226,9 @@ def test_override_beats_header_and_name(tmp_path):
 @pytest.mark.parametrize("cards", [
     {"IMAGETYP": None, "EXPTIME": 0.0},
     {"IMAGETYP": "focus", "EXPTIME": 0.0},
+    # A word the profile does not know says what the frame is: no science frame to guess.
+    {"IMAGETYP": "focus", "EXPTIME": 2.5},
+    {"IMAGETYP": "arc", "EXPTIME": 30.0},
     {"IMAGETYP": None, "EXPTIME": None},
 ])
 def test_no_type_and_no_light_is_a_problem(tmp_path, cards):
@@ -294,7 +294,7 @@ def test_unusable_section_keyword_is_a_note(tmp_path, cards, note):
     night, frame = one_frame(tmp_path, science(**cards))
     assert (frame["problem"], frame["notes"]) == ("", note)
     plan = night.plan()
-    assert plan[plan["file"] == "frame.fits"]["notes"][0] == note
+    assert plan[plan["file"] == "frame.fits"]["notes"][0].startswith(note)
 
 
 def test_section_check_helper():
@@ -326,7 +326,10 @@ def test_real_tircam2_with_the_generic_profile(real_data):
         assert set(frames["exposure"]) == {exposure}
         assert set(frames["filter"]) == {filter_name}  # FILTER1, with FILTER2 = 'None'
     plan = night.plan()
-    assert set(plan[plan["type"] == "science"]["notes"]) == set(science_frames["notes"])
+    # The plan adds what it knows of the night (no darks) after the frame's own notes.
+    for plan_note, frame_note in zip(plan[plan["type"] == "science"]["notes"],
+                                     science_frames["notes"], strict=True):
+        assert plan_note.startswith(frame_note)
 
 
 def test_real_sbig_with_the_generic_profile(real_data):

@@ -14,7 +14,6 @@ from pathlib import PurePath
 from types import MappingProxyType
 
 import astropy.units as u
-from astropy.time import Time
 
 from ..exceptions import HeaderError, ProfileError
 from ..headers import (
@@ -214,8 +213,9 @@ class InstrumentProfile:
            on flats (with a note).
         3. A science word of the keyword.
         4. A science pattern of the file name.
-        5. Nothing says: science when the exposure time is above 0 (with a note),
-           else unknown (``None``).
+        5. Nothing says (no image-type word, no pattern): science when the exposure time
+           is above 0 (with a note), else unknown (``None``). A word the profile does not
+           know ('arc', 'focus') is unknown too: such a frame is no science frame to guess.
 
         Parameters
         ----------
@@ -256,16 +256,19 @@ class InstrumentProfile:
             return FrameType(header_type, _rule(key, word), ())
         if by_name is not None:
             return FrameType(by_name[0], "file name", ())
+        if key is not None and word is not None and str(word).strip():
+            # An explicit word the profile does not know ('arc', 'focus', 'comp') says
+            # what the frame is: not a science frame to guess.
+            return FrameType(None, "", ())
         if exposure is None:
             try:
                 exposure = header_float(header, self.exposure_time_keywords, required=False)
             except HeaderError:
                 exposure = None
         if exposure is not None and math.isfinite(exposure) and exposure > 0:
-            why = (f"{key} = {word!r} is not one of the profile's words" if key and
-                   word is not None else "no image type in header or file name")
             return FrameType("science", "guessed",
-                             (f"type guessed: science ({why}, exposure {exposure:g} s)",))
+                             ("type guessed: science (no image type in header or file name, "
+                              f"exposure {exposure:g} s)",))
         return FrameType(None, "", ())
 
     def _path_type(self, path):
