@@ -154,6 +154,7 @@ class NightResult:
     output_dir: Path = None
     notes: Table = None
     unbuilt_masters: dict = field(default_factory=dict)
+    dry_run: bool = False
 
     @property
     def n_science_planned(self):
@@ -173,8 +174,14 @@ class NightResult:
         for image_type in self.plan["type"]:
             counts[image_type] = counts.get(image_type, 0) + 1
         lines = ["frames: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))]
-        lines.append(f"masters: {len(self.masters)} ("
-                     + ", ".join(sorted(name for _, name in self.masters)) + ")")
+        if self.dry_run:
+            planned = self.plan.meta.get("masters", ())
+            lines.append(f"masters planned: {len(planned)} ("
+                         + ", ".join(str(name) for name in planned["name"]) + ")"
+                         if len(planned) else "masters planned: none")
+        else:
+            lines.append(f"masters: {len(self.masters)} ("
+                         + ", ".join(sorted(name for _, name in self.masters)) + ")")
         if self.science is not None and len(self.science):
             done = {}
             for status in self.science["status"]:
@@ -183,6 +190,10 @@ class NightResult:
                                                         sorted(done.items())))
         elif self.n_science_planned == 0:
             lines.append("science frames: none in this night (masters only)")
+        elif self.dry_run:
+            ready = int(((self.plan["type"] == "science") & (self.plan["status"] == "ok")).sum())
+            lines.append(f"science frames: {ready} of {self.n_science_planned} can be reduced "
+                         "(dry run: nothing was written)")
         else:
             lines.append(f"science frames: none of {self.n_science_planned} reduced")
         for name, reason in self.unbuilt_masters.items():
@@ -193,7 +204,7 @@ class NightResult:
         if self.notes is not None and len(self.notes):
             lines.append(f"{len(self.notes)} note(s):")
             lines.extend(f"  {row['file']}: {row['note']}" for row in self.notes)
-        if self.output_dir is not None:
+        if self.output_dir is not None and not self.dry_run:
             lines.append(f"output: {self.output_dir}")
         return "\n".join(lines)
 
@@ -269,7 +280,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     plan = collection.plan(scale_darks=scale_darks)
     report = _NightLog(strict, output_dir)
     report.read_plan(plan)
-    result = NightResult(plan=plan, output_dir=output_dir)
+    result = NightResult(plan=plan, output_dir=output_dir, dry_run=dry_run)
     if dry_run:
         return report.finish(result, [])
 
@@ -600,15 +611,20 @@ class _NightLog:
 
     def read_plan(self, plan):
         """The plan's problems, its frames' notes and the night's notes."""
-        for text in plan.meta.get("notes", ()):
+        night_notes = list(plan.meta.get("notes", ()))
+        for text in night_notes:
             self.note(NIGHT, "NightNote", text)
         for row in plan:
             if row["status"] != "ok":
                 error = error_class(row["problem_kind"] or "CcdprocExtError")(row["problem"])
                 # NightCollection has logged the files it could not read
                 self.problem(row["file"], error, logged=row["type"] == "unreadable")
-            elif row["notes"]:
-                self.note(row["file"], "HeaderNote", row["notes"])
+                continue
+            # What is said of the whole night is said once, not again for each frame.
+            own = [part for part in str(row["notes"]).split("; ")
+                   if part and part not in night_notes]
+            if own:
+                self.note(row["file"], "HeaderNote", "; ".join(own))
 
     def problem(self, file, error, *, logged=False):
         """A frame that is not reduced: raise in strict mode, else list it (and log it,
