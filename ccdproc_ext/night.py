@@ -1,6 +1,6 @@
 """`reduce_night`: one call from a folder of raw frames to calibrated science frames.
 
-The night goes through five stages, each a function below:
+The night goes through six stages, each a function below:
 
 1. **collect** the raw frames (`~ccdproc_ext.NightCollection`) and **plan** them
    (`~ccdproc_ext.matching.build_plan`): missing calibrations are found before any pixel
@@ -10,7 +10,8 @@ The night goes through five stages, each a function below:
    (`~ccdproc_ext.make_master_bias` and friends), or find them up to date;
 4. **make the science tasks**: one `~ccdproc_ext.science.ScienceTask` per science frame
    whose masters exist;
-5. **run them**, here, in worker processes, or on any executor, and gather what they say.
+5. **run them**, here, in worker processes, or on any executor, and gather what they say;
+6. **write the results**: ``science.ecsv``, ``problems.ecsv`` and ``notes.ecsv``.
 
 Outputs go to ``masters/`` and ``science/`` under the output folder (see
 `ccdproc_ext.outputs` for their names, their safety and how a re-run resumes). Masters
@@ -294,7 +295,20 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     tasks = _science_tasks(plan, collection, masters, options, report, result)
     outcomes = _run_tasks(tasks, masters, options, report, executor=executor,
                           progress=progress)
-    return report.finish(result, list(zip(tasks, outcomes, strict=True)))
+    report.finish(result, list(zip(tasks, outcomes, strict=True)))
+    _write_results(result, output_dir)
+    return result
+
+
+#: The tables a night writes beside ``plan.ecsv``: the name of each and its attribute.
+RESULT_TABLES = {"science.ecsv": "science", "problems.ecsv": "problems",
+                 "notes.ecsv": "notes"}
+
+
+def _write_results(result, output_dir):
+    """Stage 6: the science, problem and note tables, as ECSV beside the plan."""
+    for name, attribute in RESULT_TABLES.items():
+        write_table(getattr(result, attribute), output_dir / name)
 
 
 # --------------------------------------------------------------------- the stages
