@@ -117,7 +117,7 @@ def _cmd_plan(args):
     plan = collection.plan(scale_darks=args.scale_darks)
     columns = ["file", "type", "exposure", "filter", "bias", "dark", "dark_scale", "flat",
                "status", "problem"]
-    plan[columns].pprint_all()
+    plan[columns].pprint(max_lines=-1, max_width=-1)
     problems = int((plan["status"] != "ok").sum())
     print(f"\n{len(plan)} frames, {len(plan.meta['masters'])} masters planned, "
           f"{problems} with problems")
@@ -137,7 +137,7 @@ def _cmd_reduce(args):
                           scale_darks=args.scale_darks)
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
-                    "problem"].pprint_all()
+                    "problem"].pprint(max_lines=-1, max_width=-1)
     print(result.summary())
     return _reduce_status(result, dry_run=args.dry_run)
 
@@ -176,9 +176,9 @@ def _cmd_demo(args):
     print(f"{len(night.files)} raw frames written")
     result = reduce_night(out / "raw", out / "reduced", args.profile,
                           progress=not args.quiet)
-    result.plan["file", "type", "bias", "dark", "flat", "status"].pprint_all()
+    result.plan["file", "type", "bias", "dark", "flat", "status"].pprint(max_lines=-1, max_width=-1)
     print()
-    result.science["raw_file", "output_file", "sky_level", "sky_noise", "status"].pprint_all()
+    result.science["raw_file", "output_file", "sky_level", "sky_noise", "status"].pprint(max_lines=-1, max_width=-1)
     print()
     print(result.summary())
     return 0 if len(result.science) else 1

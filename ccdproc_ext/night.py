@@ -308,7 +308,13 @@ RESULT_TABLES = {"science.ecsv": "science", "problems.ecsv": "problems",
 def _write_results(result, output_dir):
     """Stage 6: the science, problem and note tables, as ECSV beside the plan."""
     for name, attribute in RESULT_TABLES.items():
-        write_table(getattr(result, attribute), output_dir / name)
+        table = getattr(result, attribute)
+        if attribute == "science":
+            # Paths relative to the output folder: the folder can move with its tables.
+            table = table.copy()
+            table["output_file"] = [Path(f).relative_to(output_dir).as_posix()
+                                    for f in table["output_file"]]
+        write_table(table, output_dir / name)
 
 
 # --------------------------------------------------------------------- the stages

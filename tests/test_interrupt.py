@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 
 from ccdproc_ext import reduce_night
 from ccdproc_ext.io import write_atomic
@@ -51,6 +52,12 @@ def assert_same_outputs(folder, reference):
     assert files_under(folder) == files_under(reference)
     for name in files_under(reference):
         ours, theirs = Path(folder, name), Path(reference, name)
+        if name == "science.ecsv":
+            # A resumed run finds some frames "up to date" that the reference "wrote".
+            a, b = Table.read(ours), Table.read(theirs)
+            del a["status"], b["status"]
+            assert a.pformat(max_lines=-1, max_width=-1) == b.pformat(max_lines=-1, max_width=-1)
+            continue
         if not name.endswith(".fits"):
             assert ours.read_text() == theirs.read_text(), name
             continue
