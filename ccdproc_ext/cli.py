@@ -138,7 +138,7 @@ def _cmd_reduce(args):
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint(max_lines=-1, max_width=-1)
-    print(result.summary())
+    print(result.summary(verbose=args.verbose))
     return _reduce_status(result, dry_run=args.dry_run)
 
 
@@ -256,7 +256,9 @@ def build_parser():
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{_PROG}: warning: {message}", file=sys.stderr)
+    from tqdm import tqdm
+
+    tqdm.write(f"{_PROG}: warning: {message}", file=sys.stderr)
 
 
 class _OneLine(logging.Formatter):
@@ -264,6 +266,18 @@ class _OneLine(logging.Formatter):
 
     def format(self, record):
         return f"{_PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+class _AboveTheBars(logging.Handler):
+    """Writes through tqdm, so that messages go above the progress bars, not over them."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # a message must never end the command
+            self.handleError(record)
 
 
 def _configure_logging(args):
@@ -274,7 +288,7 @@ def _configure_logging(args):
         level = logging.INFO
     else:
         level = logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _AboveTheBars()
     handler.setFormatter(_OneLine())
     logger = logging.getLogger("ccdproc_ext")
     saved = (list(logger.handlers), logger.level, logger.propagate)

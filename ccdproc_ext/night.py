@@ -31,11 +31,12 @@ master made from a single frame) and about the night (a calibration type missing
 
 import logging
 import os
+import re
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 from astropy.io import fits
@@ -169,8 +170,12 @@ class NightResult:
             return 0
         return int(sum(str(s) in ("written", "up to date") for s in self.science["status"]))
 
-    def summary(self):
-        """A few lines for people: frames by type, masters, science frames, problems."""
+    def summary(self, *, verbose=False):
+        """A few lines for people: frames by type, masters, science frames, problems.
+
+        Problems and notes are grouped by reason, each file named once ("12 frames:
+        truncated ..."); ``verbose=True`` gives every file's own words instead.
+        """
         counts = {}
         for image_type in self.plan["type"]:
             counts[image_type] = counts.get(image_type, 0) + 1
@@ -200,14 +205,52 @@ class NightResult:
         for name, reason in self.unbuilt_masters.items():
             lines.append(f"master {name} not built: {reason}")
         if self.problems is not None and len(self.problems):
-            lines.append(f"{len(self.problems)} frame(s) skipped:")
-            lines.extend(f"  {row['file']}: {row['problem']}" for row in self.problems)
+            files = len(set(self.problems["file"]))
+            lines.append(f"{files} frame(s) with problems:")
+            lines.extend(_grouped(self.problems, "problem", verbose))
         if self.notes is not None and len(self.notes):
-            lines.append(f"{len(self.notes)} note(s):")
-            lines.extend(f"  {row['file']}: {row['note']}" for row in self.notes)
+            lines.append("notes:")
+            lines.extend(_grouped(self.notes, "note", verbose))
         if self.output_dir is not None and not self.dry_run:
             lines.append(f"output: {self.output_dir}")
         return "\n".join(lines)
+
+    def _repr_html_(self):
+        from .report import night_html_summary
+
+        return night_html_summary(self)
+
+
+def _reason_key(file, text):
+    """What makes two messages the same reason: the words, without the file's own name
+    and without the numbers (byte counts, exposure times) that differ from file to file."""
+    text = str(text).replace(str(file), "").replace(PurePath(str(file)).name, "")
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+#: Files named in one line of a summary before "and N more".
+_FILES_SHOWN = 6
+
+
+def _grouped(table, column, verbose):
+    """The lines of a summary for a problems or notes table: one line per reason."""
+    if verbose:
+        return [f"  {row['file']}: {row[column]}" for row in table]
+    groups = {}
+    for row in table:
+        key = (str(row["kind"]), _reason_key(row["file"], row[column]))
+        groups.setdefault(key, []).append(row)
+    lines = []
+    for rows in groups.values():
+        files = list(dict.fromkeys(str(row["file"]) for row in rows))
+        if len(files) == 1:
+            lines.append(f"  {files[0]}: {rows[0][column]}")
+            continue
+        shown = ", ".join(files[:_FILES_SHOWN])
+        if len(files) > _FILES_SHOWN:
+            shown += f" and {len(files) - _FILES_SHOWN} more"
+        lines.append(f"  {rows[0][column]}\n    ({len(files)} files: {shown})")
+    return lines
 
 
 def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite=False,
@@ -448,7 +491,7 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
             raise err if not isinstance(err, InternalError) else \
                 InternalError(f"master {name}: {err}") from None
         masters.failed[name] = err
-        log.warning("master %s not built: %s", name, err)
+        log.info("master %s not built: %s", name, err)
         for member in members:
             report.problem(member, type(err)(f"master {name} not built: {err}"))
         return
@@ -655,8 +698,8 @@ class _NightLog:
         if all((p.file, p.kind, p.text) != (problem.file, problem.kind, problem.text)
                for p in self.problems):
             self.problems.append(problem)
-            if not logged:
-                log.warning("%s: %s", file, problem.text)
+            if not logged:  # said once, grouped, in the result's summary
+                log.info("%s: %s", file, problem.text)
 
     def note(self, file, kind, text):
         note = Note(str(file), kind, str(text))

@@ -1,0 +1,59 @@
+"""What a person reads after ``ccdproc-ext reduce`` on a folder with problems: each file
+named once, problems grouped by reason, one format, no traceback, no astropy warning."""
+
+import re
+import shutil
+
+import pytest
+from astropy.io import fits
+
+from ccdproc_ext.cli import main
+from ccdproc_ext.simulate import simulate_night
+
+SHAPE = (24, 32)
+
+
+@pytest.fixture
+def night_with_problems(tmp_path):
+    raw = tmp_path / "raw"
+    night = simulate_night(raw, shape=SHAPE, n_bias=3, n_dark=2, n_flat=3, filters=("V",),
+                           n_science=2)
+    # Three truncated science frames: one reason, three files.
+    for i in range(3):
+        path = shutil.copy(night.paths("science")[0], raw / f"object_V_cut{i}.fits")
+        with open(path, "r+b") as stream:
+            stream.truncate(2880 + 700 + i)  # the header and part of the data
+    # A science frame in a filter with no flat.
+    header = fits.getheader(night.paths("science")[1])
+    header["FILTER"] = "B"
+    fits.PrimaryHDU(fits.getdata(night.paths("science")[1]), header=header).writeto(
+        raw / "object_B_001.fits")
+    return raw
+
+
+def test_each_file_named_once(night_with_problems, tmp_path, capsys):
+    status = main(["reduce", str(night_with_problems), str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert status == 0  # two science frames were reduced
+    for name in ("object_V_cut0.fits", "object_V_cut1.fits", "object_V_cut2.fits",
+                 "object_B_001.fits"):
+        assert text.count(name) == 1, text
+    # The three truncated files are one reason, said once.
+    assert text.count("truncated") == 1, text
+    assert "no flat in filter 'B'" in text
+    assert "Traceback" not in text
+    assert not re.search(r"^WARNING", text, re.MULTILINE), text
+    assert "VerifyWarning" not in text and "AstropyUserWarning" not in text
+
+
+def test_verbose_says_every_file_with_its_own_words(night_with_problems, tmp_path, capsys):
+    main(["reduce", str(night_with_problems), str(tmp_path / "out"), "-v"])
+    out = capsys.readouterr().out
+    for i in range(3):
+        assert re.search(rf"object_V_cut{i}\.fits: truncated", out), out
+
+
+def test_quiet_prints_no_warning(night_with_problems, tmp_path, capsys):
+    main(["reduce", str(night_with_problems), str(tmp_path / "out"), "-q"])
+    assert capsys.readouterr().err == ""
