@@ -10,11 +10,11 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
-from .calibrate import MasterFrame, calibrate_frame
+from .calibrate import calibrate_frame
 from .collection import NightCollection
 from .combine import combine
 from .exceptions import *  # noqa: F403
-from .masters import make_master_bias, make_master_dark, make_master_flat
+from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan, find_nearest_dark_exposure
 from .night import NightResult, reduce_night
 from .profiles import (

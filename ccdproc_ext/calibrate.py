@@ -1,17 +1,16 @@
-"""One frame through the ccdproc chain: overscan, trim, bias, dark, flat.
+"""One frame through ccdproc's chain: overscan, trim, bias, dark, flat, gain.
 
-Every step gives what ccdproc's own function gives (`ccdproc.subtract_overscan`,
-`ccdproc.trim_image`, `ccdproc.subtract_bias`, `ccdproc.subtract_dark`,
-`ccdproc.flat_correct`): the same pixels, mask and header cards. With uncertainties
-(``create_deviation``, or masters that carry one) those functions are called. Without, a
-step is the one numpy operation that function applies to the pixels, on the same
-operands in the same types, without its deep copies and unit-aware arithmetic; the
-scaled dark and the normalised flat are computed once per master, not once per frame.
-The test suite compares both paths, step by step, to the bit.
+Each step is ccdproc's own function (`ccdproc.subtract_overscan`, `ccdproc.trim_image`,
+`ccdproc.subtract_bias`, `ccdproc.subtract_dark`, `ccdproc.flat_correct`,
+`ccdproc.gain_correct`), which writes its own history card. Two things are prepared once
+per master instead of once per frame (`~ccdproc_ext.MasterFrame.scaled`,
+`~ccdproc_ext.MasterFrame.prepare`), without changing ccdproc's arithmetic: the dark is
+scaled to the frame's exposure once and subtracted with ``scale=False``, and the flat is
+normalised once and divided with ``norm_value=1``.
 
 What this module adds is knowing the instrument (sections, axis, gain, read noise from
-the profile), writing the processing flags, refusing to apply a step twice, and masking
-the pixels that cannot be trusted:
+the profile), writing the processing flags (`ccdproc_ext.provenance`), refusing to apply
+a step twice, and masking the pixels that cannot be trusted:
 
 - pixels that are not finite (NaN, inf) are masked and replaced by the median of the
   finite ones, so that no overscan or combined level is poisoned (``NNANPIX`` in the
@@ -34,11 +33,8 @@ every pixel that could not be calibrated properly.
 """
 
 import dataclasses
-import functools
-import logging
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import astropy.units as u
@@ -47,11 +43,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.modeling import models
 from astropy.nddata import CCDData
-from astropy.wcs import FITSFixedWarning
-from ccdproc.log_meta import _insert_in_metadata_fits_safe, _replace_array_with_placeholder
 from ccdproc.utils.slices import slice_from_string
 
-from ._warnings import ignoring
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtWarning,
@@ -60,179 +53,22 @@ from .exceptions import (
     HeaderError,
 )
 from .io import file_checksum, header_unit, read_frame, read_header
+from .masters import MasterFrame
 from .profiles import get_profile
 from .profiles.sections import parse_fits_section
-from .provenance import FLAGS, already_done, mark_processed, mark_step
+from .provenance import (
+    already_done,
+    is_raw,
+    mark_bad_pixels,
+    mark_gain_corrected,
+    mark_processed,
+    mark_step,
+)
 
-__all__ = ["MasterFrame", "calibrate_frame", "mask_bad_pixels", "overscan_and_trim"]
+# MasterFrame lives in masters.py, which imports calibrate_frame only inside the function
+# that uses it: importing MasterFrame here, at module level, makes no import cycle.
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MasterFrame:
-    """A master calibration frame with the name and checksum recorded in provenance.
-
-    `calibrate_frame` accepts a `~astropy.nddata.CCDData`, a path, or this; a path is read
-    once and its checksum (BLAKE2b) computed once.
-    """
-
-    ccd: CCDData
-    name: str
-    checksum: str = ""
-    exposure: float | None = None
-    #: Factor the dark was already scaled by (see `scaled`).
-    scale: float = 1.0
-
-    def scaled(self, factor):
-        """This dark scaled by ``factor`` once, for many frames of one exposure time.
-
-        The result's exposure is scaled too, so `calibrate_frame` subtracts it as it is,
-        and records the factor in ``DARKSCL``.
-        """
-        if factor == 1.0:
-            return self
-        return MasterFrame(ccd=self.ccd.multiply(factor), name=self.name,
-                           checksum=self.checksum,
-                           exposure=None if self.exposure is None else self.exposure * factor,
-                           scale=self.scale * factor)
-
-    def without_uncertainty(self):
-        """The same master without uncertainty, for plain (fast) arithmetic.
-
-        Its mask is kept when it masks any pixel (those pixels are masked in every frame
-        calibrated with it) and dropped otherwise.
-        """
-        mask = self.ccd.mask
-        keep_mask = mask is not None and bool(np.any(mask))
-        if self.ccd.uncertainty is None and (mask is None or keep_mask):
-            return self
-        ccd = CCDData(self.ccd.data, unit=self.ccd.unit, meta=self.ccd.meta,
-                      mask=mask if keep_mask else None)
-        return MasterFrame(ccd=ccd, name=self.name, checksum=self.checksum,
-                           exposure=self.exposure, scale=self.scale)
-
-    @functools.cached_property
-    def _prepared(self):
-        # dtype or (kind, key) -> array; filled by _array, _scaled_dark, _normalised_flat
-        return {}
-
-    def _array(self, dtype):
-        """The pixels in ``dtype`` (converted once), as ccdproc would use them."""
-        key = ("data", np.dtype(dtype))
-        if key not in self._prepared:
-            self._prepared[key] = np.asarray(self.ccd.data, dtype=dtype)
-        return self._prepared[key]
-
-    def _scaled_dark(self, data_exposure, dark_exposure, dtype):
-        """The dark `ccdproc.subtract_dark` subtracts with ``scale=True``, computed once
-        per pair of exposures: ``master.multiply(data_exposure / dark_exposure)``, a
-        dimensionless float64 `~astropy.units.Quantity` (so the result is float64)."""
-        key = ("dark", float(data_exposure), float(dark_exposure), np.dtype(dtype))
-        if key not in self._prepared:
-            factor = (data_exposure * u.s) / (dark_exposure * u.s)
-            self._prepared[key] = np.multiply(self._array(dtype),
-                                              factor.to_value(u.dimensionless_unscaled))
-        return self._prepared[key]
-
-    def _normalised_flat(self, min_value, dtype):
-        """The flat `ccdproc.flat_correct` divides by, computed once: the flat (with
-        values below ``min_value`` raised to it) divided by its mean, masked pixels 1.
-
-        Built with the very operations of ``flat_correct`` (CCDData arithmetic), so that
-        dividing a frame by it gives ccdproc's bits.
-        """
-        key = ("flat", min_value, np.dtype(dtype))
-        if key not in self._prepared:
-            flat, norm_value = self._flat_for_division
-            flat = _same_type(flat, dtype)
-            use_flat = flat
-            if min_value is not None:
-                use_flat = flat.copy()
-                use_flat.data[use_flat.data < min_value] = min_value
-            if norm_value is not None and norm_value > 0:
-                flat_mean = norm_value * use_flat.unit
-            else:
-                flat_mean = use_flat.data.mean() * use_flat.unit
-            normed = use_flat.divide(flat_mean)
-            if normed.mask is not None and normed.mask.any():
-                normed.data[normed.mask] = 1.0
-            self._prepared[key] = (normed.data, normed.mask, normed.unit)
-        return self._prepared[key]
-
-    @functools.cached_property
-    def _flat_for_division(self):
-        """This flat ready for `ccdproc.flat_correct`: (flat, ``norm_value``).
-
-        Masked pixels hold 1, so that dividing by them leaves the frame's value (masked)
-        instead of dividing by zero, a negative number or NaN. ``norm_value`` is the
-        flat's ``FLATMEAN`` card when it has one (a master flat of ccdproc_ext: the mean
-        of its good pixels as written), so a frame calibrated with it equals
-        ``ccdproc.flat_correct`` with the file on disk; else the mean of the good pixels
-        (a masked corner does not change the level of the frame), or ``None`` (the
-        mean of all pixels) when none is masked.
-        """
-        norm_value = _flat_mean_card(self.ccd.meta)
-        mask = self.ccd.mask
-        if mask is None or not np.any(mask):
-            return self.ccd, norm_value
-        flat = self.ccd.copy()
-        flat.data[mask] = 1.0
-        good = flat.data[~mask]
-        if good.size == 0:
-            raise DataQualityError(f"master flat {self.name}: every pixel is masked")
-        if norm_value is None:
-            norm_value = float(np.mean(good, dtype=np.float64))
-        return flat, norm_value
-
-    @classmethod
-    def load(cls, path, profile=None, *, checksum=None):
-        """Read a master written by ccdproc_ext (or any FITS image) from ``path``.
-
-        ``checksum``, when the caller knows it already, spares reading the file twice.
-        """
-        path = Path(path)
-        unit = header_unit(read_header(path), profile.unit if profile else "adu", path=path)
-        # astropy.wcs notes DATE-OBS -> MJD-OBS; a master has no WCS to speak of.
-        with ignoring(FITSFixedWarning):
-            ccd = CCDData.read(path, unit=unit)
-        ccd.data = ccd.data.astype(np.float32, copy=False)
-        exposure = None
-        if profile is not None:
-            try:
-                exposure = profile.exposure_time(ccd.header, path=path)
-            except HeaderError:
-                exposure = None
-        if checksum is None:
-            checksum = file_checksum(path)[:16]
-        return cls(ccd=ccd, name=path.name, checksum=checksum, exposure=exposure)
-
-
-def _flat_mean_card(header):
-    """The ``FLATMEAN`` of a master flat's header, or ``None`` without a usable one."""
-    value = header.get("FLATMEAN")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if np.isfinite(value) and value > 0 else None
-
-
-def _as_master(master, profile):
-    if master is None or isinstance(master, MasterFrame):
-        return master
-    if isinstance(master, CCDData):
-        name = str(master.meta.get("FILENAME", "in-memory CCDData"))
-        exposure = None
-        if profile is not None:
-            try:
-                exposure = profile.exposure_time(master.meta)
-            except HeaderError:
-                exposure = None
-        return MasterFrame(ccd=master, name=name, exposure=exposure)
-    return MasterFrame.load(master, profile)
-
-
-def _is_raw(header):
-    return not any(already_done(header, flag) for flag in (*FLAGS, "CCDPROC"))
+__all__ = ["calibrate_frame", "mask_bad_pixels", "overscan_and_trim", "shift_reference_pixel"]
 
 
 def mask_bad_pixels(ccd, profile=None, *, name="frame"):
@@ -265,7 +101,7 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
     """
     data = ccd.data
     mask = ccd.mask
-    cards = {}
+    counts = {}
     # The extremes tell, without temporaries, whether any pixel is NaN or infinite (NaN
     # propagates through both) and whether any can be saturated.
     low, high = (data.min(), data.max()) if data.size else (0, 0)
@@ -279,7 +115,7 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
             data[bad] = np.median(data[~bad])
             high = data.max()
             mask = bad if mask is None else (mask | bad)
-            cards["NNANPIX"] = (n_bad, "pixels not finite in the input, masked")
+            counts["not_finite"] = n_bad
             warnings.warn(f"{name}: {n_bad} pixel(s) are NaN or infinite; they are masked "
                           "and set to the median of the others", DataQualityWarning,
                           stacklevel=3)
@@ -290,13 +126,12 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
             saturated = data >= level
             n_saturated = int(np.count_nonzero(saturated))
             mask = saturated if mask is None else (mask | saturated)
-        cards["NSATUR"] = (n_saturated, f"pixels at or above {level:g}, masked")
-    if not cards:
+        counts.update(saturated=n_saturated, level=level)
+    if not counts:
         return ccd
     # The pixels are shared when they did not change: the steps that follow make new ones.
     header = ccd.meta.copy()
-    for key, card in cards.items():
-        header[key] = card
+    mark_bad_pixels(header, **counts)
     return CCDData(data, unit=ccd.unit, meta=header, mask=mask, uncertainty=ccd.uncertainty,
                    wcs=ccd.wcs, copy=False)
 
@@ -304,7 +139,7 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
 def _saturation_level(ccd, profile, name):
     """The saturation level of a raw frame in its unit, or ``None`` when the profile or
     the header does not give it (no masking then: most cameras write no SATURATE)."""
-    if profile is None or profile.saturation is None or not _is_raw(ccd.meta):
+    if profile is None or profile.saturation is None or not is_raw(ccd.meta):
         return None
     try:
         level = profile.saturation.get(ccd.meta, path=name)
@@ -582,167 +417,6 @@ def shift_reference_pixel(header, x_offset, y_offset):
             header[key] = value - offset
 
 
-# ------------------------------------------------------------------ the plain-numpy path
-#
-# Without uncertainties, each ccdproc step is one numpy operation on the pixels (and a
-# logical or of the masks) wrapped in deep copies and unit-aware NDData arithmetic. The
-# functions below do that operation alone, on the same operands in the same order and
-# types, so the pixels are ccdproc's to the bit, and write the header cards ccdproc's
-# functions write (test_calibrate compares both, step by step and for whole frames).
-
-
-class _Log:
-    """What ccdproc's ``log_to_metadata`` needs of a result: its ``meta``."""
-
-    def __init__(self, meta):
-        self.meta = meta
-
-
-def _log_as_ccdproc(header, function, arguments):
-    """Write the card ccdproc's ``function`` writes when called with ``arguments``."""
-    if not ccdproc.conf.auto_logging:
-        return
-    value = ", ".join(f"{name}={_replace_array_with_placeholder(argument)}"
-                      for name, argument in arguments).replace("\n", "")
-    _insert_in_metadata_fits_safe(_Log(header), function, value)
-
-
-def _or_masks(mask, other):
-    """The mask NDData arithmetic gives (``handle_mask=np.logical_or``)."""
-    if other is None:
-        return mask
-    if mask is None:
-        return np.array(other, copy=True)
-    return np.logical_or(mask, other)
-
-
-def _apply(operation, data, operand, owned):
-    """``operation(data, operand)`` in place when ``data`` is ours and keeps its type."""
-    if owned and np.result_type(data, operand) == data.dtype:
-        return operation(data, operand, out=data)
-    return operation(data, operand)
-
-
-def _can_go_fast(ccd, profile, masters, create_deviation):
-    """Whether the plain-numpy path gives what the ccdproc chain gives."""
-    if create_deviation or ccd.uncertainty is not None:
-        return False
-    for master in masters:
-        if master is not None and master.ccd.uncertainty is not None:
-            return False
-    # Units must be equal (ccdproc converts convertible units, and refuses others).
-    for master in masters[:2]:
-        if master is not None and master.ccd.unit != ccd.unit:
-            return False
-    return True
-
-
-def _fast_overscan_and_trim(ccd, profile, name):
-    """`overscan_and_trim` for one overscan section without a model, in plain numpy.
-
-    Returns ``(data, mask, header, wcs, owned)``; ``owned`` says the pixels are a new
-    array (not the caller's).
-    """
-    header = ccd.meta.copy()
-    data, mask, wcs = ccd.data, ccd.mask, ccd.wcs
-    level = None
-    section = _section_to_apply(profile.overscan, "OVERSCAN", ccd, header, name, "overscan")
-    if section is not None:
-        axis = profile.overscan_axis
-        median = profile.overscan_method == "median"
-        region = data[slice_from_string(section, fits_convention=True)]
-        level = np.median(region, axis=axis) if median else np.mean(region, axis=axis)
-        level = level[:, np.newaxis] if axis == 1 else level[np.newaxis, :]
-        _log_as_ccdproc(header, "subtract_overscan",
-                        [("ccd", ccd), ("fits_section", section), ("overscan_axis", axis),
-                         ("median", median), ("model", None)])
-        mark_step(header, "OVERSCAN", f"{section} {profile.overscan_method}")
-    trim = _section_to_apply(profile.trim, "TRIM", ccd, header, name, "trim")
-    if trim is not None:
-        rows, cols = slice_from_string(trim, fits_convention=True)
-        sliced = ccd[rows, cols]  # views; the WCS sliced as CCDData slices it
-        wcs = sliced.wcs
-        mask = None if mask is None else np.array(sliced.mask, copy=True)
-        if level is not None:
-            level = level[rows] if profile.overscan_axis == 1 else level[:, cols]
-            data = sliced.data - level
-        else:
-            data = np.array(sliced.data, copy=True)
-        _log_as_ccdproc(header, "trim_image", [("ccd", ccd), ("fits_section", trim)])
-        shift_reference_pixel(header, cols.start or 0, rows.start or 0)
-        mark_step(header, "TRIM", trim)
-        return data, mask, header, wcs, True
-    if level is not None:
-        return data - level, mask, header, wcs, True
-    return data, mask, header, wcs, False
-
-
-def _fast_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_dark,
-                min_flat_value, dtype):
-    """overscan, trim, bias, dark, flat as ccdproc does them, without uncertainties."""
-    if profile.amplifiers or profile.overscan_axis == "frame" or \
-            profile.overscan_model_degree is not None:
-        trimmed = overscan_and_trim(ccd, profile, name=name)
-        owned = trimmed is not ccd
-        data, mask, wcs = trimmed.data, trimmed.mask, trimmed.wcs
-        header = trimmed.meta if owned else ccd.meta.copy()
-    else:
-        data, mask, header, wcs, owned = _fast_overscan_and_trim(ccd, profile, name)
-    raw_header = ccd.meta
-    unit = ccd.unit
-
-    if bias is not None:
-        if already_done(header, "ZEROCOR"):
-            _skip("ZEROCOR", header, name)
-        else:
-            _check_shape(data.shape, bias, name)
-            data = _apply(np.subtract, data, bias._array(dtype), owned)
-            owned = True
-            mask = _or_masks(mask, bias.ccd.mask)
-            _log_as_ccdproc(header, "subtract_bias", [("ccd", ccd), ("master", bias.ccd)])
-            mark_step(header, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
-
-    if dark is not None:
-        if already_done(header, "DARKCOR"):
-            _skip("DARKCOR", header, name)
-        else:
-            exposure, scale = _dark_exposure_and_scale(raw_header, profile, dark, name,
-                                                       exposure_time, scale_dark)
-            _check_shape(data.shape, dark, name)
-            subtrahend = dark._scaled_dark(exposure, dark.exposure, dtype) if scale \
-                else dark._array(dtype)
-            data = _apply(np.subtract, data, subtrahend, owned)
-            owned = True
-            mask = _or_masks(mask, dark.ccd.mask)
-            _log_as_ccdproc(header, "subtract_dark",
-                            [("ccd", ccd), ("master", dark.ccd),
-                             ("dark_exposure", dark.exposure * u.s),
-                             ("data_exposure", exposure * u.s), ("scale", bool(scale))])
-            factor = dark.scale * (exposure / dark.exposure if scale else 1.0)
-            mark_step(header, "DARKCOR", dark.name, DARKSUM=dark.checksum,
-                      DARKSCL=round(float(factor), 6))
-
-    if flat is not None:
-        if already_done(header, "FLATCOR"):
-            _skip("FLATCOR", header, name)
-        else:
-            _check_shape(data.shape, flat, name)
-            flat_ccd, norm_value = flat._flat_for_division
-            normed, normed_mask, normed_unit = flat._normalised_flat(min_flat_value, dtype)
-            data = _apply(np.true_divide, data, normed, owned)
-            owned = True
-            mask = _or_masks(mask, normed_mask)
-            unit = unit / normed_unit
-            _log_as_ccdproc(header, "flat_correct",
-                            [("ccd", ccd), ("flat", flat_ccd), ("min_value", min_flat_value),
-                             ("norm_value", norm_value)])
-            mark_step(header, "FLATCOR", flat.name, FLATSUM=flat.checksum)
-
-    if not owned:
-        data = np.array(data, copy=True)
-    return CCDData(data, unit=unit, meta=header, mask=mask, wcs=wcs, copy=False)
-
-
 def _dark_exposure_and_scale(header, profile, dark, name, exposure_time, scale_dark):
     """The frame's exposure and whether the dark is scaled to it."""
     exposure = exposure_time if exposure_time is not None else \
@@ -773,7 +447,8 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     master_bias, master_dark, master_flat : `CCDData`, path, `MasterFrame` or None, optional
         Masters to apply; a step whose master is ``None`` is skipped. The master bias and
         dark must already be overscan-subtracted and trimmed (as ccdproc_ext's masters
-        are); the master dark must be bias-subtracted.
+        are); the master dark must be bias-subtracted. A `MasterFrame` given for many
+        frames is prepared once (`MasterFrame.prepare`, `MasterFrame.scaled`).
     scale_dark : bool or None, optional
         Scale the dark by the ratio of exposure times. Default (``None``): scale when the
         exposure times differ by more than the profile's ``dark_tolerance`` and the
@@ -802,6 +477,13 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     CcdprocExtWarning
         When a step's flag is already set (the step is not applied again).
 
+    Notes
+    -----
+    A scaled dark is multiplied by the ratio of exposure times in its own type
+    (`MasterFrame.scaled`; float32 for ccdproc_ext's masters), where
+    ``ccdproc.subtract_dark(..., scale=True)`` multiplies in float64: the two differ by
+    the rounding of that product to float32.
+
     Examples
     --------
     >>> import numpy as np
@@ -823,24 +505,30 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             ccd.data = ccd.data.astype(dtype)
     ccd = mask_bad_pixels(ccd, profile, name=name)
     profile = _overscan_axis_for(ccd, profile, name)
-    header = ccd.meta
-    bias = _as_master(master_bias, profile)
-    dark = _as_master(master_dark, profile)
-    flat = _as_master(master_flat, profile)
+    raw_header = ccd.meta
+    bias, dark, flat = (MasterFrame.of(master, profile)
+                        for master in (master_bias, master_dark, master_flat))
     _check_units(ccd, (bias, dark), name)
 
-    if _can_go_fast(ccd, profile, (bias, dark, flat), create_deviation):
-        result = _fast_chain(ccd, profile, name, bias, dark, flat,
-                             exposure_time=exposure_time, scale_dark=scale_dark,
-                             min_flat_value=min_flat_value, dtype=dtype)
-    else:
-        result = _ccdproc_chain(ccd, profile, name, bias, dark, flat,
-                                exposure_time=exposure_time, scale_dark=scale_dark,
-                                min_flat_value=min_flat_value,
-                                create_deviation=create_deviation, dtype=dtype)
-
+    result = overscan_and_trim(ccd, profile, name=name)
+    if result is ccd:
+        result = ccd.copy()  # never hand back (or later change) the caller's object
+    if create_deviation:
+        gain = _detector_value(profile, "gain", raw_header, name, "create_deviation")
+        read_noise = _detector_value(profile, "read_noise", raw_header, name,
+                                     "create_deviation")
+        result = ccdproc.create_deviation(result, gain=gain, readnoise=read_noise,
+                                          disregard_nan=True)
+    if bias is not None and _not_done("ZEROCOR", result.meta, name):
+        result = _subtract_bias(result, bias, name, dtype)
+    if dark is not None and _not_done("DARKCOR", result.meta, name):
+        exposure, scale = _dark_exposure_and_scale(raw_header, profile, dark, name,
+                                                   exposure_time, scale_dark)
+        result = _subtract_dark(result, dark, exposure, scale, name, dtype)
+    if flat is not None and _not_done("FLATCOR", result.meta, name):
+        result = _flat_correct(result, flat, min_flat_value, name, dtype)
     if gain_correct:
-        result = _to_electrons(result, profile, header, name)
+        result = _to_electrons(result, profile, raw_header, name)
 
     if "BUNIT" in result.meta:  # the raw frame's card says what it was, not what it is
         result.meta["BUNIT"] = result.unit.to_string()
@@ -850,53 +538,45 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     return result
 
 
-def _ccdproc_chain(ccd, profile, name, bias, dark, flat, *, exposure_time, scale_dark,
-                   min_flat_value, create_deviation, dtype):
-    """overscan, trim, bias, dark, flat through ccdproc's functions (uncertainties)."""
-    header = ccd.meta
-    result = overscan_and_trim(ccd, profile, name=name)
-    if result is ccd:
-        result = ccd.copy()  # never hand back (or later change) the caller's object
+def _not_done(flag, header, name):
+    """Whether the step of ``flag`` is still to do; a warning when it was done."""
+    if already_done(header, flag):
+        _skip(flag, header, name)
+        return False
+    return True
 
-    if create_deviation:
-        gain = _detector_value(profile, "gain", header, name, "create_deviation")
-        read_noise = _detector_value(profile, "read_noise", header, name, "create_deviation")
-        result = ccdproc.create_deviation(result, gain=gain, readnoise=read_noise,
-                                          disregard_nan=True)
 
-    if bias is not None:
-        if already_done(result.meta, "ZEROCOR"):
-            _skip("ZEROCOR", result.meta, name)
-        else:
-            _check_shape(result.shape, bias, name)
-            result = ccdproc.subtract_bias(result, _same_type(bias.ccd, dtype))
-            mark_step(result.meta, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
-
-    if dark is not None:
-        if already_done(result.meta, "DARKCOR"):
-            _skip("DARKCOR", result.meta, name)
-        else:
-            exposure, scale = _dark_exposure_and_scale(header, profile, dark, name,
-                                                       exposure_time, scale_dark)
-            _check_shape(result.shape, dark, name)
-            result = ccdproc.subtract_dark(result, _same_type(dark.ccd, dtype),
-                                           dark_exposure=dark.exposure * u.s,
-                                           data_exposure=exposure * u.s, scale=bool(scale))
-            factor = dark.scale * (exposure / dark.exposure if scale else 1.0)
-            mark_step(result.meta, "DARKCOR", dark.name, DARKSUM=dark.checksum,
-                      DARKSCL=round(float(factor), 6))
-
-    if flat is not None:
-        if already_done(result.meta, "FLATCOR"):
-            _skip("FLATCOR", result.meta, name)
-        else:
-            _check_shape(result.shape, flat, name)
-            flat_ccd, norm_value = flat._flat_for_division
-            result = ccdproc.flat_correct(result, _same_type(flat_ccd, dtype),
-                                          min_value=min_flat_value, norm_value=norm_value)
-            mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
+def _subtract_bias(ccd, bias, name, dtype):
+    """`ccdproc.subtract_bias`, flagged ``ZEROCOR`` with the master's name and checksum."""
+    _check_shape(ccd.shape, bias, name)
+    result = ccdproc.subtract_bias(ccd, bias.prepare(dtype))
+    mark_step(result.meta, "ZEROCOR", bias.name, ZEROSUM=bias.checksum)
     return result
 
+
+def _subtract_dark(ccd, dark, exposure, scale, name, dtype):
+    """`ccdproc.subtract_dark` with the dark scaled once to ``exposure`` when ``scale``
+    (`MasterFrame.scaled`), flagged ``DARKCOR``, the factor in ``DARKSCL``."""
+    _check_shape(ccd.shape, dark, name)
+    if scale:
+        dark = dark.scaled(exposure / dark.exposure)
+    # The dark is not scaled again: its exposure is given for the history card.
+    result = ccdproc.subtract_dark(ccd, dark.prepare(dtype),
+                                   dark_exposure=dark.exposure * u.s,
+                                   data_exposure=exposure * u.s, scale=False)
+    mark_step(result.meta, "DARKCOR", dark.name, DARKSUM=dark.checksum,
+              DARKSCL=round(float(dark.scale), 6))
+    return result
+
+
+def _flat_correct(ccd, flat, min_value, name, dtype):
+    """`ccdproc.flat_correct` by the flat normalised once (`MasterFrame.prepare`),
+    flagged ``FLATCOR`` with the master's name and checksum."""
+    _check_shape(ccd.shape, flat, name)
+    normalised = flat.prepare(dtype, flat=True, min_value=min_value)
+    result = ccdproc.flat_correct(ccd, normalised, norm_value=1.0)
+    mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
+    return result
 
 _LABELS = {"gain": "gain", "read_noise": "read noise"}
 
@@ -937,22 +617,9 @@ def _to_electrons(result, profile, header, name):
         return result
     gain = _detector_value(profile, "gain", header, name, "gain_correct")
     result = ccdproc.gain_correct(result, gain)
-    meta = result.meta
     keywords = {*(profile.gain.keywords if profile.gain else ()), "GAIN", "EGAIN"}
-    for key in sorted(keywords):
-        if key in meta:
-            was = meta[key]
-            _set_card(meta, key, 1.0, f"e-/e-: pixels are in electrons (was {was})")
-    _set_card(meta, "GAINCOR", float(gain.value),
-              f"pixels multiplied by this gain [{gain.unit.to_string()}]")
+    mark_gain_corrected(result.meta, gain, keywords)
     return result
-
-
-def _set_card(header, key, value, comment):
-    if isinstance(header, fits.Header):
-        header[key] = (value, comment)
-    else:
-        header[key] = value
 
 
 def _check_shape(shape, master, name):
@@ -974,10 +641,3 @@ def _check_units(ccd, masters, name):
                               f"the master {master.name} in {master.ccd.unit.to_string()}: "
                               "one cannot be subtracted from the other")
 
-
-def _same_type(master, dtype):
-    if master.data.dtype == dtype:
-        return master
-    converted = master.copy()
-    converted.data = converted.data.astype(dtype)
-    return converted

@@ -1,7 +1,9 @@
-"""Processing flags and provenance records in FITS headers.
+"""Every header card ccdproc_ext writes about how a frame was processed.
 
 The flags follow IRAF's ccdproc: each step done writes a keyword saying what it used, and
-a step whose flag is already present is not applied again.
+a step whose flag is already present is not applied again. ccdproc's own functions add
+their history cards themselves (``subtract_bias = 'ccd=<CCDData>, master=<CCDData>'``...,
+through their ``log_to_metadata`` decorator); the cards below are ours.
 
 ========  ==========================================================
 keyword   meaning
@@ -14,13 +16,22 @@ FLATCOR   master flat file name (FLATSUM: checksum)
 GAINCOR   the gain (e-/ADU) the pixels were multiplied by; GAIN, EGAIN then say 1
 CCDPROC   the package and version that calibrated the frame
 PROFILE   the instrument profile used
+NNANPIX   pixels of the input that were not finite (masked)
+NSATUR    pixels at or above the saturation level (masked)
 ========  ==========================================================
+
+A master also says how it was made: ``COMBINED``, ``NCOMBINE``, ``COMBMETH``,
+``MASTTYPE``, the files combined (``IMCMB001`` ...) and left out (``SKIP001``, with the
+reason in ``SKIPW001``); a master flat the level it was divided by (``FLATNORM``), the mean
+of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NLOWPIX``).
 """
 
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["FLAGS", "already_done", "mark_processed", "mark_step", "software_version"]
+__all__ = ["FLAGS", "already_done", "is_raw", "mark_bad_pixels", "mark_flat_normalised",
+           "mark_gain_corrected", "mark_master", "mark_processed", "mark_step",
+           "software_version"]
 
 #: The processing flags, in the order the steps are applied.
 FLAGS = ("OVERSCAN", "TRIM", "ZEROCOR", "DARKCOR", "FLATCOR")
@@ -56,10 +67,15 @@ def already_done(header, flag):
     return flag in header and header[flag] not in (False, "", None)
 
 
-def _set(header, key, value):
+def is_raw(header):
+    """Whether no processing flag (nor ``CCDPROC``) says the frame was processed."""
+    return not any(already_done(header, flag) for flag in (*FLAGS, "CCDPROC"))
+
+
+def _set(header, key, value, comment=None):
     # A CCDData made from an array has a plain dict for meta: no room for comments.
     if isinstance(header, fits.Header):
-        header[key] = (value, _COMMENTS.get(key, ""))
+        header[key] = (value, _COMMENTS.get(key, "") if comment is None else comment)
     else:
         header[key] = value
 
@@ -77,3 +93,77 @@ def mark_processed(header, profile_name):
     _set(header, "CCDPDATE", Time.now().isot[:19])
     if profile_name:
         _set(header, "PROFILE", profile_name)
+
+
+def mark_bad_pixels(header, *, not_finite=None, saturated=None, level=None):
+    """Write ``NNANPIX`` (pixels not finite) and ``NSATUR`` (pixels at or above
+    ``level``), each when its count is given."""
+    if not_finite is not None:
+        _set(header, "NNANPIX", not_finite, "pixels not finite in the input, masked")
+    if saturated is not None:
+        _set(header, "NSATUR", saturated, f"pixels at or above {level:g}, masked")
+
+
+def mark_gain_corrected(header, gain, keywords):
+    """Record that the pixels were multiplied by ``gain`` (a Quantity, e-/ADU).
+
+    The gain cards among ``keywords`` that the header has (``GAIN``, ``EGAIN`` ...) are
+    set to 1, the gain of pixels in electrons, their comment keeping the old value;
+    ``GAINCOR`` is the gain applied.
+    """
+    for key in sorted(keywords):
+        if key in header:
+            was = header[key]
+            _set(header, key, 1.0, f"e-/e-: pixels are in electrons (was {was})")
+    _set(header, "GAINCOR", float(gain.value),
+         f"pixels multiplied by this gain [{gain.unit.to_string()}]")
+
+
+#: Cards of the first frame that say nothing true about a master. CCDPDATE goes too: a
+#: master made again from the same frames is then the same file, with the same checksum
+#: in the frames calibrated with it, so a resumed night equals an uninterrupted one.
+_NOT_IN_MASTERS = ("NSATUR", "NNANPIX", "CCDPDATE")
+
+
+def mark_master(header, kind, names, method, *, not_finite=0, skipped=()):
+    """Write how a master was combined, in place of the first frame's own counts.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header`
+        The master's header (a copy of its first frame's).
+    kind : str
+        ``"bias"``, ``"dark"`` or ``"flat"`` (``MASTTYPE``).
+    names : list of str
+        The files combined (``IMCMB001`` ..., ``NCOMBINE``).
+    method : str
+        How they were combined (``COMBMETH``).
+    not_finite : int, optional
+        Pixels not finite in all the frames (``NNANPIX`` when not 0).
+    skipped : list of (str, str), optional
+        Files left out and why (``SKIP001``, ``SKIPW001`` ...).
+    """
+    for key in _NOT_IN_MASTERS:
+        if key in header:
+            del header[key]
+    if not_finite:
+        _set(header, "NNANPIX", not_finite, "pixels not finite in the frames, masked")
+    _set(header, "COMBINED", True, "combined from several frames")
+    _set(header, "NCOMBINE", len(names), "number of frames combined")
+    _set(header, "COMBMETH", method, "how the frames were combined")
+    _set(header, "MASTTYPE", kind, "kind of master calibration frame")
+    for i, name in enumerate(names, start=1):
+        _set(header, f"IMCMB{i:03d}", name, "combined file")
+    for i, (name, why) in enumerate(skipped, start=1):
+        _set(header, f"SKIP{i:03d}", name, "file left out")
+        header[f"SKIPW{i:03d}"] = why  # no comment: the reason may be long (CONTINUE cards)
+
+
+def mark_flat_normalised(header, norm, mean, min_value, n_low):
+    """Write ``FLATNORM`` (the level a combined flat was divided by), ``FLATMEAN`` (the
+    mean of its good pixels as written: the ``norm_value`` of `ccdproc.flat_correct`)
+    and, with a ``min_value``, ``NLOWPIX`` (pixels below it, masked and set to 1)."""
+    _set(header, "FLATNORM", norm, "the combined flat was divided by this")
+    _set(header, "FLATMEAN", mean, "mean of the unmasked pixels (norm_value)")
+    if min_value is not None:
+        _set(header, "NLOWPIX", n_low, f"pixels below {min_value:g}, masked, set to 1")

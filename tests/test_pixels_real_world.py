@@ -22,11 +22,11 @@ from ccdproc_ext import (
     CcdprocExtWarning,
     FrameReadError,
     HeaderError,
+    MasterFrame,
     calibrate_frame,
     get_profile,
     make_master_flat,
 )
-from ccdproc_ext.calibrate import MasterFrame
 from ccdproc_ext.io import header_unit, inspect_frame, read_frame, write_atomic
 from ccdproc_ext.profiles import InstrumentProfile
 

@@ -1,9 +1,10 @@
-"""The plain-numpy paths give ccdproc's numbers: each step against ccdproc's own function.
+"""calibrate_frame against the CCD Data Reduction Guide's recipe with ccdproc's functions.
 
-`calibrate_frame` does not call ccdproc's functions when no uncertainty is involved; it
-does the same numpy operation on the same operands. These tests run ccdproc's functions
-on the same inputs and require the same pixels (to the bit), the same mask and the same
-header cards.
+Each reference is ccdproc's public functions called one after the other on the same raw
+frame, with the sections written out as the Guide writes them; masks and levels that the
+Guide leaves to the reader are written here with numpy. The pixels must be the same to the
+bit (a scaled dark: within one float32 unit in the last place, see below), and so must the
+mask and the header cards ccdproc writes.
 """
 
 import astropy.units as u
@@ -13,26 +14,26 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 
-from ccdproc_ext import calibrate_frame
-from ccdproc_ext.calibrate import MasterFrame, _ccdproc_chain, mask_bad_pixels
+from ccdproc_ext import MasterFrame, calibrate_frame
 from ccdproc_ext.profiles import InstrumentProfile
 
 SHAPE = (60, 80)  # rows, columns: overscan in the last 10 columns or rows
+SATURATION = 60000.0
+#: (overscan, trim) in the profile, and the same sections as FITS sections for ccdproc.
+SECTIONS = {1: ("[71:80,*]", "[1:68,*]", "[71:80,1:60]", "[1:68,1:60]"),
+            0: ("[*,51:60]", "[*,1:48]", "[1:80,51:60]", "[1:80,1:48]")}
 
 
 def _profile(*, axis=1, method="median", trim=True, overscan=True, scale_darks=True):
-    if axis == 1:
-        overscan_section, trim_section = "[71:80,*]", "[1:68,*]"
-    else:
-        overscan_section, trim_section = "[*,51:60]", "[*,1:48]"
+    overscan_section, trim_section, _, _ = SECTIONS[axis]
     detector = {"overscan_axis": axis, "overscan_method": method,
-                "saturation": {"value": 60000, "unit": "adu"}}
+                "saturation": {"value": SATURATION, "unit": "adu"}}
     if overscan:
         detector["overscan"] = overscan_section
     if trim:
         detector["trim"] = trim_section
     return InstrumentProfile.from_dict({
-        "schema_version": 1, "name": f"fast-{axis}-{method}-{trim:d}-{overscan:d}",
+        "schema_version": 1, "name": f"chain-{axis}-{method}-{trim:d}-{overscan:d}",
         "description": "a small test detector",
         "keywords": {"exposure_time": ["EXPTIME"]},
         "image_types": {"science": ["object"]},
@@ -48,52 +49,55 @@ def _raw(rng, exposure=30.0, *, saturated=0):
         data.flat[rng.choice(data.size, saturated, replace=False)] = 65000
     # A FITS header, as read from a file: ccdproc writes its cards differently in a dict.
     header = fits.Header([("IMAGETYP", "object"), ("EXPTIME", exposure)])
-    ccd = CCDData(data.astype(np.float32), unit="adu", meta=header)
-    return ccd
+    return CCDData(data.astype(np.float32), unit="adu", meta=header)
 
 
-def _master(rng, shape, level, spread, *, exposure=None, masked=0, dtype=np.float32):
-    data = rng.normal(level, spread, shape).astype(dtype)
+def _master(rng, shape, level, spread, *, exposure=None, masked=0, cards=()):
+    data = rng.normal(level, spread, shape).astype(np.float32)
     mask = None
     if masked:
         mask = np.zeros(shape, bool)
         mask.flat[rng.choice(mask.size, masked, replace=False)] = True
-    ccd = CCDData(data, unit="adu", mask=mask)
+    ccd = CCDData(data, unit="adu", mask=mask, meta=fits.Header(list(cards)))
     if exposure is not None:
         ccd.header["EXPTIME"] = exposure
-    return MasterFrame(ccd=ccd, name="master.fits", checksum="0123456789abcdef",
-                       exposure=exposure)
-
-
-def _guide_chain(raw, profile, bias, dark, flat, *, exposure, scale, min_value):
-    """ccdproc's functions, called one after the other as the ccdproc documentation does."""
-    ccd = mask_bad_pixels(raw, profile)
-    if profile.overscan is not None:
-        section = profile.overscan.resolved(ccd.shape)
-        ccd = ccdproc.subtract_overscan(ccd, fits_section=section,
-                                        overscan_axis=profile.overscan_axis,
-                                        median=profile.overscan_method == "median",
-                                        model=None)
-    if profile.trim is not None:
-        ccd = ccdproc.trim_image(ccd, fits_section=profile.trim.resolved(ccd.shape))
-    if bias is not None:
-        ccd = ccdproc.subtract_bias(ccd, bias.ccd)
-    if dark is not None:
-        ccd = ccdproc.subtract_dark(ccd, dark.ccd, dark_exposure=dark.exposure * u.s,
-                                    data_exposure=exposure * u.s, scale=scale)
-    if flat is not None:
-        flat_ccd, norm_value = flat._flat_for_division
-        ccd = ccdproc.flat_correct(ccd, flat_ccd, min_value=min_value,
-                                   norm_value=norm_value)
     return ccd
 
 
-def _assert_same(ours, theirs, *, skip_cards=()):
+def _guide(raw, *, axis=1, method="median", trim=True, overscan=True, bias=None, dark=None,
+           dark_exposure=None, scale=False, flat=None, min_value=None, norm_value=None):
+    """The Guide's recipe with ccdproc's functions; pixels at or above the saturation
+    level masked first, and a masked flat's level the mean of its other pixels (numpy)."""
+    _, _, overscan_fits, trim_fits = SECTIONS[axis]
+    ccd = raw.copy()
+    ccd.mask = raw.data >= SATURATION
+    if overscan:
+        ccd = ccdproc.subtract_overscan(ccd, fits_section=overscan_fits, overscan_axis=axis,
+                                        median=method == "median", model=None)
+    if trim:
+        ccd = ccdproc.trim_image(ccd, fits_section=trim_fits)
+    if bias is not None:
+        ccd = ccdproc.subtract_bias(ccd, bias)
+    if dark is not None:
+        ccd = ccdproc.subtract_dark(ccd, dark, dark_exposure=dark_exposure * u.s,
+                                    data_exposure=raw.header["EXPTIME"] * u.s, scale=scale)
+    if flat is not None:
+        if flat.mask is not None and norm_value is None:
+            norm_value = float(np.mean(flat.data[~flat.mask], dtype=np.float64))
+        ccd = ccdproc.flat_correct(ccd, flat, min_value=min_value, norm_value=norm_value)
+    return ccd
+
+
+def _assert_same(ours, theirs, *, max_ulp=0, skip_cards=()):
     assert ours.data.dtype == np.float32
-    # float32 results from ccdproc are compared bit for bit; a float64 chain (a scaled
-    # dark is multiplied by a float64 factor) is compared after the same cast.
-    np.testing.assert_array_equal(ours.data, theirs.data.astype(np.float32))
-    if theirs.mask is None:
+    # ccdproc's float64 results (a flat is divided by a float64 level) are compared after
+    # the cast to float32 that calibrate_frame makes.
+    expected = theirs.data.astype(np.float32)
+    if max_ulp:
+        np.testing.assert_array_max_ulp(ours.data, expected, maxulp=max_ulp)
+    else:
+        np.testing.assert_array_equal(ours.data, expected)
+    if theirs.mask is None or not theirs.mask.any():
         assert ours.mask is None or not ours.mask.any()
     else:
         np.testing.assert_array_equal(ours.mask, theirs.mask)
@@ -110,28 +114,43 @@ OVERSCAN_CASES = [
     {"axis": 0, "method": "median"},
     {"axis": 0, "method": "mean"},
     {"axis": 1, "method": "median", "trim": False},
+    {"axis": 0, "method": "mean", "trim": False},
     {"axis": 1, "method": "median", "overscan": False},
+    {"axis": 1, "method": "median", "overscan": False, "trim": False},
 ]
 
 
 @pytest.mark.parametrize("case", OVERSCAN_CASES, ids=lambda c: "-".join(map(str, c.values())))
-def test_overscan_and_trim_equal_ccdproc(case):
+def test_overscan_and_trim_equal_the_guide(case):
     rng = np.random.default_rng(1)
-    profile = _profile(**case)
     raw = _raw(rng, saturated=5)
-    ours = calibrate_frame(raw, profile)
-    theirs = _guide_chain(raw, profile, None, None, None, exposure=30.0, scale=False,
-                          min_value=None)
+    ours = calibrate_frame(raw, _profile(**case))
+    theirs = _guide(raw, **case)
     _assert_same(ours, theirs)
-    assert ours.mask is not None and ours.mask.sum() == theirs.mask.sum() > 0
+    assert ours.mask.sum() == theirs.mask.sum() > 0
+    # the flags say what was done, in the words of the Guide's sections
+    _, _, overscan_fits, trim_fits = SECTIONS[case["axis"]]
+    if case.get("overscan", True):
+        assert ours.meta["OVERSCAN"] == f"{overscan_fits} {case['method']}"
+        # ccdproc's own history card, under its short name
+        assert ours.meta["SUBOSCAN"].startswith(f"ccd=<CCDData>, fits_section={overscan_fits}")
+    else:
+        assert "OVERSCAN" not in ours.meta and "SUBOSCAN" not in ours.meta
+    if case.get("trim", True):
+        assert ours.meta["TRIM"] == trim_fits
+    else:
+        assert "TRIM" not in ours.meta and ours.shape == SHAPE
+    assert ours.meta["NSATUR"] == 5
 
 
 CHAIN_CASES = [
     # dark exposure, scale, flat pixels masked, flat min_value, bias pixels masked
     (30.0, False, 0, None, 0),
     (60.0, True, 0, None, 0),
+    (60.0, False, 0, None, 0),
     (30.0, False, 7, None, 0),
     (30.0, False, 0, 0.9, 3),
+    (30.0, False, 0, 1.5, 0),  # the whole flat raised to min_value
     (60.0, True, 4, 0.95, 2),
 ]
 
@@ -139,47 +158,112 @@ CHAIN_CASES = [
 @pytest.mark.parametrize(("dark_exposure", "scale", "flat_masked", "min_value",
                           "bias_masked"), CHAIN_CASES)
 @pytest.mark.parametrize("axis", [0, 1])
-def test_bias_dark_flat_equal_ccdproc(dark_exposure, scale, flat_masked, min_value,
-                                      bias_masked, axis):
+def test_bias_dark_flat_equal_the_guide(dark_exposure, scale, flat_masked, min_value,
+                                        bias_masked, axis):
     rng = np.random.default_rng(2)
-    profile = _profile(axis=axis)
     raw = _raw(rng, exposure=30.0, saturated=2)
-    shape = calibrate_frame(raw, profile).shape
+    shape = (60, 68) if axis == 1 else (48, 80)
     bias = _master(rng, shape, 5.0, 2.0, masked=bias_masked)
     dark = _master(rng, shape, 3.0, 1.0, exposure=dark_exposure)
     flat = _master(rng, shape, 1.0, 0.05, masked=flat_masked)
 
-    ours = calibrate_frame(raw, profile, master_bias=bias, master_dark=dark,
+    ours = calibrate_frame(raw, _profile(axis=axis), master_bias=bias, master_dark=dark,
                            master_flat=flat, scale_dark=scale, min_flat_value=min_value)
-    theirs = _guide_chain(raw, profile, bias, dark, flat, exposure=30.0, scale=scale,
-                          min_value=min_value)
+    theirs = _guide(raw, axis=axis, bias=bias, dark=dark, dark_exposure=dark_exposure,
+                    scale=scale, flat=flat, min_value=min_value)
     # FLATCOR: ccdproc's short name for flat_correct is the flag, which names the flat.
+    # A scaled dark: calibrate_frame scales the master once, in float32, and subtracts it
+    # with scale=False (its history card says so); ccdproc multiplies in float64.
+    skip = ("FLATCOR", "SUBDARK") if scale else ("FLATCOR",)
+    _assert_same(ours, theirs, max_ulp=1 if scale else 0, skip_cards=skip)
+    assert ours.meta["DARKSCL"] == (0.5 if scale else 1.0)
+    assert ours.meta["ZEROCOR"] == ours.meta["DARKCOR"] == ours.meta["FLATCOR"] == \
+        "in-memory CCDData"
+
+
+def test_scaled_dark_equals_the_guide_with_the_dark_scaled_by_hand():
+    """A dark scaled once (float32, as calibrate_frame and MasterFrame.scaled do) gives,
+    to the bit, ccdproc.subtract_dark with that dark and scale=False."""
+    rng = np.random.default_rng(8)
+    raw = _raw(rng, exposure=30.0)
+    dark = _master(rng, (60, 68), 3.0, 1.0, exposure=90.0)
+    ours = calibrate_frame(raw, _profile(), master_dark=dark, scale_dark=True)
+    by_hand = dark.copy()
+    by_hand.data = by_hand.data * np.float32(30.0 / 90.0)
+    theirs = _guide(raw, dark=by_hand, dark_exposure=30.0)
+    _assert_same(ours, theirs)
+    assert ours.meta["DARKSCL"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("masked", [0, 5])
+def test_flat_mean_card_is_the_norm_value(masked):
+    """A master flat with FLATMEAN (ccdproc_ext's own) is divided by it, as
+    ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN) divides."""
+    rng = np.random.default_rng(9)
+    raw = _raw(rng)
+    flat = _master(rng, (60, 68), 1.0, 0.05, masked=masked, cards=[("FLATMEAN", 0.97)])
+    ours = calibrate_frame(raw, _profile(), master_flat=flat)
+    theirs = _guide(raw, flat=flat, norm_value=0.97)
     _assert_same(ours, theirs, skip_cards=("FLATCOR",))
-    assert ours.meta["DARKSCL"] == pytest.approx(30.0 / dark_exposure if scale else 1.0)
 
 
-def test_fast_path_equals_ccdproc_path_with_every_card():
-    """The whole frame, header included, as calibrate_frame's ccdproc path makes it."""
+def test_whole_frame_with_every_card():
+    """bias, scaled dark and masked flat from MasterFrames with names and checksums: the
+    pixels and ccdproc's cards of the Guide, then ccdproc_ext's flags, in this order."""
     rng = np.random.default_rng(3)
-    profile = _profile()
     raw = _raw(rng, saturated=3)
-    shape = calibrate_frame(raw, profile).shape
-    masters = {"bias": _master(rng, shape, 5.0, 2.0, masked=2),
-               "dark": _master(rng, shape, 3.0, 1.0, exposure=60.0),
-               "flat": _master(rng, shape, 1.0, 0.05, masked=3)}
-    ours = calibrate_frame(raw, profile, master_bias=masters["bias"],
+    bias = _master(rng, (60, 68), 5.0, 2.0, masked=2)
+    dark = _master(rng, (60, 68), 3.0, 1.0, exposure=60.0)
+    flat = _master(rng, (60, 68), 1.0, 0.05, masked=3)
+    masters = {kind: MasterFrame(ccd=ccd, name=f"{kind}.fits", checksum=f"{kind}-sum",
+                                 exposure=60.0 if kind == "dark" else None)
+               for kind, ccd in (("bias", bias), ("dark", dark), ("flat", flat))}
+    ours = calibrate_frame(raw, _profile(), master_bias=masters["bias"],
                            master_dark=masters["dark"], master_flat=masters["flat"],
                            scale_dark=True)
-    reference = _ccdproc_chain(mask_bad_pixels(raw, profile), profile, "frame",
-                               masters["bias"], masters["dark"], masters["flat"],
-                               exposure_time=None, scale_dark=True, min_flat_value=None,
-                               create_deviation=False, dtype=np.float32)
-    np.testing.assert_array_equal(ours.data, reference.data.astype(np.float32))
-    np.testing.assert_array_equal(ours.mask, reference.mask)
-    ours_cards = [(c.keyword, c.value) for c in ours.meta.cards if c.keyword != "CCDPDATE"]
-    reference_cards = [(c.keyword, c.value) for c in reference.meta.cards]
-    # The ccdproc path leaves CCDPROC, CCDPDATE and PROFILE to calibrate_frame.
-    assert ours_cards[:len(reference_cards)] == reference_cards
+    theirs = _guide(raw, bias=bias, dark=dark, dark_exposure=60.0, scale=True, flat=flat)
+    _assert_same(ours, theirs, max_ulp=1, skip_cards=("FLATCOR", "SUBDARK"))
+    assert [card.keyword for card in ours.meta.cards] == [
+        "IMAGETYP", "EXPTIME", "NSATUR",
+        "SUBTRACT_OVERSCAN", "SUBOSCAN", "OVERSCAN", "TRIM_IMAGE", "TRIMIM", "TRIM",
+        "SUBTRACT_BIAS", "SUBBIAS", "ZEROCOR", "ZEROSUM",
+        "SUBTRACT_DARK", "SUBDARK", "DARKCOR", "DARKSUM", "DARKSCL",
+        "FLAT_CORRECT", "FLATCOR", "FLATSUM",
+        "CCDPROC", "CCDPDATE", "PROFILE"]
+    cards = ours.meta
+    assert (cards["OVERSCAN"], cards["TRIM"]) == ("[71:80,1:60] median", "[1:68,1:60]")
+    assert (cards["ZEROCOR"], cards["ZEROSUM"]) == ("bias.fits", "bias-sum")
+    assert (cards["DARKCOR"], cards["DARKSUM"], cards["DARKSCL"]) == ("dark.fits",
+                                                                        "dark-sum", 0.5)
+    assert (cards["FLATCOR"], cards["FLATSUM"]) == ("flat.fits", "flat-sum")
+    assert cards["PROFILE"] == "chain-1-median-1-1"
+    assert cards["SUBDARK"] == ("ccd=<CCDData>, master=<CCDData>, "
+                                      "dark_exposure=30.0 s, data_exposure=30.0 s, "
+                                      "scale=False")
+
+
+def test_a_master_used_for_many_frames_is_prepared_once():
+    """The scaled dark and the normalised flat are made once per master: the same
+    objects for every frame, and the frames equal those calibrated from plain CCDData."""
+    rng = np.random.default_rng(5)
+    raws = [_raw(rng) for _ in range(3)]
+    dark_ccd = _master(rng, (60, 68), 3.0, 1.0, exposure=60.0)
+    flat_ccd = _master(rng, (60, 68), 1.0, 0.05, masked=2)
+    dark = MasterFrame(ccd=dark_ccd, name="dark.fits", exposure=60.0)
+    flat = MasterFrame(ccd=flat_ccd, name="flat.fits")
+    for raw in raws:
+        ours = calibrate_frame(raw, _profile(), master_dark=dark, master_flat=flat,
+                               scale_dark=True)
+        plain = calibrate_frame(raw, _profile(), master_dark=dark_ccd, master_flat=flat_ccd,
+                                scale_dark=True)
+        np.testing.assert_array_equal(ours.data, plain.data)
+    assert dark.scaled(0.5) is dark.scaled(0.5)
+    assert flat.prepare(np.float32, flat=True) is flat.prepare(np.float32, flat=True)
+    # what prepare gives is what ccdproc.flat_correct divides by (numpy by hand)
+    normed = flat.prepare(np.float32, flat=True)
+    expected = flat_ccd.data / np.mean(flat_ccd.data[~flat_ccd.mask], dtype=np.float64)
+    expected[flat_ccd.mask] = 1.0
+    np.testing.assert_array_equal(normed.data, expected)
 
 
 def test_input_frame_and_masters_are_not_changed():
@@ -187,13 +271,31 @@ def test_input_frame_and_masters_are_not_changed():
     profile = _profile(trim=False, overscan=False)
     raw = _raw(rng)
     before = raw.data.copy()
-    bias = _master(rng, SHAPE, 5.0, 2.0)
+    bias = MasterFrame(ccd=_master(rng, SHAPE, 5.0, 2.0), name="bias.fits")
     bias_before = bias.ccd.data.copy()
-    result = calibrate_frame(raw, profile, master_bias=bias)
+    flat = _master(rng, SHAPE, 1.0, 0.05, masked=4)
+    flat_before = flat.data.copy()
+    result = calibrate_frame(raw, profile, master_bias=bias, master_flat=flat,
+                             min_flat_value=0.99)
     assert not np.shares_memory(result.data, raw.data)
     np.testing.assert_array_equal(raw.data, before)
     np.testing.assert_array_equal(bias.ccd.data, bias_before)
+    np.testing.assert_array_equal(flat.data, flat_before)
     assert "ZEROCOR" not in raw.meta
+
+
+def test_no_private_name_of_ccdproc_or_astropy():
+    """The chain is built on ccdproc's public functions only."""
+    import re
+    from pathlib import Path
+
+    import ccdproc_ext
+
+    package = Path(ccdproc_ext.__file__).parent
+    for module in ("calibrate.py", "masters.py", "provenance.py"):
+        text = (package / module).read_text()
+        assert not re.search(r"from (ccdproc|astropy)[\w.]* import [^\n]*\b_\w", text), module
+        assert not re.search(r"(ccdproc|astropy)[\w.]*\._[a-z]", text), module
 
 
 # ---------------------------------------------------------------- pixels read from bytes
