@@ -52,7 +52,7 @@ from .exceptions import (
     DataQualityWarning,
     HeaderError,
 )
-from .io import file_checksum, header_unit, read_frame, read_header
+from .io import read_frame
 from .masters import MasterFrame
 from .profiles import get_profile
 from .profiles.sections import parse_fits_section

@@ -176,12 +176,17 @@ def _cmd_demo(args):
     print(f"{len(night.files)} raw frames written")
     result = reduce_night(out / "raw", out / "reduced", args.profile,
                           progress=not args.quiet)
-    result.plan["file", "type", "bias", "dark", "flat", "status"].pprint(max_lines=-1, max_width=-1)
+    _print_table(result.plan["file", "type", "bias", "dark", "flat", "status"])
     print()
-    result.science["raw_file", "output_file", "sky_level", "sky_noise", "status"].pprint(max_lines=-1, max_width=-1)
+    _print_table(result.science["raw_file", "output_file", "sky_level", "sky_noise",
+                                "status"])
     print()
     print(result.summary())
     return 0 if len(result.science) else 1
+
+
+def _print_table(table):
+    table.pprint(max_lines=-1, max_width=-1)
 
 
 def _demo_shape(profile_name):

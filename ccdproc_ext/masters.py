@@ -47,8 +47,7 @@ from .exceptions import (
     FrameSkippedWarning,
     HeaderError,
 )
-from .io import PARTIAL_SUFFIX, read_frame, write_atomic
-from .io import file_checksum, header_unit, read_header
+from .io import PARTIAL_SUFFIX, file_checksum, header_unit, read_frame, read_header, write_atomic
 from .profiles import get_profile
 from .provenance import mark_flat_normalised, mark_master
 
@@ -210,13 +209,6 @@ class MasterFrame:
             with _PREPARE_LOCK:
                 prepared = self._prepared.setdefault(key, prepared)
         return prepared
-
-    # The two names science.py still calls; `prepare` replaces both.
-    def _array(self, dtype):
-        return self.prepare(dtype)
-
-    def _normalised_flat(self, min_value, dtype):
-        return self.prepare(dtype, flat=True, min_value=min_value)
 
     @functools.cached_property
     def _prepared(self):

@@ -40,11 +40,9 @@ from pathlib import Path, PurePath
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import CCDData
 from astropy.table import Table
 
 from ._warnings import CaughtWarnings
-from .calibrate import MasterFrame
 from .collection import NightCollection
 from .exceptions import (
     CcdprocExtError,
@@ -54,8 +52,7 @@ from .exceptions import (
     InternalError,
     error_class,
 )
-from .io import file_checksum
-from .masters import make_master_bias, make_master_dark, make_master_flat
+from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
 from .outputs import (
     check_output_dir,
     check_raw_files,
@@ -482,9 +479,10 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
                 if not isinstance(message, FrameSkippedWarning | DataQualityWarning):
                     report.note(f"masters/{path.name}", type(message).__name__,
                                 without_path(message))
-            masters.built[name] = _kept_master(frame, path, options.profile)
+            masters.built[name] = MasterFrame.of(frame, options.profile,
+                                                 path=path).without_uncertainty()
         else:
-            masters.built[name] = MasterFrame.load(path, options.profile).without_uncertainty()
+            masters.built[name] = MasterFrame.of(path, options.profile).without_uncertainty()
     except Exception as err:  # a bug must not end the night
         err = report.unexpected(err, f"master {name}")
         if options.strict:
@@ -519,21 +517,6 @@ def _make_master(kind, paths, lower, path, master_recipe, options, *, scale_dark
     write_atomic(master, path, uncertainty=options.keeps_uncertainty,
                  mask=master.mask is not None and bool(master.mask.any()))
     return master
-
-
-def _kept_master(master, path, profile):
-    """The master just written, kept in memory for what follows (without uncertainty):
-    the same pixels and mask as read back from ``path``, whose checksum is taken once."""
-    mask = master.mask if master.mask is not None and master.mask.any() else None
-    header = fits.Header(master.meta) if not isinstance(master.meta, fits.Header) \
-        else master.meta
-    ccd = CCDData(master.data, unit=master.unit, meta=header, mask=mask)
-    try:
-        exposure = profile.exposure_time(header, path=path)
-    except CcdprocExtError:
-        exposure = None
-    return MasterFrame(ccd=ccd, name=path.name, checksum=file_checksum(path)[:16],
-                       exposure=exposure)
 
 
 def _report_master(report, master, path, members):

@@ -26,9 +26,10 @@ from astropy.stats import SigmaClip, sigma_clipped_stats
 from photutils.background import Background2D, MedianBackground
 
 from ._warnings import CaughtWarnings
-from .calibrate import MasterFrame, calibrate_frame
+from .calibrate import calibrate_frame
 from .exceptions import CcdprocExtError, InternalError, OutputError
 from .io import _read_frame_and_checksum
+from .masters import MasterFrame
 from .outputs import file_stamp, up_to_date, write_atomic
 
 __all__ = ["MasterRef", "ScienceOutcome", "ScienceTask", "process_context", "run_task",
@@ -114,7 +115,7 @@ def prepared_master(ref, profile, scale, keep_uncertainty, *, loaded=None):
         if tuple(file_stamp(ref.path)) != tuple(ref.stamp):
             raise OutputError(f"{ref.path}: the master changed while the night was reduced")
         master = loaded if loaded is not None else \
-            MasterFrame.load(ref.path, profile, checksum=ref.checksum)
+            MasterFrame.of(ref.path, profile, checksum=ref.checksum)
         if not keep_uncertainty:
             master = master.without_uncertainty()
         master = master.scaled(scale)
@@ -142,14 +143,7 @@ def prepare_masters(tasks, built):
             master = prepared_master(ref, task.profile, _scale_of(task, kind), keep,
                                      loaded=None if keep else built[Path(ref.path).stem])
             if not keep:  # what calibrate_frame will use, computed once
-                _warm(master, task.dtype, flat=kind == "flat")
-
-
-def _warm(master, dtype, *, flat):
-    if flat:
-        master._normalised_flat(None, dtype)
-    else:
-        master._array(dtype)
+                master.prepare(task.dtype, flat=kind == "flat")
 
 
 def process_context():
