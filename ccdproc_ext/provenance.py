@@ -75,9 +75,24 @@ def is_raw(header):
 def _set(header, key, value, comment=None):
     # A CCDData made from an array has a plain dict for meta: no room for comments.
     if isinstance(header, fits.Header):
-        header[key] = (value, _COMMENTS.get(key, "") if comment is None else comment)
+        comment = _COMMENTS.get(key, "") if comment is None else comment
+        if comment and not _fits_with_comment(key, value, comment):
+            comment = ""  # astropy would truncate it, with a warning on every write
+        header[key] = (value, comment)
     else:
         header[key] = value
+
+
+def _fits_with_comment(key, value, comment):
+    """Whether ``key = value / comment`` fits in one 80-character card."""
+    if isinstance(value, str):
+        if len(value) > 68:
+            return False  # a long string goes on CONTINUE cards, whatever the comment
+        value_text = f"'{value.replace(chr(39), chr(39) * 2):<8}'"
+        width = max(len(value_text), 20)
+    else:
+        width = 20
+    return 10 + width + 3 + len(comment) <= 80
 
 
 def mark_step(header, flag, value, **extra):

@@ -57,3 +57,20 @@ def test_verbose_says_every_file_with_its_own_words(night_with_problems, tmp_pat
 def test_quiet_prints_no_warning(night_with_problems, tmp_path, capsys):
     main(["reduce", str(night_with_problems), str(tmp_path / "out"), "-q"])
     assert capsys.readouterr().err == ""
+
+
+def test_long_version_string_writes_no_card_warning(tmp_path, monkeypatch):
+    """A development build's version (with a local part) makes CCDPROC long: the card
+    loses its comment instead of astropy warning "Card is too long" on every write."""
+    import numpy as np
+    from astropy.nddata import CCDData
+
+    import ccdproc_ext
+    from ccdproc_ext import calibrate_frame
+    from ccdproc_ext.outputs import write_atomic
+
+    monkeypatch.setattr(ccdproc_ext, "__version__", "0.1.dev31+gabd3141.d20261129")
+    frame = calibrate_frame(CCDData(np.ones((4, 5), np.float32), unit="adu",
+                                    meta=fits.Header({"EXPTIME": 1.0})), "generic")
+    path = write_atomic(frame, tmp_path / "frame.fits")  # warnings are errors here
+    assert "0.1.dev31+gabd3141.d20261129" in fits.getval(path, "CCDPROC")
