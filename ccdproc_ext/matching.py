@@ -590,8 +590,10 @@ def _forced(calibration, frame, night, options, number, name):
     if not len(found):
         known = ", ".join(str(n) for n in night.masters["name"][night.masters["kind"]
                                                                 == calibration])
-        raise CalibrationMatchError(f"{where}: there is no master {name!r}; the {calibration} "
-                                    f"masters of the plan are: {known or 'none'}")
+        hint = " (a library master: reduce with the library)" \
+            if "@" in name and night.library is None else ""
+        raise CalibrationMatchError(f"{where}: there is no master {name!r}{hint}; the "
+                                    f"{calibration} masters of the plan are: {known or 'none'}")
     if found["kind"][0] != calibration:
         raise CalibrationMatchError(f"{where}: {name} is a {found['kind'][0]}, not a "
                                     f"{calibration}")
