@@ -11,7 +11,9 @@ it can be edited in any text editor and given back to
   the frame is read as that type, as with ``image_types={file: type}``;
 - **the master it uses changed** (``bias``, ``dark`` or ``flat`` column): to another
   master of the plan (its name, ``flat_R_01``, or a library master's,
-  ``flat_R_01@2024-03-01``), or to an empty value to leave the step out.
+  ``flat_R_01@2024-03-01``), or to an empty value to leave the step out (in a row whose
+  type was changed, an empty cell is the old type's "not needed" and leaves the choice
+  to the rules).
 
 The night is then planned again with those frames and types, and every master a row
 names in place of the automatic choice is checked by the same rules (shape, binning, the
@@ -28,6 +30,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
@@ -93,7 +96,7 @@ def _name(plan):
 
 def _text(value):
     """A cell as text: a masked or missing value is ``""``."""
-    if value is None or getattr(value, "mask", False) is True:
+    if value is None or np.ma.is_masked(value):
         return ""
     return str(value).strip()
 
@@ -152,6 +155,9 @@ class PlanEdits:
             if image_type in IMAGE_TYPES and image_type != (known[file] or "unknown"):
                 edits.types[file] = image_type
             chosen = {c: (number, _text(row[c])) for c in _CALIBRATIONS if c in table.colnames}
+            if file in edits.types:
+                # Empty cells were the old type's "not needed", not "leave the step out".
+                chosen = {c: choice for c, choice in chosen.items() if choice[1]}
             if chosen:
                 edits.choices[file] = chosen
         edits.removed = set(known) - set(seen)
@@ -200,7 +206,9 @@ def record_edit(path, edit):
     with fits.open(path) as hdul:
         if hdul[0].header.get(EDIT_CARD) == edit:
             return
-        hdul[0].header[EDIT_CARD] = (edit, "changed in the user's plan")
+        # A long edit continues on CONTINUE cards, where a comment would be cut.
+        hdul[0].header[EDIT_CARD] = (edit, "changed in the user's plan") \
+            if len(edit) <= 36 else edit
         partial = path.with_name(f".{path.name}.planedit.part")
         try:
             hdul.writeto(partial, overwrite=True)
