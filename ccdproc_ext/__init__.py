@@ -14,6 +14,7 @@ from .calibrate import calibrate_frame
 from .collection import NightCollection
 from .combine import combine
 from .exceptions import *  # noqa: F403
+from .library import CalibrationLibrary
 from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan, find_nearest_dark_exposure
 from .night import NightResult, reduce_night
@@ -25,6 +26,7 @@ from .profiles import (
 )
 
 __all__ = [
+    "CalibrationLibrary",
     "InstrumentProfile",
     "MasterFrame",
     "NightCollection",

@@ -10,6 +10,7 @@ message on standard error with exit status 1 (never a traceback)::
     ccdproc-ext plan RAW --profile maxim-ccdsoft --type 'flat-*=flat'
     ccdproc-ext reduce RAW OUT --profile palomar-lfc --workers 2
     ccdproc-ext demo OUTDIR
+    ccdproc-ext library list|add|remove|verify LIBRARY [FILES]
 """
 
 import argparse
@@ -101,6 +102,9 @@ def _add_night_options(parser):
     parser.add_argument("--type", action="append", metavar="PATTERN=TYPE", dest="types",
                         help="declare the type of matching files, e.g. 'flat-*=flat' "
                              "(repeatable)")
+    parser.add_argument("--library", metavar="LIBRARY",
+                        help="calibration library: masters of other nights for frames "
+                             "this night has none for (reduce also registers its masters)")
     scaling = parser.add_mutually_exclusive_group()
     scaling.add_argument("--scale-darks", action="store_true", default=None,
                          help="allow darks of another exposure time, scaled by exposure "
@@ -114,7 +118,11 @@ def _cmd_plan(args):
 
     collection = NightCollection(args.raw, profile=_profile_argument(args.profile),
                                  image_types=_image_types(args.types))
-    plan = collection.plan(scale_darks=args.scale_darks)
+    plan = collection.plan(scale_darks=args.scale_darks, library=args.library)
+    if args.write:
+        from .plans import write_plan
+
+        write_plan(plan, args.write)
     columns = ["file", "type", "exposure", "filter", "bias", "dark", "dark_scale", "flat",
                "status", "problem"]
     plan[columns].pprint(max_lines=-1, max_width=-1)
@@ -134,7 +142,8 @@ def _cmd_reduce(args):
                           overwrite=args.overwrite, strict=args.strict,
                           workers=args.workers, progress=not args.quiet,
                           image_types=_image_types(args.types),
-                          scale_darks=args.scale_darks)
+                          scale_darks=args.scale_darks,
+                          library=args.library, plan=args.plan)
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint(max_lines=-1, max_width=-1)
@@ -206,6 +215,9 @@ def _add_night_commands(commands):
                     "problem that stops it. Nothing is written.")
     plan.add_argument("raw", metavar="RAW", help="folder of raw frames (searched recursively)")
     _add_night_options(plan)
+    plan.add_argument("--write", metavar="PLAN",
+                      help="also write the plan to this ECSV file, to edit and give to "
+                           "'reduce --plan'")
     plan.set_defaults(run=_cmd_plan)
 
     reduce = commands.add_parser(
@@ -224,6 +236,9 @@ def _add_night_commands(commands):
                         help="build masters with N threads and calibrate science frames "
                              "in N processes (default: one per core; 1: one frame at a "
                              "time)")
+    reduce.add_argument("--plan", metavar="PLAN",
+                        help="execute this plan (an edited 'plan --write' or plan.ecsv) "
+                             "instead of the automatic one")
     _add_verbosity(reduce)
     reduce.set_defaults(run=_cmd_reduce)
 
@@ -236,6 +251,91 @@ def _add_night_commands(commands):
                       help="camera to simulate (default: palomar-lfc)")
     _add_verbosity(demo)
     demo.set_defaults(run=_cmd_demo)
+
+
+# ------------------------------------------------------------------ library commands
+def _library_list(args):
+    from .library import CalibrationLibrary
+
+    table = CalibrationLibrary(args.library).table()
+    if not len(table):
+        print(f"{args.library}: no masters")
+        return 0
+    table["first"] = [_date_of(m) for m in table["mjd_first"]]
+    table["last"] = [_date_of(m) for m in table["mjd_last"]]
+    table["id", "kind", "profile", "name", "shape", "xbin", "ybin", "temperature", "exposure",
+          "filter", "first", "last", "n_frames", "path"].pprint(max_lines=-1, max_width=-1)
+    return 0
+
+
+def _date_of(mjd):
+    from .library import night_date
+
+    return night_date(mjd)
+
+
+def _library_add(args):
+    from .library import CalibrationLibrary
+
+    library = CalibrationLibrary(args.library)
+    keys = {"shape": args.shape} if args.shape else {}
+    for path in args.files:
+        row = library.add(path, profile=_profile_argument(args.profile) if args.profile
+                          else None, **keys)
+        print(f"added {row['kind']} {path}")
+    return 0
+
+
+def _library_remove(args):
+    from .library import CalibrationLibrary
+
+    library = CalibrationLibrary(args.library)
+    status = 0
+    for path in args.files:
+        if library.remove(path):
+            print(f"removed {path}")
+        else:
+            print(f"{_PROG}: error: {path} is not in {args.library}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _library_verify(args):
+    from .library import CalibrationLibrary
+
+    problems = CalibrationLibrary(args.library).verify()
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"{args.library}: every master is there, unchanged")
+    return 1 if problems else 0
+
+
+def _add_library_commands(commands):
+    library = commands.add_parser(
+        "library", help="a calibration library: masters of many nights",
+        description="List, add, remove and verify the masters of a calibration library "
+                    "(an SQLite file). 'reduce --library' registers the masters it builds.")
+    actions = library.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, run, text, files in (
+            ("list", _library_list, "the masters, one per line", None),
+            ("add", _library_add, "register master files (keys read from their headers)",
+             "+"),
+            ("remove", _library_remove, "forget master files (the files are kept)", "+"),
+            ("verify", _library_verify, "check every master is there, unchanged (exit "
+             "status 1 when one is not)", None)):
+        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:]
+                                    + ".")
+        action.add_argument("library", metavar="LIBRARY", help="the library file")
+        if files:
+            action.add_argument("files", metavar="FILE", nargs=files, help="a master file")
+        if name == "add":
+            action.add_argument("--profile", default=None,
+                                help="profile name or TOML file (default: the header's "
+                                     "PROFILE)")
+            action.add_argument("--shape", metavar="ROWSxCOLUMNS", default=None,
+                                help="shape of the raw frames of a trimmed master")
+        action.set_defaults(run=run)
 
 
 def _add_verbosity(parser):
@@ -257,6 +357,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_profiles_commands(commands)
     _add_night_commands(commands)
+    _add_library_commands(commands)
     return parser
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "FrameSkippedWarning",
     "HeaderError",
     "InternalError",
+    "LibraryError",
     "OutputError",
     "ProfileError",
 ]
@@ -89,6 +90,10 @@ class InternalError(CcdprocExtError, RuntimeError):
     the traceback is written to ``internal-errors.log`` in the output folder so that it
     can be reported.
     """
+
+
+class LibraryError(OutputError):
+    """The calibration library cannot be read or written, or a master cannot be read."""
 
 
 class CcdprocExtWarning(AstropyUserWarning):

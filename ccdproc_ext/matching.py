@@ -36,6 +36,7 @@ is present but matches nothing (or whose frames all have problems, truncated fil
 a problem, found before any pixel is touched.
 """
 
+import copy
 import math
 
 import numpy as np
@@ -44,6 +45,7 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 
 from .exceptions import CalibrationMatchError
+from .library import CalibrationLibrary, night_date, validity_text
 
 __all__ = ["build_plan", "find_nearest_dark_exposure"]
 
@@ -196,6 +198,7 @@ def _temperature_clusters(values, tolerance):
 _MASTER_COLUMNS = {
     "name": "U", "kind": "U", "group": "U", "group_key": "U", "night": "i4", "exposure": "f8",
     "filter": "U", "temperature": "f8", "mjd": "f8", "n_frames": "i4", "files": "U",
+    "origin": "U", "path": "U",
 }
 
 
@@ -245,6 +248,8 @@ def _build_masters(frames, profile):
                 else math.nan,
                 "n_frames": len(sel),
                 "files": ",".join(sel["file"]),
+                "origin": "night",
+                "path": "",
             })
     # Stable, readable names: bias_01, dark_60s_01, flat_R_01 ...
     counters = {}
@@ -273,7 +278,7 @@ class _Night:
     """What the choice of one frame's calibrations needs to know about the whole night."""
 
     def __init__(self, frames, profile, *, scale_darks, scale_source, dark_tolerance,
-                 strict_temperature):
+                 strict_temperature, library=None):
         self.profile = profile
         self.masters, self.facts = _build_masters(frames, profile)
         self.scale_darks = scale_darks
@@ -285,10 +290,12 @@ class _Night:
         self.present = set(frames["type"])
         self.buildable = {}  # master name -> bool, known once its kind's rows are planned
         self.rows = {}  # file -> plan row
+        self.library = None if library is None else _Library(library, self)
 
     def settle(self, kind):
         """Mark which masters of ``kind`` can be built: at least one member frame is ok."""
-        for name in self.masters["name"][self.masters["kind"] == kind]:
+        for name in self.masters["name"][(self.masters["kind"] == kind)
+                                         & (self.masters["origin"] == "night")]:
             self.buildable[name] = any(self.rows[f]["status"] == "ok"
                                        for f in self.facts[name]["files"])
 
@@ -471,7 +478,7 @@ _PLAN_COLUMNS = {
     "dark": "U", "dark_rule": "U", "dark_exposure": "f8", "dark_dexposure": "f8",
     "dark_scale": "f8", "dark_dtime": "f8", "dark_dtemperature": "f8",
     "flat": "U", "flat_rule": "U", "flat_dtime": "f8", "flat_dtemperature": "f8",
-    "status": "U", "problem": "U", "problem_kind": "U", "notes": "U",
+    "status": "U", "problem": "U", "problem_kind": "U", "notes": "U", "edit": "U",
 }
 
 #: What a science frame lacks when the night has no frame of a calibration type.
@@ -493,24 +500,59 @@ def _add_note(row, note):
     row["notes"] = "; ".join(n for n in (row["notes"], note) if n)
 
 
-def _plan_calibration(row, calibration, frame, night, temperature):
+def _choose_of_night(calibration, frame, night, options):
+    """The night's own master for ``calibration`` (or ``None``, step skipped): raises
+    `CalibrationMatchError`, or `_Unbuildable` when its only masters cannot be built."""
+    master, details = _choose(calibration, frame, night, **options)
+    if master is not None and not night.buildable.get(master["name"], True):
+        unbuildable = master["name"]
+        try:
+            master, details = _choose(calibration, frame, night, only_buildable=True,
+                                      **options)
+        except CalibrationMatchError:
+            raise _Unbuildable(night.why_unbuildable(unbuildable)) from None
+        details["rule"] += f" ({unbuildable} cannot be built)"
+    return master, details
+
+
+class _Unbuildable(CalibrationMatchError):
+    """The only masters a frame could get cannot be built."""
+
+
+def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
     """Choose ``calibration`` for one frame and write it into ``row``; returns the
-    problem in words, or ``""``."""
+    problem in words, or ``""``.
+
+    The night's own masters come first; when the night has none for the frame, the
+    library's (if any). ``forced`` is ``(row number, master name)`` from an edited plan:
+    when it differs from the automatic choice it replaces it, checked by the same rules
+    (a `CalibrationMatchError` naming the row and the column when it breaks them).
+    """
     options = dict(temperature=temperature, has_bias=bool(row["bias"]))
+    failure, library_words = None, ""
     try:
-        master, details = _choose(calibration, frame, night, **options)
-        if master is not None and not night.buildable.get(master["name"], True):
-            unbuildable = master["name"]
-            try:
-                master, details = _choose(calibration, frame, night, only_buildable=True,
-                                          **options)
-            except CalibrationMatchError:
-                row[f"{calibration}_rule"] = _NOT_BUILDABLE
-                return night.why_unbuildable(unbuildable)
-            details["rule"] += f" ({unbuildable} cannot be built)"
+        master, details = _choose_of_night(calibration, frame, night, options)
+    except _Unbuildable as err:
+        failure = (_NOT_BUILDABLE, str(err))
     except CalibrationMatchError as err:
-        row[f"{calibration}_rule"] = "no match"
-        return str(err)
+        failure = ("no match", str(err))
+    if (failure is not None or master is None) and night.library is not None:
+        try:
+            master, details = night.library.choose(calibration, frame, options)
+            failure = None
+        except CalibrationMatchError as err:
+            library_words = str(err)
+    if forced is not None:
+        automatic = "" if failure is not None or master is None else str(master["name"])
+        number, name = forced
+        if name != automatic:
+            master, details = _forced(calibration, frame, night, options, number, name)
+            failure = None
+            _add_edit(row, f"{calibration}: {name or 'none'} instead of "
+                           f"{automatic or 'none'}")
+    if failure is not None:
+        row[f"{calibration}_rule"] = failure[0]
+        return failure[1] + (f"; {library_words}" if library_words else "")
     row[calibration] = details["master"]
     row[f"{calibration}_rule"] = details["rule"]
     row[f"{calibration}_dtime"] = details["dtime"]
@@ -521,12 +563,191 @@ def _plan_calibration(row, calibration, frame, night, temperature):
         row["dark_exposure"] = float(master["exposure"])
         row["dark_dexposure"] = details["dexposure"]
         row["dark_scale"] = details["scale"]
-    if master is None and frame["type"] == "science":
+    if master is None and frame["type"] == "science" and not row["edit"]:
         _add_note(row, _MISSING_NOTES[calibration])
+        if library_words:
+            _add_note(row, library_words)
     return ""
 
 
-def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temperature=None):
+def _add_edit(row, edit):
+    row["edit"] = "; ".join(e for e in (row["edit"], edit) if e)
+
+
+def _forced(calibration, frame, night, options, number, name):
+    """The master ``name`` that an edited plan gives ``frame``, checked by the rules of
+    the automatic choice; ``""`` leaves the step out."""
+    where = f"plan row {number} ({frame['file']}), column {calibration!r}"
+    if not name:
+        details = {"rule": "left out in the plan", "master": "", "dexposure": math.nan,
+                   "scale": math.nan, "dtime": math.nan, "dtemperature": math.nan, "note": ""}
+        return None, details
+    source = night
+    found = night.masters[night.masters["name"] == name]
+    if not len(found) and night.library is not None:
+        source = night.library.view_of(name)
+        found = [] if source is None else source.masters
+    if not len(found):
+        known = ", ".join(str(n) for n in night.masters["name"][night.masters["kind"]
+                                                                == calibration])
+        hint = " (a library master: reduce with the library)" \
+            if "@" in name and night.library is None else ""
+        raise CalibrationMatchError(f"{where}: there is no master {name!r}{hint}; the "
+                                    f"{calibration} masters of the plan are: {known or 'none'}")
+    if found["kind"][0] != calibration:
+        raise CalibrationMatchError(f"{where}: {name} is a {found['kind'][0]}, not a "
+                                    f"{calibration}")
+    if source is night and not night.buildable.get(name, True):
+        raise CalibrationMatchError(f"{where}: {night.why_unbuildable(name)}")
+    view = copy.copy(source)
+    view.masters = found
+    view.present = {calibration}
+    try:
+        master, details = _choose(calibration, frame, view, **options)
+    except CalibrationMatchError as err:
+        raise CalibrationMatchError(f"{where}: {name} cannot calibrate this frame: {err}") \
+            from None
+    if source is not night:
+        problem = night.library.check(name, source.entries[name])
+        if problem:
+            raise CalibrationMatchError(f"{where}: {name} cannot be used: {problem}")
+        night.library.adopt(master, source)
+        details["rule"] = night.library.rule_of(name, master, frame, "")
+    details["rule"] = f"set in the plan: {details['rule']}"
+    return master, details
+
+
+class _Library:
+    """The masters of a `~ccdproc_ext.CalibrationLibrary` as the choice sees them.
+
+    Candidates of each kind are read once (for the night's profile), as a table of
+    masters like the night's own; a frame sees those within the validity window of its
+    kind. The master chosen is checked (file there, checksum unchanged) before it is
+    taken: one that fails is refused, said in ``problems``, and the next is chosen.
+    """
+
+    def __init__(self, library, night):
+        self.library = CalibrationLibrary.of(library)
+        self.night = night
+        self.tables = {}  # kind -> (masters table, facts, {name: library row})
+        self.refused = set()  # names
+        self.checked = {}  # name -> problem in words ("" when usable)
+        self.problems = []  # (path, words)
+        self.adopted = {}  # name -> row of the masters table, in the order chosen
+
+    def candidates(self, kind):
+        if kind not in self.tables:
+            rows, facts, by_name = [], {}, {}
+            for entry in self.library.table(kind, profile=self.night.profile.name):
+                name = f"{entry['name']}@{night_date(entry['mjd'])}"
+                if name in by_name:
+                    name += f"#{entry['id']}"
+                key = (str(entry["shape"]), int(entry["xbin"]), int(entry["ybin"]),
+                       str(entry["agree"]))
+                by_name[name] = entry
+                facts[name] = {"key": key, "temperatures": np.array([entry["temperature"]]),
+                               "files": []}
+                rows.append({"name": name, "kind": kind, "group": _describe_group(key),
+                             "group_key": repr(key), "night": -1,
+                             "exposure": entry["exposure"], "filter": entry["filter"],
+                             "temperature": entry["temperature"], "mjd": entry["mjd"],
+                             "n_frames": entry["n_frames"], "files": "",
+                             "origin": "library",
+                             "path": str(self.library.resolve(entry))})
+            self.tables[kind] = (_masters_table(rows), facts, by_name)
+        return self.tables[kind]
+
+    def view(self, kind, frame):
+        """A night-like view whose masters are the library's usable ones for ``frame``."""
+        table, facts, by_name = self.candidates(kind)
+        days = self.library.validity.get(kind)
+        distance = np.abs(np.asarray(table["mjd"], dtype=float) - float(frame["mjd"]))
+        keep = [str(name) not in self.refused and (days is None or bool(d <= days))
+                for name, d in zip(table["name"], distance, strict=True)]
+        view = copy.copy(self.night)
+        view.masters = table[np.array(keep, dtype=bool)] if len(table) else table
+        view.facts = facts
+        view.present = set()
+        view.buildable = {}
+        view.entries = by_name
+        return view
+
+    def view_of(self, name):
+        """A view holding only the library master ``name`` (of this plan or not)."""
+        for kind in ("bias", "dark", "flat"):
+            table, facts, by_name = self.candidates(kind)
+            if name in by_name:
+                view = copy.copy(self.night)
+                view.masters = table[table["name"] == name]
+                view.facts, view.present, view.buildable = facts, {kind}, {}
+                view.entries = by_name
+                return view
+        return None
+
+    def choose(self, kind, frame, options):
+        """The nearest usable library master of ``kind`` for ``frame``, or a
+        `CalibrationMatchError` saying why there is none."""
+        days = self.library.validity.get(kind)
+        while True:
+            view = self.view(kind, frame)
+            if not len(view.masters):
+                when = "" if days is None else f" within {validity_text(days)}"
+                if days is not None and not np.isfinite(frame["mjd"]):
+                    when = " (the frame has no date to compare)"
+                raise CalibrationMatchError(f"library {self.library.path.name}: no {kind} "
+                                            f"of profile {self.night.profile.name}{when}")
+            try:
+                master, details = _choose(kind, frame, view, **options)
+            except CalibrationMatchError as err:
+                raise CalibrationMatchError(
+                    f"library {self.library.path.name} ({validity_text(days)}): {err}") \
+                    from None
+            name = str(master["name"])
+            problem = self.check(name, view.entries[name])
+            if problem:
+                continue
+            self.adopt(master, view)
+            rest = [part for part in details["rule"].split(", ")
+                    if part not in ("same group", "nearest in time")]
+            details["rule"] = self.rule_of(name, master, frame, "; ".join(rest))
+            return master, details
+
+    def check(self, name, entry):
+        """Whether the file of a library master can be used; refuses it when not."""
+        if name not in self.checked:
+            self.checked[name] = self.library.check(entry)
+            if self.checked[name]:
+                self.refused.add(name)
+                self.problems.append((str(self.library.resolve(entry)),
+                                      f"library master {entry['name']} not used: "
+                                      f"{self.checked[name].partition(': ')[2]}"))
+        return self.checked[name]
+
+    def adopt(self, master, view):
+        name = str(master["name"])
+        if name not in self.adopted:
+            self.adopted[name] = {column: master[column] for column in _MASTER_COLUMNS}
+            self.night.facts[name] = view.facts[name]
+
+    @staticmethod
+    def rule_of(name, master, frame, rest):
+        stem, _, date = name.partition("@")
+        rule = f"library: {stem} of {date.partition('#')[0]}"
+        if frame is not None and np.isfinite(frame["mjd"]) and np.isfinite(master["mjd"]):
+            days = float(frame["mjd"] - master["mjd"])
+            rule += f", {abs(days):.1f} days {'before' if days >= 0 else 'after'}"
+        return rule + (f" ({rest})" if rest else "")
+
+
+def _masters_table(rows):
+    names = tuple(_MASTER_COLUMNS)
+    if not rows:
+        return Table(names=names, dtype=[_MASTER_COLUMNS[n] for n in names])
+    return Table(rows=[[r[n] for n in names] for r in rows], names=names)
+
+
+def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temperature=None,
+               library=None, validity=None, choices=None):
     """Build the calibration plan of a `~ccdproc_ext.NightCollection`.
 
     Rows are planned in the order calibrations depend on each other (bias, dark, flat,
@@ -563,11 +784,34 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
         with ``problem`` in words and ``problem_kind`` the name of the error class it is
         (``FrameReadError``, ``HeaderError``, ``CalibrationMatchError``,
         ``DuplicateFrameError``), and ``notes`` (header cards repaired, a calibration
-        further than the temperature tolerance, a step skipped for lack of frames). A
-        file whose header could not be read gets a row of type ``unreadable``.
-        ``meta["masters"]`` is the table of masters (name, kind, group, group_key,
-        night, exposure, filter, temperature, mjd, n_frames, files); ``meta["notes"]``
-        the night's notes (``"no flat frames: science frames not flat-fielded"``).
+        further than the temperature tolerance, a step skipped for lack of frames), and
+        ``edit`` (what an edited plan changed, ``"flat: flat_R_01 instead of
+        flat_V_01"``). A file whose header could not be read gets a row of type
+        ``unreadable``. ``meta["masters"]`` is the table of masters (name, kind, group,
+        group_key, night, exposure, filter, temperature, mjd, n_frames, files, origin
+        (``night`` or ``library``) and path (of a library master)); ``meta["notes"]``
+        the night's notes (``"no flat frames: science frames not flat-fielded"``);
+        with a library, ``meta["library"]`` its path and ``meta["library_problems"]``
+        the library masters refused, ``[file, words]`` each.
+
+    Other Parameters
+    ----------------
+    library : str, `pathlib.Path`, `~ccdproc_ext.CalibrationLibrary` or None, optional
+        Where masters come from for frames whose night has none that fits them: the
+        library master of the same group keys nearest in time, within the validity window
+        of its kind, whose file is there unchanged. A master of the night always wins.
+        Its rule says so: ``"library: bias_01 of 2024-03-01, 4.2 days before"``.
+    validity : dict or None, optional
+        Validity windows (days, or ``None`` for no limit) by kind, over the library's.
+    choices : dict or None, optional
+        ``{file: {"bias": (row number, master name), ...}}``: masters an edited plan
+        gives frames (see `ccdproc_ext.plans`); ``""`` leaves the step out.
+
+    Raises
+    ------
+    CalibrationMatchError
+        When a master of ``choices`` breaks the rules (another shape, binning or filter),
+        naming the plan's row and column.
     """
     profile = collection.profile
     if scale_darks is None:
@@ -579,8 +823,12 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     if strict_temperature is None:
         strict_temperature = bool(getattr(profile, "strict_temperature", False))
     frames = collection.frames
+    if library is not None:
+        library = CalibrationLibrary.of(library, validity=validity)
+    choices = dict(choices or {})
     night = _Night(frames, profile, scale_darks=bool(scale_darks), scale_source=scale_source,
-                   dark_tolerance=float(dark_tolerance), strict_temperature=strict_temperature)
+                   dark_tolerance=float(dark_tolerance), strict_temperature=strict_temperature,
+                   library=library)
     temperatures = _matching_temperatures(frames)
     set_points = (np.asarray(frames["set_temperature"], dtype=float)
                   if "set_temperature" in frames.colnames else np.full(len(frames), math.nan))
@@ -606,7 +854,9 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
         for frame, temperature, row in zip(frames, temperatures, rows, strict=True):
             if row["type"] != image_type or row["status"] != "ok":
                 continue
-            problems = [_plan_calibration(row, calibration, frame, night, temperature)
+            forced = choices.get(row["file"], {})
+            problems = [_plan_calibration(row, calibration, frame, night, temperature,
+                                          forced.get(calibration))
                         for calibration in NEEDS[image_type]]
             problems = [p for p in problems if p]
             if problems:
@@ -634,13 +884,23 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     plan.meta["scale_darks"] = bool(scale_darks)
     plan.meta["dark_tolerance"] = float(dark_tolerance)
     plan.meta["strict_temperature"] = bool(strict_temperature)
-    plan.meta["notes"] = _night_notes(frames, night.present)
+    plan.meta["notes"] = _night_notes(frames, night.present, rows)
     plan.meta["masters"] = night.masters
+    if night.library is not None:
+        adopted = list(night.library.adopted.values())
+        if adopted:
+            plan.meta["masters"] = _masters_table(
+                [dict(zip(night.masters.colnames, r, strict=True)) for r in night.masters]
+                + adopted)
+        plan.meta["library"] = str(night.library.library.path)
+        plan.meta["library_problems"] = [list(p) for p in night.library.problems]
     return plan
 
 
-def _night_notes(frames, present):
-    """The night's notes: each calibration type absent while there are science frames."""
+def _night_notes(frames, present, rows):
+    """The night's notes: each calibration type absent while there are science frames,
+    unless the library gave every science frame one."""
     if "science" not in present:
         return []
-    return [_MISSING_NOTES[kind] for kind in ("bias", "dark", "flat") if kind not in present]
+    return [_MISSING_NOTES[kind] for kind in ("bias", "dark", "flat") if kind not in present
+            and any(r["type"] == "science" and not r[kind] for r in rows)]

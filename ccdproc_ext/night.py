@@ -45,6 +45,7 @@ from astropy.table import Table
 from ._warnings import CaughtWarnings
 from .collection import NightCollection
 from .exceptions import (
+    CalibrationMatchError,
     CcdprocExtError,
     DataQualityWarning,
     FrameReadError,
@@ -52,7 +53,9 @@ from .exceptions import (
     InternalError,
     error_class,
 )
+from .library import CalibrationLibrary, planned_master_keys
 from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
+from .matching import build_plan
 from .outputs import (
     check_output_dir,
     check_raw_files,
@@ -65,6 +68,7 @@ from .outputs import (
     write_atomic,
     write_table,
 )
+from .plans import PlanEdits, record_edit
 from .profiles import get_profile
 from .science import (
     MasterRef,
@@ -254,7 +258,8 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
                  strict=False, workers=None, executor=None, progress=True,
                  image_types=None,
                  scale_darks=None, combine_options=None, gain_correct=False,
-                 create_deviation=False, write_uncertainty=False, dtype=np.float32):
+                 create_deviation=False, write_uncertainty=False, dtype=np.float32,
+                 library=None, validity=None, plan=None):
     """Reduce a night: plan, build masters, calibrate every science frame.
 
     Parameters
@@ -303,6 +308,19 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         the raw frame, or masked in a master).
     dtype : numpy dtype, optional
         Pixel type of the outputs. Default is ``float32``.
+    library : str, `pathlib.Path`, `~ccdproc_ext.CalibrationLibrary` or None, optional
+        A calibration library: the masters built are registered in it, and frames whose
+        night has no fitting calibration get the library's nearest master of the same
+        group keys within the validity window of its kind (see
+        `~ccdproc_ext.build_plan`). Only this process reads and writes it. Default is
+        ``None``.
+    validity : dict or None, optional
+        Validity windows in days by kind (``{"flat": 7, "bias": None}``), over the
+        library's (`~ccdproc_ext.library.DEFAULT_VALIDITY`).
+    plan : `~astropy.table.Table`, str, `pathlib.Path` or None, optional
+        A plan to execute instead of the automatic one: a dry run's plan (written with
+        `~ccdproc_ext.plans.write_plan`) or a night's ``plan.ecsv``, edited (see
+        `ccdproc_ext.plans`): rows removed, types changed, masters swapped.
 
     Returns
     -------
@@ -314,13 +332,18 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         If the output folder is in, is, or contains the raw folder, or cannot be written.
     CcdprocExtError
         In strict mode, the error of the first frame that cannot be reduced.
+    CalibrationMatchError
+        When an edited ``plan`` names a frame the night does not have, a type that is
+        not one, or a master that breaks the rules: its row and column are named.
     """
     profile = get_profile(profile)
     output_dir = check_output_dir(raw, output_dir)
     collection = _collect(raw, profile, image_types, output_dir)
-    plan = collection.plan(scale_darks=scale_darks)
+    library = None if library is None else CalibrationLibrary.of(library, validity=validity)
+    collection, plan = _plan_night(collection, plan, scale_darks=scale_darks, library=library)
     report = _NightLog(strict, output_dir)
     report.read_plan(plan)
+    _read_library_problems(report, plan)
     result = NightResult(plan=plan, output_dir=output_dir, dry_run=dry_run)
     if dry_run:
         return report.finish(result, [])
@@ -331,10 +354,13 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
                        write_uncertainty=write_uncertainty, dtype=np.dtype(dtype))
     _write_plan(plan, output_dir)
     masters = _build_masters(plan, collection, options, report, progress=progress)
+    if library is not None:
+        _register_masters(library, plan, collection, masters, report)
     result.masters = dict(masters.paths)
     tasks = _science_tasks(plan, collection, masters, options, report, result)
     outcomes = _run_tasks(tasks, masters, options, report, executor=executor,
                           progress=progress)
+    _record_plan_edits(plan, tasks, outcomes, report)
     report.finish(result, list(zip(tasks, outcomes, strict=True)))
     _write_results(result, output_dir)
     return result
@@ -401,6 +427,53 @@ def _collect(raw, profile, image_types, output_dir):
     return collection
 
 
+def _plan_night(collection, edited, *, scale_darks, library):
+    """Stage 1b: the automatic plan, or an edited one checked by the same rules.
+
+    Returns the night as planned (frames retyped or left out by the edits) and the plan.
+    """
+    if edited is None:
+        return collection, build_plan(collection, scale_darks=scale_darks, library=library)
+    edits = PlanEdits.read(edited, collection)
+    collection = edits.apply(collection)
+    plan = build_plan(collection, scale_darks=scale_darks, library=library,
+                      choices=edits.choices)
+    return collection, edits.mark(plan)
+
+
+def _read_library_problems(report, plan):
+    """Library masters refused by the plan (file missing or changed) are problems."""
+    for file, text in plan.meta.get("library_problems", ()):
+        report.problem(file, CalibrationMatchError(text))
+
+
+def _register_masters(library, plan, collection, masters, report):
+    """Stage 3b: the masters built from this night's frames go into the library."""
+    table = plan.meta["masters"]
+    entries = [(masters.paths[(str(m["kind"]), str(m["name"]))],
+                planned_master_keys(m, collection.frames))
+               for m in table if m["origin"] == "night"
+               and (str(m["kind"]), str(m["name"])) in masters.paths]
+    if not entries:
+        return
+    try:
+        library.add_many(entries, profile=collection.profile)
+    except CcdprocExtError as err:
+        report.problem(str(library.path), type(err)(f"masters not registered: {err}"))
+
+
+def _record_plan_edits(plan, night_tasks, outcomes, report):
+    """The edits of a user's plan, in the header of each science frame they concern."""
+    edits = {str(f): str(e) for f, e in zip(plan["file"], plan["edit"], strict=True) if e}
+    for night_task, outcome in zip(night_tasks, outcomes, strict=True):
+        edit = edits.get(night_task.file)
+        if edit and not isinstance(outcome, Exception):
+            try:
+                record_edit(night_task.task.output, edit)
+            except CcdprocExtError as err:
+                report.problem(night_task.file, err)
+
+
 def _write_plan(plan, output_dir):
     """Stage 2: the output folders, ``plan.ecsv`` and ``masters.ecsv``."""
     prepare_output_dir(output_dir)
@@ -421,6 +494,16 @@ class _Masters:
     def path(self, kind, name):
         return self.paths[(kind, name)]
 
+    def by_file_stem(self):
+        """``file stem -> MasterFrame``, as `prepare_masters` looks masters up; a stem two
+        files share (a library master named like one of the night's) maps to ``None``,
+        and that master is read from its file."""
+        stems = {}
+        for (_, name), path in self.paths.items():
+            stem = Path(path).stem
+            stems[stem] = None if stem in stems else self.built.get(name)
+        return stems
+
 
 def _build_masters(plan, collection, options, report, *, progress):
     """Stage 3: every master of the plan, bias first, each from its usable frames."""
@@ -433,9 +516,28 @@ def _build_masters(plan, collection, options, report, *, progress):
               disable=None if progress else True) as bar:
         for kind in MASTER_KINDS:
             for master in table[table["kind"] == kind]:
-                _build_one_master(kind, master, rows, collection, options, report, masters)
+                if master["origin"] == "library":
+                    _load_library_master(kind, master, options, report, masters)
+                else:
+                    _build_one_master(kind, master, rows, collection, options, report,
+                                      masters)
                 bar.update(1)
     return masters
+
+
+def _load_library_master(kind, master, options, report, masters):
+    """A master of the calibration library that the plan chose: read, not built. The plan
+    checked its checksum; the science tasks check it has not changed since."""
+    name, path = str(master["name"]), Path(str(master["path"]))
+    try:
+        masters.built[name] = MasterFrame.of(path, options.profile).without_uncertainty()
+    except Exception as err:  # an unreadable master must not end the night
+        err = report.unexpected(err, f"master {name}")
+        if options.strict:
+            raise err
+        masters.failed[name] = err
+        return
+    masters.paths[(kind, name)] = path
 
 
 def _build_one_master(kind, master, rows, collection, options, report, masters):
@@ -613,7 +715,7 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
         return outcomes
     own_executor = None
     if executor is None:
-        prepare_masters([night_tasks[i].task for i in to_do], masters.built)
+        prepare_masters([night_tasks[i].task for i in to_do], masters.by_file_stem())
         workers = (os.cpu_count() or 1) if options.workers is None else int(options.workers)
         if workers > 1 and len(to_do) > 1:
             own_executor = executor = ProcessPoolExecutor(min(workers, len(to_do)),

@@ -31,7 +31,7 @@ PLAN_COLUMNS = ["file", "type", "group", "night", "exposure", "filter", "tempera
                 "set_temperature", "date_obs", "bias", "bias_rule", "bias_dtime",
                 "bias_dtemperature", "dark", "dark_rule", "dark_exposure", "dark_dexposure",
                 "dark_scale", "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
-                "flat_dtemperature", "status", "problem", "problem_kind", "notes"]
+                "flat_dtemperature", "status", "problem", "problem_kind", "notes", "edit"]
 
 
 def master(plan, kind, **properties):
