@@ -335,9 +335,12 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
         else:
             outcomes = [pool.submit(calibrated, *item).result for item in frames]
         try:
+            first = None  # the first frame kept: a master is made of frames alike
             for (name, _), outcome in zip(frames, outcomes, strict=True):
                 try:
                     frame, value = outcome()
+                    _check_alike(frame, first, name)
+                    first = first or frame
                 except CcdprocExtError as err:
                     if not skip_bad_frames:
                         raise
@@ -357,6 +360,21 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
         raise type(err)(f"none of the {len(skipped)} frames could be used: " + "; ".join(
             f"{name}: {_reason(error, name)}" for name, error in skipped))
     return names, prepared, skipped, checked
+
+
+def _check_alike(frame, first, name):
+    """Frames of one master have the first one's shape and unit (else the combination
+    fails): a frame whose section keywords or ``BUNIT`` differ is left out, named."""
+    if first is None:
+        return
+    if frame.shape != first.shape:
+        raise CalibrationMatchError(
+            f"{name}: {frame.shape[0]}x{frame.shape[1]} pixels after overscan and trim, "
+            f"the first frame of its master {first.shape[0]}x{first.shape[1]} (do their "
+            "section keywords differ?)")
+    if frame.unit != first.unit:
+        raise HeaderError(f"{name}: its pixels are in {frame.unit} (BUNIT), those of the "
+                          f"first frame of its master in {first.unit}")
 
 
 class _Spill:
