@@ -40,6 +40,7 @@ import html
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -237,24 +238,33 @@ def _files_html(files):
     return ", ".join(f"<code>{_e(file)}</code>" for file in files)
 
 
+def _remainder(text, reason):
+    """What a problem or note says beyond its reason."""
+    head, sep, rest = text.partition(": ")
+    return rest if sep and head.startswith(reason) else text
+
+
 def _groups_html(groups, *, css):
-    """A list of reasons: "N files: reason" and the files, the full texts on demand."""
+    """A list of reasons, "N files: reason", each file named once with what it says."""
     items = []
     for group in groups:
-        files = group["files"]
-        texts = set(group["texts"].values())
-        head = (f'<span class="{css}">{_e(_plural(len(files), "file"))}: '
+        head = (f'<span class="{css}">{_e(_plural(len(group["files"]), "file"))}: '
                 f'{_e(group["reason"])}</span> <span class="kind">{_e(group["kind"])}</span>')
-        if len(texts) == 1 and next(iter(texts)) != group["reason"]:
-            detail = f'<div class="detail">{_e(next(iter(texts)))}</div>'
-        elif len(texts) > 1:
-            detail = ("<details><summary>each file</summary><ul>"
-                      + "".join(f"<li><code>{_e(file)}</code>: {_e(text)}</li>"
-                                for file, text in group["texts"].items())
-                      + "</ul></details>")
+        by_text = {}
+        for file, text in group["texts"].items():
+            by_text.setdefault(_remainder(text, group["reason"]), []).append(file)
+        if len(by_text) == 1:
+            text, files = next(iter(by_text.items()))
+            detail = f"<div>{_files_html(files)}</div>"
+            if text != group["reason"]:
+                detail += f'<div class="detail">{_e(text)}</div>'
         else:
-            detail = ""
-        items.append(f"<li>{head}<div>{_files_html(files)}</div>{detail}</li>")
+            lines = "".join(f"<li>{_files_html(files)}: {_e(text)}</li>"
+                            for text, files in by_text.items())
+            detail = (f'<ul class="detail">{lines}</ul>' if len(by_text) <= 3 else
+                      f'<details><summary>{_e(_plural(len(by_text), "different detail"))}'
+                      f'</summary><ul class="detail">{lines}</ul></details>')
+        items.append(f"<li>{head}{detail}</li>")
     return f'<ul class="groups">{"".join(items)}</ul>'
 
 
@@ -469,13 +479,17 @@ def _master_pictures(name, kind, data, stats, pictures):
 
 
 def _read_master(path):
-    with fits.open(path, memmap=False) as hdul:
-        data = np.asarray(hdul[0].data, dtype=float)
-        header = hdul[0].header.copy()
-        mask = np.asarray(hdul["MASK"].data, dtype=bool) if "MASK" in hdul else None
-    if data.ndim != 2:
-        raise OutputError(f"{path}: not a 2-D image")
-    return data, header, mask
+    """The pixels, header and mask of a master; `~ccdproc_ext.FrameReadError` if damaged."""
+    frame = read_frame(path)  # a missing, truncated or non-FITS file: FrameReadError
+    mask = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a damaged extension is said on the page
+        with fits.open(path, memmap=False) as hdul:
+            if "MASK" in hdul:
+                mask = np.asarray(hdul["MASK"].data, dtype=bool)
+    if frame.data.ndim != 2 or (mask is not None and mask.shape != frame.data.shape):
+        raise OutputError(f"{path}: not a 2-D image with a mask of its shape")
+    return np.asarray(frame.data, dtype=float), frame.meta, mask
 
 
 def _format(value, digits=4):
@@ -493,7 +507,7 @@ def _masters_section(night, pictures):
         row = night.masters[index]
         try:
             data, header, mask = _read_master(path)
-        except (OSError, ValueError, CcdprocExtError) as error:
+        except (OSError, ValueError, CcdprocExtError, Warning) as error:
             parts.append(f"<h3>{_e(name)}</h3><p class=\"problem\">cannot be read: "
                          f"{_e(str(error))}</p>")
             continue
@@ -729,13 +743,13 @@ def _science_section(night, pictures):
     for row in rows:
         stem = Path(row["output_file"]).name.split(".")[0]
         try:
-            with fits.open(night.folder / row["output_file"], memmap=True) as hdul:
-                after = _thumbnail(hdul[0].data, pictures.path(f"science_{stem}"))
-        except (OSError, ValueError, TypeError, AttributeError, IndexError) as error:
+            calibrated = read_frame(night.folder / row["output_file"]).data
+        except (CcdprocExtError, OSError, ValueError) as error:
             figures.append(f"<figure><figcaption><code>{_e(row['output_file'])}</code>: "
                            f'<span class="problem">cannot be read: {_e(str(error))}</span>'
                            "</figcaption></figure>")
             continue
+        after = _thumbnail(calibrated, pictures.path(f"science_{stem}"))
         before = _raw_thumbnail(night, row["raw_file"], pictures.path(f"raw_{stem}"), profile)
         images = pictures.img(after, f"{row['raw_file']} calibrated", width=_THUMBNAIL_SIZE)
         if before is not None:
@@ -864,7 +878,7 @@ def night_html_summary(result):
     if result.problems is not None and len(result.problems):
         groups = group_by_reason(result.problems, "problem")
         parts.append("<p>Problems:</p><ul>" + "".join(
-            f"<li>{_e(_plural(len(g['files']), 'file'))} {_e(g['reason'])}: "
+            f"<li>{_e(_plural(len(g['files']), 'file'))}: {_e(g['reason'])} — "
             f"{_files_html(g['files'])}</li>" for g in groups) + "</ul>")
     if result.notes is not None and len(result.notes):
         parts.append(f"<p>{_plural(len(result.notes), 'note')} (see the report).</p>")
