@@ -1,0 +1,350 @@
+"""The night report: made from the files of a reduced night, every frame and problem named.
+
+The night is simulated with problems a real folder has: a truncated file (one of them with
+a name that is HTML), and a science frame in a filter that has no flat. What the page must
+show is known from how the night was made, not from the tables the reduction wrote.
+"""
+
+import html
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from matplotlib.image import imread
+
+from ccdproc_ext import OutputError, reduce_night
+from ccdproc_ext.report import group_by_reason, night_html_summary, write_report
+from ccdproc_ext.simulate import simulate_night
+
+SHAPE = (48, 64)
+TRUNCATED = ("truncated_object.fits", "evil<b>&'name.fits")
+NO_FLAT = "object_nb_B_001.fits"
+
+
+class _Page(HTMLParser):
+    """The pictures, links, scripts and visible text of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.links, self.scripts, self.text = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        elif tag == "a":
+            self.links.append(attrs.get("href", ""))
+        elif tag == "script":
+            self.scripts.append(attrs)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(text):
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def _section(text, name):
+    start = text.index(f'<section id="{name}">')
+    return text[start:text.index("</section>", start)]
+
+
+def _truncate(source, target, fraction=0.5):
+    data = Path(source).read_bytes()
+    Path(target).write_bytes(data[:int(len(data) * fraction)])
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """A reduced night with problems, its report written; and what it was made from."""
+    folder = tmp_path_factory.mktemp("night")
+    raw = folder / "raw"
+    simulated = simulate_night(raw, "generic", shape=SHAPE, n_bias=3, n_dark=2, n_flat=2,
+                               filters=("V", "R"), n_science=2)
+    simulate_night(raw, "generic", shape=SHAPE, n_bias=0, n_dark=0, n_flat=0, filters=(),
+                   dark_exposures=(), science_filters=("B",), n_science=1, prefix="nb_",
+                   seed=3)
+    science = sorted(str(f) for f, t in zip(simulated.files["file"], simulated.files["type"],
+                                            strict=True) if t == "science")
+    # cut at different lengths: two different files (the same bytes would be a duplicate)
+    for name, fraction in zip(TRUNCATED, (0.5, 0.3), strict=True):
+        _truncate(raw / science[0], raw / name, fraction)
+    result = reduce_night(raw, folder / "out", progress=False)
+    report = write_report(folder / "out")
+    return {"raw": raw, "out": folder / "out", "report": report, "science": science,
+            "result": result, "html": report.read_text(encoding="utf-8")}
+
+
+def test_report_is_in_the_output_folder(night):
+    assert night["report"] == night["out"] / "report.html"
+    assert (night["out"] / "report").is_dir()
+
+
+def test_every_science_frame_is_shown(night):
+    page = night["html"]
+    frames = _section(page, "science")
+    for name in night["science"]:
+        assert html.escape(name) in frames
+    # one calibrated thumbnail per reduced frame: 2 filters x 2 frames
+    thumbnails = [img for img in _parse(frames).images if img["alt"].endswith("calibrated")]
+    assert sorted(img["alt"].split()[0] for img in thumbnails) == night["science"]
+
+
+def test_every_problem_file_is_named_once_grouped_by_reason(night):
+    problems = _section(night["html"], "problems")
+    for name in (*TRUNCATED, NO_FLAT):
+        assert problems.count(html.escape(name, quote=True)) == 1, name
+    assert "2 files: truncated" in problems
+    assert "1 file: no flat in filter &#x27;B&#x27;" in problems
+
+
+def test_text_from_files_is_escaped(night):
+    assert "evil<b>" not in night["html"]
+    assert html.escape("evil<b>&'name.fits", quote=True) in night["html"]
+
+
+def test_page_needs_no_javascript_and_no_network(night):
+    page = _parse(night["html"])
+    assert page.scripts == []
+    assert "<script" not in night["html"].lower()
+    for src in [img["src"] for img in page.images] + page.links:
+        assert not src.startswith(("http:", "https:", "//")), src
+
+
+def test_every_picture_is_a_png_that_decodes(night):
+    images = _parse(night["html"]).images
+    sources = [img["src"] for img in images]
+    # 5 masters (bias, 2 darks, 2 flats) with image + histogram, + a large-scale map per
+    # flat, the sky plot and 4 science thumbnails (and 4 of their raw frames when the
+    # plan records the raw folder)
+    plan = Table.read(night["out"] / "plan.ecsv", format="ascii.ecsv")
+    assert len(sources) == 5 * 2 + 2 + 1 + 4 + (4 if plan.meta.get("raw_folder") else 0)
+    assert len(set(sources)) == len(sources)
+    for src in sources:
+        path = night["out"] / src
+        assert path.parent == night["out"] / "report"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = imread(path)
+        assert pixels.ndim == 3 and min(pixels.shape[:2]) > 8
+        assert np.var(pixels[..., :3]) > 0, f"{src} is blank"
+    # and nothing in the folder that the page does not show
+    assert sorted(p.name for p in (night["out"] / "report").iterdir()) == \
+        sorted(Path(src).name for src in sources)
+
+
+def test_master_statistics_are_those_of_the_files(night):
+    masters = _section(night["html"], "masters")
+    for name in ("bias_01", "dark_2s_01", "dark_60s_01", "flat_R_01", "flat_V_01"):
+        assert f'id="master-{name}"' in masters
+    # the level of the master bias, measured here with numpy
+    data = fits.getdata(night["out"] / "masters" / "bias_01.fits")
+    block = masters[masters.index('id="master-bias_01"'):masters.index('id="master-dark')]
+    assert f"<td>level (median)</td><td>{float(np.median(data)):.4g}</td>" in block
+    assert "<td>frames combined</td><td>3</td>" in block
+
+
+def test_plan_says_which_masters_the_science_frames_used(night):
+    plan = _section(night["html"], "plan")
+    text = " ".join(_parse(plan).text)
+    assert "flat_R_01" in text and "same group, filter R" in text
+    assert "flat_V_01" in text and "same group, filter V" in text
+    assert "CalibrationMatchError" in text  # the B frame: no flat
+
+
+def test_report_is_rebuilt_from_the_files_alone(night, tmp_path):
+    # The output folder alone, elsewhere, without the raw frames: the same page.
+    copy = tmp_path / night["out"].name
+    shutil.copytree(night["out"], copy)
+    (copy / "report.html").unlink()
+    shutil.rmtree(copy / "report")
+    assert write_report(copy) == copy / "report.html"
+    assert (copy / "report.html").read_text(encoding="utf-8") == night["html"]
+    assert sorted(p.name for p in (copy / "report").iterdir()) == \
+        sorted(p.name for p in (night["out"] / "report").iterdir())
+
+
+def test_raw_thumbnails_when_the_plan_knows_the_raw_folder(night, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(night["out"], copy)
+    plan = Table.read(copy / "plan.ecsv", format="ascii.ecsv")
+    plan.meta["raw_folder"] = str(night["raw"])
+    plan.write(copy / "plan.ecsv", format="ascii.ecsv", overwrite=True)
+    page = _parse(write_report(copy).read_text(encoding="utf-8"))
+    raw = sorted(img["alt"].split()[0] for img in page.images if img["alt"].endswith(" raw"))
+    assert raw == night["science"]
+    for img in page.images:
+        assert imread(copy / img["src"]).ndim == 3
+
+
+def test_raw_thumbnails_skipped_when_the_raw_folder_is_gone(night, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(night["out"], copy)
+    plan = Table.read(copy / "plan.ecsv", format="ascii.ecsv")
+    plan.meta["raw_folder"] = str(tmp_path / "moved away")
+    plan.write(copy / "plan.ecsv", format="ascii.ecsv", overwrite=True)
+    page = _parse(write_report(copy).read_text(encoding="utf-8"))
+    assert not [img for img in page.images if img["alt"].endswith(" raw")]
+    assert len([img for img in page.images if img["alt"].endswith("calibrated")]) == 4
+
+
+def test_notebook_summary(night):
+    fragment = night_html_summary(night["result"])
+    assert "<script" not in fragment
+    assert "frames: 3 bias, 4 dark, 4 flat, 7 science" in fragment
+    assert "2 files: truncated" in fragment
+    assert fragment.count(html.escape("evil<b>&'name.fits", quote=True)) == 1
+    assert 'href="' in fragment and "report.html" in fragment
+
+
+def test_notebook_summary_before_the_report(night, tmp_path):
+    result = night["result"]
+    copy = tmp_path / "out"
+    shutil.copytree(night["out"], copy)
+    (copy / "report.html").unlink()
+    result = type(result)(**{**vars(result), "output_dir": copy})
+    fragment = night_html_summary(result)
+    assert "href=" not in fragment
+    assert "ccdproc-ext report" in fragment
+
+
+# --------------------------------------------------------- a night folder made by hand
+def _hand_made_night(folder, flat):
+    """The smallest output folder: a plan, one master flat; no science, no other tables."""
+    (folder / "masters").mkdir(parents=True)
+    fits.PrimaryHDU(flat.astype(np.float32),
+                    header=fits.Header({"NCOMBINE": 4, "COMBMETH": "median"})
+                    ).writeto(folder / "masters" / "flat_R_01.fits")
+    Table({"file": ["f1.fits"], "type": ["flat"], "status": ["ok"]}
+          ).write(folder / "plan.ecsv", format="ascii.ecsv")
+    Table({"name": ["flat_R_01"], "kind": ["flat"], "n_frames": [4]}
+          ).write(folder / "masters.ecsv", format="ascii.ecsv")
+
+
+def test_flatness_of_a_flat_with_a_known_gradient(tmp_path):
+    # The response rises linearly from 0.9 to 1.1 across the columns. Cut into 8 boxes
+    # across, the box medians are 0.9 + 0.2 * (j + 0.5) / 8: from 0.9125 to 1.0875, and
+    # their median 1.0, so the large-scale max/min is 1.0875 / 0.9125 = 1.19178.
+    columns = np.arange(800)
+    flat = np.tile(0.9 + 0.2 * (columns + 0.5) / 800, (64, 1))
+    _hand_made_night(tmp_path, flat)
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "<td>large-scale max/min</td><td>1.192</td>" in page
+    assert "<td>frames combined</td><td>4</td>" in page
+    # no science frames, no problems: said in words, no empty picture
+    assert "No science frame" in page
+    assert "No problem" in page
+
+
+def test_a_perfectly_flat_flat(tmp_path):
+    _hand_made_night(tmp_path, np.ones((64, 64)))
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "<td>large-scale max/min</td><td>1</td>" in page
+    for img in _parse(page).images:
+        assert imread(tmp_path / img["src"]).ndim == 3
+
+
+def test_not_a_night_folder(tmp_path):
+    with pytest.raises(OutputError, match=r"plan\.ecsv"):
+        write_report(tmp_path)
+    with pytest.raises(OutputError, match="no such folder"):
+        write_report(tmp_path / "missing")
+
+
+def test_a_damaged_table_is_named(tmp_path):
+    _hand_made_night(tmp_path, np.ones((16, 16)))
+    (tmp_path / "problems.ecsv").write_text("# %ECSV 1.0\n# ---\n# datatype: [oops\n")
+    with pytest.raises(OutputError, match=r"problems\.ecsv"):
+        write_report(tmp_path)
+
+
+def test_a_master_that_cannot_be_read_is_said(tmp_path):
+    _hand_made_night(tmp_path, np.ones((16, 16)))
+    _truncate(tmp_path / "masters" / "flat_R_01.fits", tmp_path / "masters" / "flat_R_01.fits")
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "flat_R_01" in page and "cannot be read" in page
+
+
+# ------------------------------------------------------------------- grouping by reason
+@pytest.mark.parametrize(("rows", "expected"), [
+    # the same reason with different numbers: one group, each file once
+    ([("a.fits", "FrameReadError", "truncated: needs 10 bytes, has 5"),
+      ("b.fits", "FrameReadError", "truncated: needs 10 bytes, has 7"),
+      ("a.fits", "FrameReadError", "truncated: needs 10 bytes, has 5")],
+     [("truncated", ["a.fits", "b.fits"])]),
+    # the same words, another kind: another reason
+    ([("a.fits", "FrameReadError", "not FITS"), ("b.fits", "HeaderError", "not FITS")],
+     [("not FITS", ["a.fits"]), ("not FITS", ["b.fits"])]),
+    # a count in the clause itself: the words are kept, the numbers are not
+    ([("m1.fits", "DataQualityWarning", "945 pixel(s) below the minimum of the flat"),
+      ("m2.fits", "DataQualityWarning", "3 pixel(s) below the minimum of the flat")],
+     [("… pixel below the minimum of the flat", ["m1.fits", "m2.fits"])]),
+    # different filters are different reasons
+    ([("x.fits", "CalibrationMatchError", "no flat in filter 'B'; flats exist for 'R'"),
+      ("y.fits", "CalibrationMatchError", "no flat in filter 'I'; flats exist for 'R'")],
+     [("no flat in filter 'B'", ["x.fits"]), ("no flat in filter 'I'", ["y.fits"])]),
+    # the file's own name in the text does not make a reason of its own
+    ([("flat-1.FIT", "HeaderNote", "flat from file name flat-1.FIT; IMAGETYP says 'Light'"),
+      ("flat-2.FIT", "HeaderNote", "flat from file name flat-2.FIT; IMAGETYP says 'Light'")],
+     [("flat from file name", ["flat-1.FIT", "flat-2.FIT"])]),
+])
+def test_group_by_reason(rows, expected):
+    table = Table(rows=rows, names=["file", "kind", "problem"])
+    groups = group_by_reason(table, "problem")
+    assert [(g["reason"], g["files"]) for g in groups] == expected
+
+
+def test_group_by_reason_of_an_empty_table():
+    assert group_by_reason(Table(names=["file", "kind", "note"], dtype=["U1"] * 3),
+                           "note") == []
+
+
+# -------------------------------------------------------------------- real frames
+def test_report_of_a_real_night_with_truncated_files(real_data, tmp_path):
+    # The ZWO ASI178 folder: 9 of its 10 flats and 3 of its 5 1-s darks are truncated.
+    reduce_night(real_data / "zwo-asi178", tmp_path / "out", progress=False)
+    page = write_report(tmp_path / "out").read_text(encoding="utf-8")
+    problems = _section(page, "problems")
+    assert "12 files: truncated" in problems
+    truncated = [p for p in sorted((real_data / "zwo-asi178").rglob("*.fit"))
+                 if p.stat().st_size % 2880]
+    assert len(truncated) == 12
+    for path in truncated:
+        name = path.relative_to(real_data / "zwo-asi178").as_posix()
+        assert problems.count(html.escape(name)) == 1, name
+    for img in _parse(page).images:
+        assert imread(tmp_path / "out" / img["src"]).ndim == 3
+
+
+# ----------------------------------------------------------------------- in a browser
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on PATH")
+def test_report_renders_in_a_browser(night, tmp_path):
+    screenshot = tmp_path / "report.png"
+    # No sandbox: tests may run as root, where Chromium refuses to start with one.
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+                    "--window-size=1200,1600", f"--screenshot={screenshot}",
+                    night["report"].as_uri()],
+                   check=True, capture_output=True, timeout=120,
+                   env={**os.environ, "HOME": str(tmp_path)})
+    pixels = imread(screenshot)[..., :3]
+    assert pixels.shape[:2] == (1600, 1200)
+    assert np.var(pixels) > 0.005, "the screenshot is blank"
+    # more than text on white: the pictures are drawn (grey and coloured pixels)
+    grey = np.abs(pixels - pixels.mean(axis=-1, keepdims=True)).max(axis=-1) < 0.02
+    assert (grey & (pixels.mean(axis=-1) < 0.8) & (pixels.mean(axis=-1) > 0.2)).mean() > 0.01
