@@ -207,6 +207,13 @@ def _demo_shape(profile_name):
     return (256, 256)
 
 
+def _cmd_report(args):
+    from .report import write_report
+
+    print(write_report(args.out))
+    return 0
+
+
 def _add_night_commands(commands):
     plan = commands.add_parser(
         "plan", help="which calibrations each raw frame gets, and why",
@@ -241,6 +248,13 @@ def _add_night_commands(commands):
                              "instead of the automatic one")
     _add_verbosity(reduce)
     reduce.set_defaults(run=_cmd_reduce)
+
+    report = commands.add_parser(
+        "report", help="write OUT/report.html again from the files of a reduced night",
+        description="Make the night report (report.html and its pictures in report/) "
+                    "from the tables and frames reduce_night wrote under OUT.")
+    report.add_argument("out", metavar="OUT", help="output folder of 'ccdproc-ext reduce'")
+    report.set_defaults(run=_cmd_report)
 
     demo = commands.add_parser(
         "demo", help="simulate a night and reduce it",

@@ -1,6 +1,6 @@
 """`reduce_night`: one call from a folder of raw frames to calibrated science frames.
 
-The night goes through six stages, each a function below:
+The night goes through seven stages, each a function below:
 
 1. **collect** the raw frames (`~ccdproc_ext.NightCollection`) and **plan** them
    (`~ccdproc_ext.matching.build_plan`): missing calibrations are found before any pixel
@@ -11,7 +11,8 @@ The night goes through six stages, each a function below:
 4. **make the science tasks**: one `~ccdproc_ext.science.ScienceTask` per science frame
    whose masters exist;
 5. **run them**, here, in worker processes, or on any executor, and gather what they say;
-6. **write the results**: ``science.ecsv``, ``problems.ecsv`` and ``notes.ecsv``.
+6. **write the results**: ``science.ecsv``, ``problems.ecsv`` and ``notes.ecsv``;
+7. **write the report**: ``report.html`` and its pictures (`ccdproc_ext.report`).
 
 Outputs go to ``masters/`` and ``science/`` under the output folder (see
 `ccdproc_ext.outputs` for their names, their safety and how a re-run resumes). Masters
@@ -31,12 +32,11 @@ master made from a single frame) and about the night (a calibration type missing
 
 import logging
 import os
-import re
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -222,35 +222,28 @@ class NightResult:
         return night_html_summary(self)
 
 
-def _reason_key(file, text):
-    """What makes two messages the same reason: the words, without the file's own name
-    and without the numbers (byte counts, exposure times) that differ from file to file."""
-    text = str(text).replace(str(file), "").replace(PurePath(str(file)).name, "")
-    return re.sub(r"\d+(\.\d+)?", "N", text)
-
-
 #: Files named in one line of a summary before "and N more".
 _FILES_SHOWN = 6
 
 
 def _grouped(table, column, verbose):
-    """The lines of a summary for a problems or notes table: one line per reason."""
+    """The lines of a summary for a problems or notes table: one line per reason (the
+    grouping of the report, `ccdproc_ext.report.group_by_reason`), or with ``verbose``
+    one line per file with its own words."""
     if verbose:
         return [f"  {row['file']}: {row[column]}" for row in table]
-    groups = {}
-    for row in table:
-        key = (str(row["kind"]), _reason_key(row["file"], row[column]))
-        groups.setdefault(key, []).append(row)
+    from .report import group_by_reason
+
     lines = []
-    for rows in groups.values():
-        files = list(dict.fromkeys(str(row["file"]) for row in rows))
+    for group in group_by_reason(table, column):
+        files = group["files"]
         if len(files) == 1:
-            lines.append(f"  {files[0]}: {rows[0][column]}")
+            lines.append(f"  {files[0]}: {group['texts'][files[0]]}")
             continue
         shown = ", ".join(files[:_FILES_SHOWN])
         if len(files) > _FILES_SHOWN:
             shown += f" and {len(files) - _FILES_SHOWN} more"
-        lines.append(f"  {rows[0][column]}\n    ({len(files)} files: {shown})")
+        lines.append(f"  {group['reason']} ({len(files)} files, -v for each): {shown}")
     return lines
 
 
@@ -341,6 +334,9 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     collection = _collect(raw, profile, image_types, output_dir)
     library = None if library is None else CalibrationLibrary.of(library, validity=validity)
     collection, plan = _plan_night(collection, plan, scale_darks=scale_darks, library=library)
+    # Where the raw frames are, for the report's pictures of them before calibration.
+    plan.meta["raw_folder"] = str(Path(collection.location).resolve()) \
+        if collection.location else ""
     report = _NightLog(strict, output_dir)
     report.read_plan(plan)
     _read_library_problems(report, plan)
@@ -363,12 +359,28 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     _record_plan_edits(plan, tasks, outcomes, report)
     report.finish(result, list(zip(tasks, outcomes, strict=True)))
     _write_results(result, output_dir)
+    _write_report(result, output_dir, report)
     return result
 
 
 #: The tables a night writes beside ``plan.ecsv``: the name of each and its attribute.
 RESULT_TABLES = {"science.ecsv": "science", "problems.ecsv": "problems",
                  "notes.ecsv": "notes"}
+
+
+def _write_report(result, output_dir, report):
+    """Stage 7: ``report.html``, from the files just written. A report that cannot be
+    made is a note of the night, never the end of it."""
+    from .report import write_report
+
+    try:
+        write_report(output_dir)
+    except Exception as err:  # the night's outputs are complete without it
+        err = report.unexpected(err, "report.html")
+        text = f"report.html not written: {without_path(err)}"
+        log.warning("%s", text)
+        result.notes.add_row((NIGHT, type(err).__name__, text))
+        write_table(result.notes, output_dir / "notes.ecsv")
 
 
 def _write_results(result, output_dir):
