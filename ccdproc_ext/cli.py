@@ -143,7 +143,7 @@ def _cmd_reduce(args):
                           workers=args.workers, progress=not args.quiet,
                           image_types=_image_types(args.types),
                           scale_darks=args.scale_darks,
-                          library=args.library, plan=args.plan)
+                          library=args.library, plan=args.plan, report=args.report)
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint(max_lines=-1, max_width=-1)
@@ -235,6 +235,8 @@ def _add_night_commands(commands):
     reduce.add_argument("out", metavar="OUT", help="output folder (not inside RAW)")
     _add_night_options(reduce)
     reduce.add_argument("--dry-run", action="store_true", help="print the plan only")
+    reduce.add_argument("--no-report", action="store_false", dest="report",
+                        help="do not write report.html (see 'ccdproc-ext report OUT')")
     reduce.add_argument("--overwrite", action="store_true",
                         help="redo outputs that are already up to date")
     reduce.add_argument("--strict", action="store_true",

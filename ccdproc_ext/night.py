@@ -252,7 +252,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
                  image_types=None,
                  scale_darks=None, combine_options=None, gain_correct=False,
                  create_deviation=False, write_uncertainty=False, dtype=np.float32,
-                 library=None, validity=None, plan=None):
+                 library=None, validity=None, plan=None, report=True):
     """Reduce a night: plan, build masters, calibrate every science frame.
 
     Parameters
@@ -301,6 +301,10 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         the raw frame, or masked in a master).
     dtype : numpy dtype, optional
         Pixel type of the outputs. Default is ``float32``.
+    report : bool, optional
+        Write ``report.html`` and its pictures (`ccdproc_ext.report.write_report`; about
+        half a second per master and a tenth per science frame). Default is ``True``;
+        ``ccdproc-ext report OUT`` writes it later from the files.
     library : str, `pathlib.Path`, `~ccdproc_ext.CalibrationLibrary` or None, optional
         A calibration library: the masters built are registered in it, and frames whose
         night has no fitting calibration get the library's nearest master of the same
@@ -337,29 +341,30 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     # Where the raw frames are, for the report's pictures of them before calibration.
     plan.meta["raw_folder"] = str(Path(collection.location).resolve()) \
         if collection.location else ""
-    report = _NightLog(strict, output_dir)
-    report.read_plan(plan)
-    _read_library_problems(report, plan)
+    night_log = _NightLog(strict, output_dir)
+    night_log.read_plan(plan)
+    _read_library_problems(night_log, plan)
     result = NightResult(plan=plan, output_dir=output_dir, dry_run=dry_run)
     if dry_run:
-        return report.finish(result, [])
+        return night_log.finish(result, [])
 
     options = _Options(profile=profile, overwrite=overwrite, strict=strict, workers=workers,
                        combine_options=dict(combine_options or {}), gain_correct=gain_correct,
                        create_deviation=create_deviation,
                        write_uncertainty=write_uncertainty, dtype=np.dtype(dtype))
     _write_plan(plan, output_dir)
-    masters = _build_masters(plan, collection, options, report, progress=progress)
+    masters = _build_masters(plan, collection, options, night_log, progress=progress)
     if library is not None:
-        _register_masters(library, plan, collection, masters, report)
+        _register_masters(library, plan, collection, masters, night_log)
     result.masters = dict(masters.paths)
-    tasks = _science_tasks(plan, collection, masters, options, report, result)
-    outcomes = _run_tasks(tasks, masters, options, report, executor=executor,
+    tasks = _science_tasks(plan, collection, masters, options, night_log, result)
+    outcomes = _run_tasks(tasks, masters, options, night_log, executor=executor,
                           progress=progress)
-    _record_plan_edits(plan, tasks, outcomes, report)
-    report.finish(result, list(zip(tasks, outcomes, strict=True)))
+    _record_plan_edits(plan, tasks, outcomes, night_log)
+    night_log.finish(result, list(zip(tasks, outcomes, strict=True)))
     _write_results(result, output_dir)
-    _write_report(result, output_dir, report)
+    if report:
+        _write_report(result, output_dir, night_log)
     return result
 
 
