@@ -59,10 +59,10 @@ from .exceptions import (
     DataQualityWarning,
     HeaderError,
 )
-from .io import file_checksum, header_unit, read_frame, read_header
 from .profiles import get_profile
 from .profiles.sections import parse_fits_section
 from .provenance import FLAGS, already_done, mark_processed, mark_step
+from .raw import file_checksum, header_unit, read_frame, read_header
 
 __all__ = ["MasterFrame", "calibrate_frame", "mask_bad_pixels", "overscan_and_trim"]
 

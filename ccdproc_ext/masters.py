@@ -43,8 +43,9 @@ from .exceptions import (
     DataQualityWarning,
     FrameSkippedWarning,
 )
-from .io import PARTIAL_SUFFIX, read_frame, write_atomic
+from .outputs import PARTIAL_SUFFIX, write_atomic
 from .profiles import get_profile
+from .raw import read_frame
 
 __all__ = ["DEFAULT_COMBINE", "make_master_bias", "make_master_dark", "make_master_flat"]
 

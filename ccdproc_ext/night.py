@@ -53,7 +53,6 @@ from .exceptions import (
     InternalError,
     error_class,
 )
-from .io import file_checksum
 from .masters import make_master_bias, make_master_dark, make_master_flat
 from .outputs import (
     check_output_dir,
@@ -68,6 +67,7 @@ from .outputs import (
     write_table,
 )
 from .profiles import get_profile
+from .raw import file_checksum
 from .science import (
     MasterRef,
     ScienceOutcome,

@@ -529,7 +529,8 @@ def test_outputs_from_absolute_paths_land_in_the_output_folder(clean_night, tmp_
     assert sorted(Path(f).name for f in result.science["output_file"]) == list(SCIENCE)
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
                if p.is_file() and not p.is_relative_to(raw)}
-    assert written == {"out/plan.ecsv", "out/masters.ecsv",
+    assert written == {"out/plan.ecsv", "out/masters.ecsv", "out/science.ecsv",
+                       "out/problems.ecsv", "out/notes.ecsv",
                        *(f"out/science/{n}" for n in SCIENCE),
                        *(f"out/masters/{p.name}" for p in result.masters.values())}
 

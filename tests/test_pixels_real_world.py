@@ -27,7 +27,8 @@ from ccdproc_ext import (
     make_master_flat,
 )
 from ccdproc_ext.calibrate import MasterFrame
-from ccdproc_ext.io import header_unit, inspect_frame, read_frame, write_atomic
+from ccdproc_ext.outputs import write_atomic
+from ccdproc_ext.raw import header_unit, inspect_frame, read_frame
 from ccdproc_ext.profiles import InstrumentProfile
 
 SHAPE = (20, 30)  # rows, columns
