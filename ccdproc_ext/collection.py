@@ -26,6 +26,7 @@ import numpy as np
 from astropy.io.fits.card import UNDEFINED
 from astropy.io.fits.connect import is_fits
 from astropy.io.fits.verify import VerifyWarning
+from astropy.nddata import fits_ccddata_reader
 from astropy.table import Table
 from astropy.time import Time
 from ccdproc import ImageFileCollection
@@ -35,7 +36,7 @@ from ._warnings import ignoring
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
 from .headers import _to_float, card_value
 from .profiles import IMAGE_TYPES, FrameType, get_profile
-from .raw import _inspect, file_checksum, is_fits_name
+from .raw import _inspect, file_checksum, header_unit, is_fits_name
 
 __all__ = ["NightCollection"]
 
@@ -572,6 +573,34 @@ class NightCollection(ImageFileCollection):
     def count_by_type(self):
         """How many usable frames of each type, as a dict."""
         return {t: len(self.frames_of_type(t)) for t in IMAGE_TYPES}
+
+    def ccds(self, ccd_kwargs=None, **kwd):
+        """Like `ccdproc.ImageFileCollection.ccds`; a file without ``BUNIT`` (or with one
+        that is not a unit) is read in the profile's unit unless ``ccd_kwargs`` gives one.
+
+        ccdproc asks for a unit then ("a unit for CCDData must be specified").
+        """
+        ccd_kwargs = dict(ccd_kwargs or {})
+        if "unit" in ccd_kwargs:
+            return super().ccds(ccd_kwargs=ccd_kwargs, **kwd)
+        # Checked now, as ccdproc does, not when the first frame is asked for.
+        if kwd.get("overwrite") or kwd.get("clobber"):
+            return super().ccds(ccd_kwargs=ccd_kwargs, **kwd)
+        return self._ccds_in_known_units(ccd_kwargs, kwd)
+
+    def _ccds_in_known_units(self, ccd_kwargs, kwd):
+        """ccdproc's ccds generator, each file read with its unit (see `ccds`)."""
+        return_fname = kwd.pop("return_fname", False)
+        if not self.summary:
+            return
+        # The files ccdproc's generator gives: those matching kwd, or the current selection.
+        names = list(self.files_filtered(**kwd)) if kwd else \
+            self.summary["file"].compressed().tolist()
+        for name in names:
+            path = os.path.join(self.location or "", name)
+            unit = header_unit(self.header(name), self.profile.unit, path=path)
+            ccd = fits_ccddata_reader(path, hdu=self.ext, unit=unit, **ccd_kwargs)
+            yield (ccd, os.path.basename(path)) if return_fname else ccd
 
     def filter(self, **kwd):
         """Like `ccdproc.ImageFileCollection.filter`, returning a `NightCollection`."""

@@ -18,8 +18,10 @@ what they say (a decimal comma, ``3,2E-05``, is a number) and the repair is writ
 frame's ``HISTORY``.
 """
 
+import bz2
 import contextlib
 import copy
+import gzip
 import dataclasses
 import hashlib
 import io
@@ -284,6 +286,29 @@ def _recording():
                                    warning.lineno)
 
 
+_STREAM_MODULES = {"gzip": gzip, "bzip2": bz2}
+
+
+@contextlib.contextmanager
+def _cut_stream_said(path, compression):
+    """When reading a gzip or bzip2 file fails, say whether its stream is cut short."""
+    try:
+        yield
+    except FrameReadError as err:
+        module = _STREAM_MODULES.get(compression)
+        reason = str(err).removeprefix(f"{path}: ")
+        if module is None or reason.startswith("truncated"):
+            raise
+        try:
+            with module.open(path, "rb") as stream:
+                while stream.read(1 << 20):
+                    pass
+        except (EOFError, OSError):
+            raise FrameReadError(f"{path}: truncated: the {compression} stream ends before "
+                                 f"its end ({reason})") from None
+        raise
+
+
 def _reason(err):
     if isinstance(err, EOFError):
         return "truncated: the compressed stream ends before the data unit does"
@@ -394,8 +419,9 @@ def open_image(path, ext=0, *, source=None, **options):
     size = os.path.getsize(path)
     options.setdefault("lazy_load_hdus", True)
     notices = []
-    with _open_raw(path if source is None else source, "header", path=path,
-                   notices=notices, **options) as hdul:
+    with _cut_stream_said(path, compression), \
+            _open_raw(path if source is None else source, "header", path=path,
+                      notices=notices, **options) as hdul:
         index, hdu = _choose_hdu(hdul, ext, path)
         image = RawImage(path, index, hdu, _merged_header(hdul, index, hdu), notices=notices,
                          hdulist=hdul)
@@ -505,15 +531,20 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
     The whole file is read into memory and astropy reads it from there, without scaling
     the stored integers (`_physical` does, faster and to the same values).
     """
-    _check_length(path)
+    compression = _check_length(path)
     try:
         content = path.read_bytes()
     except OSError as err:
         raise FrameReadError(f"{path}: cannot read the FITS image "
                              f"({err.strerror or err})") from None
     digest = hashlib.blake2b(content).hexdigest() if checksum else None
-    with open_image(path, ext, source=io.BytesIO(content),
-                    do_not_scale_image_data=True) as image:
+
+    def source():
+        # astropy recognises a compressed file (gzip, bzip2 ...) by its name and first
+        # bytes when it opens it itself, not in bytes in memory.
+        return io.BytesIO(content) if compression is None else None
+
+    with open_image(path, ext, source=source(), do_not_scale_image_data=True) as image:
         if image.problem:
             raise FrameReadError(f"{path}: {image.problem}")
         header = image.header
@@ -523,7 +554,7 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
     if scaling is None:
         # BSCALE, BLANK or a compressed image: astropy scales them, in a second opening
         # of the bytes already read.
-        with open_image(path, ext, source=io.BytesIO(content)) as image:
+        with open_image(path, ext, source=source()) as image:
             data = np.asarray(_pixels(image, path, lambda hdu: hdu.data), dtype=dtype)
     else:
         data = _physical(data, scaling, dtype)

@@ -6,6 +6,11 @@ drop-in for `ccdproc.combine`: the installed ccdproc's ``test_image_collection.p
 same counts. The swapped copy differs from ccdproc's module in its import line only, and in
 the repr tests, which expect the instance's own class name (``NightCollection(...)``).
 
+One test is left out of the swapped run, a deliberate difference: ccdproc's
+``test_generator_ccds_without_unit`` expects ``ccds()`` to fail on files without ``BUNIT``
+("a unit for CCDData must be specified"); `NightCollection.ccds` reads them in the
+profile's unit (adu by default) instead. Every other test must pass as it does in ccdproc.
+
 Nothing is downloaded: the tests are skipped when ccdproc's test modules are not installed.
 """
 
@@ -50,6 +55,11 @@ _SWAPS = {
          "from ccdproc_ext.combine import combine\n"),
     ],
 }
+#: ccdproc's tests of behaviours the drop-ins change on purpose (see the module's docstring).
+DELIBERATE = {
+    "test_image_collection": ("TestImageFileCollection::test_generator_ccds_without_unit",),
+    "test_combiner": (),
+}
 #: The repr tests' expected text starts with the class name: the instance's own.
 _REPR_RE = re.compile(r'(f?")ImageFileCollection\(')
 #: Relative imports (``from ..combiner import``) name ccdproc's modules outside its package.
@@ -88,13 +98,14 @@ def _counts(junit_file):
     return counts
 
 
-def _run_pytest(target, folder, report):
+def _run_pytest(target, folder, report, deselect=()):
     """Run pytest on ``target``, warnings being errors as in ccdproc's own configuration;
     the counts of its report."""
     ini = folder / "pytest.ini"
     ini.write_text("[pytest]\n")
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini),
                "--rootdir", str(folder), "-W", "error", f"--junitxml={report}", str(target)]
+    command += [f"--deselect={target.name}::{test}" for test in deselect]
     result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900)
     assert report.is_file(), result.stdout[-3000:] + result.stderr[-3000:]
     return _counts(report), result.stdout
@@ -115,7 +126,7 @@ def suite_counts(tmp_path_factory):
             "from ccdproc.tests.pytest_fixtures import triage_setup  # noqa: F401\n")
         (swapped_folder / f"{name}.py").write_text(_swapped_source(name))
         swapped, output = _run_pytest(swapped_folder / f"{name}.py", swapped_folder,
-                                      swapped_folder / "swapped.xml")
+                                      swapped_folder / "swapped.xml", DELIBERATE[name])
         counts[name] = own, swapped, output
     return counts
 
@@ -124,5 +135,6 @@ def suite_counts(tmp_path_factory):
 def test_swapped_counts_equal_ccdprocs(suite_counts, name):
     own, swapped, output = suite_counts[name]
     assert own["passed"] > 0
-    print(f"{name}: ccdproc {own}, swapped {swapped}")
-    assert swapped == own, output[-6000:]
+    print(f"{name}: ccdproc {own}, swapped {swapped}, left out {len(DELIBERATE[name])}")
+    left_out = len(DELIBERATE[name])
+    assert swapped == {**own, "passed": own["passed"] - left_out}, output[-6000:]
