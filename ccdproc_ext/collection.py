@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 from astropy.io.fits.card import UNDEFINED
 from astropy.io.fits.connect import is_fits
-from astropy.io.fits.verify import VerifyWarning
 from astropy.nddata import fits_ccddata_reader
 from astropy.table import Table
 from astropy.time import Time
@@ -112,12 +111,6 @@ def _header_pairs(header):
             seen.add(key)
             pairs.append((keyword, _summary_value(header, keyword)))
     return pairs, repeated
-
-
-def _header_text(header):
-    """The text of a header, to compare headers (files with the same bytes have the same)."""
-    with ignoring(VerifyWarning):
-        return header.tostring()
 
 
 #: Bytes compared before whole files: the header, where two frames of a night differ.
@@ -401,7 +394,7 @@ class NightCollection(ImageFileCollection):
 
     def _build(self):
         """Read what is not read yet of every file, and make `frames` and `problems`."""
-        self._problems, readable, headers = [], [], {}
+        self._problems, readable = [], []
         self._data_problems, self._header_notes = {}, {}
         for name in self.files:
             path = os.path.join(self.location or "", name)
@@ -412,7 +405,7 @@ class NightCollection(ImageFileCollection):
                 if name not in self._warned:  # ccdproc's summary said it already
                     log.warning("%s", inspection)
                 continue
-            header, problem, notes, _ = inspection
+            _, problem, notes, _ = inspection
             if problem:  # a problem of the frame, in `frames`: reported from there
                 self._data_problems[name] = problem
                 log.info("%s: %s", path, problem)
@@ -420,11 +413,11 @@ class NightCollection(ImageFileCollection):
                 log.info("%s: %s", path, note)
             if notes:
                 self._header_notes[name] = notes
-            headers[name] = header
             readable.append(name)
+        # (files of one size are told apart by their first bytes: cheaper than comparing
+        # the headers' text)
         self._duplicates = _find_duplicates(
-            {name: os.path.join(self.location or "", name) for name in readable},
-            {name: _header_text(header) for name, header in headers.items()})
+            {name: os.path.join(self.location or "", name) for name in readable})
         self._frames = self._build_frames(readable)
 
     # ------------------------------------------------------------------ the frame table

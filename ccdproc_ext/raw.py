@@ -154,18 +154,19 @@ _BITPIX = (8, 16, 32, 64, -32, -64)
 
 
 
-def _data_problem(hdul, image, size, compression):
+def _data_problem(image, size, compression):
     """Why the image of ``image`` (a `RawImage`) cannot be read as a 2-D image, or ``None``.
 
     Told from the header and the file's length, without reading the pixels. The length
     of a gzip, bzip2 or zip file says nothing: only reading it tells it is cut short
     (`read_frame` says so). A tile-compressed image's data unit is a table whose length
-    astropy gives (``fileinfo()['datSpan']``, rounded up to whole blocks).
+    astropy gives (``hdu.fileinfo()['datSpan']``, rounded up to whole blocks).
     """
     problem = _image_problem(image.header, image.index)
     if problem or compression is not None:
         return problem
-    location = hdul.fileinfo(image.index)
+    # The HDU's own fileinfo: the HDUList's compares every header's length first.
+    location = image.hdu.fileinfo()
     available = size - location["datLoc"]
     if isinstance(image.hdu, fits.CompImageHDU):
         needed = location["datSpan"]
@@ -425,7 +426,7 @@ def open_image(path, ext=0, *, source=None, **options):
         index, hdu = _choose_hdu(hdul, ext, path)
         image = RawImage(path, index, hdu, _merged_header(hdul, index, hdu), notices=notices,
                          hdulist=hdul)
-        image.problem = _data_problem(hdul, image, size, compression)
+        image.problem = _data_problem(image, size, compression)
         yield image
 
 
