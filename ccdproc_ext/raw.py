@@ -21,8 +21,8 @@ frame's ``HISTORY``.
 import bz2
 import contextlib
 import copy
-import gzip
 import dataclasses
+import gzip
 import hashlib
 import io
 import os

@@ -28,8 +28,8 @@ from ccdproc_ext import (
 )
 from ccdproc_ext.calibrate import MasterFrame
 from ccdproc_ext.outputs import write_atomic
-from ccdproc_ext.raw import header_unit, inspect_frame, read_frame
 from ccdproc_ext.profiles import InstrumentProfile
+from ccdproc_ext.raw import header_unit, inspect_frame, read_frame
 
 SHAPE = (20, 30)  # rows, columns
 
