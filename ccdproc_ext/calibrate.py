@@ -52,7 +52,6 @@ from .exceptions import (
     DataQualityWarning,
     HeaderError,
 )
-from .io import read_frame
 from .masters import MasterFrame
 from .profiles import get_profile
 from .profiles.sections import parse_fits_section
@@ -64,6 +63,7 @@ from .provenance import (
     mark_processed,
     mark_step,
 )
+from .raw import read_frame
 
 # MasterFrame lives in masters.py, which imports calibrate_frame only inside the function
 # that uses it: importing MasterFrame here, at module level, makes no import cycle.

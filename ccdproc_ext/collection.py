@@ -18,11 +18,14 @@ import hashlib
 import logging
 import math
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from astropy.io.fits.card import UNDEFINED
+from astropy.io.fits.connect import is_fits
+from astropy.nddata import fits_ccddata_reader
 from astropy.table import Table
 from astropy.time import Time
 from ccdproc import ImageFileCollection
@@ -31,30 +34,42 @@ from erfa import ErfaWarning
 from ._warnings import ignoring
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
 from .headers import _to_float, card_value
-from .io import _inspect, file_checksum, read_header
 from .profiles import IMAGE_TYPES, FrameType, get_profile
+from .raw import _inspect, file_checksum, header_unit, is_fits_name
 
 __all__ = ["NightCollection"]
 
 log = logging.getLogger(__name__)
 
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 #: Frames further apart in time than this start a new observing night.
 NIGHT_GAP_HOURS = 8.0
 
 
-def _is_fits_name(name):
-    lower = name.lower()
-    return lower.endswith(_FITS_SUFFIXES) and not lower.startswith(".")
+def _looks_like_fits(path):
+    """Whether a file starts as a FITS file does (as ccdproc's ``find_fits_by_reading``:
+    compressed files are not recognised)."""
+    try:
+        with open(path, "rb") as stream:
+            return bool(is_fits("read", str(path), stream))
+    except OSError:
+        return False
 
 
-def _scan_folder(folder, glob_include=None, glob_exclude=None):
-    """FITS files under ``folder``, recursively, as sorted POSIX paths relative to it."""
+def _scan_folder(folder, glob_include=None, glob_exclude=None, by_reading=False):
+    """FITS files under ``folder``, recursively, as sorted POSIX paths relative to it.
+
+    A FITS file is one whose name ends as ccdproc's do (`~ccdproc_ext.raw.FITS_SUFFIXES`:
+    ``.fits``, ``.fit``, ``.fts``, plain or ``.gz``, ``.bz2``, ``.Z``, ``.zip``, ``.fz``),
+    or, ``by_reading``, one whose first bytes say so. The glob patterns are matched
+    against the name and against the path relative to ``folder``.
+    """
     found = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
-            if _is_fits_name(name):
+            if name.startswith("."):
+                continue
+            if _looks_like_fits(Path(root, name)) if by_reading else is_fits_name(name):
                 found.append(Path(root, name).relative_to(folder).as_posix())
     if glob_include is not None:
         found = [f for f in found if fnmatch.fnmatch(Path(f).name, glob_include)
@@ -81,20 +96,21 @@ def _summary_value(header, keyword):
 
 
 def _header_pairs(header):
-    """``(keyword, value)`` of the cards of ``header``, values as the summary shows them.
-
-    Only the first card of a repeated keyword has its value read (the summary keeps it).
-    """
-    pairs, seen = [], set()
-    for card in header.cards:
+    """``(keyword, value)`` of the cards of ``header``, values as the summary shows them,
+    and the ``(keyword, value)`` of the cards that repeat a keyword (the summary keeps the
+    first card's value, as ccdproc's)."""
+    pairs, repeated, seen = [], [], set()
+    for index, card in enumerate(header.cards):
         keyword = card.keyword
         key = keyword.lower()
         if key in ("comment", "history"):
             pairs.append((keyword, card.value))
-        elif key and key != "file" and key not in seen:
+        elif key in seen:
+            repeated.append((key, _summary_value(header, index)))
+        elif key and key != "file":
             seen.add(key)
             pairs.append((keyword, _summary_value(header, keyword)))
-    return pairs
+    return pairs, repeated
 
 
 #: Bytes compared before whole files: the header, where two frames of a night differ.
@@ -203,16 +219,19 @@ class NightCollection(ImageFileCollection):
     Parameters
     ----------
     location : str, `pathlib.Path`, list of paths or `~ccdproc.ImageFileCollection`
-        A folder (searched recursively for FITS files), a list of files, or an existing
-        collection whose files are taken.
+        A folder (searched recursively for the FITS files ccdproc finds: ``.fits``,
+        ``.fit``, ``.fts``, plain or compressed, ``.gz``, ``.bz2``, ``.Z``, ``.zip``,
+        ``.fz``), a list of files, or an existing collection whose files are taken.
     profile : str, path or `~ccdproc_ext.InstrumentProfile`, optional
         The camera. Default is ``"generic"``.
     image_types : dict or None, optional
         Overrides of the frame type, ``{file name or glob pattern: type}``; real nights
         have flats labelled ``'Light Frame'``. Default is ``None``.
     **kwargs
-        Passed on to `~ccdproc.ImageFileCollection` (``keywords``, ``glob_include``,
-        ``glob_exclude``, ``ext``...).
+        Passed on to `~ccdproc.ImageFileCollection` (``keywords``, ``filenames``,
+        ``glob_include``, ``glob_exclude``, ``find_fits_by_reading``, ``ext``...), with
+        their meaning there. With ``keywords=[]`` no header is read until `frames` (or
+        `problems`, or the plan) is asked for.
 
     Attributes
     ----------
@@ -224,8 +243,9 @@ class NightCollection(ImageFileCollection):
         ``FrameReadError`` for a truncated data unit, ``HeaderError``,
         ``DuplicateFrameError``); ``notes`` (header cards that had to be repaired).
     problems : list of dict
-        Files whose header could not be read at all (``file``, ``problem``, ``kind``);
-        they are not in `files`.
+        Files whose header could not be read at all (``file``, ``problem``, ``kind``).
+        They stay in `files`, as in ccdproc (whose summary leaves them out and logs a
+        warning), and have no row in `frames`.
 
     Examples
     --------
@@ -255,87 +275,109 @@ class NightCollection(ImageFileCollection):
             filenames = list(location.files)
         elif isinstance(location, list | tuple):
             folder = ""
-            filenames = [str(f) for f in location]
+            filenames = [os.fspath(f) for f in location]
         else:
-            folder = "" if location is None else str(location)
-            if filenames is None and folder:
-                if not Path(folder).is_dir():
-                    raise FrameReadError(f"{folder}: no such folder")
-                filenames = _scan_folder(folder, kwargs.pop("glob_include", None),
-                                         kwargs.pop("glob_exclude", None))
-        self.problems = []
-        headers, readable = {}, []
-        self._data_problems, self._header_notes = {}, {}
-        # The cards' values of each header read quickly (see io._inspect): (keyword, value)
-        # of each card, for the summary, and the value of each keyword. The cards parsed
-        # are shared by all headers (a camera's frames repeat most of their cards).
-        self._header_cards, self._header_values, parsed = {}, {}, {}
-        listed = list(dict.fromkeys(filenames or []))  # a file listed twice is one file
-        if len(listed) < len(filenames or []):
-            log.warning("files listed more than once are read once")
-        ext = kwargs.get("ext", 0)
-        for name in listed:
-            path = os.path.join(folder, name)
-            try:
-                headers[name], problem, notes, cards, values = _inspect(path, ext, parsed)
-            except CcdprocExtError as err:
-                self.problems.append({"file": name, "problem": str(err),
-                                      "kind": type(err).__name__})
-                log.warning("%s", err)
-                continue
-            if problem:  # a problem of the frame, in `frames`: reported from there
-                self._data_problems[name] = problem
-                log.info("%s: %s", path, problem)
-            if notes:
-                self._header_notes[name] = notes
-                for note in notes:
-                    log.info("%s: %s", path, note)
-            if cards is not None:
-                self._header_cards[name], self._header_values[name] = cards, values
-            readable.append(name)
-        self._duplicates = _find_duplicates(
-            {name: os.path.join(folder, name) for name in readable},
-            {name: tuple(cards) for name, cards in self._header_cards.items()})
-        self._headers = headers
-        # The parent builds its summary from the full path of each file (see
-        # _dict_from_fits_header); this maps it back to the name listed in `files`.
-        self._names_by_path = {os.path.join(folder, name): name for name in readable}
-        super().__init__(location=folder or None, filenames=readable, **kwargs)
-        self.frames = self._build_frames()
-        # They say what the headers held when read; a summary made later (new keywords,
-        # refresh) reads the headers as they are then.
-        self._header_cards, self._header_values = {}, {}
+            folder = "" if location is None else os.fspath(location)
+            if filenames is None and folder and not Path(folder).is_dir():
+                raise FrameReadError(f"{folder}: no such folder")
+        if isinstance(filenames, os.PathLike):
+            filenames = os.fspath(filenames)
+        elif filenames is not None and not isinstance(filenames, str):
+            listed = [os.fspath(f) for f in filenames]
+            filenames = list(dict.fromkeys(listed))  # a file listed twice is one file
+            if len(filenames) < len(listed):
+                log.warning("files listed more than once are read once")
+        # What each file's header said when read (see _inspection), read once per file
+        # whatever asks: the summary, the frame table, the plan.
+        self._inspected = {}
+        self._frames = self._problems = None
+        self._warned = set()
+        super().__init__(location=folder or None, filenames=filenames, **kwargs)
+        if self._all_keywords or list(self.keywords):
+            # The headers are read for the summary already: classify the frames now, so
+            # that what is wrong with them is said while collecting.
+            self._build()
+
+    @property
+    def frames(self):
+        """The table of frames (see the class's Attributes), built at first use."""
+        if self._frames is None:
+            self._build()
+        return self._frames
+
+    @property
+    def problems(self):
+        """The files whose header could not be read at all (see the class's Attributes)."""
+        if self._problems is None:
+            self._build()
+        return self._problems
+
+    def refresh(self):
+        """Like `ccdproc.ImageFileCollection.refresh`: the folder is searched again and
+        every header read again (new files, new keywords); `frames` follows."""
+        self._inspected, self._frames, self._problems, self._warned = {}, None, None, set()
+        super().refresh()
 
     # ---------------------------------------------- hooks of ccdproc.ImageFileCollection
     def _get_files(self):
-        # The files were found (and the unreadable ones set aside) above. The parent would
-        # list the whole folder again when the list is empty, which brings back the
-        # unreadable files, or all of them after a `filter` that matched nothing.
-        return list(self._filenames or [])
+        # ccdproc's rules, with the folder searched recursively. A list of names, even an
+        # empty one (a `filter` that matched nothing), is the collection's files; ccdproc
+        # would search the whole folder for an empty list.
+        if self._filenames is not None:
+            if isinstance(self._filenames, str):
+                return [self._filenames]
+            return self._filenames
+        if not self.location:
+            return []
+        return _scan_folder(self.location, self._glob_include, self._glob_exclude,
+                            by_reading=self._find_fits_by_reading)
+
+    def _name_of(self, file_name):
+        """The name listed in `files` of the path ccdproc made with ``path.join``."""
+        prefix = os.path.join(self.location or "", "")
+        if self.location and file_name.startswith(prefix):
+            return file_name[len(prefix):]
+        return file_name
+
+    def _inspection(self, name):
+        """``(header, problem, notes, warnings)`` of `~ccdproc_ext.raw.inspect_frame` for
+        the file listed as ``name``, and the warnings astropy gave while reading it; the
+        `FrameReadError` when the header cannot be read. Read once, then remembered."""
+        found = self._inspected.get(name)
+        if found is None:
+            path = os.path.join(self.location or "", name)
+            try:
+                found = _inspect(path, self.ext)
+            except FrameReadError as err:
+                found = err
+            self._inspected[name] = found
+        return found
 
     def _dict_from_fits_header(self, file_name, input_summary=None, missing_marker=None):
         # ccdproc's version re-reads every file with fits.getheader, which fails on a card
         # astropy cannot parse (EXPTIME = 3,2E-05) and names a file in a subfolder by its
-        # base name only. The headers read once when collecting serve instead, with the
-        # same table layout: one lower-case key per keyword, COMMENT and HISTORY joined.
-        name = self._names_by_path.get(file_name)
-        if name is None:  # a file added after collecting (refresh)
-            name = file_name
-            self._headers[name] = read_header(file_name, self.ext)
-            self._header_cards.pop(name, None)
-            self._header_values.pop(name, None)
-        header = self._headers[name]
+        # base name only. The header read once when collecting serves instead (merged with
+        # the primary one for an image in an extension), with the same table layout and
+        # ccdproc's warnings: one lower-case key per keyword, COMMENT and HISTORY joined.
+        name = self._name_of(file_name)
+        inspection = self._inspection(name)
+        if isinstance(inspection, FrameReadError):
+            self._warned.add(name)  # ccdproc logs it, and leaves the file out of the summary
+            raise inspection
+        header, *_, notices = inspection
+        for notice in notices:  # a card astropy refuses to read, in its words
+            warnings.warn(notice, stacklevel=4)
+        pairs, repeated = _header_pairs(header)
+        for key, value in repeated:
+            warnings.warn(f'Header from file "{file_name}" contains multiple entries for '
+                          f'"{key}", the pair "{key}={value}" will be ignored.', UserWarning,
+                          stacklevel=4)
         summary = OrderedDict() if input_summary is None else input_summary
         n_previous = len(summary.get("file", []))
         summary.setdefault("file", []).append(name)
         values, multi_entry = OrderedDict(), {"comment": [], "history": []}
-        pairs = self._header_cards.get(name)
-        if pairs is None:
-            pairs = _header_pairs(header)
         for keyword, value in pairs:
             key = keyword.lower()
-            if not key or key == "file":  # a FILE card must not overwrite the file column
-                continue
             if key in multi_entry:
                 multi_entry[key].append(str(value))
             elif key not in values:  # a repeated keyword keeps its first value
@@ -350,12 +392,38 @@ class NightCollection(ImageFileCollection):
             summary.setdefault(key, [missing_marker] * n_previous).append(value)
         return summary
 
+    def _build(self):
+        """Read what is not read yet of every file, and make `frames` and `problems`."""
+        self._problems, readable = [], []
+        self._data_problems, self._header_notes = {}, {}
+        for name in self.files:
+            path = os.path.join(self.location or "", name)
+            inspection = self._inspection(name)
+            if isinstance(inspection, FrameReadError):
+                self._problems.append({"file": name, "problem": str(inspection),
+                                       "kind": type(inspection).__name__})
+                if name not in self._warned:  # ccdproc's summary said it already
+                    log.warning("%s", inspection)
+                continue
+            _, problem, notes, _ = inspection
+            if problem:  # a problem of the frame, in `frames`: reported from there
+                self._data_problems[name] = problem
+                log.info("%s: %s", path, problem)
+            for note in notes:
+                log.info("%s: %s", path, note)
+            if notes:
+                self._header_notes[name] = notes
+            readable.append(name)
+        # (files of one size are told apart by their first bytes: cheaper than comparing
+        # the headers' text)
+        self._duplicates = _find_duplicates(
+            {name: os.path.join(self.location or "", name) for name in readable})
+        self._frames = self._build_frames(readable)
+
     # ------------------------------------------------------------------ the frame table
-    def _value(self, name, header, key):
-        """``card_value(header, key)[0]``, from the values read with the header if any."""
-        values = self._header_values.get(name)
-        if values is not None and key in values:
-            return values[key]
+    @staticmethod
+    def _value(header, key):
+        """The value of ``key`` in ``header``, even from a card astropy cannot parse."""
         return card_value(header, key)[0]
 
     def _image_type(self, name, header, exposure=None):
@@ -422,14 +490,13 @@ class NightCollection(ImageFileCollection):
         notes.extend(n for n in temperature_notes if n not in notes)
         date_obs = profile.date_obs(header, path=path, notes=notes)
         filter_name = profile.filter_name(header, path=path, notes=notes)
-        values = self._header_values.get(name, header)
-        ny, nx = values.get("NAXIS2", 0), values.get("NAXIS1", 0)
+        ny, nx = header.get("NAXIS2", 0), header.get("NAXIS1", 0)
         if profile.transposed:
             ny, nx = nx, ny
         notes.extend(profile.section_notes(header, (_int_or_0(ny), _int_or_0(nx))))
         agree = []
         for key in profile.match_keywords:
-            value = self._value(name, header, key) if key in header else ""
+            value = self._value(header, key) if key in header else ""
             agree.append(f"{key}={str(value).strip()}")
         return {
             "file": name,
@@ -448,11 +515,11 @@ class NightCollection(ImageFileCollection):
             "notes": "; ".join(notes),
         }, date_obs
 
-    def _build_frames(self):
+    def _build_frames(self, names):
         rows, times = [], []
-        for name in self.files:
+        for name in names:
             path = os.path.join(self.location or "", name)
-            row, date_obs = self._frame_row(name, self._headers[name], path)
+            row, date_obs = self._frame_row(name, self._inspection(name)[0], path)
             for note in row["notes"].split("; ") if row["notes"] else ():
                 if note not in self._header_notes.get(name, ()):
                     log.info("%s: %s", path, note)
@@ -473,8 +540,19 @@ class NightCollection(ImageFileCollection):
 
     # ----------------------------------------------------------------------- helpers
     def header(self, file):
-        """The header of ``file`` (as listed in `files`), read once when collected."""
-        return self._headers[file]
+        """The header of ``file`` (as listed in `files`), read once when collected (merged
+        with the primary header for an image in an extension, see
+        `~ccdproc_ext.raw.RawImage`).
+
+        Raises
+        ------
+        FrameReadError
+            If the file's header cannot be read.
+        """
+        inspection = self._inspection(file)
+        if isinstance(inspection, FrameReadError):
+            raise inspection
+        return inspection[0]
 
     def path(self, file):
         """The full path of ``file`` (as listed in `files`)."""
@@ -488,6 +566,34 @@ class NightCollection(ImageFileCollection):
     def count_by_type(self):
         """How many usable frames of each type, as a dict."""
         return {t: len(self.frames_of_type(t)) for t in IMAGE_TYPES}
+
+    def ccds(self, ccd_kwargs=None, **kwd):
+        """Like `ccdproc.ImageFileCollection.ccds`; a file without ``BUNIT`` (or with one
+        that is not a unit) is read in the profile's unit unless ``ccd_kwargs`` gives one.
+
+        ccdproc asks for a unit then ("a unit for CCDData must be specified").
+        """
+        ccd_kwargs = dict(ccd_kwargs or {})
+        if "unit" in ccd_kwargs:
+            return super().ccds(ccd_kwargs=ccd_kwargs, **kwd)
+        # Checked now, as ccdproc does, not when the first frame is asked for.
+        if kwd.get("overwrite") or kwd.get("clobber"):
+            return super().ccds(ccd_kwargs=ccd_kwargs, **kwd)
+        return self._ccds_in_known_units(ccd_kwargs, kwd)
+
+    def _ccds_in_known_units(self, ccd_kwargs, kwd):
+        """ccdproc's ccds generator, each file read with its unit (see `ccds`)."""
+        return_fname = kwd.pop("return_fname", False)
+        if not self.summary:
+            return
+        # The files ccdproc's generator gives: those matching kwd, or the current selection.
+        names = list(self.files_filtered(**kwd)) if kwd else \
+            self.summary["file"].compressed().tolist()
+        for name in names:
+            path = os.path.join(self.location or "", name)
+            unit = header_unit(self.header(name), self.profile.unit, path=path)
+            ccd = fits_ccddata_reader(path, hdu=self.ext, unit=unit, **ccd_kwargs)
+            yield (ccd, os.path.basename(path)) if return_fname else ccd
 
     def filter(self, **kwd):
         """Like `ccdproc.ImageFileCollection.filter`, returning a `NightCollection`."""
@@ -519,8 +625,8 @@ class NightCollection(ImageFileCollection):
         """
         from .matching import find_nearest_dark_exposure
 
-        if isinstance(image_or_exposure, str) and image_or_exposure in self._headers:
-            image_or_exposure = self._headers[image_or_exposure]
+        if isinstance(image_or_exposure, str) and image_or_exposure in self.files:
+            image_or_exposure = self.header(image_or_exposure)
         tolerance = self.profile.dark_tolerance if tolerance is None else tolerance
         exposures = sorted(set(self.frames_of_type("dark")["exposure"].tolist()))
         return find_nearest_dark_exposure(image_or_exposure, exposures, tolerance=tolerance,

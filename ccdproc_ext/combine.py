@@ -27,10 +27,10 @@ import copy
 import difflib
 import functools
 import inspect
+import itertools
 import logging
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -38,18 +38,15 @@ import bottleneck as bn
 import numpy as np
 from astropy import stats
 from astropy import units as u
-from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty, fits_ccddata_reader
-
-# CCDData.read moves the WCS keywords of a header into a WCS object with this helper.
-# Using it lets the output header match ccdproc's without reading the first image twice.
-from astropy.nddata.ccddata import _generate_wcs_and_update_header
-from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs import WCS
 from ccdproc import ImageFileCollection
 from ccdproc.core import sigma_func
 from numpy import ma
 
-from .io import parse_unit
+from ._warnings import ignoring
+from .exceptions import FrameReadError
+from .raw import open_image, parse_unit
 
 __all__ = ["combine"]
 
@@ -116,7 +113,6 @@ def combine(
     img_list,
     output_file=None,
     method="average",
-    *,
     weights=None,
     scale=None,
     mem_limit=_DEFAULT_MEM_LIMIT,
@@ -134,8 +130,10 @@ def combine(
     dtype=None,
     combine_uncertainty_function=None,
     overwrite_output=False,
+    *,
     workers=None,
     compute_uncertainty=True,
+    profile=None,
     **ccdkwargs,
 ):
     """
@@ -215,8 +213,10 @@ def combine(
         `astropy.stats.mad_std`. Default is `numpy.ma.std`.
 
     dtype : str, `numpy.dtype` or None, optional
-        Floating-point type of the computation and of the result; ``None`` means
-        ``float64``. ``float32`` halves the memory and time. Default is ``None``.
+        Type of the computation and of the result; ``None`` means ``float64``.
+        ``float32`` halves the memory and time. An integer type (``int``), as in
+        ccdproc, stores the input values as that type, combines them in ``float64`` and
+        gives the result in that type (truncated). Default is ``None``.
 
     combine_uncertainty_function : callable or None, optional
         Function of ``(data, axis=0)`` giving the deviation of the values of each pixel,
@@ -239,11 +239,18 @@ def combine(
         a deviation per pixel when it is not needed; the result then has no
         uncertainty. Default is ``True``, as in ccdproc.
 
+    profile : str, `~ccdproc_ext.InstrumentProfile` or None, optional
+        The camera whose unit files without ``BUNIT`` are in (when no ``unit`` is
+        given). Default is ``None``: adu.
+
     **ccdkwargs
         Keyword arguments of `~astropy.nddata.CCDData.read` used to read files, such
         as ``unit``, ``hdu`` or ``hdu_mask``, and the options of `astropy.io.fits.open`
         that it passes on (e.g. ``ignore_missing_end``). Anything else raises
-        `TypeError`.
+        `TypeError`. Files are read as `ccdproc_ext.raw` reads raw frames: plain or
+        compressed (``.gz``, ``.bz2``, ``.fz`` ...), the image in the first extension
+        with data when the primary HDU has none (with the primary header's keywords),
+        ``BUNIT`` in its usual spellings, and adu (or the profile's unit) without it.
 
     Returns
     -------
@@ -261,7 +268,8 @@ def combine(
     ValueError
         For an unknown ``method``, no images, or badly shaped ``weights``/``scale``.
     OSError
-        For a file that cannot be read; the message names it.
+        For a file that cannot be read (a `~ccdproc_ext.FrameReadError`); the message
+        names it.
 
     Notes
     -----
@@ -291,8 +299,7 @@ def combine(
       #893); a pixel whose values are all rejected is NaN, as in an unweighted
       average, where ccdproc gives 0. Without rejected values both agree.
     - ``NCOMBINE`` is set in the header (ccdproc sets it on intermediate tiles only).
-    - An unknown keyword argument is an error; ccdproc silently ignores it. The
-      options after ``method`` are keyword-only.
+    - An unknown keyword argument is an error; ccdproc silently ignores it.
     - Per-pixel ``weights`` work with any ``mem_limit`` (ccdproc rejects them as soon
       as it splits the images into chunks); ``weights`` may be any array-like.
     - An `~ccdproc.ImageFileCollection`, or a single file name, is accepted; names in
@@ -301,7 +308,8 @@ def combine(
       ``dtype``, and the first image's flags and PSF are not copied. (ccdproc writes
       the combined deviation into the first image's uncertainty object, whatever its
       class and type.)
-    - ``dtype`` must be a floating-point type (NaN marks rejected values).
+    - A file without ``BUNIT`` is in adu (or the profile's unit), where ccdproc asks
+      for ``unit``.
 
     ccdproc issue #719 (uncertainty computed from unscaled data when ``scale`` is
     given) is fixed in ccdproc 2.5.1, whose ``_combination_setup`` returns the scaled
@@ -311,9 +319,15 @@ def combine(
     reader_kwargs = _checked_reader_kwargs(ccdkwargs)
     if method not in _METHODS:
         raise ValueError(f"unrecognised combine method : {method}.")
-    work_dtype = np.dtype(np.float64 if dtype is None else dtype)
-    if work_dtype.kind != "f":
-        raise TypeError(f"dtype must be a floating-point type, not {work_dtype}.")
+    result_dtype = np.dtype(np.float64 if dtype is None else dtype)
+    if result_dtype.kind not in "fiub":
+        raise TypeError(f"dtype must be a number type, not {result_dtype}.")
+    # NaN marks rejected values: integers are combined as float64 (exact up to 2**53).
+    work_dtype = result_dtype if result_dtype.kind == "f" else np.dtype(np.float64)
+    if profile is not None and "unit" not in reader_kwargs:
+        from .profiles import get_profile
+
+        reader_kwargs["default_unit"] = get_profile(profile).unit
     images = _as_image_list(img_list)
 
     with contextlib.ExitStack() as open_files:
@@ -342,6 +356,7 @@ def combine(
             with_uncertainty=bool(compute_uncertainty),
             scaled=scale is not None,
             small_integers=all(frame.small_integers for frame in frames),
+            stored_dtype=None if result_dtype.kind == "f" else result_dtype,
         )
         output_bytes = shape[0] * shape[1] * (2 * work_dtype.itemsize + 1)
         band_bytes_per_row = len(frames) * shape[1] * _bytes_per_stacked_value(recipe, len(frames))
@@ -362,6 +377,9 @@ def combine(
         meta, wcs = frames[0].header_and_wcs()
 
     meta["NCOMBINE"] = len(frames)
+    if result_dtype != data.dtype:
+        with np.errstate(invalid="ignore"):  # all values rejected: NaN has no integer
+            data = data.astype(result_dtype)
     combined = CCDData(
         data,
         unit=frames[0].unit,
@@ -539,9 +557,10 @@ class _FitsFrame:
     """
     An input FITS file, opened once, read in bands of rows.
 
-    Chooses the image HDU, its header, unit and mask extension exactly as
-    `~astropy.nddata.fits_ccddata_reader` (``CCDData.read``) does, without reading
-    any pixels until asked for a band.
+    The image, its header and unit are those `ccdproc_ext.raw` reads (the HDU ``hdu``, or
+    the first image extension with data under a primary HDU without, its header merged
+    with the primary one, as `~astropy.nddata.fits_ccddata_reader` chooses them), and
+    the mask extension ``hdu_mask``; no pixel is read until a band is asked for.
     """
 
     def __init__(self, path, reader_kwargs, open_files):
@@ -550,46 +569,37 @@ class _FitsFrame:
         # Bands are read with seek + read: a memory map would only add the touched
         # pages of every file to the process's resident memory.
         open_kwargs.setdefault("memmap", False)
-        try:
-            hdul = open_files.enter_context(fits.open(path, **open_kwargs))
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError) as err:
-            raise OSError(f"cannot read {self.name} as FITS: {err}") from err
-        self._find_image(hdul, reader_kwargs)
-        self.unit = _unit_from_header(self._header, reader_kwargs.get("unit"), self.name)
+        open_kwargs.pop("lazy_load_hdus", None)
+        if not os.path.exists(self.name):
+            raise FileNotFoundError(f"{self.name}: no such file")
+        image = open_files.enter_context(
+            open_image(self.name, reader_kwargs.get("hdu", 0), **open_kwargs))
+        if image.problem:
+            raise FrameReadError(f"{self.name}: {image.problem}")
+        self._find_image(image, reader_kwargs)
+        self.unit = _unit_from_header(self._header, reader_kwargs.get("unit"), self.name,
+                                      reader_kwargs.get("default_unit", "adu"))
         self._cache = None
         self._mask_cache = None
         self.cached_nbytes = 0
         # One band at a time from a file: astropy's file objects are not thread-safe.
         self._lock = threading.Lock()
 
-    def _find_image(self, hdul, reader_kwargs):
-        hdu = reader_kwargs.get("hdu", 0)
-        try:
-            image = hdul[hdu]
-        except (KeyError, IndexError) as err:
-            raise KeyError(f"{self.name} has no HDU {hdu!r}.") from err
-        header = image.header
-        if hdu == 0 and header.get("NAXIS", 0) == 0:
-            # Like CCDData.read: use the first image extension with data, with the
-            # primary header's cards added to its header.
-            for extension in hdul[1:]:
-                if isinstance(extension, (fits.ImageHDU, fits.CompImageHDU)) and (
-                    extension.header.get("NAXIS", 0) > 0
-                ):
-                    image = extension
-                    header = extension.header.copy()
-                    header.extend(hdul[0].header, unique=True)
-                    log.info("%s: first HDU with data is extension %s.", self.name, extension.name)
-                    break
+    def _find_image(self, raw, reader_kwargs):
+        if raw.index != reader_kwargs.get("hdu", 0):
+            log.info("%s: first HDU with data is extension %s.", self.name, raw.index)
+        image, header = raw.hdu, raw.header
         shape = tuple(image.shape)
         if len(shape) != 2:
+            if len(shape) > 2 and all(length == 1 for length in shape[:-2]):
+                raise ValueError(f"{self.name}: the image has shape {shape}; combine reads "
+                                 "2-D images (read it with ccdproc_ext.raw.read_frame)")
             raise ValueError(f"{self.name}: the image has shape {shape}; expected 2 dimensions.")
         self.shape = shape
         self._image = image
         self._header = header
         hdu_mask = reader_kwargs.get("hdu_mask", "MASK")
+        hdul = raw.hdulist
         self._mask_hdu = hdul[hdu_mask] if hdu_mask is not None and hdu_mask in hdul else None
         # What the pixels are once read: BSCALE, BZERO or BLANK make floats of integers,
         # except the BZERO that stores unsigned (or, for bytes, signed) integers.
@@ -606,8 +616,9 @@ class _FitsFrame:
         try:
             with self._lock:
                 return hdu.section[start:stop, :]
-        except (OSError, ValueError) as err:
-            raise OSError(f"cannot read rows {start}:{stop} of {self.name}: {err}") from err
+        except (OSError, ValueError, EOFError) as err:
+            raise FrameReadError(f"{self.name}: cannot read rows {start}:{stop} "
+                                 f"({err})") from err
 
     def rows(self, start, stop):
         if self._cache is not None:
@@ -634,16 +645,49 @@ class _FitsFrame:
         return data
 
     def header_and_wcs(self):
-        return _generate_wcs_and_update_header(self._header.copy())
+        return _header_and_wcs(self._header.copy())
 
 
-def _unit_from_header(header, unit, name):
-    """The unit CCDData.read gives an image: ``unit`` if given, else BUNIT."""
+#: Cards CCDData.read keeps in the header though the WCS reads them too.
+_KEEP_IN_HEADER = frozenset({"JD-OBS", "MJD-OBS", "DATE-OBS"})
+_PC_CARDS = frozenset({"PC1_1", "PC1_2", "PC2_1", "PC2_2"})
+_CD_CARDS = frozenset({"CD1_1", "CD1_2", "CD2_1", "CD2_2"})
+
+
+def _header_and_wcs(header):
+    """The header without its WCS cards, and the WCS they make (or ``None``), as
+    `~astropy.nddata.CCDData.read` splits them."""
+    try:
+        with ignoring(Warning):  # the FITSFixedWarnings CCDData.read gives are its own
+            wcs = WCS(header)
+    except Exception as err:  # a malformed header: no WCS, as CCDData.read
+        log.info("no WCS from the header (%s: %s)", type(err).__name__, err)
+        return header, None
+    if not wcs.wcs.ctype[0]:
+        return header, None
+    wcs_cards = wcs.to_header(relax=True)
+    for key in wcs_cards:
+        if key not in _KEEP_IN_HEADER:
+            header.remove(key, ignore_missing=True)
+    if _PC_CARDS & set(wcs_cards) and _CD_CARDS & set(header):
+        for key in _CD_CARDS:  # the WCS holds a PC matrix: the CD cards would contradict it
+            header.remove(key, ignore_missing=True)
+    if wcs.sip is not None:
+        for polynomial in ("A", "B", "AP", "BP"):
+            order = getattr(wcs.sip, f"{polynomial.lower()}_order")
+            for i, j in itertools.product(range(order), repeat=2):
+                header.remove(f"{polynomial}_{i}_{j}", ignore_missing=True)
+    return header, wcs
+
+
+def _unit_from_header(header, unit, name, default="adu"):
+    """The unit of an image: ``unit`` if given, else BUNIT (in its usual spellings), else
+    ``default``."""
     bunit = header.get("BUNIT")
     known = parse_unit(bunit)
     if known is not None:
         # the usual spellings ('ADU', 'counts', 'DN', 'electrons'), as ccdproc_ext reads
-        # them everywhere (see ccdproc_ext.io.header_unit)
+        # them everywhere (see ccdproc_ext.raw.header_unit)
         bunit = known.to_string()
     if unit is not None:
         if bunit and str(unit) != str(bunit):
@@ -655,12 +699,12 @@ def _unit_from_header(header, unit, name):
                 bunit,
             )
         return u.Unit(unit)
-    if not bunit:
-        raise ValueError(f"{name}: a unit for CCDData must be specified (no BUNIT, no unit=).")
+    if bunit is None or (isinstance(bunit, str) and not bunit.strip()):
+        return u.Unit(default)
     bunit = CCDData.known_invalid_fits_unit_strings.get(bunit, bunit)
     try:
         return u.Unit(bunit)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise ValueError(
             f"{name}: the header value of BUNIT ({bunit}) is not a valid unit; pass "
             "unit= explicitly."
@@ -697,6 +741,8 @@ class _Recipe:
     scaling: np.ndarray | None = None
     # Whether the uncertainty is computed at all.
     with_uncertainty: bool = True
+    # The integer type the input values are stored as (dtype=int), as in ccdproc's Combiner.
+    stored_dtype: np.dtype | None = None
 
 
 def _bytes_per_stacked_value(recipe, n_images):
@@ -726,12 +772,11 @@ def _bytes_per_stacked_value(recipe, n_images):
 def _rows_per_band(shape, bytes_per_row, budget):
     n_rows, _ = shape
     if budget < bytes_per_row:
-        warnings.warn(
-            f"mem_limit is too small to combine these images: the output and one row "
-            f"of all images need {int(bytes_per_row + 1 - budget)} bytes more; going on "
-            "one row at a time.",
-            AstropyUserWarning,
-            stacklevel=3,
+        # Said as ccdproc says what it does with mem_limit: a message, not a warning.
+        log.info(
+            "mem_limit is too small to combine these images: the output and one row of "
+            "all images need %d bytes more; going on one row at a time.",
+            int(bytes_per_row + 1 - budget),
         )
         return 1
     rows = int(min(budget, _BAND_TARGET_BYTES) // bytes_per_row)
@@ -802,7 +847,10 @@ def _combine_band(frames, start, stop, recipe):
     stack = np.empty(band_shape, dtype=_band_dtype(recipe, n_images))
     rejected = None
     for index, frame in enumerate(frames):
-        stack[index] = frame.rows(start, stop)
+        rows = frame.rows(start, stop)
+        if recipe.stored_dtype is not None:
+            rows = np.asarray(rows).astype(recipe.stored_dtype)
+        stack[index] = rows
         frame_mask = frame.mask_rows(start, stop)
         if frame_mask is not None:
             if rejected is None:

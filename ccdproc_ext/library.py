@@ -19,7 +19,6 @@ again. The library is only read and written by the process that plans a night, n
 the processes that calibrate its frames.
 """
 
-import hashlib
 import math
 import os
 import random
@@ -34,6 +33,7 @@ from astropy.time import Time
 
 from .exceptions import HeaderError, LibraryError
 from .profiles import get_profile
+from .raw import file_checksum
 
 __all__ = ["DEFAULT_VALIDITY", "CalibrationLibrary", "LibraryError"]
 
@@ -78,15 +78,6 @@ COLUMNS = {
 }
 
 _KINDS = ("bias", "dark", "flat")
-
-
-def checksum_of(path, *, chunk_size=1 << 20):
-    """BLAKE2b of a file's bytes, as hex."""
-    digest = hashlib.blake2b()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _number(value):
@@ -270,7 +261,7 @@ class CalibrationLibrary:
             raise TypeError(f"add() got unknown keys: {', '.join(sorted(unknown))}")
         try:
             header = fits.getheader(path)
-            checksum = checksum_of(path)
+            checksum = file_checksum(path)
         except (OSError, ValueError) as err:
             raise LibraryError(f"{path}: cannot read the master: "
                                f"{getattr(err, 'strerror', None) or err}") from None
@@ -385,7 +376,7 @@ class CalibrationLibrary:
         if not path.is_file():
             return f"{path}: file missing"
         try:
-            checksum = checksum_of(path)
+            checksum = file_checksum(path)
         except OSError as err:
             return f"{path}: cannot be read: {err.strerror or err}"
         if checksum != row["checksum"]:

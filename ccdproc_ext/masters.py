@@ -47,9 +47,10 @@ from .exceptions import (
     FrameSkippedWarning,
     HeaderError,
 )
-from .io import PARTIAL_SUFFIX, file_checksum, header_unit, read_frame, read_header, write_atomic
+from .outputs import PARTIAL_SUFFIX, write_atomic
 from .profiles import get_profile
 from .provenance import mark_flat_normalised, mark_master
+from .raw import file_checksum, header_unit, read_frame, read_header
 
 # Import order: calibrate.py imports MasterFrame from here at module level; this module
 # uses calibrate_frame only inside `_prepare`, where it is imported, so that neither
@@ -407,7 +408,7 @@ class _Spill:
             return frame
         if self._folder is None:
             # A hidden ".part" folder: what a killed run leaves, the next one removes
-            # (see ccdproc_ext.io.remove_partial_files).
+            # (see ccdproc_ext.outputs.remove_partial_files).
             self._folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".frames-", suffix=PARTIAL_SUFFIX, dir=self._parent)))
             log.info("calibrated frames beyond %d bytes are kept in %s while combined",

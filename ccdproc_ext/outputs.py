@@ -13,18 +13,21 @@ skips the outputs whose recipe is unchanged (`up_to_date`), so an interrupted ni
 resumes where it stopped.
 """
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path, PurePath
 
+import numpy as np
 from astropy.io import fits
 from ccdproc import ImageFileCollection
 
 from .exceptions import OutputError
-from .io import PARTIAL_SUFFIX, remove_partial_files, write_atomic
+from .raw import FITS_SUFFIXES
 
 __all__ = ["FITS_SUFFIXES", "check_output_dir", "check_raw_files", "file_stamp", "inside",
            "output_name", "prepare_output_dir", "recipe", "up_to_date", "write_atomic",
@@ -35,9 +38,8 @@ log = logging.getLogger(__name__)
 #: Part of every recipe: outputs of an older layout are made again.
 RECIPE_VERSION = 3
 
-#: The endings of FITS files, compressed or not, longest first.
-FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.bz2", ".fit.bz2", ".fts.bz2",
-                 ".fits.fz", ".fit.fz", ".fts.fz", ".fz", ".fits", ".fit", ".fts")
+#: Temporary files of `write_atomic` and of the tables written by `reduce_night`.
+PARTIAL_SUFFIX = ".part"
 
 
 def recipe(*parts):
@@ -167,3 +169,82 @@ def write_table(table, path):
     temporary = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     table.write(temporary, format="ascii.ecsv", overwrite=True)
     os.replace(temporary, path)
+
+
+def write_atomic(ccd, path, *, dtype=np.float32, uncertainty=False, mask=False):
+    """Write a `~astropy.nddata.CCDData` to ``path`` through a temporary file and a rename.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The frame to write.
+    path : str or `pathlib.Path`
+        Destination; its folder must exist.
+    dtype : numpy dtype, optional
+        Pixel type written. Default is ``float32``.
+    uncertainty, mask : bool, optional
+        Whether to write the uncertainty and mask extensions (when present). Default is
+        ``False``: they double or triple the bytes written.
+
+    Returns
+    -------
+    `pathlib.Path`
+    """
+    path = Path(path)
+    header = fits.Header(ccd.meta) if not isinstance(ccd.meta, fits.Header) else ccd.meta.copy()
+    if ccd.unit is not None:
+        header["BUNIT"] = ccd.unit.to_string()
+    hdus = [fits.PrimaryHDU(np.ascontiguousarray(ccd.data, dtype=dtype), header=header)]
+    if uncertainty and ccd.uncertainty is not None:
+        hdus.append(fits.ImageHDU(np.ascontiguousarray(ccd.uncertainty.array, dtype=dtype),
+                                  name="UNCERT"))
+        hdus[-1].header["UTYPE"] = type(ccd.uncertainty).__name__
+    if mask and ccd.mask is not None:
+        hdus.append(fits.ImageHDU(ccd.mask.astype(np.uint8), name="MASK"))
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX,
+                                     dir=path.parent)
+    os.close(fd)
+    try:
+        fits.HDUList(hdus).writeto(temporary, overwrite=True, output_verify="silentfix")
+        # mkstemp makes the file private (0600); an output is as readable as any new file.
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@functools.cache
+def _umask():
+    # os.umask can only be read by setting it; done once, at the first write.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_partial_files(folder):
+    """Delete the temporary files (``.*.part``) an interrupted run left in ``folder``.
+
+    Only hidden files and folders ending in ``.part`` directly in ``folder`` are
+    removed; they are never complete outputs (a complete output has been renamed), and
+    a folder of that name holds the calibrated frames of a master being combined. Two
+    reductions must not write into one folder at the same time.
+
+    Returns
+    -------
+    list of `pathlib.Path`
+        The files and folders removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.glob(f".*{PARTIAL_SUFFIX}")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

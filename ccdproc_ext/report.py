@@ -53,8 +53,8 @@ from astropy.time import Time
 from astropy.visualization import ZScaleInterval
 
 from .exceptions import CcdprocExtError, OutputError
-from .io import read_frame
 from .profiles import get_profile
+from .raw import read_frame
 
 __all__ = ["REPORT_FOLDER", "REPORT_NAME", "group_by_reason", "night_html_summary",
            "write_report"]

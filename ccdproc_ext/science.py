@@ -28,9 +28,9 @@ from photutils.background import Background2D, MedianBackground
 from ._warnings import CaughtWarnings
 from .calibrate import calibrate_frame
 from .exceptions import CcdprocExtError, InternalError, OutputError
-from .io import _read_frame_and_checksum
 from .masters import MasterFrame
 from .outputs import file_stamp, up_to_date, write_atomic
+from .raw import _read_frame_and_checksum
 
 __all__ = ["MasterRef", "ScienceOutcome", "ScienceTask", "process_context", "run_task",
            "sky_statistics"]

@@ -317,7 +317,7 @@ STORED = [
                          ids=[f"{b}-{z}" for b, z, _ in STORED])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pixels_decoded_from_bytes_equal_astropy(tmp_path, bitpix, bzero, values, dtype):
-    from ccdproc_ext.io import read_frame
+    from ccdproc_ext.raw import read_frame
 
     path = tmp_path / "frame.fits"
     fits.PrimaryHDU(values).writeto(path)
@@ -331,7 +331,7 @@ def test_pixels_decoded_from_bytes_equal_astropy(tmp_path, bitpix, bzero, values
 
 
 def test_scaled_pixels_are_left_to_astropy(tmp_path):
-    from ccdproc_ext.io import read_frame
+    from ccdproc_ext.raw import read_frame
 
     path = tmp_path / "scaled.fits"
     hdu = fits.PrimaryHDU(np.arange(12, dtype=np.int16).reshape(3, 4))
@@ -346,7 +346,7 @@ def test_scaled_pixels_are_left_to_astropy(tmp_path):
 def test_real_frames_read_as_astropy_reads_them(real_data):
     """Every readable real frame (three cameras: uint16 with BZERO, and others)."""
     from ccdproc_ext.exceptions import FrameReadError
-    from ccdproc_ext.io import _read_frame_and_checksum, file_checksum
+    from ccdproc_ext.raw import _read_frame_and_checksum, file_checksum
 
     compared = 0
     for path in sorted(real_data.rglob("*")):
@@ -428,7 +428,7 @@ def test_masters_equal_the_guide_masters_made_with_ccdproc(tmp_path, caplog):
 
 
 def test_frames_left_by_a_killed_master_are_removed(tmp_path):
-    from ccdproc_ext.io import remove_partial_files
+    from ccdproc_ext.outputs import remove_partial_files
 
     left = tmp_path / ".frames-x1y2.part"
     left.mkdir()

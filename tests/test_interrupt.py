@@ -21,7 +21,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ccdproc_ext import reduce_night
-from ccdproc_ext.io import write_atomic
+from ccdproc_ext.outputs import write_atomic
 from ccdproc_ext.simulate import simulate_night
 
 PROFILE = "maxim-ccdsoft"

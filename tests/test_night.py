@@ -14,7 +14,7 @@ from astropy.nddata import CCDData
 import ccdproc_ext
 from ccdproc_ext import calibrate_frame, reduce_night
 from ccdproc_ext.exceptions import CcdprocExtError, CcdprocExtWarning
-from ccdproc_ext.io import read_frame
+from ccdproc_ext.raw import read_frame
 from ccdproc_ext.simulate import simulate_night
 
 # Small frames: LFC and CG16M keep their fixed columns, only the rows shrink.
