@@ -25,7 +25,6 @@ row and the column, before anything is written. What the user changed is in the 
 Other columns (rules, distances, notes) are recomputed; editing them changes nothing.
 """
 
-import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,13 +174,12 @@ class PlanEdits:
                 image_types={**collection.image_type_overrides, **self.types},
                 filenames=files)
         if self.removed:
-            kept = collection.frames[[str(f) not in self.removed
-                                      for f in collection.frames["file"]]]
-            problems = [p for p in collection.problems if p["file"] not in self.removed]
-            # A view of the same night: the plan reads `frames`, `problems` and `profile`.
-            view = copy.copy(collection)
-            view.frames, view.problems = kept, problems
-            collection = view
+            # The same night without the frames the user removed.
+            files = [*collection.files, *(p["file"] for p in collection.problems)]
+            collection = NightCollection(
+                collection.location or None, profile=collection.profile,
+                image_types=collection.image_type_overrides,
+                filenames=[f for f in dict.fromkeys(files) if str(f) not in self.removed])
         return collection
 
     def mark(self, plan):
