@@ -152,8 +152,9 @@ def raw_mask_bits(ccd, profile=None, *, name="frame"):
         warnings.simplefilter("ignore")  # said once, when the frame is calibrated
         level = _saturation_level(ccd, profile, name)
     if level is not None:
+        # A pixel that is not finite is not counted saturated (as in mask_bad_pixels).
         with np.errstate(invalid="ignore"):
-            bits[data >= level] |= SATURATED
+            bits[(data >= level) & (bits == 0)] |= SATURATED
     return bits
 
 
