@@ -141,7 +141,7 @@ HOT_MIN_RATE = 0.01
 #: Pixels of a master flat below this fraction of their neighbourhood's median are low.
 LOW_FRACTION = 0.5
 #: Side of the boxes whose medians make a flat's neighbourhood level, in pixels.
-LOW_BOX = 32
+LOW_BOX = 16
 
 
 def hot_pixels(dark, exposure=None, *, sigma=HOT_SIGMA, min_rate=HOT_MIN_RATE):
@@ -371,15 +371,23 @@ def check_calibration_frames(samples, names, kind):
     levels = np.array([s.level for s in samples])
     flat = kind == "flat"
     stack = np.stack([s.rows / s.level if flat else s.rows for s in samples])
-    bad = []
+    reasons = {}
     for i in range(n):
-        others = np.delete(np.arange(n), i)
-        reason = _far_level(i, others, levels, stack, kind) or \
-            _deviating_pixels(stack[i], stack[others], kind)
+        reason = _deviating_pixels(stack[i], stack[np.arange(n) != i], kind)
         if reason:
-            bad.append((i, reason))
+            reasons[i] = reason
+    # Levels are compared with those of the frames whose pixels agree: a cloudy flat
+    # does not widen the spread that a flat at half the illumination is measured by.
+    agreeing = [i for i in range(n) if i not in reasons]
+    for i in agreeing:
+        others = np.array([j for j in agreeing if j != i])
+        if len(others) < MIN_GROUP - 1:
+            break
+        reason = _far_level(i, others, levels, stack, kind)
+        if reason:
+            reasons[i] = reason
     # More than half the group out means the group itself disagrees: keep it whole.
-    return bad if len(bad) <= (n - 1) // 2 else []
+    return sorted(reasons.items()) if len(reasons) <= (n - 1) // 2 else []
 
 
 def _difference_noise(difference):
@@ -500,7 +508,7 @@ def noise_model(sky, noise, gain=None, read_noise=None):
 
 
 def detect_cosmic_rays(ccd, *, gain, read_noise, saturation=None, psffwhm=DEFAULT_FWHM,
-                       clean=False, sigclip=4.5, objlim=5.0):
+                       clean=False, sigclip=4.5, objlim=5.0, fsmode="convolve"):
     """Find (and optionally replace) the cosmic-ray hits of a calibrated frame.
 
     `ccdproc.cosmicray_lacosmic` works in electrons: a frame in ADU is given with its
@@ -524,6 +532,10 @@ def detect_cosmic_rays(ccd, *, gain, read_noise, saturation=None, psffwhm=DEFAUL
         neighbours). Default is ``False``: the pixels are left as they are.
     sigclip, objlim : float, optional
         L.A.Cosmic's detection limit and contrast limit.
+    fsmode : {"convolve", "median"}, optional
+        How L.A.Cosmic models the fine structure of stars: ``"convolve"`` (the default)
+        with a Gaussian PSF of ``psffwhm``, ``"median"`` with median filters (then
+        ``psffwhm`` is not used).
 
     Returns
     -------
@@ -547,7 +559,7 @@ def detect_cosmic_rays(ccd, *, gain, read_noise, saturation=None, psffwhm=DEFAUL
         source, gain=gain * u.electron / u.adu if not in_electrons else 1.0,
         readnoise=read_noise * u.electron, satlevel=min(satlevel, 1e30), psffwhm=psffwhm,
         psfsize=max(7, 2 * int(np.ceil(1.5 * psffwhm)) + 1), sigclip=sigclip,
-        objlim=objlim, gain_apply=True)
+        objlim=objlim, fsmode=fsmode, gain_apply=True)
     inside = (slice(border, -border), slice(border, -border))
     hits = np.asarray(found.mask, bool)[inside]
     if ccd.mask is not None:
