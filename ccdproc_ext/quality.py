@@ -442,13 +442,14 @@ DEFAULT_FWHM = 2.5
 DEFAULT_GAIN = 1.0
 
 
-def measure_fwhm(data, *, mask=None, sky=None, noise=None, n_stars=30):
+def measure_fwhm(data, *, mask=None, sky=None, noise=None, n_stars=15):
     """The median FWHM (pixels) of the brightest unsaturated stars of a frame.
 
-    Peaks at least 20 sigma above the sky (`photutils.detection.find_peaks`) are fitted
-    with a 2-D Gaussian (`photutils.psf.fit_fwhm`); peaks narrower than 1.5 pixels are
-    cosmic rays or hot pixels, not stars, and are left out. Returns ``None`` when fewer
-    than 3 stars are measured.
+    Peaks at least 20 sigma above the sky (`photutils.detection.find_peaks`) whose eight
+    neighbours are on average at least a third of the peak (a star; a cosmic-ray hit or a
+    hot pixel stands alone) are fitted with a 2-D Gaussian (`photutils.psf.fit_fwhm`);
+    fits narrower than 1.5 pixels are left out. Returns ``None`` when fewer than 3 stars
+    are measured.
     """
     from photutils.detection import find_peaks
     from photutils.psf import fit_fwhm
@@ -464,16 +465,26 @@ def measure_fwhm(data, *, mask=None, sky=None, noise=None, n_stars=30):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # photutils' "no peaks found"
         peaks = find_peaks(image, 20 * noise, box_size=11, border_width=8,
-                           mask=bad if bad.any() else None, n_peaks=4 * n_stars)
+                           mask=bad if bad.any() else None)
     if peaks is None or len(peaks) < 3:
         return None
     peaks.sort("peak_value", reverse=True)
-    positions = np.transpose([peaks["x_peak"], peaks["y_peak"]])[:n_stars]
+    positions = []
+    for x, y, peak in zip(peaks["x_peak"], peaks["y_peak"], peaks["peak_value"],
+                          strict=True):
+        box = image[y - 1:y + 2, x - 1:x + 2]
+        if bad[y - 1:y + 2, x - 1:x + 2].any():
+            continue  # a saturated or bad neighbour: no shape to measure
+        if (box.sum() - peak) / 8 >= peak / 3:
+            positions.append((x, y))
+        if len(positions) == n_stars:
+            break
+    if len(positions) < 3:
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fits that do not converge: dropped below
-            fwhm = np.asarray(fit_fwhm(image, xypos=positions, fit_shape=7,
-                                       mask=bad if bad.any() else None), dtype=float)
+            fwhm = np.asarray(fit_fwhm(image, xypos=positions, fit_shape=7), dtype=float)
     except (ValueError, RuntimeError):
         return None
     fwhm = fwhm[np.isfinite(fwhm) & (fwhm >= 1.5) & (fwhm < 30)]
