@@ -600,7 +600,14 @@ def _safe_stem(file_name):
 
 def _bad_pixel_mask(path, lower, options):
     """Make (or find up to date) one bad-pixel mask; returns it as a `MasterFrame`."""
-    from .quality import make_bad_pixel_mask, user_bad_pixel_mask
+    from .quality import (
+        HOT_MIN_RATE,
+        HOT_SIGMA,
+        LOW_BOX,
+        LOW_FRACTION,
+        make_bad_pixel_mask,
+        user_bad_pixel_mask,
+    )
 
     if isinstance(options.bad_pixels, Path):
         mask_recipe = recipe("bpm", file_stamp(options.bad_pixels))
@@ -608,7 +615,8 @@ def _bad_pixel_mask(path, lower, options):
             _write_bpm(user_bad_pixel_mask(options.bad_pixels), path, mask_recipe)
         return MasterFrame.of(path, options.profile)
     dark, flat = lower.get("dark"), lower.get("flat")
-    mask_recipe = recipe("bpm", {k: m.checksum for k, m in lower.items()})
+    mask_recipe = recipe("bpm", {k: m.checksum for k, m in lower.items()}, HOT_SIGMA,
+                         HOT_MIN_RATE, LOW_FRACTION, LOW_BOX)
     if options.overwrite or not up_to_date(path, mask_recipe):
         mask = make_bad_pixel_mask(
             None if dark is None else dark.ccd, None if flat is None else flat.ccd,
