@@ -59,16 +59,19 @@ from .provenance import (
     already_done,
     is_raw,
     mark_bad_pixels,
+    mark_bad_pixels_applied,
     mark_gain_corrected,
     mark_processed,
     mark_step,
 )
+from .quality import NOT_FINITE, SATURATED, load_bad_pixel_mask
 from .raw import read_frame
 
 # MasterFrame lives in masters.py, which imports calibrate_frame only inside the function
 # that uses it: importing MasterFrame here, at module level, makes no import cycle.
 
-__all__ = ["calibrate_frame", "mask_bad_pixels", "overscan_and_trim", "shift_reference_pixel"]
+__all__ = ["apply_bad_pixel_mask", "calibrate_frame", "mask_bad_pixels", "overscan_and_trim",
+           "raw_mask_bits", "shift_reference_pixel"]
 
 
 def mask_bad_pixels(ccd, profile=None, *, name="frame"):
@@ -134,6 +137,73 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
     mark_bad_pixels(header, **counts)
     return CCDData(data, unit=ccd.unit, meta=header, mask=mask, uncertainty=ccd.uncertainty,
                    wcs=ccd.wcs, copy=False)
+
+
+def raw_mask_bits(ccd, profile=None, *, name="frame"):
+    """The ``MASK`` bits a raw frame itself gives, in its own geometry: `SATURATED`
+    where `mask_bad_pixels` masks a pixel as saturated, `NOT_FINITE` where it masks one
+    as NaN or infinite (`~ccdproc_ext.quality`). An unsigned 8-bit array.
+    """
+    data = ccd.data
+    bits = np.zeros(data.shape, np.uint8)
+    if data.dtype.kind == "f":
+        bits[~np.isfinite(data)] |= NOT_FINITE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once, when the frame is calibrated
+        level = _saturation_level(ccd, profile, name)
+    if level is not None:
+        # A pixel that is not finite is not counted saturated (as in mask_bad_pixels).
+        with np.errstate(invalid="ignore"):
+            bits[(data >= level) & (bits == 0)] |= SATURATED
+    return bits
+
+
+def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
+    """Mask the pixels of a bad-pixel mask in a calibrated frame; returns a new `CCDData`.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The frame, after overscan and trim; not modified.
+    bad_pixel_mask : array, `~astropy.nddata.CCDData`, `MasterFrame` or path
+        Non-zero where a pixel is bad (a path is read with
+        `~ccdproc_ext.quality.load_bad_pixel_mask`); of the frame's shape.
+    name : str, optional
+        How the frame is named in messages.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        With the bad pixels masked (their values unchanged) and ``BPMFILE`` (the mask's
+        file name, or its ``FILENAME``), ``BPMSUM`` (for a `MasterFrame`: its checksum)
+        and ``NBADPIX`` in its header.
+
+    Raises
+    ------
+    CalibrationMatchError
+        If the mask is not of the frame's shape.
+    """
+    mask_name, checksum = "array", ""
+    if isinstance(bad_pixel_mask, str | Path):
+        mask_name = Path(bad_pixel_mask).name
+        bad_pixel_mask = load_bad_pixel_mask(bad_pixel_mask)
+    elif isinstance(bad_pixel_mask, MasterFrame):
+        mask_name, checksum = bad_pixel_mask.name, bad_pixel_mask.checksum
+        bad_pixel_mask = bad_pixel_mask.ccd.data
+    elif isinstance(bad_pixel_mask, CCDData):
+        mask_name = str(bad_pixel_mask.meta.get("FILENAME", "in-memory mask"))
+        bad_pixel_mask = bad_pixel_mask.data
+    bad = np.asarray(bad_pixel_mask) != 0
+    if bad.shape != ccd.shape:
+        raise CalibrationMatchError(
+            f"{name}: the frame is {ccd.shape[0]} x {ccd.shape[1]} pixels after overscan "
+            f"and trim, the bad-pixel mask {mask_name} {bad.shape[0]} x {bad.shape[1]}")
+    # The pixels are shared: only the mask and the header change.
+    result = CCDData(ccd.data, unit=ccd.unit, meta=ccd.meta.copy(), wcs=ccd.wcs,
+                     uncertainty=ccd.uncertainty, copy=False,
+                     mask=bad if ccd.mask is None else (np.asarray(ccd.mask, bool) | bad))
+    mark_bad_pixels_applied(result.meta, mask_name, checksum, int(np.count_nonzero(bad)))
+    return result
 
 
 def _saturation_level(ccd, profile, name):
@@ -434,7 +504,7 @@ def _dark_exposure_and_scale(header, profile, dark, name, exposure_time, scale_d
 def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
                     master_flat=None, scale_dark=None, exposure_time=None,
                     min_flat_value=None, gain_correct=False, create_deviation=False,
-                    dtype=np.float32, name=None):
+                    dtype=np.float32, name=None, bad_pixel_mask=None):
     """Calibrate one frame: overscan, trim, bias, dark, flat, through ccdproc.
 
     Parameters
@@ -466,6 +536,9 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         Pixel type of the result. Default is ``float32``.
     name : str or None, optional
         How the frame is named in messages. Default: the file name or ``"frame"``.
+    bad_pixel_mask : array, `~astropy.nddata.CCDData`, path or None, optional
+        Bad pixels (non-zero) to mask in the result, of its shape after trimming (see
+        `apply_bad_pixel_mask`). Default is ``None``.
 
     Returns
     -------
@@ -529,6 +602,8 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         result = _flat_correct(result, flat, min_flat_value, name, dtype)
     if gain_correct:
         result = _to_electrons(result, profile, raw_header, name)
+    if bad_pixel_mask is not None:
+        result = apply_bad_pixel_mask(result, bad_pixel_mask, name=name)
 
     if "BUNIT" in result.meta:  # the raw frame's card says what it was, not what it is
         result.meta["BUNIT"] = result.unit.to_string()

@@ -143,12 +143,21 @@ def _cmd_reduce(args):
                           workers=args.workers, progress=not args.quiet,
                           image_types=_image_types(args.types),
                           scale_darks=args.scale_darks,
-                          library=args.library, plan=args.plan, report=args.report)
+                          library=args.library, plan=args.plan, report=args.report,
+                          **_quality_arguments(args))
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint(max_lines=-1, max_width=-1)
     print(result.summary(verbose=args.verbose))
     return _reduce_status(result, dry_run=args.dry_run)
+
+
+def _quality_arguments(args):
+    """``bad_pixels`` and ``cosmic_rays`` of reduce_night from --bad-pixels, --cosmic-rays."""
+    bad_pixels = args.bad_pixels
+    if bad_pixels.lower() == "none":
+        bad_pixels = None
+    return {"bad_pixels": bad_pixels, "cosmic_rays": args.cosmic_rays}
 
 
 def _reduce_status(result, *, dry_run):
@@ -248,6 +257,13 @@ def _add_night_commands(commands):
     reduce.add_argument("--plan", metavar="PLAN",
                         help="execute this plan (an edited 'plan --write' or plan.ecsv) "
                              "instead of the automatic one")
+    reduce.add_argument("--cosmic-rays", nargs="?", const=True, default=False,
+                        choices=[True, "clean"], metavar="clean",
+                        help="find and mask cosmic-ray hits in the science frames "
+                             "(L.A.Cosmic; slow); '--cosmic-rays clean' also replaces them")
+    reduce.add_argument("--bad-pixels", default="auto", metavar="auto|none|FILE",
+                        help="bad-pixel mask: built from the masters (auto, the default), "
+                             "none, or a mask FITS file of your own (non-zero = bad)")
     _add_verbosity(reduce)
     reduce.set_defaults(run=_cmd_reduce)
 

@@ -13,7 +13,10 @@ pixels as written is ``FLATMEAN``, the ``norm_value`` of `ccdproc.flat_correct` 
 calibrated frames were divided with.
 
 Bad frames: by default a frame that cannot be read or calibrated stops the master with
-its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...). With
+its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...), and so does
+a frame that differs from the others of its master (a bias with light, a flat at another
+illumination or with a passing cloud: a `~ccdproc_ext.DataQualityError`, see
+`~ccdproc_ext.quality.check_calibration_frames`; groups of 3 frames or more). With
 ``skip_bad_frames=True`` it is left out with a `~ccdproc_ext.FrameSkippedWarning`, and
 listed in the master's header (``SKIP001 = file``, ``SKIPW001 = why``); a master left
 without any frame fails. A master made from a single frame is built, with a
@@ -50,6 +53,7 @@ from .exceptions import (
 from .outputs import PARTIAL_SUFFIX, write_atomic
 from .profiles import get_profile
 from .provenance import mark_flat_normalised, mark_master
+from .quality import check_calibration_frames, frame_sample
 from .raw import file_checksum, header_unit, read_frame, read_header
 
 # Import order: calibrate.py imports MasterFrame from here at module level; this module
@@ -303,12 +307,15 @@ def _reason(err, name):
 
 
 def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None,
-             spill=None, **calibration):
+             spill=None, compare_as=None, **calibration):
     """Read and calibrate each frame.
 
     Returns ``(names, frames, skipped [(name, error)], checked)``. ``check(ccd, name)``,
     if given, raises a `CcdprocExtError` for a calibrated frame that cannot be used;
-    what it returns for each frame kept is in ``checked``. ``workers`` threads read and
+    what it returns for each frame kept is in ``checked``. With ``compare_as`` (the kind
+    of master), the frames are then compared with each other
+    (`~ccdproc_ext.quality.check_calibration_frames`) and those that differ from the
+    others are bad frames too (`~ccdproc_ext.DataQualityError`). ``workers`` threads read and
     calibrate frames at the same time (numpy releases the GIL while it works on
     pixels); frames are taken, left out and warned about in their order all the same.
     ``spill`` (a `_Spill`) writes the frames that do not fit in memory to temporary
@@ -326,9 +333,11 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
     def calibrated(name, frame):
         ccd = frame if isinstance(frame, CCDData) else read_frame(frame, profile)
         result = calibrate_frame(ccd, profile, name=name, **calibration)
-        return result, None if check is None else check(result, name)
+        value = None if check is None else check(result, name)
+        # The sample for comparing frames is taken here, while the frame is in memory.
+        return result, (value, None if compare_as is None else frame_sample(result))
 
-    prepared, names, skipped, checked = [], [], [], []
+    prepared, names, skipped, checked, samples = [], [], [], [], []
     workers = _workers(workers, len(frames))
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
         if pool is None:
@@ -339,9 +348,10 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
             first = None  # the first frame kept: a master is made of frames alike
             for (name, _), outcome in zip(frames, outcomes, strict=True):
                 try:
-                    frame, value = outcome()
+                    frame, (value, sample) = outcome()
                     _check_alike(frame, first, name)
-                    first = first or frame
+                    if first is None:
+                        first = frame
                 except CcdprocExtError as err:
                     if not skip_bad_frames:
                         raise
@@ -352,10 +362,14 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
                     continue
                 prepared.append(frame if spill is None else spill.keep(frame, name))
                 checked.append(value)
+                samples.append(sample)
                 names.append(name)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+    if compare_as is not None:
+        _leave_out_deviating(compare_as, names, prepared, checked, samples, skipped,
+                             spill, skip_bad_frames)
     if not prepared:
         err = skipped[0][1]
         raise type(err)(f"none of the {len(skipped)} frames could be used: " + "; ".join(
@@ -376,6 +390,26 @@ def _check_alike(frame, first, name):
     if frame.unit != first.unit:
         raise HeaderError(f"{name}: its pixels are in {frame.unit} (BUNIT), those of the "
                           f"first frame of its master in {first.unit}")
+
+
+def _leave_out_deviating(kind, names, prepared, checked, samples, skipped, spill,
+                         skip_bad_frames):
+    """Remove, in place, the frames that differ from the others of their master; each
+    is a bad frame (`~ccdproc_ext.DataQualityError`): raised, or left out with a
+    `~ccdproc_ext.FrameSkippedWarning` and listed in ``skipped``."""
+    deviating = check_calibration_frames(samples, names, kind)
+    left_out = [(names[index], DataQualityError(f"{names[index]}: {reason}"))
+                for index, reason in deviating]
+    if left_out and not skip_bad_frames:
+        raise left_out[0][1]
+    for index, _ in sorted(deviating, reverse=True):
+        for kept in (names, prepared, checked, samples, spill.headers if spill else []):
+            if kept:
+                del kept[index]
+    for name, err in left_out:
+        skipped.append((name, err))
+        warnings.warn(FrameSkippedWarning(f"{name} left out: {_reason(err, name)}",
+                                          file=name, error=err), stacklevel=5)
 
 
 class _Spill:
@@ -458,7 +492,7 @@ def _finish(master, output_file):
 
 def make_master_bias(frames, profile="generic", *, combine_options=None, output_file=None,
                      skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT,
-                     temporary_dir=None):
+                     temporary_dir=None, check_frames=True):
     """Combine bias frames into a master bias.
 
     Parameters
@@ -486,6 +520,12 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         Where the calibrated frames that do not fit in ``mem_limit`` wait, in a hidden
         folder removed afterwards. Default is ``None``: the folder of ``output_file``
         if given, else the system's (`tempfile.gettempdir`).
+    check_frames : bool, optional
+        Compare each frame with the others first (groups of 3 frames or more, see
+        `~ccdproc_ext.quality.check_calibration_frames`): a frame whose level is far from
+        theirs or which differs on many pixels is a bad frame, a
+        `~ccdproc_ext.DataQualityError` (left out with ``skip_bad_frames``). Default is
+        ``True``.
 
     Returns
     -------
@@ -507,14 +547,15 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
     with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
         names, prepared, skipped, _ = _prepare(_frames(frames), profile,
                                                skip_bad_frames=skip_bad_frames,
-                                               workers=workers, spill=spill)
+                                               workers=workers, spill=spill,
+                                               compare_as="bias" if check_frames else None)
         master = _combine(names, prepared, "bias", combine_options, skipped, workers, spill)
     return _finish(master, output_file)
 
 
 def make_master_dark(frames, profile="generic", *, master_bias=None, combine_options=None,
                      output_file=None, skip_bad_frames=False, workers=None,
-                     mem_limit=_MEM_LIMIT, temporary_dir=None):
+                     mem_limit=_MEM_LIMIT, temporary_dir=None, check_frames=True):
     """Combine dark frames of one exposure time into a bias-subtracted master dark.
 
     Parameters
@@ -527,6 +568,8 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
         Subtracted from each dark. Default is ``None`` (darks that include the bias).
     combine_options, output_file, skip_bad_frames, workers, mem_limit, temporary_dir
         As for `make_master_bias`.
+    check_frames : bool, optional
+        As for `make_master_bias`. Default is ``True``.
 
     Returns
     -------
@@ -540,7 +583,8 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
     with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
         names, prepared, skipped, _ = _prepare(items, profile, master_bias=bias,
                                                skip_bad_frames=skip_bad_frames,
-                                               workers=workers, spill=spill)
+                                               workers=workers, spill=spill,
+                                               compare_as="dark" if check_frames else None)
         exposures = {profile.exposure_time(header, path=name) for name, header in
                      zip(names, spill.headers, strict=True)}
         if len(exposures) > 1:
@@ -554,7 +598,7 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
 def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark=None,
                      scale_dark=None, combine_options=None, min_value=0.1, output_file=None,
                      skip_bad_frames=False, workers=None, mem_limit=_MEM_LIMIT,
-                     temporary_dir=None):
+                     temporary_dir=None, check_frames=True):
     """Combine flat frames of one filter into a normalised master flat.
 
     Each flat is bias- and dark-corrected (the dark scaled by exposure time when the
@@ -574,8 +618,10 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
         Lower masters. Default is ``None``.
     scale_dark : bool or None, optional
         See `~ccdproc_ext.calibrate_frame`.
-    combine_options, output_file, skip_bad_frames, workers
-        As for `make_master_bias`; the default adds ``scale`` (inverse median).
+    combine_options, output_file, skip_bad_frames, workers, check_frames
+        As for `make_master_bias`; the default adds ``scale`` (inverse median). The
+        flats are compared with each other divided by their levels, and their levels
+        with each other (a flat at half the illumination of the others is left out).
     min_value : float or None, optional
         Pixels of the normalised flat below this (zero, negative, or nearly so) are
         masked, and counted in ``NLOWPIX``. Default is 0.1.
@@ -603,7 +649,7 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
             _frames(frames), profile, master_bias=MasterFrame.of(master_bias, profile),
             master_dark=MasterFrame.of(master_dark, profile), scale_dark=scale_dark,
             skip_bad_frames=skip_bad_frames, check=_check_flat, workers=workers,
-            spill=spill)
+            spill=spill, compare_as="flat" if check_frames else None)
         filters = {profile.filter_name(header) for header in spill.headers}
         if len(filters) > 1:
             raise CalibrationMatchError(f"flats of several filters "

@@ -252,7 +252,8 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
                  image_types=None,
                  scale_darks=None, combine_options=None, gain_correct=False,
                  create_deviation=False, write_uncertainty=False, dtype=np.float32,
-                 library=None, validity=None, plan=None, report=True):
+                 library=None, validity=None, plan=None, report=True,
+                 bad_pixels="auto", cosmic_rays=False):
     """Reduce a night: plan, build masters, calibrate every science frame.
 
     Parameters
@@ -318,6 +319,21 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         A plan to execute instead of the automatic one: a dry run's plan (written with
         `~ccdproc_ext.plans.write_plan`) or a night's ``plan.ecsv``, edited (see
         `ccdproc_ext.plans`): rows removed, types changed, masters swapped.
+    bad_pixels : "auto", str, `pathlib.Path` or None, optional
+        The bad pixels masked in the science frames (bits ``bad pixel`` and ``low flat``
+        of their ``MASK``). ``"auto"`` (the default) builds a bad-pixel mask from each
+        pair of master dark and flat the science frames use: hot pixels of the dark,
+        low and dead pixels of the flat (`~ccdproc_ext.quality.make_bad_pixel_mask`),
+        written as ``masters/bpm_<dark>_<flat>.fits``. A path: a mask file of one's own
+        (non-zero where bad), written as ``masters/bpm_<its name>.fits``. ``None``: none.
+        Each science frame names its mask in ``BPMFILE``, and the pixels it masked in
+        ``NBADPIX``; the ``bpm`` column of ``science`` names it too.
+    cosmic_rays : bool or "clean", optional
+        Find cosmic-ray hits in each calibrated science frame
+        (`ccdproc.cosmicray_lacosmic`, see `~ccdproc_ext.quality.detect_cosmic_rays`)
+        and mask them (bit ``cosmic ray``); ``"clean"`` also replaces them by cleaned
+        values. Default is ``False``: L.A.Cosmic costs more than the rest of a frame's
+        calibration.
 
     Returns
     -------
@@ -334,6 +350,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         not one, or a master that breaks the rules: its row and column are named.
     """
     profile = get_profile(profile)
+    bad_pixels, cosmic_rays = _quality_options(bad_pixels, cosmic_rays)
     output_dir = check_output_dir(raw, output_dir)
     collection = _collect(raw, profile, image_types, output_dir)
     library = None if library is None else CalibrationLibrary.of(library, validity=validity)
@@ -351,9 +368,11 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     options = _Options(profile=profile, overwrite=overwrite, strict=strict, workers=workers,
                        combine_options=dict(combine_options or {}), gain_correct=gain_correct,
                        create_deviation=create_deviation,
-                       write_uncertainty=write_uncertainty, dtype=np.dtype(dtype))
+                       write_uncertainty=write_uncertainty, dtype=np.dtype(dtype),
+                       bad_pixels=bad_pixels, cosmic_rays=cosmic_rays)
     _write_plan(plan, output_dir)
     masters = _build_masters(plan, collection, options, night_log, progress=progress)
+    _build_bad_pixel_masks(plan, masters, options, night_log)
     if library is not None:
         _register_masters(library, plan, collection, masters, night_log)
     result.masters = dict(masters.paths)
@@ -414,6 +433,8 @@ class _Options:
     create_deviation: bool
     write_uncertainty: bool
     dtype: np.dtype
+    bad_pixels: object = "auto"  # "auto", a Path, or None
+    cosmic_rays: object = False  # False, True or "clean"
 
     @property
     def keeps_uncertainty(self):
@@ -507,6 +528,7 @@ class _Masters:
     built: dict = field(default_factory=dict)  # name -> MasterFrame (no uncertainty)
     paths: dict = field(default_factory=dict)  # (kind, name) -> Path
     failed: dict = field(default_factory=dict)  # name -> CcdprocExtError
+    bpm_of: dict = field(default_factory=dict)  # (dark name, flat name) -> bpm name
 
     def path(self, kind, name):
         return self.paths[(kind, name)]
@@ -638,6 +660,98 @@ def _make_master(kind, paths, lower, path, master_recipe, options, *, scale_dark
     return master
 
 
+def _quality_options(bad_pixels, cosmic_rays):
+    """``bad_pixels`` and ``cosmic_rays`` of `reduce_night`, checked before any work."""
+    if isinstance(cosmic_rays, str) and cosmic_rays.strip().lower() == "clean":
+        cosmic_rays = "clean"
+    elif not isinstance(cosmic_rays, bool | np.bool_):
+        raise CcdprocExtError(f"cosmic_rays={cosmic_rays!r}: expected False, True or "
+                              "'clean'")
+    if isinstance(bad_pixels, str) and bad_pixels.strip().lower() == "auto":
+        return "auto", cosmic_rays
+    if bad_pixels is None or bad_pixels is False:
+        return None, cosmic_rays
+    if not isinstance(bad_pixels, str | os.PathLike):
+        raise CcdprocExtError(f"bad_pixels={bad_pixels!r}: expected 'auto', None or the "
+                              "path of a mask file")
+    path = Path(bad_pixels).expanduser()
+    if not path.is_file():
+        raise FrameReadError(f"{path}: bad-pixel mask file not found (bad_pixels=)")
+    return path.resolve(), cosmic_rays
+
+
+def _build_bad_pixel_masks(plan, masters, options, report):
+    """Stage 3b: the bad-pixel mask of each (dark, flat) pair the science frames use, or
+    the user's mask file, written as a master (``masters/bpm_*.fits``)."""
+    if options.bad_pixels is None:
+        return
+    pairs = dict.fromkeys((row["dark"], row["flat"]) for row in plan
+                          if row["type"] == "science" and row["status"] == "ok")
+    folder = report.output_dir / "masters"
+    for dark, flat in pairs:
+        lower = {k: masters.built.get(v) for k, v in (("dark", dark), ("flat", flat)) if v}
+        if any(master is None for master in lower.values()):
+            continue  # a master not built: its science frames are problems already
+        if isinstance(options.bad_pixels, Path):
+            name = "bpm_" + _safe_stem(options.bad_pixels.name)
+        elif lower:
+            name = "bpm_" + "_".join(v for v in (dark, flat) if v)
+        else:
+            continue  # no dark nor flat to find bad pixels in
+        path = inside(folder / f"{name}.fits", folder)
+        try:
+            if name not in masters.built:
+                masters.built[name] = _bad_pixel_mask(path, lower, options)
+                masters.paths[("bpm", name)] = path
+        except CcdprocExtError as err:
+            if options.strict:
+                raise
+            report.note(f"masters/{path.name}", type(err).__name__,
+                        f"no bad-pixel mask: {without_path(err)}")
+            continue
+        masters.bpm_of[(dark, flat)] = name
+
+
+def _safe_stem(file_name):
+    stem = output_name(file_name, set())[:-len(".fits")]
+    return stem or "user"
+
+
+def _bad_pixel_mask(path, lower, options):
+    """Make (or find up to date) one bad-pixel mask; returns it as a `MasterFrame`."""
+    from .quality import (
+        HOT_MIN_RATE,
+        HOT_SIGMA,
+        LOW_BOX,
+        LOW_FRACTION,
+        make_bad_pixel_mask,
+        user_bad_pixel_mask,
+    )
+
+    if isinstance(options.bad_pixels, Path):
+        mask_recipe = recipe("bpm", file_stamp(options.bad_pixels))
+        if options.overwrite or not up_to_date(path, mask_recipe):
+            _write_bpm(user_bad_pixel_mask(options.bad_pixels), path, mask_recipe)
+        return MasterFrame.of(path, options.profile)
+    dark, flat = lower.get("dark"), lower.get("flat")
+    mask_recipe = recipe("bpm", {k: m.checksum for k, m in lower.items()}, HOT_SIGMA,
+                         HOT_MIN_RATE, LOW_FRACTION, LOW_BOX)
+    if options.overwrite or not up_to_date(path, mask_recipe):
+        mask = make_bad_pixel_mask(
+            None if dark is None else dark.ccd, None if flat is None else flat.ccd,
+            dark_exposure=None if dark is None else dark.exposure,
+            dark_name=None if dark is None else dark.name,
+            flat_name=None if flat is None else flat.name)
+        _write_bpm(mask, path, mask_recipe)
+    return MasterFrame.of(path, options.profile)
+
+
+def _write_bpm(mask, path, mask_recipe):
+    mask.meta["RECIPE"] = (mask_recipe, "hash of the inputs and settings")
+    mask.meta["FILENAME"] = path.name
+    write_atomic(mask, path, dtype=np.uint8)
+
+
 def _report_master(report, master, path, members):
     """Problems and notes read from a master's header: the same on every run."""
     header = master.ccd.meta
@@ -685,17 +799,21 @@ def _science_tasks(plan, collection, masters, options, report, result):
         output = inside(folder / output_name(row["file"], used_names), folder)
         refs = {k: MasterRef.of(masters.path(k, row[k]), masters.built[row[k]].checksum)
                 for k in MASTER_KINDS if row[k]}
+        bpm = masters.bpm_of.get((row["dark"], row["flat"]), "")
+        if bpm:
+            refs["bpm"] = MasterRef.of(masters.path("bpm", bpm), masters.built[bpm].checksum)
         scale = float(row["dark_scale"]) if row["dark"] else np.nan
         task_recipe = recipe(options.settings(), file_stamp(collection.path(row["file"])),
                              {k: ref.checksum for k, ref in refs.items()},
                              None if not np.isfinite(scale) else scale,
                              options.gain_correct, options.create_deviation,
-                             options.write_uncertainty)
+                             options.write_uncertainty, str(options.cosmic_rays))
         tasks.append(_NightTask(row["file"], row["bias"], row["dark"], row["flat"], ScienceTask(
             raw_path=collection.path(row["file"]), output=output, profile=options.profile,
             masters=refs, dark_scale=scale, recipe=task_recipe,
             gain_correct=options.gain_correct, create_deviation=options.create_deviation,
-            write_uncertainty=options.write_uncertainty, dtype=options.dtype)))
+            write_uncertainty=options.write_uncertainty, dtype=options.dtype,
+            cosmic_rays=options.cosmic_rays), bpm=bpm))
     return tasks
 
 
@@ -708,6 +826,7 @@ class _NightTask:
     dark: str
     flat: str
     task: ScienceTask
+    bpm: str = ""
 
 
 def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
@@ -836,7 +955,7 @@ class _NightLog:
             rows.append((night_task.file, str(task.output), night_task.bias, night_task.dark,
                          night_task.flat, task.dark_scale, outcome.sky_level,
                          outcome.sky_noise, outcome.n_saturated, outcome.n_masked,
-                         outcome.status))
+                         outcome.status, night_task.bpm, outcome.n_cosmic_rays))
         result.science = _science_table(rows)
         result.problems = _table([(p.file, p.kind, p.text) for p in self.problems],
                                  ("file", "kind", "problem"))
@@ -853,10 +972,11 @@ def _table(rows, names):
 
 def _science_table(rows):
     names = ("raw_file", "output_file", "bias", "dark", "flat", "dark_scale", "sky_level",
-             "sky_noise", "n_saturated", "n_masked", "status")
+             "sky_noise", "n_saturated", "n_masked", "status", "bpm", "n_cosmic_rays")
     if not rows:
         return Table(names=names,
-                     dtype=("U", "U", "U", "U", "U", "f8", "f8", "f8", "i8", "i8", "U"))
+                     dtype=("U", "U", "U", "U", "U", "f8", "f8", "f8", "i8", "i8", "U", "U",
+                            "i8"))
     table = Table(rows=rows, names=names)
     for name in ("dark_scale", "sky_level", "sky_noise"):
         table[name].format = ".4g"

@@ -18,7 +18,21 @@ CCDPROC   the package and version that calibrated the frame
 PROFILE   the instrument profile used
 NNANPIX   pixels of the input that were not finite (masked)
 NSATUR    pixels at or above the saturation level (masked)
+BPMFILE   the bad-pixel mask applied (BPMSUM: checksum, NBADPIX: pixels it masked)
+NCRPIX    pixels masked as cosmic-ray hits (CRCLEAN: whether they were replaced;
+          CRFWHM, CRGAIN, CRRDNOIS, CRSIGMA: what L.A.Cosmic was given)
 ========  ==========================================================
+
+The ``MASK`` extension of a calibrated frame holds one bit per reason a pixel is masked,
+written in its own header: ``MASKB1 = 'saturated'``, ``MASKB2 = 'bad pixel'``,
+``MASKB4 = 'cosmic ray'``, ``MASKB8 = 'not finite'``, ``MASKB16 = 'low flat'`` (the
+card's number is the bit's value).
+
+A bad-pixel mask (``masters/bpm_*.fits``) says what it was made from: ``BPMDARK`` and
+``BPMFLAT``, ``NHOTPIX`` (dark current above the median by ``BPMHOTSG`` robust sigma and
+``BPMHOTMR`` ADU/s) and ``NLOWFLAT`` (below ``BPMLOWFR`` of the flat's local median), its
+values ``BPMB1 = 'hot in the master dark'``, ``BPMB2 = 'low in the master flat'`` and
+``BPMB4 = 'bad in the user's mask file'`` (``BPMUSER`` naming the file it copies).
 
 A master also says how it was made: ``COMBINED``, ``NCOMBINE``, ``COMBMETH``,
 ``MASTTYPE``, the files combined (``IMCMB001`` ...) and left out (``SKIP001``, with the
@@ -29,9 +43,10 @@ of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NL
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["FLAGS", "already_done", "is_raw", "mark_bad_pixels", "mark_flat_normalised",
-           "mark_gain_corrected", "mark_master", "mark_processed", "mark_step",
-           "software_version"]
+__all__ = ["FLAGS", "already_done", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
+           "mark_bad_pixels_applied", "mark_cosmic_rays", "mark_flat_normalised",
+           "mark_gain_corrected", "mark_mask_bits", "mark_master", "mark_processed",
+           "mark_step", "software_version"]
 
 #: The processing flags, in the order the steps are applied.
 FLAGS = ("OVERSCAN", "TRIM", "ZEROCOR", "DARKCOR", "FLATCOR")
@@ -182,3 +197,59 @@ def mark_flat_normalised(header, norm, mean, min_value, n_low):
     _set(header, "FLATMEAN", mean, "mean of the unmasked pixels (norm_value)")
     if min_value is not None:
         _set(header, "NLOWPIX", n_low, f"pixels below {min_value:g}, masked, set to 1")
+
+
+def mark_bad_pixels_applied(header, name, checksum, n_bad):
+    """Write ``BPMFILE`` (the bad-pixel mask applied), ``BPMSUM`` (its checksum) and
+    ``NBADPIX`` (the pixels it masked)."""
+    _set(header, "BPMFILE", name, "bad-pixel mask applied")
+    if checksum:
+        _set(header, "BPMSUM", checksum, "BLAKE2b of the bad-pixel mask (first 16 hex)")
+    _set(header, "NBADPIX", n_bad, "pixels masked by the bad-pixel mask")
+
+
+def mark_cosmic_rays(header, n_hits, *, clean, fwhm, gain, read_noise, sigclip):
+    """Write ``NCRPIX`` (pixels masked as cosmic-ray hits), ``CRCLEAN`` (replaced or
+    not) and what L.A.Cosmic was given (``CRFWHM``, ``CRGAIN``, ``CRRDNOIS``,
+    ``CRSIGMA``)."""
+    _set(header, "NCRPIX", n_hits, "cosmic-ray pixels (L.A.Cosmic), masked")
+    _set(header, "CRCLEAN", bool(clean), "cosmic-ray pixels replaced by cleaned values")
+    _set(header, "CRFWHM", round(float(fwhm), 3), "PSF FWHM given to L.A.Cosmic (pixels)")
+    _set(header, "CRGAIN", round(float(gain), 4), "gain given to L.A.Cosmic (e-/ADU)")
+    _set(header, "CRRDNOIS", round(float(read_noise), 4), "read noise given to L.A.Cosmic (e-)")
+    _set(header, "CRSIGMA", float(sigclip), "L.A.Cosmic detection limit (sigma)")
+
+
+def mark_mask_bits(header, bits):
+    """Write, in a ``MASK`` extension's header, what each bit means: ``MASKB1 =
+    'saturated'`` ... from ``bits`` (bit value -> words)."""
+    for bit, meaning in sorted(bits.items()):
+        _set(header, f"MASKB{bit}", meaning, f"pixels with bit {bit} set are masked as")
+
+
+def mark_bad_pixel_mask(header, *, dark=None, flat=None, n_hot=None, n_low=None,
+                        hot_sigma=None, hot_min_rate=None, dark_exposure=None,
+                        low_fraction=None, user=None, n_user=None):
+    """Write how a bad-pixel mask was made: the masters it comes from (``BPMDARK``,
+    ``BPMFLAT``) or the user's file it copies (``BPMUSER``), the pixels found
+    (``NHOTPIX``, ``NLOWFLAT``, ``NUSERPIX``), the thresholds (``BPMHOTSG``,
+    ``BPMHOTMR``, ``BPMLOWFR``) and what its values mean (``BPMB1``, ``BPMB2``,
+    ``BPMB4``)."""
+    _set(header, "MASTTYPE", "bpm", "kind of master calibration frame")
+    _set(header, "BPMB1", "hot in the master dark", "meaning of value 1")
+    _set(header, "BPMB2", "low in the master flat", "meaning of value 2")
+    _set(header, "BPMB4", "bad in the user's mask file", "meaning of value 4")
+    if user is not None:
+        _set(header, "BPMUSER", user, "the user's mask file this copies")
+        _set(header, "NUSERPIX", n_user, "bad pixels in it (value 4)")
+    if n_hot is not None:
+        _set(header, "BPMDARK", dark or "", "master dark the hot pixels come from")
+        if dark_exposure:
+            _set(header, "BPMDEXP", float(dark_exposure), "its exposure time (s)")
+        _set(header, "NHOTPIX", n_hot, "hot pixels (value 1)")
+        _set(header, "BPMHOTSG", float(hot_sigma), "hot: rate above median by N mad_std")
+        _set(header, "BPMHOTMR", float(hot_min_rate), "hot: and by at least this (ADU/s)")
+    if n_low is not None:
+        _set(header, "BPMFLAT", flat or "", "master flat the low pixels come from")
+        _set(header, "NLOWFLAT", n_low, "low or dead pixels in the flat (value 2)")
+        _set(header, "BPMLOWFR", float(low_fraction), "low: below this of the local median")

@@ -11,25 +11,49 @@ process, to its own worker processes, or to any `concurrent.futures.Executor` (a
 Masters are read once per process and prepared once (the dark scaled, the flat
 normalised): `prepare_masters` does it in the planning process before worker processes
 are forked, so that they inherit them.
+
+Each output's ``MASK`` extension (written when any pixel is masked) holds the bits of
+`ccdproc_ext.quality.MASK_BITS`, their meaning in its header (``MASKB1 = 'saturated'``
+...): saturated and not-finite pixels of the raw frame, pixels of the bad-pixel mask
+(hot: bad pixel; low in the flat: low flat) and masked in the master bias or dark (bad
+pixel) or flat (low flat), and cosmic-ray hits.
 """
 
 import multiprocessing
+import os
 import sys
 import threading
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.nddata import CCDData
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from photutils.background import Background2D, MedianBackground
 
 from ._warnings import CaughtWarnings
-from .calibrate import calibrate_frame
-from .exceptions import CcdprocExtError, InternalError, OutputError
+from .calibrate import _detector_value, calibrate_frame, raw_mask_bits
+from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
 from .masters import MasterFrame
-from .outputs import file_stamp, up_to_date, write_atomic
+from .outputs import PARTIAL_SUFFIX, file_stamp, up_to_date, write_atomic
+from .provenance import mark_cosmic_rays, mark_mask_bits
+from .quality import (
+    BPM_HOT,
+    BPM_LOW,
+    BPM_USER,
+    DEFAULT_FWHM,
+    MASK_BITS,
+    NOT_FINITE,
+    SATURATED,
+    detect_cosmic_rays,
+    mask_bits,
+    measure_fwhm,
+    noise_model,
+    trimmed_like,
+)
 from .raw import _read_frame_and_checksum
 
 __all__ = ["MasterRef", "ScienceOutcome", "ScienceTask", "process_context", "run_task",
@@ -56,13 +80,15 @@ class ScienceTask:
     raw_path: Path
     output: Path
     profile: object
-    masters: dict  # kind ("bias", "dark", "flat") -> MasterRef
+    masters: dict  # kind ("bias", "dark", "flat", and "bpm": bad pixels) -> MasterRef
     dark_scale: float
     recipe: str
     gain_correct: bool = False
     create_deviation: bool = False
     write_uncertainty: bool = False
     dtype: object = np.float32
+    #: False, True (find and mask cosmic-ray hits) or "clean" (and replace them).
+    cosmic_rays: object = False
 
     @property
     def keeps_uncertainty(self):
@@ -79,6 +105,8 @@ class ScienceOutcome:
     n_saturated: int = -1
     n_masked: int = -1
     notes: tuple = field(default=())  # (kind, words)
+    n_bad_pixels: int = 0
+    n_cosmic_rays: int = -1  # -1: not searched
 
     @classmethod
     def from_header(cls, status, header, notes=()):
@@ -87,7 +115,8 @@ class ScienceOutcome:
             notes.insert(0, ("DataQualityWarning", f"{header['NNANPIX']} pixel(s) of the raw "
                                                    "frame were NaN or infinite, masked"))
         return cls(status, header.get("SKYLEVEL", np.nan), header.get("SKYNOISE", np.nan),
-                   header.get("NSATUR", -1), header.get("NMASKED", -1), tuple(notes))
+                   header.get("NSATUR", -1), header.get("NMASKED", -1), tuple(notes),
+                   header.get("NBADPIX", 0), header.get("NCRPIX", -1))
 
 
 # ------------------------------------------------------------------- master cache
@@ -140,9 +169,10 @@ def prepare_masters(tasks, built):
     for task in tasks:
         for kind, ref in task.masters.items():
             keep = task.keeps_uncertainty
+            loaded = None if keep else built.get(Path(ref.path).stem)
             master = prepared_master(ref, task.profile, _scale_of(task, kind), keep,
-                                     loaded=None if keep else built[Path(ref.path).stem])
-            if not keep:  # what calibrate_frame will use, computed once
+                                     loaded=loaded)
+            if not keep and kind != "bpm":  # what calibrate_frame will use, computed once
                 master.prepare(task.dtype, flat=kind == "flat")
 
 
@@ -192,26 +222,128 @@ def _calibrate(task):
     masters = {kind: prepared_master(ref, task.profile, _scale_of(task, kind),
                                      task.keeps_uncertainty)
                for kind, ref in task.masters.items()}
+    name = Path(task.raw_path).name
     raw, raw_checksum = _read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
     calibrated = calibrate_frame(
         raw, task.profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
         master_flat=masters.get("flat"), scale_dark=False, gain_correct=task.gain_correct,
-        create_deviation=task.create_deviation, dtype=task.dtype,
-        name=Path(task.raw_path).name)
+        create_deviation=task.create_deviation, dtype=task.dtype, name=name,
+        bad_pixel_mask=masters.get("bpm"))
     mask = calibrated.mask
-    n_masked = 0 if mask is None else int(np.count_nonzero(mask))
-    sky, noise = sky_statistics(calibrated.data, mask if n_masked else None)
+    sky, noise = sky_statistics(calibrated.data,
+                                mask if mask is not None and mask.any() else None)
+    hits = None
+    if task.cosmic_rays:
+        calibrated, hits = _cosmic_rays(calibrated, raw.meta, task, sky, noise, name)
+    bits = _mask_bits(calibrated, raw, task.profile, masters, hits, name)
+    n_masked = int(np.count_nonzero(bits))
     header = calibrated.meta
-    header["RAWFILE"] = (Path(task.raw_path).name, "raw frame this was calibrated from")
+    header["RAWFILE"] = (name, "raw frame this was calibrated from")
     header["RAWSUM"] = (raw_checksum[:16], "BLAKE2b of the raw file (first 16 hex)")
     if np.isfinite(sky) and np.isfinite(noise):
         header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
         header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")
     header["NMASKED"] = (n_masked, "masked pixels (extension MASK)")
     header["RECIPE"] = (task.recipe, "hash of the inputs and settings")
-    write_atomic(calibrated, task.output, dtype=task.dtype, uncertainty=task.write_uncertainty,
-                 mask=task.write_uncertainty or n_masked > 0)
+    _write(calibrated, bits, task, with_mask=task.write_uncertainty or n_masked > 0)
     return header
+
+
+def _write(calibrated, bits, task, *, with_mask):
+    """Write the output atomically, its ``MASK`` extension the bits, their meaning in its
+    header: written under a temporary name, the header completed, then renamed."""
+    output = Path(task.output)
+    if not with_mask:
+        write_atomic(calibrated, output, dtype=task.dtype, uncertainty=task.write_uncertainty)
+        return
+    frame = CCDData(calibrated.data, unit=calibrated.unit, meta=calibrated.meta,
+                    mask=bits != 0, uncertainty=calibrated.uncertainty, copy=False)
+    temporary = output.with_name(f".{output.name}.mask{PARTIAL_SUFFIX}")
+    try:
+        write_atomic(frame, temporary, dtype=task.dtype, uncertainty=task.write_uncertainty,
+                     mask=True)
+        # CCDData keeps a boolean mask: the bits and their meaning replace it in the
+        # file (same size and type), before the file takes its name.
+        with fits.open(temporary, mode="update") as hdul:
+            hdul["MASK"].data = bits
+            mark_mask_bits(hdul["MASK"].header, MASK_BITS)
+        os.replace(temporary, output)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _mask_bits(calibrated, raw, profile, masters, hits, name):
+    """The ``MASK`` bits of a calibrated frame (see `ccdproc_ext.quality.mask_bits`)."""
+    shape = calibrated.shape
+    raw_bits = trimmed_like(raw_mask_bits(raw, profile, name=name), calibrated.meta, shape)
+    if raw_bits is None:  # a geometry the TRIM card does not give: "bad pixel" below
+        raw_bits = np.zeros(shape, np.uint8)
+    in_master = np.zeros(shape, bool)
+    for kind in ("bias", "dark"):
+        master = masters.get(kind)
+        if master is not None and master.ccd.mask is not None:
+            in_master |= np.asarray(master.ccd.mask, bool)
+    flat = masters.get("flat")
+    low = np.zeros(shape, bool) if flat is None or flat.ccd.mask is None else \
+        np.asarray(flat.ccd.mask, bool).copy()
+    bpm = masters.get("bpm")
+    if bpm is not None:
+        values = np.asarray(bpm.ccd.data).astype(np.uint8)
+        in_master |= (values & BPM_HOT) != 0
+        low |= (values & BPM_LOW) != 0
+        in_master |= (values & BPM_USER) != 0
+    return mask_bits(shape, saturated=(raw_bits & SATURATED) != 0,
+                     not_finite=(raw_bits & NOT_FINITE) != 0, bad_pixel=in_master,
+                     cosmic_ray=hits, low_flat=low, masked=calibrated.mask)
+
+
+def _profile_number(profile, what, header, name):
+    """The profile's gain or read noise (a float), or ``None`` when it gives none."""
+    try:
+        return float(_detector_value(profile, what, header, name, "cosmic-ray detection").value)
+    except HeaderError:
+        return None
+
+
+def _saturation(profile, header, name):
+    """The raw frame's saturation level in ADU, or ``None``."""
+    if profile.saturation is None:
+        return None
+    try:
+        level = profile.saturation.get(header, path=name)
+    except HeaderError:
+        return None
+    return None if level is None else float(level.value)
+
+
+def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
+    """Cosmic-ray hits found (and replaced, for ``"clean"``) in a calibrated frame.
+
+    L.A.Cosmic is given the profile's gain and read noise (measured from the sky when the
+    profile gives none, with a warning that becomes a note), the saturation level, and
+    the FWHM of the frame's stars (`DEFAULT_FWHM` when too few can be measured).
+    """
+    profile = task.profile
+    in_electrons = calibrated.unit is not None and calibrated.unit.is_equivalent("electron")
+    adu_gain = _profile_number(profile, "gain", raw_header, name)
+    gain, read_noise, assumed = noise_model(
+        sky, noise, 1.0 if in_electrons else adu_gain,
+        _profile_number(profile, "read_noise", raw_header, name))
+    if assumed:
+        warnings.warn(CcdprocExtWarning(f"{name}: cosmic rays: {assumed}"), stacklevel=2)
+    saturation = _saturation(profile, raw_header, name)
+    if saturation is not None and in_electrons:
+        saturation = None if adu_gain is None else saturation * adu_gain
+    fwhm = measure_fwhm(calibrated.data, mask=calibrated.mask, sky=sky, noise=noise)
+    if fwhm is None:
+        fwhm = DEFAULT_FWHM
+    clean = str(task.cosmic_rays).lower() == "clean"
+    result, hits = detect_cosmic_rays(calibrated, gain=gain, read_noise=read_noise,
+                                      saturation=saturation, psffwhm=fwhm, clean=clean)
+    mark_cosmic_rays(result.meta, int(np.count_nonzero(hits)), clean=clean, fwhm=fwhm,
+                     gain=gain, read_noise=read_noise, sigclip=4.5)
+    return result, hits
 
 
 def without_path(err):

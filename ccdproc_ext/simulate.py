@@ -10,7 +10,10 @@ image type), its overscan strip and trim section, its orientation. It returns a
 - ``flats``: the flat-field pattern per filter (vignetting, dust donuts, pixel response),
   normalised to a mean of 1;
 - ``sky``: the true sky (background and stars, ADU) of each science frame, i.e. what a
-  perfect reduction returns; ``cosmic_rays`` marks the pixels hit in each raw frame.
+  perfect reduction returns; ``cosmic_rays`` marks the pixels hit in each raw frame;
+- ``hot_pixels``: the pixels whose dark current is 10 to 100 times the others';
+- ``bad_calibrations``: the calibration frames spoiled on purpose (``bad_calibrations=``),
+  each with what was done to it.
 
 Tests, documentation examples and benchmarks all use it; sizes and counts are
 parameters.
@@ -59,6 +62,8 @@ class SimulatedNight:
     flats: dict = field(default_factory=dict)
     sky: dict = field(default_factory=dict)
     cosmic_rays: dict = field(default_factory=dict)
+    hot_pixels: np.ndarray = None
+    bad_calibrations: dict = field(default_factory=dict)
     overscan_levels: dict = field(default_factory=dict)
     gain: float = _DEFAULT_GAIN
     read_noise: float = _DEFAULT_READ_NOISE
@@ -187,6 +192,16 @@ def _file_name(profile, image_type, stem, write_image_type):
     return name
 
 
+#: How each kind of bad calibration frame is made: (words, change of its signal in ADU,
+#: given the position across the frame from 0 to 1).
+_SPOILS = {
+    "bias": ("light leak", lambda signal, x: signal + 20.0 + 180.0 * x),
+    "dark": ("light leak", lambda signal, x: signal + 20.0 + 180.0 * x),
+    "flat": ("passing cloud", lambda signal, x: signal * (1.0 - 0.4 * x)),
+    "flat-level": ("half the illumination", lambda signal, x: signal * 0.5),
+}
+
+
 def _flat_pattern(rng, shape, n_donuts=3):
     ny, nx = shape
     y, x = np.mgrid[0:ny, 0:nx]
@@ -227,7 +242,7 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
                    hot_pixel_fraction=0.002, cosmic_rays=8, binning=(1, 1),
                    temperature=-10.0, header_extra=None, start="2024-03-05T01:00:00",
                    nights=1, prefix="", write_image_type=None, keywords="all",
-                   drop_keywords=(), seed=0):
+                   drop_keywords=(), bad_calibrations=(), seed=0):
     """Write a synthetic raw night for ``profile`` into ``location``.
 
     Parameters
@@ -287,6 +302,13 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     drop_keywords : sequence of str, optional
         Keywords removed from every header after it is made (the truth is unchanged), to
         see what a reduction does without them.
+    bad_calibrations : sequence of str, optional
+        Calibration frames to spoil, one each (the second of its kind, the third for
+        ``"flat-level"``; the darks of the longest exposure; the truth in
+        `SimulatedNight.bad_calibrations`): ``"bias"`` gets a light leak (light rising
+        from 20 to 200 ADU across the frame), ``"dark"`` the same leak, ``"flat"`` a
+        passing cloud (the illumination falls by 40% across the frame), ``"flat-level"``
+        half the illumination of the others. Default: none.
     seed : int, optional
         Seed of the random generator; the same seed gives the same night.
 
@@ -314,6 +336,7 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     science_filters = tuple(filters if science_filters is None else science_filters)
     if dark_exposures is None:
         dark_exposures = tuple(sorted({float(flat_exposure), float(science_exposure)}))
+    spoils = {kind: _SPOILS[kind] for kind in bad_calibrations}
 
     gain = profile.gain.value if profile.gain and profile.gain.value else _DEFAULT_GAIN
     read_noise = (profile.read_noise.value if profile.read_noise and profile.read_noise.value
@@ -345,7 +368,16 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
             gain_cards[value.keywords[0]] = default
 
     rows = []
-    truth_sky, truth_cr, levels = {}, {}, {}
+    truth_sky, truth_cr, levels, spoiled = {}, {}, {}, {}
+    across = np.broadcast_to(np.linspace(0.0, 1.0, nx)[np.newaxis, :], shape)
+
+    def spoil(kind, index, signal, name):
+        """``signal`` of the ``index``-th frame of its kind, spoiled when asked."""
+        for what, (words, change) in spoils.items():
+            if what.split("-")[0] == kind and index == (2 if what == "flat-level" else 1):
+                spoiled[name] = words
+                return change(signal, across)
+        return signal
     frame_index = 0
     time = Time(start, format="isot", scale="utc")
 
@@ -397,6 +429,8 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         for key in dropped:
             header.remove(key, ignore_missing=True, remove_all=True)
         name = _file_name(profile, image_type, f"{prefix}{stem}", write_image_type)
+        if stem in spoiled:
+            spoiled[name] = spoiled.pop(stem)
         out = raw.T if profile.transposed else raw
         fits.PrimaryHDU(out, header=header).writeto(location / name, overwrite=True)
         rows.append((name, image_type, float(exposure), filter_name or "", time.isot))
@@ -411,17 +445,21 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         tag = f"n{night + 1}_" if nights > 1 else ""
         zero = np.zeros(shape)
         for i in range(n_bias):
-            write("bias", f"{tag}{i + 1:03d}", 0.0, None, zero)
+            stem = f"{tag}{i + 1:03d}"
+            write("bias", stem, 0.0, None, spoil("bias", i, zero, stem))
         for exposure in dark_exposures:
             for i in range(n_dark):
                 n_cr = round(cosmic_rays * exposure / max(science_exposure, 1))
-                write("dark", f"{tag}{exposure:g}s_{i + 1:03d}", exposure, None, zero,
-                      n_cr=n_cr)
+                stem = f"{tag}{exposure:g}s_{i + 1:03d}"
+                signal = spoil("dark", i, zero, stem) if exposure == dark_exposures[-1] \
+                    else zero
+                write("dark", stem, exposure, None, signal, n_cr=n_cr)
         for name in filters:
             for i in range(n_flat):
                 level = flat_level * rng.uniform(0.9, 1.1) / flat_exposure
-                write("flat", f"{tag}{name}_{i + 1:03d}", flat_exposure, name,
-                      flats[name] * level * flat_exposure)
+                stem = f"{tag}{name}_{i + 1:03d}"
+                write("flat", stem, flat_exposure, name,
+                      spoil("flat", i, flats[name] * level * flat_exposure, stem))
         for name in science_filters:
             for i in range(n_science):
                 sky = sky_level * rng.uniform(0.8, 1.2) + _stars(rng, shape, n_stars)
@@ -438,6 +476,8 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         flats={name: pattern[trim_slices] for name, pattern in flats.items()},
         sky=truth_sky,
         cosmic_rays=truth_cr,
+        hot_pixels=hot[trim_slices],
+        bad_calibrations=spoiled,
         overscan_levels=levels,
         gain=gain,
         read_noise=read_noise,

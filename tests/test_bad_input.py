@@ -343,8 +343,15 @@ def test_dead_flat_column_is_masked_not_divided_by(clean_night, raw, tmp_path):
     clean = {row["raw_file"]: row["output_file"] for row in clean_night[1].science}
     for row in result.science:
         with fits.open(row["output_file"]) as hdul:
-            data, mask = hdul[0].data, hdul["MASK"].data.astype(bool)
-        assert mask[:, 10].all() and mask.sum() == SHAPE[0] == row["n_masked"]
+            data, bits = hdul[0].data, hdul["MASK"].data
+            n_bad = hdul[0].header["NBADPIX"]
+        mask = bits != 0
+        # Bit 16 ("low flat") on the dead column; the hot pixels of the bad-pixel mask
+        # (bit 2) are masked too.
+        low = (bits & 16) != 0
+        assert low[:, 10].all() and low.sum() == SHAPE[0]
+        assert mask.sum() == row["n_masked"] and (mask & ~low).sum() <= n_bad
+        assert set(np.unique(bits[~low])) <= {0, 2}
         assert np.isfinite(data).all()
         reference = fits.getdata(clean[row["raw_file"]])
         good = ~mask
@@ -365,14 +372,20 @@ def test_nan_pixels_are_masked_and_noted(raw, tmp_path):
     with fits.open(row["output_file"]) as hdul:
         assert hdul[0].header["NNANPIX"] == 3
         assert np.isfinite(hdul[0].data).all()
-        mask = hdul["MASK"].data.astype(bool)
-    assert sorted(zip(*np.nonzero(mask), strict=True)) == [(3, 4), (7, 7), (10, 2)]
+        bits = hdul["MASK"].data
+        assert hdul["MASK"].header["MASKB8"] == "not finite"
+    # Bit 8 says "not finite"; the others masked are the bad-pixel mask's (bit 2).
+    assert sorted(zip(*np.nonzero(bits & 8), strict=True)) == [(3, 4), (7, 7), (10, 2)]
+    assert set(np.unique(bits)) <= {0, 2, 8, 2 | 8}
     assert np.isfinite(row["sky_level"])
-    # The other frame has nothing masked, and no MASK extension.
+    # The other frame has only the bad-pixel mask's pixels masked.
     other = result.science[result.science["raw_file"] == SCIENCE[1]][0]
-    assert other["n_masked"] == 0
     with fits.open(other["output_file"]) as hdul:
-        assert len(hdul) == 1
+        assert other["n_masked"] == hdul[0].header["NBADPIX"]
+        if other["n_masked"]:
+            assert set(np.unique(hdul["MASK"].data)) == {0, 2}
+        else:
+            assert len(hdul) == 1
 
 
 def test_saturated_pixels_are_masked(raw, tmp_path):
@@ -385,8 +398,10 @@ def test_saturated_pixels_are_masked(raw, tmp_path):
     assert (by_file[SCIENCE[0]]["n_saturated"], by_file[SCIENCE[1]]["n_saturated"]) == (4, 0)
     with fits.open(by_file[SCIENCE[0]]["output_file"]) as hdul:
         assert hdul[0].header["NSATUR"] == 4
-        mask = hdul["MASK"].data.astype(bool)
-    assert mask[5, 5:9].all() and mask.sum() == 4
+        bits = hdul["MASK"].data
+    # Bit 1 says "saturated"; the others masked are the bad-pixel mask's (bit 2).
+    assert (bits[5, 5:9] & 1).all() and np.count_nonzero(bits & 1) == 4
+    assert set(np.unique(bits)) <= {0, 1, 2, 1 | 2}
 
 
 def test_saturation_level_from_the_header(raw, tmp_path):

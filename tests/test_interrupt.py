@@ -149,7 +149,7 @@ def test_interrupted_write_leaves_no_file_under_the_final_name(night, tmp_path,
         reduce_night(raw, out, PROFILE, progress=False, workers=1)
     monkeypatch.setattr(os, "replace", real_replace)
     assert files_under(out / "science") == []
-    assert len(files_under(out / "masters")) == 4
+    assert len(files_under(out / "masters")) == 5  # bias, 2 darks, flat, bad-pixel mask
 
     result = reduce_night(raw, out, PROFILE, progress=False, workers=1)
     assert set(result.science["status"]) == {"written"}

@@ -1,0 +1,583 @@
+"""Data quality: bad pixels, the bits of the ``MASK`` extension, bad calibration frames
+and cosmic rays.
+
+Bad-pixel mask
+    `make_bad_pixel_mask` marks the pixels of a detector that no calibration can save:
+    hot pixels, whose dark current (the master dark per second) is far above the median
+    in units of its robust noise, and dead or low pixels, below half their neighbourhood
+    in the master flat. `reduce_night` builds one per pair of master dark and flat its
+    science frames use (``masters/bpm_<dark>_<flat>.fits``), or reads a user's file.
+
+MASK bits
+    The ``MASK`` extension of a calibrated frame says why each pixel is masked, one bit
+    per reason (`MASK_BITS`, written in its header as ``MASKB1 = 'saturated'`` ...); a
+    pixel is masked when its value is not 0. In memory `~astropy.nddata.CCDData` keeps
+    its boolean mask; `mask_bits` builds the bits beside it.
+
+Calibration frames
+    `check_calibration_frames` compares each frame of a master with the others before
+    they are combined: a frame whose level is far from theirs, or which differs from
+    their median on many pixels (BANZAI's rule: more than 5% of the pixels by more than
+    6 sigma), is left out of the master.
+
+Cosmic rays
+    `detect_cosmic_rays` runs `ccdproc.cosmicray_lacosmic` (L.A.Cosmic, through
+    astroscrappy) on a calibrated frame, in electrons, with the camera's gain, read noise
+    and saturation and a PSF width measured on the frame's stars (`measure_fwhm`).
+"""
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.io import fits
+from astropy.nddata import CCDData
+from astropy.stats import mad_std
+
+from .exceptions import CalibrationMatchError, DataQualityError, FrameReadError
+from .provenance import mark_bad_pixel_mask
+
+__all__ = [
+    "BAD_PIXEL",
+    "BPM_HOT",
+    "BPM_LOW",
+    "BPM_USER",
+    "COSMIC_RAY",
+    "DEFAULT_FWHM",
+    "LOW_FLAT",
+    "MASK_BITS",
+    "NOT_FINITE",
+    "SATURATED",
+    "FrameSample",
+    "check_calibration_frames",
+    "detect_cosmic_rays",
+    "frame_sample",
+    "hot_pixels",
+    "load_bad_pixel_mask",
+    "low_flat_pixels",
+    "make_bad_pixel_mask",
+    "mask_bits",
+    "measure_fwhm",
+    "trimmed_like",
+]
+
+# ------------------------------------------------------------------- MASK bits
+#: A pixel at or above the saturation level in the raw frame.
+SATURATED = 1
+#: A pixel of the bad-pixel mask (hot), or masked in the master bias or dark.
+BAD_PIXEL = 2
+#: A pixel hit by a cosmic ray.
+COSMIC_RAY = 4
+#: A pixel that was NaN or infinite in the raw frame.
+NOT_FINITE = 8
+#: A pixel too low in the master flat to be divided by (below its minimum, or low in
+#: the bad-pixel mask).
+LOW_FLAT = 16
+
+#: What each bit of the ``MASK`` extension means (``MASKB1``, ``MASKB2`` ... cards).
+MASK_BITS = {SATURATED: "saturated", BAD_PIXEL: "bad pixel", COSMIC_RAY: "cosmic ray",
+             NOT_FINITE: "not finite", LOW_FLAT: "low flat"}
+
+
+def mask_bits(shape, *, saturated=None, not_finite=None, bad_pixel=None, cosmic_ray=None,
+              low_flat=None, masked=None):
+    """The ``MASK`` bits of a frame: an unsigned 8-bit array, one bit per reason.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    saturated, not_finite, bad_pixel, cosmic_ray, low_flat : bool arrays or None
+        The pixels masked for each reason.
+    masked : bool array or None
+        Every masked pixel (the frame's boolean mask): those no reason was given for are
+        marked `BAD_PIXEL`, so that the bits are not 0 exactly where the frame is masked.
+
+    Returns
+    -------
+    `numpy.ndarray` of uint8
+    """
+    bits = np.zeros(shape, np.uint8)
+    for bit, pixels in ((SATURATED, saturated), (NOT_FINITE, not_finite),
+                        (BAD_PIXEL, bad_pixel), (COSMIC_RAY, cosmic_ray),
+                        (LOW_FLAT, low_flat)):
+        if pixels is not None:
+            bits[np.asarray(pixels, bool)] |= bit
+    if masked is not None:
+        bits[np.asarray(masked, bool) & (bits == 0)] = BAD_PIXEL
+    return bits
+
+
+def trimmed_like(raw_pixels, header, shape):
+    """``raw_pixels`` (in the raw frame's geometry) cut to a calibrated frame's.
+
+    The cut is the frame's ``TRIM`` card (the section kept, see
+    `~ccdproc_ext.overscan_and_trim`); a frame that was not trimmed keeps every pixel.
+    Returns ``None`` when the result would not be of ``shape``.
+    """
+    from ccdproc.utils.slices import slice_from_string
+
+    section = header.get("TRIM")
+    if isinstance(section, str) and section.strip():
+        try:
+            raw_pixels = raw_pixels[slice_from_string(section, fits_convention=True)]
+        except ValueError:
+            return None
+    return raw_pixels if raw_pixels.shape == tuple(shape) else None
+
+
+# --------------------------------------------------------------- bad-pixel mask
+#: Bits of a bad-pixel mask file: hot in the master dark, low in the master flat.
+BPM_HOT = 1
+BPM_LOW = 2
+#: ... and bad in a mask file of the user's.
+BPM_USER = 4
+
+#: Pixels whose dark current is above the median by this many robust sigma are hot.
+HOT_SIGMA = 5.0
+#: ... and by at least this rate (ADU/s): a dark without noise makes no pixel hot.
+HOT_MIN_RATE = 0.01
+#: Pixels of a master flat below this fraction of their neighbourhood's median are low.
+LOW_FRACTION = 0.5
+#: Side of the boxes whose medians make a flat's neighbourhood level, in pixels.
+LOW_BOX = 16
+
+
+def hot_pixels(dark, exposure=None, *, sigma=HOT_SIGMA, min_rate=HOT_MIN_RATE):
+    """The hot pixels of a master dark: dark current far above the median.
+
+    Parameters
+    ----------
+    dark : `~astropy.nddata.CCDData` or array
+        A bias-subtracted master dark.
+    exposure : float or None, optional
+        Its exposure in seconds: the rule is applied to the dark current per second.
+        ``None`` (or 0) applies it to the dark as it is, ``min_rate`` then per frame.
+    sigma : float, optional
+        A pixel is hot when its rate is above the median by more than ``sigma`` times the
+        robust (MAD) standard deviation of the rates, ...
+    min_rate : float, optional
+        ... and by more than ``min_rate`` (ADU/s).
+
+    Returns
+    -------
+    bool `numpy.ndarray`
+    """
+    data = np.asarray(getattr(dark, "data", dark), dtype=np.float64)
+    rate = data / exposure if exposure else data
+    good = np.isfinite(rate)
+    mask = getattr(dark, "mask", None)
+    if mask is not None:
+        good &= ~np.asarray(mask, bool)
+    if not good.any():
+        return np.zeros(data.shape, bool)
+    median = float(np.median(rate[good]))
+    noise = float(mad_std(rate[good]))
+    threshold = median + max(sigma * noise, min_rate)
+    with np.errstate(invalid="ignore"):
+        return good & (rate > threshold)
+
+
+def low_flat_pixels(flat, *, fraction=LOW_FRACTION, box=LOW_BOX):
+    """The dead and low pixels of a master flat: below ``fraction`` of the median of
+    their neighbourhood (the box of ``box`` x ``box`` pixels they fall in), not finite,
+    or masked in the flat (below its minimum)."""
+    data = np.asarray(getattr(flat, "data", flat), dtype=np.float64)
+    bad = ~np.isfinite(data)
+    mask = getattr(flat, "mask", None)
+    if mask is not None:
+        bad |= np.asarray(mask, bool)
+    local = _box_median(np.where(bad, np.nan, data), box)
+    with np.errstate(invalid="ignore"):
+        return bad | (data < fraction * local)
+
+
+def _box_median(data, box):
+    """Each pixel's neighbourhood level: the median of its box (NaN ignored)."""
+    ny, nx = data.shape
+    by, bx = -(-ny // box), -(-nx // box)
+    padded = np.full((by * box, bx * box), np.nan)
+    padded[:ny, :nx] = data
+    blocks = padded.reshape(by, box, bx, box).swapaxes(1, 2).reshape(by, bx, box * box)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a box of NaN only
+        medians = np.nanmedian(blocks, axis=2)
+    return np.repeat(np.repeat(medians, box, axis=0), box, axis=1)[:ny, :nx]
+
+
+def make_bad_pixel_mask(master_dark=None, master_flat=None, *, dark_exposure=None,
+                        hot_sigma=HOT_SIGMA, hot_min_rate=HOT_MIN_RATE,
+                        low_fraction=LOW_FRACTION, dark_name=None, flat_name=None):
+    """A bad-pixel mask from a night's master dark and master flat.
+
+    Parameters
+    ----------
+    master_dark, master_flat : `~astropy.nddata.CCDData` or None
+        The masters (at least one): hot pixels come from the dark (`hot_pixels`), low
+        and dead ones from the flat (`low_flat_pixels`).
+    dark_exposure : float or None, optional
+        The dark's exposure time (s): hot pixels are judged on the rate.
+    hot_sigma, hot_min_rate, low_fraction : float, optional
+        The thresholds of `hot_pixels` and `low_flat_pixels`.
+    dark_name, flat_name : str or None, optional
+        The masters' file names, written in the header (``BPMDARK``, ``BPMFLAT``).
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        Unsigned 8-bit, unit ``""``: `BPM_HOT` (1) on hot pixels, `BPM_LOW` (2) on low
+        ones, 0 on good ones; the header says how it was made (``NHOTPIX``, ``NLOWFLAT``,
+        ``BPMHOTSG``, ``BPMHOTMR``, ``BPMLOWFR``, ``BPMB1``, ``BPMB2``).
+    """
+    if master_dark is None and master_flat is None:
+        raise DataQualityError("a bad-pixel mask needs a master dark or a master flat")
+    shapes = {m.shape for m in (master_dark, master_flat) if m is not None}
+    if len(shapes) > 1:
+        raise CalibrationMatchError(f"the master dark {dark_name} and flat {flat_name} "
+                                    "differ in shape: no bad-pixel mask can serve both")
+    bits = np.zeros(shapes.pop(), np.uint8)
+    n_hot = n_low = None
+    if master_dark is not None:
+        hot = hot_pixels(master_dark, dark_exposure, sigma=hot_sigma, min_rate=hot_min_rate)
+        bits[hot] |= BPM_HOT
+        n_hot = int(np.count_nonzero(hot))
+    if master_flat is not None:
+        low = low_flat_pixels(master_flat, fraction=low_fraction)
+        bits[low] |= BPM_LOW
+        n_low = int(np.count_nonzero(low))
+    header = fits.Header()
+    mark_bad_pixel_mask(header, dark=dark_name, flat=flat_name, n_hot=n_hot, n_low=n_low,
+                        hot_sigma=hot_sigma, hot_min_rate=hot_min_rate,
+                        dark_exposure=dark_exposure, low_fraction=low_fraction)
+    return CCDData(bits, unit=u.dimensionless_unscaled, meta=header)
+
+
+def user_bad_pixel_mask(path):
+    """A user's mask file (non-zero where bad, see `load_bad_pixel_mask`) as a bad-pixel
+    mask of ccdproc_ext: `BPM_USER` (4) on its bad pixels, ``BPMUSER`` naming the file."""
+    values = load_bad_pixel_mask(path)
+    header = fits.Header()
+    mark_bad_pixel_mask(header, user=Path(path).name, n_user=int(np.count_nonzero(values)))
+    return CCDData(np.where(values != 0, BPM_USER, 0).astype(np.uint8),
+                   unit=u.dimensionless_unscaled, meta=header)
+
+
+def load_bad_pixel_mask(path):
+    """The bad pixels of a mask file: the first image in it, non-zero where bad.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        The mask as stored (unsigned 8-bit when it fits): a bad-pixel mask of
+        ccdproc_ext keeps its `BPM_HOT` and `BPM_LOW` bits.
+
+    Raises
+    ------
+    FrameReadError
+        If the file cannot be read or holds no image.
+    """
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            data = next((hdu.data for hdu in hdul if getattr(hdu, "data", None) is not None
+                         and getattr(hdu.data, "ndim", 0) == 2), None)
+    except (OSError, ValueError) as err:
+        raise FrameReadError(f"{path}: the bad-pixel mask cannot be read ({err})") from None
+    if data is None:
+        raise FrameReadError(f"{path}: the bad-pixel mask holds no two-dimensional image")
+    data = np.asarray(data)
+    bad = ~np.isfinite(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
+    values = np.where(bad, 1, data)
+    if values.min() >= 0 and values.max() <= 255 and np.all(values == np.rint(values)):
+        return values.astype(np.uint8)
+    return (values != 0).astype(np.uint8)
+
+
+# ---------------------------------------------------------- calibration frames
+#: A frame's sample: about this many pixels, whole rows, taken at regular steps.
+_SAMPLE_PIXELS = 1 << 18
+
+#: BANZAI's rule: a frame is bad when more than this fraction of its pixels ...
+BAD_FRACTION = 0.05
+#: ... differ from the others' median by more than this many sigma.
+PIXEL_SIGMA = 6.0
+#: A frame's level is far when it is this many robust sigma of the others' levels away ...
+LEVEL_SIGMA = 5.0
+#: ... and, for a flat, by more than this fraction of their level; for a bias or a dark,
+#: by more than this many times the pixel noise.
+FLAT_LEVEL_FRACTION = 0.3
+DARK_LEVEL_NOISE = 1.0
+#: Groups smaller than this are not checked: two frames cannot say which one is bad.
+MIN_GROUP = 3
+
+
+@dataclass(frozen=True)
+class FrameSample:
+    """What `check_calibration_frames` needs of one calibrated frame.
+
+    ``rows`` are whole rows of the frame at regular steps (masked pixels NaN), ``level``
+    the median of its good pixels.
+    """
+
+    rows: np.ndarray
+    level: float
+
+
+def frame_sample(ccd):
+    """The `FrameSample` of a calibrated frame (made in the threads that calibrate)."""
+    data = ccd.data
+    step = max(1, int(np.ceil(data.size / _SAMPLE_PIXELS / max(data.shape[1], 1))))
+    rows = np.array(data[::step], dtype=np.float32)
+    if ccd.mask is not None:
+        rows[np.asarray(ccd.mask[::step], bool)] = np.nan
+    rows[~np.isfinite(rows)] = np.nan
+    finite = rows[np.isfinite(rows)]
+    level = float(np.median(finite)) if finite.size else np.nan
+    return FrameSample(rows=rows, level=level)
+
+
+def check_calibration_frames(samples, names, kind):
+    """Which calibration frames of one master differ from the others, and why.
+
+    Each frame is compared with the others of its group (never with itself):
+
+    - its level (median) with theirs: left out when it is more than `LEVEL_SIGMA` robust
+      sigma of their levels away and, for a flat, more than `FLAT_LEVEL_FRACTION` of
+      their level (a flat at half the illumination), for a bias or dark more than
+      `DARK_LEVEL_NOISE` times the pixel noise (a bias with light);
+    - its pixels with the median of theirs (flats each divided by its level first):
+      left out when more than `BAD_FRACTION` of the pixels differ by more than
+      `PIXEL_SIGMA` sigma, sigma being the pixel-to-pixel noise of the difference (a
+      cloud or a light leak across the frame).
+
+    Groups of fewer than `MIN_GROUP` frames are not checked.
+
+    Parameters
+    ----------
+    samples : list of `FrameSample`
+    names : list of str
+        The frames' names, for the reasons.
+    kind : {"bias", "dark", "flat"}
+
+    Returns
+    -------
+    list of (int, str)
+        The index of each frame to leave out and the reason, in words.
+    """
+    n = len(samples)
+    if n < MIN_GROUP:
+        return []
+    levels = np.array([s.level for s in samples])
+    flat = kind == "flat"
+    stack = np.stack([s.rows / s.level if flat else s.rows for s in samples])
+    reasons = {}
+    for i in range(n):
+        reason = _deviating_pixels(stack[i], stack[np.arange(n) != i], kind)
+        if reason:
+            reasons[i] = reason
+    # Levels are compared with those of the frames whose pixels agree: a cloudy flat
+    # does not widen the spread that a flat at half the illumination is measured by.
+    agreeing = [i for i in range(n) if i not in reasons]
+    for i in agreeing:
+        others = np.array([j for j in agreeing if j != i])
+        if len(others) < MIN_GROUP - 1:
+            break
+        reason = _far_level(i, others, levels, stack, kind)
+        if reason:
+            reasons[i] = reason
+    # More than half the group out means the group itself disagrees: keep it whole.
+    return sorted(reasons.items()) if len(reasons) <= (n - 1) // 2 else []
+
+
+def _difference_noise(difference):
+    """Pixel-to-pixel noise of a difference image, blind to smooth structure: the robust
+    deviation of the differences of neighbouring pixels along rows, over sqrt(2)."""
+    steps = np.diff(difference, axis=1)
+    steps = steps[np.isfinite(steps)]
+    return float(mad_std(steps) / np.sqrt(2)) if steps.size else np.nan
+
+
+def _far_level(i, others, levels, stack, kind):
+    level, their = levels[i], levels[others]
+    reference = float(np.median(their))
+    spread = float(mad_std(their))
+    distance = level - reference
+    if not np.isfinite(distance) or abs(distance) <= LEVEL_SIGMA * spread:
+        return None
+    if kind == "flat":
+        if reference > 0 and abs(distance) > FLAT_LEVEL_FRACTION * reference:
+            return (f"its level ({level:.6g}) is {level / reference:.2f} times that of "
+                    f"the other flats ({reference:.6g})")
+        return None
+    noise = _difference_noise(stack[i] - np.median(stack[others], axis=0))
+    if np.isfinite(noise) and abs(distance) > DARK_LEVEL_NOISE * noise:
+        return (f"its level ({level:.6g}) is {distance:+.4g} from that of the other "
+                f"{kind} frames ({reference:.6g}), {abs(distance) / noise:.1f} times the "
+                "pixel noise")
+    return None
+
+
+def _deviating_pixels(rows, others, kind):
+    reference = np.median(others, axis=0)
+    difference = rows - reference
+    noise = _difference_noise(difference)
+    good = np.isfinite(difference)
+    if not np.isfinite(noise) or noise <= 0 or not good.any():
+        return None
+    with np.errstate(invalid="ignore"):
+        fraction = np.count_nonzero(np.abs(difference[good]) > PIXEL_SIGMA * noise) / \
+            np.count_nonzero(good)
+    if fraction > BAD_FRACTION:
+        what = "flats (each divided by its level)" if kind == "flat" else f"{kind} frames"
+        return (f"{fraction:.0%} of its pixels differ from the median of the other {what} "
+                f"by more than {PIXEL_SIGMA:g} sigma (light, a cloud or a gradient)")
+    return None
+
+
+# ------------------------------------------------------------------ cosmic rays
+#: The PSF width (FWHM, pixels) used when the frame's stars cannot be measured.
+DEFAULT_FWHM = 2.5
+#: Gain (e-/ADU) used when neither the profile nor the sky of the frame gives one.
+DEFAULT_GAIN = 1.0
+
+
+def measure_fwhm(data, *, mask=None, sky=None, noise=None, n_stars=15):
+    """The median FWHM (pixels) of the brightest unsaturated stars of a frame.
+
+    Peaks at least 20 sigma above the sky (`photutils.detection.find_peaks`) whose eight
+    neighbours are on average at least a third of the peak (a star; a cosmic-ray hit or a
+    hot pixel stands alone) are fitted with a 2-D Gaussian (`photutils.psf.fit_fwhm`);
+    fits narrower than 1.5 pixels are left out. Returns ``None`` when fewer than 3 stars
+    are measured.
+    """
+    from photutils.detection import find_peaks
+    from photutils.psf import fit_fwhm
+
+    if sky is None or noise is None or not (np.isfinite(sky) and np.isfinite(noise)) \
+            or noise <= 0:
+        return None
+    image = np.asarray(data, dtype=np.float64) - sky
+    bad = ~np.isfinite(image)
+    if mask is not None:
+        bad |= np.asarray(mask, bool)
+    image[bad] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # photutils' "no peaks found"
+        peaks = find_peaks(image, 20 * noise, box_size=11, border_width=8,
+                           mask=bad if bad.any() else None)
+    if peaks is None or len(peaks) < 3:
+        return None
+    peaks.sort("peak_value", reverse=True)
+    positions = []
+    for x, y, peak in zip(peaks["x_peak"], peaks["y_peak"], peaks["peak_value"],
+                          strict=True):
+        box = image[y - 1:y + 2, x - 1:x + 2]
+        if bad[y - 1:y + 2, x - 1:x + 2].any():
+            continue  # a saturated or bad neighbour: no shape to measure
+        if (box.sum() - peak) / 8 >= peak / 3:
+            positions.append((x, y))
+        if len(positions) == n_stars:
+            break
+    if len(positions) < 3:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fits that do not converge: dropped below
+            fwhm = np.asarray(fit_fwhm(image, xypos=positions, fit_shape=7), dtype=float)
+    except (ValueError, RuntimeError):
+        return None
+    fwhm = fwhm[np.isfinite(fwhm) & (fwhm >= 1.5) & (fwhm < 30)]
+    return float(np.median(fwhm)) if fwhm.size >= 3 else None
+
+
+def noise_model(sky, noise, gain=None, read_noise=None):
+    """The gain (e-/ADU) and read noise (e-) that L.A.Cosmic's noise model uses, and what
+    was assumed, in words (``""`` when both were given).
+
+    Without a gain, the frame's own: the sky level over its variance (in a sky-limited
+    frame, variance = sky / gain), its read noise then folded in (0 e-); without a
+    measurable sky, `DEFAULT_GAIN`. Without a read noise, the part of the sky's variance
+    that the sky's Poisson noise does not explain.
+    """
+    said = []
+    if gain is None:
+        if np.isfinite(sky) and np.isfinite(noise) and sky > 0 and noise > 0:
+            gain = float(np.clip(sky / noise**2, 0.05, 50.0))
+            said.append(f"gain unknown: {gain:.3g} e-/ADU, measured from the sky "
+                        "(level over variance)")
+            if read_noise is None:
+                read_noise = 0.0
+        else:
+            gain = DEFAULT_GAIN
+            said.append(f"gain unknown and not measurable: {gain:g} e-/ADU assumed")
+    if read_noise is None:
+        variance = (noise * gain) ** 2 - max(sky, 0.0) * gain if np.isfinite(noise) else 0.0
+        read_noise = float(np.sqrt(max(variance, 0.0)))
+        said.append(f"read noise unknown: {read_noise:.3g} e-, measured from the sky")
+    return float(gain), float(read_noise), "; ".join(said)
+
+
+def detect_cosmic_rays(ccd, *, gain, read_noise, saturation=None, psffwhm=DEFAULT_FWHM,
+                       clean=False, sigclip=4.5, objlim=5.0, fsmode="convolve"):
+    """Find (and optionally replace) the cosmic-ray hits of a calibrated frame.
+
+    `ccdproc.cosmicray_lacosmic` works in electrons: a frame in ADU is given with its
+    ``gain`` and ``gain_apply=True`` (ccdproc's documented way), a frame in electrons
+    with a gain of 1. The result stays in the frame's own unit.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The calibrated frame; its masked pixels are not searched. Not modified.
+    gain : float
+        e-/ADU of the frame's pixels (ignored for a frame in electrons).
+    read_noise : float
+        Read noise in electrons.
+    saturation : float or None, optional
+        Saturation level in the frame's unit: stars brighter are not taken for hits.
+    psffwhm : float, optional
+        FWHM of the frame's stars, pixels. Default is `DEFAULT_FWHM`.
+    clean : bool, optional
+        Replace the hits by L.A.Cosmic's cleaned values (the median of their good
+        neighbours). Default is ``False``: the pixels are left as they are.
+    sigclip, objlim : float, optional
+        L.A.Cosmic's detection limit and contrast limit.
+    fsmode : {"convolve", "median"}, optional
+        How L.A.Cosmic models the fine structure of stars: ``"convolve"`` (the default)
+        with a Gaussian PSF of ``psffwhm``, ``"median"`` with median filters (then
+        ``psffwhm`` is not used).
+
+    Returns
+    -------
+    result : `~astropy.nddata.CCDData`
+        A new frame: the hits masked (and replaced, with ``clean``).
+    hits : bool `numpy.ndarray`
+    """
+    import ccdproc
+
+    in_electrons = ccd.unit is not None and ccd.unit.is_equivalent(u.electron)
+    gain = 1.0 if in_electrons else float(gain)
+    satlevel = np.inf if saturation is None else float(saturation) * gain
+    # A star cut by the frame's edge looks as sharp as a hit: the frame is mirrored
+    # beyond its edges, where such a star is whole again, and the border cut off after.
+    border = int(np.ceil(2 * psffwhm)) + 2
+    mask = None if ccd.mask is None else np.pad(np.asarray(ccd.mask, bool), border,
+                                                mode="reflect")
+    source = CCDData(np.pad(ccd.data, border, mode="reflect"),
+                     unit=ccd.unit if ccd.unit is not None else u.adu, mask=mask)
+    found = ccdproc.cosmicray_lacosmic(
+        source, gain=gain * u.electron / u.adu if not in_electrons else 1.0,
+        readnoise=read_noise * u.electron, satlevel=min(satlevel, 1e30), psffwhm=psffwhm,
+        psfsize=max(7, 2 * int(np.ceil(1.5 * psffwhm)) + 1), sigclip=sigclip,
+        objlim=objlim, fsmode=fsmode, gain_apply=True)
+    inside = (slice(border, -border), slice(border, -border))
+    hits = np.asarray(found.mask, bool)[inside]
+    if ccd.mask is not None:
+        hits = hits & ~np.asarray(ccd.mask, bool)
+    result = ccd.copy()
+    result.mask = hits if ccd.mask is None else (np.asarray(ccd.mask, bool) | hits)
+    if clean and hits.any():
+        cleaned = found.data[inside][hits] / gain  # back to the frame's unit
+        result.data[hits] = cleaned.astype(result.data.dtype)
+    return result, hits

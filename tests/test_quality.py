@@ -1,0 +1,318 @@
+"""Data quality through the default call: bad-pixel masks, MASK bits, cosmic rays and bad
+calibration frames, on simulated nights whose truth says which pixels are hot, which are
+hit and which frames were spoiled.
+
+References are the simulator's truth and numbers written by hand.
+"""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData
+from scipy import ndimage
+
+from ccdproc_ext import (
+    CalibrationMatchError,
+    CcdprocExtError,
+    DataQualityError,
+    FrameReadError,
+    make_master_flat,
+    reduce_night,
+)
+from ccdproc_ext.simulate import simulate_night
+
+#: The simulator's weakest cosmic-ray hit, in ADU (``rng.uniform(500, 5000)``).
+WEAKEST_HIT = 500.0
+
+
+def _reduce(raw, out, **options):
+    return reduce_night(raw, out, progress=False, workers=1, **options)
+
+
+def _near(pixels, distance):
+    """Pixels within ``distance`` (chessboard) of any of ``pixels``."""
+    return ndimage.binary_dilation(pixels, structure=np.ones((3, 3), bool),
+                                   iterations=distance)
+
+
+# ------------------------------------------------------------------ bad pixels
+@pytest.fixture(scope="module")
+def hot_night(tmp_path_factory):
+    """The default call on a night with 0.5% hot pixels."""
+    root = tmp_path_factory.mktemp("hot")
+    night = simulate_night(root / "raw", shape=(96, 112), n_bias=5, n_dark=5, n_flat=5,
+                           filters=("R",), n_science=2, hot_pixel_fraction=0.005, seed=3)
+    return night, _reduce(root / "raw", root / "out"), root
+
+
+def test_default_call_builds_the_bad_pixel_mask_from_the_masters(hot_night):
+    night, result, root = hot_night
+    assert len(result.problems) == 0, result.summary()
+    name = "bpm_dark_60s_01_flat_R_01"
+    path = result.masters[("bpm", name)]
+    assert path == root / "out" / "masters" / f"{name}.fits"
+    with fits.open(path) as hdul:
+        values, header = hdul[0].data, hdul[0].header
+    assert values.dtype == np.uint8
+    assert (header["BPMDARK"], header["BPMFLAT"]) == ("dark_60s_01.fits", "flat_R_01.fits")
+    hot = (values & 1) != 0
+    truth = night.hot_pixels
+    assert truth.sum() >= 20  # enough hot pixels for the numbers below to mean something
+    # Every simulated hot pixel (10 to 100 times the dark current) is found, and no other.
+    assert np.array_equal(hot, truth)
+    assert header["NHOTPIX"] == truth.sum()
+    assert f"{name}" in result.summary()
+
+
+def test_default_call_masks_the_bad_pixels_in_the_science_frames(hot_night):
+    night, result, _ = hot_night
+    name = "bpm_dark_60s_01_flat_R_01"
+    assert list(result.science["bpm"]) == [name, name]
+    for row in result.science:
+        with fits.open(row["output_file"]) as hdul:
+            header, bits = hdul[0].header, hdul["MASK"].data
+            mask_header = hdul["MASK"].header
+        assert header["BPMFILE"] == f"{name}.fits"
+        assert header["NBADPIX"] == night.hot_pixels.sum()
+        assert ((bits & 2) != 0)[night.hot_pixels].all()
+        assert row["n_masked"] == np.count_nonzero(bits)
+        assert [mask_header[f"MASKB{bit}"] for bit in (1, 2, 4, 8, 16)] == [
+            "saturated", "bad pixel", "cosmic ray", "not finite", "low flat"]
+        # Cosmic rays are not searched by default.
+        assert "NCRPIX" not in header and row["n_cosmic_rays"] == -1
+        assert not (bits & 4).any()
+
+
+def test_no_bad_pixel_mask_when_asked(hot_night, tmp_path):
+    _, _, root = hot_night
+    result = _reduce(root / "raw", tmp_path / "out", bad_pixels=None)
+    assert not [kind for kind, _ in result.masters if kind == "bpm"]
+    assert list(result.science["bpm"]) == ["", ""]
+    for row in result.science:
+        header = fits.getheader(row["output_file"])
+        assert "BPMFILE" not in header and row["n_masked"] == 0
+
+
+def test_a_mask_file_of_ones_own(hot_night, tmp_path):
+    night, _, root = hot_night
+    shape = night.bias.shape
+    mine = np.zeros(shape, np.int16)
+    mine[10, 20] = mine[30:33, 40] = 1
+    fits.PrimaryHDU(mine).writeto(tmp_path / "my mask.fits")
+    result = _reduce(root / "raw", tmp_path / "out", bad_pixels=tmp_path / "my mask.fits")
+    assert len(result.problems) == 0, result.summary()
+    assert set(result.science["bpm"]) == {"bpm_my_mask"}
+    for row in result.science:
+        with fits.open(row["output_file"]) as hdul:
+            assert hdul[0].header["NBADPIX"] == 4
+            bits = hdul["MASK"].data
+        assert np.array_equal(np.argwhere(bits), [[10, 20], [30, 40], [31, 40], [32, 40]])
+        assert set(bits[bits != 0]) == {2}
+
+
+def test_a_mask_file_of_another_shape_is_a_problem_of_each_frame(hot_night, tmp_path):
+    _, _, root = hot_night
+    fits.PrimaryHDU(np.zeros((10, 10), np.uint8)).writeto(tmp_path / "small.fits")
+    result = _reduce(root / "raw", tmp_path / "out", bad_pixels=tmp_path / "small.fits")
+    assert len(result.science) == 0
+    kinds = {row["file"]: row["kind"] for row in result.problems}
+    assert kinds == {"object_R_001.fits": "CalibrationMatchError",
+                     "object_R_002.fits": "CalibrationMatchError"}
+    with pytest.raises(CalibrationMatchError, match="bad-pixel mask"):
+        reduce_night(root / "raw", tmp_path / "strict", bad_pixels=tmp_path / "small.fits",
+                     progress=False, workers=1, strict=True)
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"bad_pixels": "no such file.fits"}, FrameReadError),
+    ({"bad_pixels": 3}, CcdprocExtError),
+    ({"cosmic_rays": "yes"}, CcdprocExtError),
+    ({"cosmic_rays": 1.0}, CcdprocExtError),
+])
+def test_bad_options_are_refused_before_anything_is_written(hot_night, tmp_path, options,
+                                                            error):
+    _, _, root = hot_night
+    with pytest.raises(error):
+        _reduce(root / "raw", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_low_flat_pixels_by_hand():
+    """A dead pixel and a weak column in a vignetted flat: the rule is half the level of
+    the pixel's neighbourhood, not half the mean of the frame."""
+    from ccdproc_ext.quality import hot_pixels, low_flat_pixels
+
+    y, x = np.mgrid[0:64, 0:64]
+    flat = 1.0 - 0.6 * ((x - 32) ** 2 + (y - 32) ** 2) / 2048  # corners at 0.4
+    flat[5, 7] = 0.0
+    flat[:, 40] *= 0.4
+    # A corner pixel at 0.4: below half the mean of the frame, but 0.74 of its
+    # neighbours (0.54): not low.
+    flat[60, 60] = 0.4
+    low = low_flat_pixels(flat)
+    assert sorted(map(tuple, np.argwhere(low))) == sorted([(5, 7)] + [(r, 40)
+                                                                     for r in range(64)])
+    dark = np.full((20, 20), 3.0) + np.random.default_rng(1).normal(0, 0.5, (20, 20))
+    dark[4, 4] = 30.0
+    assert np.array_equal(np.argwhere(hot_pixels(dark, 60.0)), [[4, 4]])
+    # A dark without noise: only a pixel above the minimum rate (0.01 ADU/s) is hot.
+    flat_dark = np.full((10, 10), 3.0)
+    flat_dark[1, 1] = 3.3  # 0.005 ADU/s above the others over 60 s
+    flat_dark[2, 2] = 4.2  # 0.02 ADU/s above
+    assert np.array_equal(np.argwhere(hot_pixels(flat_dark, 60.0)), [[2, 2]])
+
+
+# ------------------------------------------------------------------ cosmic rays
+@pytest.fixture(scope="module")
+def hit_night(tmp_path_factory):
+    """A night with 60 hits per science frame and 40 stars (Gaussian, sigma 1.2 to 2
+    pixels), reduced with cosmic_rays=True and with cosmic_rays='clean'."""
+    root = tmp_path_factory.mktemp("hits")
+    night = simulate_night(root / "raw", shape=(256, 272), n_bias=5, n_dark=5, n_flat=5,
+                           filters=("R",), n_science=3, n_stars=40, cosmic_rays=60, seed=11)
+    found = _reduce(root / "raw", root / "found", cosmic_rays=True)
+    cleaned = _reduce(root / "raw", root / "clean", cosmic_rays="clean")
+    return night, found, cleaned
+
+
+def _sigma(night, name):
+    """The noise of each pixel of a science frame, ADU, from the truth."""
+    return np.sqrt(np.clip(night.sky[name], 0, None) / night.gain + night.read_noise_adu ** 2)
+
+
+def test_every_hit_is_a_five_sigma_hit(hit_night):
+    night, _, _ = hit_night
+    for name, hits in night.cosmic_rays.items():
+        assert hits.sum() >= 40
+        assert WEAKEST_HIT > 5 * _sigma(night, name)[hits].max()
+
+
+def test_cosmic_ray_recall_and_false_positives(hit_night):
+    night, found, _ = hit_night
+    assert len(found.problems) == 0, found.summary()
+    recalls, false_rates = [], []
+    for row in found.science:
+        truth = night.cosmic_rays[row["raw_file"]]
+        with fits.open(row["output_file"]) as hdul:
+            header, bits = hdul[0].header, hdul["MASK"].data
+        flagged = (bits & 4) != 0
+        assert header["NCRPIX"] == flagged.sum() == row["n_cosmic_rays"]
+        assert header["CRGAIN"] == pytest.approx(night.gain)  # the GAIN card
+        assert header["CRRDNOIS"] == pytest.approx(night.read_noise)
+        assert 2.0 < header["CRFWHM"] < 5.0  # measured on stars of FWHM 2.8 to 4.7 px
+        recalls.append((flagged & truth).sum() / truth.sum())
+        # L.A.Cosmic grows each hit into its neighbours: those are not false positives.
+        false = flagged & ~_near(truth, 2)
+        false_rates.append(false.sum() / false.size)
+        # No star core is taken for a hit: the peak pixels of every star 20 sigma above
+        # the sky, away from hits.
+        stars = night.sky[row["raw_file"]] - np.median(night.sky[row["raw_file"]])
+        bright = stars > 20 * _sigma(night, row["raw_file"])
+        cores = bright & (stars == ndimage.maximum_filter(stars, size=5))
+        assert cores.sum() >= 10
+        assert not (flagged & _near(cores, 1) & ~_near(truth, 3)).any()
+    assert min(recalls) >= 0.9, recalls
+    assert max(false_rates) < 0.001, false_rates
+
+
+def test_clean_replaces_the_hits_by_the_sky(hit_night):
+    night, found, cleaned = hit_night
+    for plain, clean in zip(found.science, cleaned.science, strict=True):
+        truth = night.cosmic_rays[plain["raw_file"]]
+        sky = night.sky[plain["raw_file"]]
+        sigma = _sigma(night, plain["raw_file"])
+        with fits.open(plain["output_file"]) as hdul:
+            left = hdul[0].data
+        with fits.open(clean["output_file"]) as hdul:
+            replaced, header = hdul[0].data, hdul[0].header
+        assert header["CRCLEAN"] is True
+        caught = truth & ((hdul_bits(clean["output_file"]) & 4) != 0)
+        # Without cleaning the hits are left (>= 500 ADU above the sky), with it they are
+        # within 5 sigma of the true sky, and the other pixels are untouched.
+        assert ((left - sky)[caught] > WEAKEST_HIT - 5 * sigma[caught]).all()
+        assert np.mean(np.abs(replaced - sky)[caught] < 5 * sigma[caught]) >= 0.9
+        untouched = (hdul_bits(clean["output_file"]) & 4) == 0
+        assert np.array_equal(replaced[untouched], left[untouched])
+
+
+def hdul_bits(path):
+    with fits.open(path) as hdul:
+        return hdul["MASK"].data
+
+
+def test_cosmic_rays_without_gain_and_read_noise(tmp_path):
+    """A camera whose header gives neither: the gain is measured from the sky, said in a
+    note, and the hits are still found."""
+    night = simulate_night(tmp_path / "raw", shape=(200, 216), n_bias=3, n_dark=3, n_flat=3,
+                           filters=("R",), n_science=1, n_stars=30, cosmic_rays=50,
+                           drop_keywords=("GAIN", "RDNOISE"), seed=4)
+    result = _reduce(tmp_path / "raw", tmp_path / "out", cosmic_rays=True)
+    assert len(result.problems) == 0, result.summary()
+    notes = [str(n["note"]) for n in result.notes if n["file"] == "object_R_001.fits"]
+    assert any("gain unknown" in note and "measured from the sky" in note for note in notes)
+    row = result.science[0]
+    truth = night.cosmic_rays[row["raw_file"]]
+    flagged = (hdul_bits(row["output_file"]) & 4) != 0
+    assert (flagged & truth).sum() / truth.sum() >= 0.9
+    assert (flagged & ~_near(truth, 2)).sum() / flagged.size < 0.001
+
+
+# -------------------------------------------------------- bad calibration frames
+def test_bad_calibration_frames_are_left_out_and_named(tmp_path):
+    night = simulate_night(tmp_path / "raw", shape=(64, 80), n_bias=5, n_dark=5, n_flat=6,
+                           filters=("R",), n_science=2,
+                           bad_calibrations=("bias", "dark", "flat", "flat-level"), seed=8)
+    assert len(night.bad_calibrations) == 4
+    result = _reduce(tmp_path / "raw", tmp_path / "out")
+    problems = {row["file"]: (row["kind"], str(row["problem"])) for row in result.problems}
+    assert set(problems) == set(night.bad_calibrations), result.summary()
+    for kind, text in problems.values():
+        assert kind == "DataQualityError"
+        assert text.startswith("left out of master ")
+    assert "half" not in problems["flat_R_003.fits"][1]  # words of its own, measured
+    assert "0.5" in problems["flat_R_003.fits"][1]
+    assert "of its pixels differ" in problems["flat_R_002.fits"][1]
+    masters = {name: fits.getheader(path) for (_, name), path in result.masters.items()}
+    assert masters["bias_01"]["NCOMBINE"] == 4 and masters["bias_01"]["SKIP001"] == \
+        "bias_002.fits"
+    assert masters["dark_60s_01"]["NCOMBINE"] == 4
+    assert masters["flat_R_01"]["NCOMBINE"] == 4
+    assert len(result.science) == 2 and set(result.science["status"]) == {"written"}
+    # The frames left out are named in the summary too.
+    summary = result.summary()
+    assert all(file in summary for file in night.bad_calibrations)
+    # In strict mode, the first bad frame stops the night with its error.
+    with pytest.raises(DataQualityError, match=r"bias_002\.fits"):
+        reduce_night(tmp_path / "raw", tmp_path / "strict", progress=False, workers=1,
+                     strict=True)
+
+
+def test_twilight_flats_of_changing_level_are_all_kept():
+    """Sky flats fade through twilight: 30000 down to 12000 ADU over five frames, each a
+    good flat. None is left out, and the master is the same as without the checks."""
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:48, 0:64]
+    pattern = 1.0 - 0.1 * ((x - 32) ** 2 + (y - 24) ** 2) / 1600
+    frames = [CCDData(rng.poisson(pattern * level).astype(np.float32), unit="adu",
+                      meta={"FILTER": "R", "EXPTIME": 1.0})
+              for level in (30000, 24000, 19000, 15000, 12000)]
+    checked = make_master_flat(frames)
+    unchecked = make_master_flat(frames, check_frames=False)
+    assert checked.meta["NCOMBINE"] == 5 and "SKIP001" not in checked.meta
+    np.testing.assert_array_equal(checked.data, unchecked.data)
+
+
+def test_a_flat_at_another_level_among_steady_ones():
+    """Five dome flats at 20000 ADU (+-1%) and one at 10000: the last is a bad frame;
+    make_master_flat raises, or leaves it out when asked to skip bad frames."""
+    rng = np.random.default_rng(5)
+    levels = (20000, 20150, 19900, 20080, 19850, 10000)
+    frames = [CCDData(rng.poisson(np.full((32, 40), level)).astype(np.float32), unit="adu",
+                      meta={"FILTER": "R", "EXPTIME": 1.0, "FILENAME": f"flat{i}.fits"})
+              for i, level in enumerate(levels)]
+    with pytest.raises(DataQualityError, match=r"flat5\.fits"):
+        make_master_flat(frames)
+    with pytest.warns(Warning, match=r"flat5\.fits left out"):
+        master = make_master_flat(frames, skip_bad_frames=True)
+    assert master.meta["NCOMBINE"] == 5 and master.meta["SKIP001"] == "flat5.fits"
+    assert master.meta["SKIPW001"].startswith("DataQualityError: its level")
