@@ -355,6 +355,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     collection = _collect(raw, profile, image_types, output_dir)
     library = None if library is None else CalibrationLibrary.of(library, validity=validity)
     collection, plan = _plan_night(collection, plan, scale_darks=scale_darks, library=library)
+    _plan_bad_pixel_masks(plan, bad_pixels)
     # Where the raw frames are, for the report's pictures of them before calibration.
     plan.meta["raw_folder"] = str(Path(collection.location).resolve()) \
         if collection.location else ""
@@ -692,11 +693,8 @@ def _build_bad_pixel_masks(plan, masters, options, report):
         lower = {k: masters.built.get(v) for k, v in (("dark", dark), ("flat", flat)) if v}
         if any(master is None for master in lower.values()):
             continue  # a master not built: its science frames are problems already
-        if isinstance(options.bad_pixels, Path):
-            name = "bpm_" + _safe_stem(options.bad_pixels.name)
-        elif lower:
-            name = "bpm_" + "_".join(v for v in (dark, flat) if v)
-        else:
+        name = _bpm_name(dark, flat, options.bad_pixels)
+        if name is None:
             continue  # no dark nor flat to find bad pixels in
         path = inside(folder / f"{name}.fits", folder)
         try:
@@ -710,6 +708,27 @@ def _build_bad_pixel_masks(plan, masters, options, report):
                         f"no bad-pixel mask: {without_path(err)}")
             continue
         masters.bpm_of[(dark, flat)] = name
+
+
+def _bpm_name(dark, flat, bad_pixels):
+    """The name of the bad-pixel mask of science frames calibrated with ``dark`` and
+    ``flat`` (master names, ``""`` for none), or ``None`` when they get none."""
+    if bad_pixels is None:
+        return None
+    if isinstance(bad_pixels, Path):
+        return "bpm_" + _safe_stem(bad_pixels.name)
+    if not (dark or flat):
+        return None
+    return "bpm_" + "_".join(v for v in (dark, flat) if v)
+
+
+def _plan_bad_pixel_masks(plan, bad_pixels):
+    """The plan's ``bpm`` column: the mask each science frame will get, so that a dry run
+    shows it too."""
+    plan["bpm"] = [
+        (_bpm_name(str(row["dark"]), str(row["flat"]), bad_pixels) or "")
+        if row["type"] == "science" and row["status"] == "ok" else ""
+        for row in plan]
 
 
 def _safe_stem(file_name):

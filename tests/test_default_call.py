@@ -306,3 +306,21 @@ def test_calibration_frame_in_another_unit_is_left_out(tmp_path):
     assert written(result) == 1, result.summary()
     (row,) = [r for r in result.problems if r["file"] == odd.name]
     assert row["kind"] == "HeaderError" and "BUNIT" in row["problem"]
+
+
+def test_plan_names_the_bad_pixel_mask(tmp_path):
+    """The dry run shows the bad-pixel mask each science frame will get; the reduction
+    applies that one."""
+    simulate_night(tmp_path / "raw", shape=SHAPE, n_bias=3, n_dark=2, n_flat=3,
+                   filters=("V",), n_science=1)
+    plan = reduce_night(tmp_path / "raw", tmp_path / "out", dry_run=True).plan
+    science = plan[plan["type"] == "science"]
+    assert list(science["bpm"]) == ["bpm_dark_60s_01_flat_V_01"]
+    assert set(plan[plan["type"] != "science"]["bpm"]) == {""}
+    result = reduce_night(tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+    header = fits.getheader(result.science["output_file"][0])
+    assert header["BPMFILE"] == "bpm_dark_60s_01_flat_V_01.fits"
+    # A night's own plan.ecsv, with its bpm column, can be given back as it is.
+    again = reduce_night(tmp_path / "raw", tmp_path / "again", plan=tmp_path / "out" /
+                         "plan.ecsv", progress=False, workers=1, report=False)
+    assert written(again) == 1, again.summary()
