@@ -1,5 +1,5 @@
 """ccdproc_ext: instrument profiles, calibration matching, fast combining and whole-night
-reduction, built on `ccdproc`.
+reduction, built on ccdproc.
 
 >>> import ccdproc_ext
 >>> profile = ccdproc_ext.get_profile("generic")

@@ -75,7 +75,7 @@ __all__ = ["apply_bad_pixel_mask", "calibrate_frame", "mask_bad_pixels", "oversc
 
 
 def mask_bad_pixels(ccd, profile=None, *, name="frame"):
-    """Mask the pixels of a frame that cannot be trusted; returns a new `CCDData`.
+    """Mask the pixels of a frame that cannot be trusted; returns a new `~astropy.nddata.CCDData`.
 
     Pixels that are not finite (NaN, inf) are masked and set to the median of the finite
     ones, their number written as ``NNANPIX``. In a raw frame (no processing flag in the
@@ -159,7 +159,9 @@ def raw_mask_bits(ccd, profile=None, *, name="frame"):
 
 
 def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
-    """Mask the pixels of a bad-pixel mask in a calibrated frame; returns a new `CCDData`.
+    """Mask the pixels of a bad-pixel mask in a calibrated frame.
+
+    Returns a new `~astropy.nddata.CCDData`.
 
     Parameters
     ----------
@@ -232,7 +234,7 @@ def _skip(flag, header, name):
 
 
 def overscan_and_trim(ccd, profile, *, name="frame"):
-    """Subtract the overscan and trim, per the profile; returns a new `CCDData`.
+    """Subtract the overscan and trim, per the profile; returns a new `~astropy.nddata.CCDData`.
 
     Steps already flagged in the header are skipped with a warning.
     """
@@ -510,11 +512,11 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     Parameters
     ----------
     ccd : `~astropy.nddata.CCDData` or path
-        The raw frame. A `CCDData` is never modified; a path is read read-only.
+        The raw frame. A `~astropy.nddata.CCDData` is never modified; a path is read read-only.
     profile : str, `~ccdproc_ext.InstrumentProfile` or None, optional
         The camera: sections, overscan axis and method, gain and read noise. Default is
         ``None``: the ``generic`` profile.
-    master_bias, master_dark, master_flat : `CCDData`, path, `MasterFrame` or None, optional
+    master_bias, master_dark, master_flat : `~astropy.nddata.CCDData`, path or None, optional
         Masters to apply; a step whose master is ``None`` is skipped. The master bias and
         dark must already be overscan-subtracted and trimmed (as ccdproc_ext's masters
         are); the master dark must be bias-subtracted. A `MasterFrame` given for many

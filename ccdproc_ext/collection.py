@@ -230,7 +230,7 @@ class NightCollection(ImageFileCollection):
     **kwargs
         Passed on to `~ccdproc.ImageFileCollection` (``keywords``, ``filenames``,
         ``glob_include``, ``glob_exclude``, ``find_fits_by_reading``, ``ext``...), with
-        their meaning there. With ``keywords=[]`` no header is read until `frames` (or
+        their meaning there. With ``keywords=[]`` no header is read until ``frames`` (or
         `problems`, or the plan) is asked for.
 
     Attributes
@@ -244,8 +244,8 @@ class NightCollection(ImageFileCollection):
         ``DuplicateFrameError``); ``notes`` (header cards that had to be repaired).
     problems : list of dict
         Files whose header could not be read at all (``file``, ``problem``, ``kind``).
-        They stay in `files`, as in ccdproc (whose summary leaves them out and logs a
-        warning), and have no row in `frames`.
+        They stay in ``files``, as in ccdproc (whose summary leaves them out and logs a
+        warning), and have no row in ``frames``.
 
     Examples
     --------
@@ -314,7 +314,7 @@ class NightCollection(ImageFileCollection):
 
     def refresh(self):
         """Like `ccdproc.ImageFileCollection.refresh`: the folder is searched again and
-        every header read again (new files, new keywords); `frames` follows."""
+        every header read again (new files, new keywords); ``frames`` follows."""
         self._inspected, self._frames, self._problems, self._warned = {}, None, None, set()
         super().refresh()
 
@@ -333,7 +333,7 @@ class NightCollection(ImageFileCollection):
                             by_reading=self._find_fits_by_reading)
 
     def _name_of(self, file_name):
-        """The name listed in `files` of the path ccdproc made with ``path.join``."""
+        """The name listed in ``files`` of the path ccdproc made with ``path.join``."""
         prefix = os.path.join(self.location or "", "")
         if self.location and file_name.startswith(prefix):
             return file_name[len(prefix):]
@@ -393,7 +393,7 @@ class NightCollection(ImageFileCollection):
         return summary
 
     def _build(self):
-        """Read what is not read yet of every file, and make `frames` and `problems`."""
+        """Read what is not read yet of every file, and make ``frames`` and ``problems``."""
         self._problems, readable = [], []
         self._data_problems, self._header_notes = {}, {}
         for name in self.files:
@@ -406,7 +406,7 @@ class NightCollection(ImageFileCollection):
                     log.warning("%s", inspection)
                 continue
             _, problem, notes, _ = inspection
-            if problem:  # a problem of the frame, in `frames`: reported from there
+            if problem:  # a problem of the frame, in ``frames``: reported from there
                 self._data_problems[name] = problem
                 log.info("%s: %s", path, problem)
             for note in notes:
@@ -450,7 +450,7 @@ class NightCollection(ImageFileCollection):
                 "0 says it is a science frame)")
 
     def _frame_row(self, name, header, path):
-        """One row of `frames` (without the times) and the frame's start time."""
+        """One row of ``frames`` (without the times) and the frame's start time."""
         profile = self.profile
         problems, notes = [], list(self._header_notes.get(name, ()))  # (kind, words)
         if name in self._data_problems:
@@ -540,7 +540,7 @@ class NightCollection(ImageFileCollection):
 
     # ----------------------------------------------------------------------- helpers
     def header(self, file):
-        """The header of ``file`` (as listed in `files`), read once when collected (merged
+        """The header of ``file`` (as listed in ``files``), read once when collected (merged
         with the primary header for an image in an extension, see
         `~ccdproc_ext.raw.RawImage`).
 
@@ -555,11 +555,11 @@ class NightCollection(ImageFileCollection):
         return inspection[0]
 
     def path(self, file):
-        """The full path of ``file`` (as listed in `files`)."""
+        """The full path of ``file`` (as listed in ``files``)."""
         return Path(self.location or "", file)
 
     def frames_of_type(self, image_type):
-        """Rows of `frames` of one type without problems."""
+        """Rows of ``frames`` of one type without problems."""
         rows = self.frames[(self.frames["type"] == image_type) & (self.frames["problem"] == "")]
         return rows
 
@@ -633,7 +633,7 @@ class NightCollection(ImageFileCollection):
                                           profile=self.profile)
 
     def plan(self, **kwargs):
-        """The calibration plan of this night: see `ccdproc_ext.matching.build_plan`."""
+        """The calibration plan of this night: see `~ccdproc_ext.build_plan`."""
         from .matching import build_plan
 
         return build_plan(self, **kwargs)

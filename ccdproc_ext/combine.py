@@ -255,7 +255,7 @@ def combine(
     Returns
     -------
     combined : `~astropy.nddata.CCDData`
-        The combined image, in ``dtype``. Its ``mask`` is `True` where every value was
+        The combined image, in ``dtype``. Its ``mask`` is ``True`` where every value was
         rejected; its ``uncertainty`` is a `~astropy.nddata.StdDevUncertainty`: the
         deviation of the values divided by the square root of their number (times that
         number for ``'sum'``). Its header is a copy of the first image's, with

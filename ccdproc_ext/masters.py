@@ -107,8 +107,8 @@ class MasterFrame:
         profile : `~ccdproc_ext.InstrumentProfile` or None, optional
             Reads the exposure time (a dark's) and the default unit.
         path : str, `pathlib.Path` or None, optional
-            For a `CCDData`: the file it was written to, which names it and gives its
-            checksum. Default: named by its ``FILENAME`` card, no checksum.
+            For a `~astropy.nddata.CCDData`: the file it was written to, which names it and
+            gives its checksum. Default: named by its ``FILENAME`` card, no checksum.
         checksum : str or None, optional
             The file's checksum when the caller knows it already (spares reading the
             file twice).
@@ -503,7 +503,7 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         Gives the overscan and trim. Default is ``"generic"``.
     combine_options : dict or None, optional
         Keyword arguments of `ccdproc_ext.combine` replacing the defaults
-        (`DEFAULT_COMBINE`).
+        (``DEFAULT_COMBINE``).
     output_file : str, `pathlib.Path` or None, optional
         Where to write the master (atomically, with its uncertainty and mask).
     skip_bad_frames : bool, optional
@@ -564,7 +564,7 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
         The raw darks, all of one exposure time.
     profile : str or `~ccdproc_ext.InstrumentProfile`, optional
         Default is ``"generic"``.
-    master_bias : `CCDData`, path or None, optional
+    master_bias : `~astropy.nddata.CCDData`, path or None, optional
         Subtracted from each dark. Default is ``None`` (darks that include the bias).
     combine_options, output_file, skip_bad_frames, workers, mem_limit, temporary_dir
         As for `make_master_bias`.
@@ -614,7 +614,7 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
         The raw flats of one filter.
     profile : str or `~ccdproc_ext.InstrumentProfile`, optional
         Default is ``"generic"``.
-    master_bias, master_dark : `CCDData`, path or None, optional
+    master_bias, master_dark : `~astropy.nddata.CCDData`, path or None, optional
         Lower masters. Default is ``None``.
     scale_dark : bool or None, optional
         See `~ccdproc_ext.calibrate_frame`.

@@ -3,7 +3,7 @@
 The night goes through seven stages, each a function below:
 
 1. **collect** the raw frames (`~ccdproc_ext.NightCollection`) and **plan** them
-   (`~ccdproc_ext.matching.build_plan`): missing calibrations are found before any pixel
+   (`~ccdproc_ext.build_plan`): missing calibrations are found before any pixel
    is touched, and a dry run stops here;
 2. **write the plan** (``plan.ecsv``, ``masters.ecsv``) in the output folder;
 3. **build the masters** the plan needs, bias, then darks, then flats
@@ -130,7 +130,7 @@ class NightResult:
     Attributes
     ----------
     plan : `~astropy.table.Table`
-        The plan: one row per raw frame (see `~ccdproc_ext.matching.build_plan`).
+        The plan: one row per raw frame (see `~ccdproc_ext.build_plan`).
     masters : dict
         ``(kind, name) -> path`` of every master built or found up to date.
     science : `~astropy.table.Table`

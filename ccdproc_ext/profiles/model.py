@@ -316,7 +316,7 @@ class InstrumentProfile:
         """The filter name, stripped, or ``None`` when the header names none.
 
         An entry ``"FILTER1,FILTER2"`` of the keyword list reads several filter wheels
-        as one name (see `~ccdproc_ext.headers.combine_filters`). A value that is not a
+        as one name (see ``ccdproc_ext.headers.combine_filters``). A value that is not a
         name (``FILTER = T``) is unknown: it is noted in ``notes`` when a list is given,
         else raised as `~ccdproc_ext.HeaderError`.
         """
@@ -437,7 +437,7 @@ class InstrumentProfile:
         cannot be used (not a FITS section, or outside the image).
 
         Such a step is skipped for the frame, not failed: see
-        `~ccdproc_ext.profiles.DetectorSection.unusable`.
+        ``DetectorSection.unusable``.
 
         Parameters
         ----------
