@@ -128,7 +128,15 @@ def error_class(kind):
     Used to raise, in strict mode, the same kind of error a problem row names. Unknown
     names give `CcdprocExtError`.
     """
-    found = globals().get(kind)
-    if isinstance(found, type) and issubclass(found, CcdprocExtError):
-        return found
-    return CcdprocExtError
+    return _ERRORS_BY_NAME.get(str(kind), CcdprocExtError)
+
+
+def _subclasses(cls):
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+#: Every error class of the package by name: a plan row's ``problem_kind`` is one of them.
+_ERRORS_BY_NAME = {cls.__name__: cls for cls in (CcdprocExtError,
+                                                 *_subclasses(CcdprocExtError))}
