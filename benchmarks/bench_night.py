@@ -49,6 +49,7 @@ headers
 Usage::
 
     python benchmarks/bench_night.py --quick        # 256 x 2080 frames, about 2 minutes
+    BENCH_NO_REPORT=1 python benchmarks/bench_night.py --quick   # reduce_night(report=False)
     python benchmarks/bench_night.py                # 4128 x 2080 frames, 15-25 minutes
     python benchmarks/bench_night.py --shape 1024 2080 --keep /tmp/night
 """
@@ -191,6 +192,10 @@ def _run_reduce_night(raw, out, workers):
     else:
         options = {"executor": None}
         note = "no workers= parameter: executor=None"
+
+    if "report" in parameters and os.environ.get("BENCH_NO_REPORT"):
+        options["report"] = False  # the night without its pictures
+        note += ", report=False"
 
     def timed_call():
         start = time.perf_counter()

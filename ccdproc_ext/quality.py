@@ -340,13 +340,13 @@ def frame_sample(ccd):
 def check_calibration_frames(samples, names, kind):
     """Which calibration frames of one master differ from the others, and why.
 
-    Each frame is compared with the others of its group (never with itself):
+    Each frame is compared with its group:
 
     - its level (median) with theirs: left out when it is more than `LEVEL_SIGMA` robust
       sigma of their levels away and, for a flat, more than `FLAT_LEVEL_FRACTION` of
       their level (a flat at half the illumination), for a bias or dark more than
       `DARK_LEVEL_NOISE` times the pixel noise (a bias with light);
-    - its pixels with the median of theirs (flats each divided by its level first):
+    - its pixels with the median of the group (flats each divided by its level first):
       left out when more than `BAD_FRACTION` of the pixels differ by more than
       `PIXEL_SIGMA` sigma, sigma being the pixel-to-pixel noise of the difference (a
       cloud or a light leak across the frame).
@@ -371,9 +371,13 @@ def check_calibration_frames(samples, names, kind):
     levels = np.array([s.level for s in samples])
     flat = kind == "flat"
     stack = np.stack([s.rows / s.level if flat else s.rows for s in samples])
+    # One median of the whole group for every frame: with three frames or more, one
+    # frame moves it little, and the cost stays linear in the number of frames (a
+    # median of the others for each frame would grow with its square).
+    reference = np.median(stack, axis=0)
     reasons = {}
     for i in range(n):
-        reason = _deviating_pixels(stack[i], stack[np.arange(n) != i], kind)
+        reason = _deviating_pixels(stack[i], reference, kind)
         if reason:
             reasons[i] = reason
     # Levels are compared with those of the frames whose pixels agree: a cloudy flat
@@ -418,8 +422,7 @@ def _far_level(i, others, levels, stack, kind):
     return None
 
 
-def _deviating_pixels(rows, others, kind):
-    reference = np.median(others, axis=0)
+def _deviating_pixels(rows, reference, kind):
     difference = rows - reference
     noise = _difference_noise(difference)
     good = np.isfinite(difference)
@@ -430,7 +433,7 @@ def _deviating_pixels(rows, others, kind):
             np.count_nonzero(good)
     if fraction > BAD_FRACTION:
         what = "flats (each divided by its level)" if kind == "flat" else f"{kind} frames"
-        return (f"{fraction:.0%} of its pixels differ from the median of the other {what} "
+        return (f"{fraction:.0%} of its pixels differ from the median of the {what} "
                 f"by more than {PIXEL_SIGMA:g} sigma (light, a cloud or a gradient)")
     return None
 
