@@ -387,7 +387,7 @@ def check_calibration_frames(samples, names, kind):
         others = np.array([j for j in agreeing if j != i])
         if len(others) < MIN_GROUP - 1:
             break
-        reason = _far_level(i, others, levels, stack, kind)
+        reason = _far_level(i, others, levels, stack[i] - reference, kind)
         if reason:
             reasons[i] = reason
     # More than half the group out means the group itself disagrees: keep it whole.
@@ -402,7 +402,9 @@ def _difference_noise(difference):
     return float(mad_std(steps) / np.sqrt(2)) if steps.size else np.nan
 
 
-def _far_level(i, others, levels, stack, kind):
+def _far_level(i, others, levels, difference, kind):
+    """Why frame ``i``'s level is far from the ``others``' levels, or ``None``;
+    ``difference`` is the frame minus the group's median (its pixel noise)."""
     level, their = levels[i], levels[others]
     reference = float(np.median(their))
     spread = float(mad_std(their))
@@ -414,7 +416,7 @@ def _far_level(i, others, levels, stack, kind):
             return (f"its level ({level:.6g}) is {level / reference:.2f} times that of "
                     f"the other flats ({reference:.6g})")
         return None
-    noise = _difference_noise(stack[i] - np.median(stack[others], axis=0))
+    noise = _difference_noise(difference)
     if np.isfinite(noise) and abs(distance) > DARK_LEVEL_NOISE * noise:
         return (f"its level ({level:.6g}) is {distance:+.4g} from that of the other "
                 f"{kind} frames ({reference:.6g}), {abs(distance) / noise:.1f} times the "
