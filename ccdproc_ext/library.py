@@ -242,17 +242,7 @@ class CalibrationLibrary:
         HeaderError
             If the header lacks a key that is not given (naming the file and the key).
         """
-        path = Path(path).absolute()
-        row = self._row_of(path, profile, keys)
-
-        def insert(connection):
-            names = [n for n in COLUMNS if n != "id"]
-            connection.execute(
-                f"INSERT INTO masters ({', '.join(names)}) VALUES "
-                f"({', '.join('?' for _ in names)}) ON CONFLICT(path) DO UPDATE SET "
-                + ", ".join(f"{n} = excluded.{n}" for n in names if n != "path"),
-                [row[n] for n in names])
-        self._run(insert, write=True)
+        (row,) = self.add_many([(path, keys)], profile=profile)
         return row
 
     def _row_of(self, path, profile, keys):
