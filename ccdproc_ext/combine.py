@@ -58,7 +58,11 @@ _DEFAULT_MEM_LIMIT = 2e9
 # Upper bound of the working set of one band of rows. Larger bands gain nothing (each
 # file is read once whatever the band height) and cost memory: with 16 MiB, combining 20
 # LFC frames (4128 x 2048) is as fast as with 64 MiB and needs 25 MB less.
-_BAND_TARGET_BYTES = 16 * 2**20
+_BAND_TARGET_BYTES = 32 * 2**20
+
+# Upper bound of the rows of one file read at once. Reads of a few MiB cost no more per
+# byte than reading the whole file; larger pieces would only delay the first band.
+_PIECE_TARGET_BYTES = 4 * 2**20
 
 # The sorting networks used for medians cost O(n log² n) per pixel; beyond this many
 # frames bottleneck's O(n) quickselect is the faster of the two.
@@ -68,6 +72,8 @@ _NETWORK_MAX_FRAMES = 128
 # in a core's L2 cache while each numpy call still gets enough pixels to amortise its
 # overhead.
 _NETWORK_BLOCK_BYTES = 2**21
+# The same for 16-bit integers, whose vector operations take twice as many values.
+_INTEGER_BLOCK_BYTES = 2**22
 
 # 1 / Φ⁻¹(3/4): converts a median absolute deviation into a standard deviation. The
 # same literal as in astropy's mad_std and ccdproc's sigma_func, so results match bitwise.
@@ -365,15 +371,21 @@ def combine(
         )
         cached_bytes = sum(frame.cached_nbytes for frame in frames)
         budget = mem_limit - output_bytes - cached_bytes
-        rows_per_band = _rows_per_band(shape, band_bytes_per_row, budget)
+        # A quarter of the budget for the bands being combined (thin bands cost little),
+        # the rest for the pieces of the files being read (thin pieces cost reads).
+        band_budget = min(budget, max(budget / 4, band_bytes_per_row))
+        rows_per_band = _rows_per_band(shape, band_bytes_per_row, band_budget)
         # Each thread works on its own band: as many as the budget holds bands of
         # at least one row, each band's share of the budget.
         workers = max(1, int(os.cpu_count() or 1) if workers is None else int(workers))
-        workers = max(1, min(workers, int(budget // band_bytes_per_row)))
+        workers = max(1, min(workers, int(band_budget // band_bytes_per_row)))
         if workers > 1:
             rows_per_band = max(1, min(rows_per_band,
-                                       int(budget / workers // band_bytes_per_row)))
-        data, mask, uncertainty = _combine_bands(frames, recipe, rows_per_band, workers)
+                                       int(band_budget / workers // band_bytes_per_row)))
+        rows_per_piece = _rows_per_piece(
+            frames, rows_per_band, budget - workers * rows_per_band * band_bytes_per_row)
+        data, mask, uncertainty = _combine_bands(frames, recipe, rows_per_band, workers,
+                                                 rows_per_piece)
         meta, wcs = frames[0].header_and_wcs()
 
     meta["NCOMBINE"] = len(frames)
@@ -538,6 +550,10 @@ class _MemoryFrame:
         self.small_integers = self._data.dtype.kind in "biu" and self._data.dtype.itemsize <= 2
         self.cached_nbytes = 0
         self.nbytes_to_cache = 0
+        # Bytes read from a file for one row: nothing, the image is in memory.
+        self.read_bytes_per_row = 0
+        # The rows are the caller's data.
+        self.rows_are_copies = False
 
     def rows(self, start, stop):
         return self._data[start:stop]
@@ -619,6 +635,16 @@ class _FitsFrame:
         except (OSError, ValueError, EOFError) as err:
             raise FrameReadError(f"{self.name}: cannot read rows {start}:{stop} "
                                  f"({err})") from err
+
+    @property
+    def rows_are_copies(self):
+        """Whether `rows` returns new arrays (read from the file), not views of a cache."""
+        return self._cache is None
+
+    @property
+    def read_bytes_per_row(self):
+        """Bytes read from the file (image and mask) for one row; 0 once it is cached."""
+        return 0 if self._cache is not None else self.nbytes_to_cache // self.shape[0]
 
     def rows(self, start, stop):
         if self._cache is not None:
@@ -755,9 +781,13 @@ def _bytes_per_stacked_value(recipe, n_images):
     extra = 2  # boolean temporaries (rejections, NaN tests)
     if recipe.clip_extrema:
         extra = max(extra, 8 + 1)  # np.argsort's int64 indices
-    if recipe.sigma_clip:
+    if recipe.sigma_clip and _has_fast_sigma_clip(recipe, n_images):
+        # The fast path: a 16-bit copy of integer values and their deviations (at most
+        # 32-bit), or small blocks of float ones; three boolean comparisons.
+        extra = max(extra, 2 + 4 + 3)
+    elif recipe.sigma_clip:
         # astropy's sigma_clip copies the band and its centre/deviation functions make
-        # a few more temporaries; the fast median path needs only small blocks.
+        # a few more temporaries.
         extra = max(extra, 4 * itemsize + 3)
     if recipe.weights is not None:
         extra = max(extra, 8 + 8)  # data * weights, in float64 as in ccdproc
@@ -783,48 +813,124 @@ def _rows_per_band(shape, bytes_per_row, budget):
     return max(1, min(n_rows, rows))
 
 
-def _combine_bands(frames, recipe, rows_per_band, workers=1):
+def _rows_per_piece(frames, rows_per_band, budget):
+    """
+    Rows of every file read at once: all of them if the files fit in ``budget``, else
+    as many whole bands as half the budget holds (the piece being combined and the next
+    one, read meanwhile), up to about `_PIECE_TARGET_BYTES` of each file.
+
+    Reading large pieces makes the number of reads of a file independent of the number
+    of files (thin bands would make it grow with it, the trap of ccdproc issue #1012);
+    the pieces are kept as they are stored (16-bit integers take 2 bytes a value).
+    """
+    n_rows = frames[0].shape[0]
+    bytes_per_row = sum(frame.read_bytes_per_row for frame in frames)
+    if bytes_per_row == 0 or bytes_per_row * n_rows <= budget:
+        return n_rows  # (nothing to read: the images are in memory)
+    widest = max(frame.read_bytes_per_row for frame in frames)
+    rows = min(budget / 2 // bytes_per_row, _PIECE_TARGET_BYTES // widest)
+    bands = max(1, int(rows) // rows_per_band)
+    return min(n_rows, bands * rows_per_band)
+
+
+class _Piece:
+    """Rows ``start:start + len(data)`` of one image (and its mask), as read."""
+
+    __slots__ = ("start", "data", "mask", "owned")
+
+    def __init__(self, frame, start, stop):
+        self.start = start
+        self.data = frame.rows(start, stop)
+        # Whether the rows were read for this piece alone (and may be overwritten).
+        self.owned = frame.rows_are_copies
+        if not self.data.dtype.isnative:
+            # FITS is big-endian: numpy computes on native numbers faster, and the
+            # conversion happens here, while other pieces are being combined.
+            self.data = self.data.astype(self.data.dtype.newbyteorder("="))
+            self.owned = True
+        self.mask = frame.mask_rows(start, stop)
+
+    def rows(self, start, stop):
+        return self.data[start - self.start:stop - self.start]
+
+    def mask_rows(self, start, stop):
+        return None if self.mask is None else self.mask[start - self.start:stop - self.start]
+
+
+def _combine_bands(frames, recipe, rows_per_band, workers=1, rows_per_piece=None):
+    """
+    Combine the frames band by band into new data, mask and uncertainty arrays.
+
+    The files are read in pieces of ``rows_per_piece`` rows (a whole number of bands);
+    with several workers the next piece is read while the bands of the current one are
+    combined, reads and bands taking turns in one pool of threads.
+    """
     n_rows, n_columns = frames[0].shape
+    rows_per_piece = n_rows if rows_per_piece is None else rows_per_piece
     data = np.empty((n_rows, n_columns), dtype=recipe.dtype)
     uncertainty = np.empty((n_rows, n_columns), dtype=recipe.dtype) \
         if recipe.with_uncertainty else None
     mask = np.empty((n_rows, n_columns), dtype=bool)
     n_bands = -(-n_rows // rows_per_band)
+    pieces = [(start, min(n_rows, start + rows_per_piece))
+              for start in range(0, n_rows, rows_per_piece)]
     log.info(
-        "combining %d images of %d x %d pixels in %d band(s) of %d rows.",
+        "combining %d images of %d x %d pixels in %d band(s) of %d rows, reading each "
+        "file in %d piece(s).",
         len(frames),
         n_rows,
         n_columns,
         n_bands,
         rows_per_band,
+        len(pieces),
     )
 
-    def combine_band(start):
+    def combine_band(piece, start):
         stop = min(n_rows, start + rows_per_band)
         band = slice(start, stop)
-        data[band], mask[band], band_uncertainty = _combine_band(frames, start, stop, recipe)
+        data[band], mask[band], band_uncertainty = _combine_band(piece, start, stop, recipe)
         if uncertainty is not None:
             uncertainty[band] = band_uncertainty
 
-    starts = range(0, n_rows, rows_per_band)
-    if workers > 1 and n_bands > 1:
-        # Bands are independent and written to disjoint rows of the outputs.
-        with ThreadPoolExecutor(min(workers, n_bands)) as pool:
-            for _ in pool.map(combine_band, starts):
-                pass
-    else:
-        for start in starts:
-            combine_band(start)
+    if workers == 1:
+        for first, last in pieces:
+            piece = [_Piece(frame, first, last) for frame in frames]
+            for start in range(first, last, rows_per_band):
+                combine_band(piece, start)
+        return data, mask, uncertainty
+
+    with ThreadPoolExecutor(workers) as pool:
+        try:
+            reading = [pool.submit(_Piece, frame, *pieces[0]) for frame in frames]
+            for index, (first, last) in enumerate(pieces):
+                piece = [future.result() for future in reading]
+                reading = []
+                bands = [functools.partial(combine_band, piece, start)
+                         for start in range(first, last, rows_per_band)]
+                reads = []
+                if index + 1 < len(pieces):
+                    reads = [functools.partial(_Piece, frame, *pieces[index + 1])
+                             for frame in frames]
+                # Bands and reads of the next piece take turns in the queue, so that
+                # both go on at the same time.
+                combining = []
+                for band, read in itertools.zip_longest(bands, reads):
+                    if band is not None:
+                        combining.append(pool.submit(band))
+                    if read is not None:
+                        reading.append(pool.submit(read))
+                for future in combining:
+                    future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return data, mask, uncertainty
 
 
-def _band_dtype(recipe, n_images):
-    """
-    Type the values of a band are held in: ``recipe.dtype``, or float32 where that is
-    exact (integers of at most 16 bits) and only order statistics read the values. A
-    median then moves half the bytes and its sorting networks work in place.
-    """
-    only_order_statistics = (
+def _only_order_statistics(recipe, n_images):
+    """Whether the values are only ever ordered: a median (and its deviation) of
+    unscaled values, with no rejection or only the exact fast sigma clipping."""
+    return (
         recipe.method == "median"
         and (recipe.uncertainty_function is None or recipe.uncertainty_function is sigma_func)
         and not recipe.scaled
@@ -835,15 +941,44 @@ def _band_dtype(recipe, n_images):
         and (not recipe.sigma_clip or _has_fast_sigma_clip(recipe, n_images))
         and n_images <= _NETWORK_MAX_FRAMES
     )
-    if recipe.small_integers and only_order_statistics and recipe.dtype.itemsize > 4:
+
+
+def _band_dtype(recipe, n_images):
+    """
+    Type the values of a band are held in: ``recipe.dtype``, or float32 where that is
+    exact (integers of at most 16 bits) and only order statistics read the values. A
+    median then moves half the bytes and its sorting networks work in place.
+    """
+    if (recipe.small_integers and _only_order_statistics(recipe, n_images)
+            and recipe.dtype.itemsize > 4):
         return np.dtype(np.float32)
     return recipe.dtype
+
+
+def _small_integer_type(rows):
+    """The type of the rows if all are integers of one type of at most 16 bits, else None."""
+    dtype = rows[0].dtype
+    if dtype.kind in "iu" and dtype.itemsize <= 2 and all(row.dtype == dtype for row in rows):
+        return dtype
+    return None
 
 
 def _combine_band(frames, start, stop, recipe):
     """Combine rows ``start:stop`` of all frames the way ccdproc's Combiner does."""
     n_images = len(frames)
-    band_shape = (n_images, stop - start, frames[0].shape[1])
+    band_shape = (n_images, *frames[0].rows(start, stop).shape)
+    # Integers as they were read (16-bit raw frames), when no value is masked: their
+    # order statistics are computed on the integers themselves, twice as fast again.
+    integers = None
+    if recipe.stored_dtype is None and all(frame.mask_rows(start, stop) is None
+                                           for frame in frames):
+        integers = _small_integer_type([frame.rows(start, stop) for frame in frames])
+    if (integers is not None and not recipe.sigma_clip
+            and _only_order_statistics(recipe, n_images)):
+        return _median_of_integers(frames, start, stop, recipe)
+    integer_stack = None
+    if integers is not None and recipe.sigma_clip and _has_fast_sigma_clip(recipe, n_images):
+        integer_stack = np.stack([frame.rows(start, stop) for frame in frames])
     stack = np.empty(band_shape, dtype=_band_dtype(recipe, n_images))
     rejected = None
     for index, frame in enumerate(frames):
@@ -877,7 +1012,9 @@ def _combine_band(frames, start, stop, recipe):
         if recipe.minmax_clip_max is not None:
             rejected |= stack > recipe.minmax_clip_max
     if recipe.sigma_clip:
-        clipped = _sigma_clip_rejections(stack, recipe, order_dtype, finite=small_integers)
+        clipped = _sigma_clip_rejections(stack, recipe, order_dtype, finite=small_integers,
+                                         integers=integer_stack)
+        del integer_stack
         rejected = clipped if rejected is None else rejected | clipped
 
     values = stack
@@ -1002,19 +1139,28 @@ def _has_fast_sigma_clip(recipe, n_images):
     )
 
 
-def _sigma_clip_rejections(stack, recipe, order_dtype, *, finite):
+def _sigma_clip_rejections(stack, recipe, order_dtype, *, finite, integers=None):
     """
     The mask ``Combiner.sigma_clipping`` adds: one iteration of astropy's sigma_clip
     along the image axis, on all the values (masked ones included).
+
+    ``integers``, if given, holds the same values as ``stack`` as small integers (and may
+    be reordered): centre and deviation are then computed on them.
     """
-    if _has_fast_sigma_clip(recipe, stack.shape[0]) and (finite or np.isfinite(stack).all()):
+    result_dtype = np.promote_types(stack.dtype, recipe.dtype)
+    if integers is not None:
+        centre, mad = _integer_median(integers, result_dtype=result_dtype, with_mad=True)
+    elif _has_fast_sigma_clip(recipe, stack.shape[0]) and (finite or np.isfinite(stack).all()):
         centre, mad = _nanmedian(
             stack,
             None,
             order_dtype=order_dtype,
-            result_dtype=np.promote_types(stack.dtype, recipe.dtype),
+            result_dtype=result_dtype,
             with_mad=True,
         )
+    else:
+        centre = None
+    if centre is not None:
         deviation = mad * _MAD_TO_STD
         # SigmaClip treats a threshold of None (or 0) as its default sigma, 3.
         lower = centre - deviation * (recipe.sigma_clip_low_thresh or 3)
@@ -1035,6 +1181,133 @@ def _sigma_clip_rejections(stack, recipe, order_dtype, *, finite):
 
 
 # -------------------------------------------------------------------- order statistics
+
+
+def _median_of_integers(frames, start, stop, recipe):
+    """`_combine_band` for a median of small integers without any rejected value."""
+    n_images = len(frames)
+    # Rows read from a file for this band alone may be reordered in place.
+    images = [frame.rows(start, stop) if frame.owned else frame.rows(start, stop).copy()
+              for frame in frames]
+    with_mad = recipe.with_uncertainty
+    median, mad = _integer_median(images, result_dtype=recipe.dtype, with_mad=with_mad)
+    uncertainty = None
+    if with_mad:
+        # ccdproc.sigma_func(data, axis=0, ignore_nan=True) / sqrt(number of values)
+        uncertainty = mad * _MAD_TO_STD
+        uncertainty /= np.sqrt(np.int64(n_images))
+    return median, np.zeros(median.shape, dtype=bool), uncertainty
+
+
+def _integer_median(images, *, result_dtype, with_mad):
+    """
+    Median along the first axis of integers of at most 16 bits, and optionally the
+    median absolute deviation, equal bit for bit to `_nanmedian` of the same values as
+    floats.
+
+    The sorting network orders the integers themselves: twice as many values per vector
+    operation as float32. Deviations from a median that may end in .5 are the integers
+    ``|2 x - (low + high)|`` (below 2**17), halved at the end, which is exact: every
+    number involved is a multiple of 0.25 below 2**17.
+
+    ``images`` (a sequence of arrays of one shape, or one array of shape
+    ``(n_images, ...)``) is reordered in place.
+    """
+    n_images = len(images)
+    shape = images[0].shape
+    pixels = [np.reshape(image, -1) for image in images]
+    n_pixels = pixels[0].size
+    median = np.empty(n_pixels, dtype=result_dtype)
+    mad = np.empty_like(median) if with_mad else None
+    # Sorting fully (rather than only placing the middle pair) orders the deviations
+    # too: those below and above the median are then two sorted runs.
+    network = _sorting_network(n_images) if with_mad else _median_network(n_images)
+    middle = (n_images - 1) // 2, n_images // 2
+    block = max(1024, _INTEGER_BLOCK_BYTES // (n_images * pixels[0].itemsize))
+    for start in range(0, n_pixels, block):
+        stop = min(start + block, n_pixels)
+        wires = [image[start:stop] for image in pixels]
+        _run_network(wires, network, np.minimum)
+        low, high = wires[middle[0]], wires[middle[1]]
+        median[start:stop] = _middle_pair(low, high, n_images, result_dtype)
+        if with_mad:
+            deviations, factor = _integer_deviations(wires, low, high)
+            mad[start:stop] = _middle_of_sorted_deviations(deviations, result_dtype) / factor
+    return median.reshape(shape), None if mad is None else mad.reshape(shape)
+
+
+def _integer_deviations(wires, low, high):
+    """
+    The absolute deviations of sorted integer ``wires`` from the median of their middle
+    pair ``low``, ``high``, times a factor that makes them integers: ``(deviations,
+    factor)``, shape ``(n, pixels)``.
+
+    For unsigned integers they are computed without any conversion: ``|x - low|`` when
+    ``n`` is odd (the median is ``low``), else ``|x - low| + |x - high|`` (twice the
+    deviation) when no pixel's values span more than half the type's range. Otherwise
+    ``|2 x - (low + high)|`` in 32-bit integers.
+    """
+    n_values = len(wires)
+    below = range((n_values + 1) // 2)  # the wires at or below low, sorted
+    dtype = wires[0].dtype
+    if dtype.kind == "u" and n_values % 2:
+        deviations = np.empty((n_values, low.size), dtype=dtype)
+        for index, wire in enumerate(wires):
+            if index in below:
+                np.subtract(low, wire, out=deviations[index])
+            else:
+                np.subtract(wire, low, out=deviations[index])
+        return deviations, 1
+    widest = int(np.subtract(wires[-1], wires[0]).max()) if low.size else 0
+    if dtype.kind == "u" and 2 * widest <= np.iinfo(dtype).max:
+        deviations = np.empty((n_values, low.size), dtype=dtype)
+        spare = np.empty_like(low)
+        for index, wire in enumerate(wires):
+            if index in below:
+                np.subtract(low, wire, out=deviations[index])
+                deviations[index] += np.subtract(high, wire, out=spare)
+            else:
+                np.subtract(wire, low, out=deviations[index])
+                deviations[index] += np.subtract(wire, high, out=spare)
+        return deviations, 2
+    twice_centre = np.add(low, high, dtype=np.int32)
+    deviations = np.multiply(np.stack(wires), 2, dtype=np.int32)
+    np.subtract(deviations, twice_centre, out=deviations)
+    np.abs(deviations, out=deviations)
+    return deviations, 2
+
+
+def _middle_of_sorted_deviations(deviations, result_dtype):
+    """
+    The median along axis 0 of ``deviations`` (shape ``(n, pixels)``): the absolute
+    deviations of fully sorted values from their median.
+
+    Such deviations first decrease, then increase (a bitonic sequence). One half-cleaner
+    step of a bitonic sorter (compare row ``i`` with row ``i + n / 2``) puts the
+    ``n / 2`` smallest in its lower half: the middle pair is then the largest of the
+    lower half and the smallest of the upper half. An odd ``n`` is padded with one
+    infinite deviation, which only the upper half receives.
+    """
+    n_values = deviations.shape[0]
+    half = (n_values + 1) // 2
+    if n_values % 2:
+        # Row half - 1 would meet the padding: it goes to the lower half unchanged.
+        low = deviations[half - 1]
+        if half > 1:
+            low = np.maximum(low, np.minimum(deviations[:half - 1], deviations[half:]).max(axis=0))
+        return _middle_pair(low, low, n_values, result_dtype)
+    low = np.minimum(deviations[:half], deviations[half:]).max(axis=0)
+    high = np.maximum(deviations[:half], deviations[half:]).min(axis=0)
+    return _middle_pair(low, high, n_values, result_dtype)
+
+
+def _middle_pair(low, high, n_values, result_dtype):
+    """The median from the middle pair of ``n_values`` ordered values, as bottleneck."""
+    low = low.astype(result_dtype)
+    if n_values % 2:
+        return low
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf + inf, as bottleneck
+        return (low + high.astype(result_dtype)) / 2
 
 
 def _nanmedian(values, n_valid, *, order_dtype, result_dtype, with_mad, overwrite_input=False):
@@ -1092,8 +1365,23 @@ def _nanmedian(values, n_valid, *, order_dtype, result_dtype, with_mad, overwrit
             wires = [image[start:stop] for image in pixels]
         else:
             wires = [image[start:stop].astype(order_dtype) for image in pixels]
-        block_median = _median_of_wires(wires, block_counts, result_dtype)
-        median[start:stop] = block_median
+        if with_mad and (block_counts is None or block_counts.min() == n_images):
+            # No NaN: sort fully, and the deviations are two sorted runs (see
+            # _integer_median), unless an infinite median makes some of them NaN.
+            _run_network(wires, _sorting_network(n_images), np.minimum)
+            block_median = _middle_pair(wires[(n_images - 1) // 2], wires[n_images // 2],
+                                        n_images, result_dtype)
+            median[start:stop] = block_median
+            if np.isfinite(block_median).all():
+                deviations = np.stack(wires)
+                np.subtract(deviations, block_median.astype(order_dtype, copy=False),
+                            out=deviations)
+                np.abs(deviations, out=deviations)
+                mad[start:stop] = _middle_of_sorted_deviations(deviations, result_dtype)
+                continue
+        else:
+            block_median = _median_of_wires(wires, block_counts, result_dtype)
+            median[start:stop] = block_median
         if not with_mad:
             continue
         # The network only permuted the values, so the deviations of the wires are

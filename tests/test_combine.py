@@ -710,3 +710,109 @@ def test_without_uncertainty_same_pixels(method):
     assert full.uncertainty is not None and bare.uncertainty is None
     np.testing.assert_array_equal(bare.data, full.data)
     np.testing.assert_array_equal(bare.mask, full.mask)
+
+
+# 16-bit raw frames without masks: their order statistics are computed on the integers.
+
+INTEGER_CASES = [
+    pytest.param({"method": "median"}, id="median"),
+    pytest.param({"method": "median", "dtype": np.float32}, id="median-float32"),
+    pytest.param({"method": "median", "sigma_clip": True, "sigma_clip_func": np.ma.median,
+                  "sigma_clip_dev_func": stats.mad_std}, id="median-sigma-median-madstd"),
+    pytest.param({"method": "average", "sigma_clip": True, "sigma_clip_func": np.ma.median,
+                  "sigma_clip_dev_func": stats.mad_std, "sigma_clip_low_thresh": 2,
+                  "sigma_clip_high_thresh": 2.5}, id="average-sigma-median-madstd"),
+    pytest.param({"method": "average", "sigma_clip": True, "sigma_clip_func": np.ma.median,
+                  "sigma_clip_dev_func": stats.mad_std, "dtype": np.float32},
+                 id="average-sigma-median-madstd-float32"),
+]
+
+
+def _raw_integer_files(folder, n_frames, dtype, *, wide):
+    """Bias-like 16-bit frames as a camera writes them (uint16 with BZERO, or int16);
+    ``wide`` adds zeros and saturated pixels, so that some pixels' values span the whole
+    range of the type."""
+    rng = np.random.default_rng(n_frames)
+    info = np.iinfo(dtype)
+    paths = []
+    for index in range(n_frames):
+        data = rng.normal(1000 if info.min == 0 else -200, 6, SHAPE)
+        hits = rng.integers(0, data.size, 40)
+        data.flat[hits] += rng.uniform(100, 20000, hits.size)
+        if wide:
+            data.flat[rng.integers(0, data.size, 30)] = info.max
+            data.flat[rng.integers(0, data.size, 30)] = info.min
+        path = folder / f"raw_{index:02d}.fits"
+        hdu = fits.PrimaryHDU(np.clip(np.round(data), info.min, info.max).astype(dtype))
+        hdu.header["BUNIT"] = "adu"
+        hdu.writeto(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("options", INTEGER_CASES)
+@pytest.mark.parametrize(("n_frames", "dtype", "wide"), [
+    (7, np.uint16, False), (8, np.uint16, False), (8, np.uint16, True), (5, np.int16, True),
+    (6, np.uint8, True)])
+def test_integer_frames_same_result_as_ccdproc(tmp_path, options, n_frames, dtype, wide,
+                                               caplog):
+    files = _raw_integer_files(tmp_path, n_frames, dtype, wide=wide)
+    with fits.open(files[0]) as hdul:
+        # astropy reads them as integers of this type (int16 in the file's byte order)
+        assert hdul[0].data.dtype.newbyteorder("=") == dtype
+    reference = _ccdproc_combine(files, **options)
+
+    ours = combine(files, **options)
+    # Every value is the same as ccdproc's to the last bit.
+    np.testing.assert_array_equal(ours.data, reference.data)
+    np.testing.assert_array_equal(ours.mask, reference.mask)
+    np.testing.assert_array_equal(ours.uncertainty.array, reference.uncertainty.array)
+    assert ours.data.dtype == reference.data.dtype
+
+    # Read in many pieces and combined in many bands: the same bits again.
+    with caplog.at_level(logging.INFO, logger="ccdproc_ext.combine"):
+        banded = combine(files, mem_limit=TINY_MEM_LIMIT, **options)
+    assert _n_bands(caplog) >= 3
+    np.testing.assert_array_equal(banded.data, ours.data)
+    np.testing.assert_array_equal(banded.uncertainty.array, ours.uncertainty.array)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_integer_median_equals_bottleneck_and_astropy(dtype):
+    rng = np.random.default_rng(9)
+    info = np.iinfo(dtype)
+    for n in range(1, 42):
+        for spread in (3, info.max - info.min):  # narrow (uint16 deviations) and the widest
+            low = max(info.min, -spread // 2)
+            values = rng.integers(low, low + spread, (n, 4, 300), endpoint=True).astype(dtype)
+            as_float = values.astype(np.float64)
+            median, mad = combine_module._integer_median(
+                values.copy(), result_dtype=np.dtype(np.float64), with_mad=True)
+            np.testing.assert_array_equal(median, bn.nanmedian(as_float, axis=0))
+            np.testing.assert_array_equal(
+                mad, stats.median_absolute_deviation(as_float, axis=0, ignore_nan=True))
+            median_only, none = combine_module._integer_median(
+                list(values.copy()), result_dtype=np.dtype(np.float32), with_mad=False)
+            assert none is None
+            np.testing.assert_array_equal(median_only,
+                                          bn.nanmedian(values.astype(np.float32), axis=0))
+
+
+def test_pieces_of_each_file_are_large_and_linear_in_number(tmp_path, monkeypatch, caplog):
+    # However many files, each is read in pieces of many rows (not in thin bands whose
+    # number grows with the number of files, ccdproc issue #1012).
+    reads = Counter()
+    real_getitem = Section.__getitem__
+
+    def counting_getitem(section, key):
+        reads[section.hdu._file.name] += 1
+        return real_getitem(section, key)
+
+    monkeypatch.setattr(Section, "__getitem__", counting_getitem)
+    files = _raw_integer_files(tmp_path, 24, np.uint16, wide=False)
+    for n_files in (6, 24):
+        reads.clear()
+        with caplog.at_level(logging.INFO, logger="ccdproc_ext.combine"):
+            combine(files[:n_files], method="median", mem_limit=4e5, workers=2)
+        assert _n_bands(caplog) > 1  # bands of a few rows...
+        assert set(reads.values()) == {1}  # ...and every file read at once
