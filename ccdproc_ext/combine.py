@@ -836,7 +836,7 @@ def _rows_per_piece(frames, rows_per_band, budget):
 class _Piece:
     """Rows ``start:start + len(data)`` of one image (and its mask), as read."""
 
-    __slots__ = ("start", "data", "mask", "owned")
+    __slots__ = ("data", "mask", "owned", "start")
 
     def __init__(self, frame, start, stop):
         self.start = start
