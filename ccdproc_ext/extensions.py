@@ -32,10 +32,12 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from .exceptions import CalibrationMatchError, FrameReadError, HeaderError
 from .outputs import write_hdus
-from .raw import file_checksum, header_unit, open_image, read_frame
+from .provenance import mark_mask_bits
+from .raw import file_checksum, header_unit, inspect_frame, open_image, read_frame, repair_cards
 
-__all__ = ["MultiMaster", "check_same_extensions", "detector_extensions", "read_extension",
-           "read_master", "write_extensions"]
+__all__ = ["MultiMaster", "check_extensions_readable", "check_same_extensions",
+           "detector_extensions", "extensions_of", "file_header", "load_master",
+           "primary_header", "read_extension", "read_master", "write_extensions"]
 
 #: Extension names that hold something about an image, never an image of the detector.
 _NOT_DETECTOR = frozenset({"MASK", "UNCERT", "FLAGS", "WEIGHT", "VARIANCE", "ERR", "DQ",
@@ -150,7 +152,30 @@ def check_same_extensions(file, names, expected, what):
     raise CalibrationMatchError(f"{file}: {why}")
 
 
+def check_extensions_readable(path, names):
+    """Raise `~ccdproc_ext.FrameReadError` when an extension of ``names`` cannot be read as
+    a 2-D image (truncated ...), naming the file and the extension; told from the
+    headers and the file's length, without reading the pixels."""
+    for name in names:
+        _, problem, _ = inspect_frame(path, _index_of(path, name))
+        if problem:
+            raise FrameReadError(f"{path}: extension {name}: {problem}")
+
+
+def extensions_of(master):
+    """The extensions of a master (`MultiMaster`), ``()`` for one of one image."""
+    return master.names if isinstance(master, MultiMaster) else ()
+
+
 # ------------------------------------------------------------------ reading them
+def primary_header(path):
+    """The primary header of a raw file, its unparsable cards repaired (the cards of a
+    multi-extension output's primary header)."""
+    with open_image(path) as image:
+        header = image.hdulist[0].header.copy()
+    repair_cards(header)
+    return header
+
 def _index_of(path, name):
     """The HDU index of extension ``name`` (a label of `detector_extensions`)."""
     base, _, version = name.partition(",")
@@ -273,6 +298,15 @@ def read_master(path, profile=None, *, checksum=None):
                        primary_header=primary)
 
 
+def load_master(path, profile=None, *, checksum=None):
+    """A master file as the night uses it: a `MultiMaster` for a multi-extension file,
+    else a `~ccdproc_ext.MasterFrame`."""
+    from .masters import MasterFrame
+
+    master = read_master(path, profile, checksum=checksum)
+    return master if master is not None else MasterFrame.of(path, profile, checksum=checksum)
+
+
 # ------------------------------------------------------------------ writing them
 def _extension_header(meta, name):
     header = fits.Header(meta) if not isinstance(meta, fits.Header) else meta.copy()
@@ -297,7 +331,7 @@ def file_header(primary, first_extension, **cards):
 
 
 def write_extensions(path, primary_header, frames, *, dtype=np.float32, uncertainty=False,
-                     masks=None):
+                     masks=None, mask_bits=None):
     """Write a multi-extension file atomically (a temporary file, then a rename).
 
     Parameters
@@ -316,6 +350,9 @@ def write_extensions(path, primary_header, frames, *, dtype=np.float32, uncertai
     masks : dict or None, optional
         ``extension name -> array`` of the ``MASK`` extensions to write (``uint8``:
         bits, or booleans), ``EXTVER`` the extension's number. Default is ``None``.
+    mask_bits : dict or None, optional
+        The meaning of the bits, written in each ``MASK`` header
+        (`~ccdproc_ext.provenance.mark_mask_bits`). Default is ``None``.
 
     Returns
     -------
@@ -338,6 +375,8 @@ def write_extensions(path, primary_header, frames, *, dtype=np.float32, uncertai
         mask = None if masks is None else masks.get(name)
         if mask is not None:
             extras.append(_extra(np.asarray(mask).astype(np.uint8), "MASK", number, name))
+            if mask_bits is not None:
+                mark_mask_bits(extras[-1].header, mask_bits)
     hdus.extend(extras)
     return write_hdus(hdus, path)
 
