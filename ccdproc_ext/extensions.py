@@ -82,7 +82,7 @@ def _image_shape(hdu):
     return shape if all(isinstance(n, int) and n > 0 for n in shape) else None
 
 
-def detector_extensions(path, profile=None):
+def detector_extensions(path, profile=None, *, at_least=2):
     """The names of the detector extensions of a raw file, or ``()`` for one image.
 
     Parameters
@@ -93,6 +93,9 @@ def detector_extensions(path, profile=None):
         Its ``extensions`` name the extensions to use. Default is ``None``: every image
         extension of the first one's shape, when there are at least two and the primary
         HDU holds no image.
+    at_least : int, optional
+        Fewer extensions than this make a file of one image (``()``). Default is 2;
+        1 gives the name of an image in an extension (for messages).
 
     Returns
     -------
@@ -121,7 +124,7 @@ def detector_extensions(path, profile=None):
             return ()
         first_shape = labelled[0][1]
         names = tuple(name for name, shape in labelled if shape == first_shape)
-        return names if len(names) > 1 else ()
+        return names if len(names) >= at_least else ()
     present = {name.upper(): name for name, _ in labelled}
     missing = [name for name in layout.names if name.upper() not in present]
     if missing:
@@ -131,12 +134,15 @@ def detector_extensions(path, profile=None):
     return tuple(present[name.upper()] for name in layout.names)
 
 
-def check_same_extensions(file, names, expected, what):
+def check_same_extensions(file, names, expected, what, *, path=None):
     """Raise `~ccdproc_ext.CalibrationMatchError` unless ``names`` (a file's extensions)
     are ``expected`` (its master's, or the other frames'); the message names the file
-    and the first extension that differs."""
+    and the first extension that differs. With the file's ``path``, a file left with
+    one image extension is named by it (``no extension 'AMP2'``)."""
     if tuple(names) == tuple(expected):
         return
+    if not names and path is not None:
+        names = detector_extensions(path, at_least=1)
     missing = [n for n in expected if n not in names]
     extra = [n for n in names if n not in expected]
     if not expected:

@@ -682,7 +682,8 @@ def _master_extensions(name, members, needs, collection, options, report, master
     kept = []
     for member, names in found.items():
         try:
-            check_same_extensions(member, names, extensions, f"its master {name}")
+            check_same_extensions(member, names, extensions, f"its master {name}",
+                                  path=collection.path(member))
         except CalibrationMatchError as err:
             report.problem(member, err)
             continue

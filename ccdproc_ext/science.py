@@ -237,7 +237,7 @@ def _calibrate(task):
     extensions = detector_extensions(task.raw_path, task.profile)
     for master in masters.values():
         check_same_extensions(name, extensions, extensions_of(master),
-                              f"its master {master.name}")
+                              f"its master {master.name}", path=task.raw_path)
     if extensions:
         return _calibrate_extensions(task, masters, extensions)
     raw, raw_checksum = _read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
