@@ -53,6 +53,18 @@ from .exceptions import (
     InternalError,
     error_class,
 )
+from .extensions import (
+    MultiMaster,
+    check_extensions_readable,
+    check_same_extensions,
+    detector_extensions,
+    extensions_of,
+    file_header,
+    load_master,
+    primary_header,
+    read_extension,
+    write_extensions,
+)
 from .library import CalibrationLibrary, planned_master_keys
 from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan
@@ -570,7 +582,7 @@ def _load_library_master(kind, master, options, report, masters):
     checked its checksum; the science tasks check it has not changed since."""
     name, path = str(master["name"]), Path(str(master["path"]))
     try:
-        masters.built[name] = MasterFrame.of(path, options.profile).without_uncertainty()
+        masters.built[name] = load_master(path, options.profile).without_uncertainty()
     except Exception as err:  # an unreadable master must not end the night
         err = report.unexpected(err, f"master {name}")
         if options.strict:
@@ -600,6 +612,10 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
             report.problem(member, type(cause)(f"master {name} not built: "
                                                f"{masters.failed[name]}"))
         return
+    extensions, members = _master_extensions(name, members, needs, collection, options,
+                                             report, masters)
+    if not members:
+        return
     folder = report.output_dir / "masters"
     path = inside(folder / f"{name}.fits", folder)
     dark_scale = first["dark_scale"]
@@ -614,17 +630,21 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
                                      {k: masters.built[v] for k, v in needs.items()},
                                      path, master_recipe, options,
                                      scale_dark=bool(np.isfinite(dark_scale)
-                                                     and dark_scale != 1.0))
+                                                     and dark_scale != 1.0),
+                                     extensions=extensions)
             for message in caught.ours:
                 # Skipped frames and data quality are read from the master's header below,
                 # the same whether it was built now or found up to date.
                 if not isinstance(message, FrameSkippedWarning | DataQualityWarning):
                     report.note(f"masters/{path.name}", type(message).__name__,
                                 without_path(message))
-            masters.built[name] = MasterFrame.of(frame, options.profile,
-                                                 path=path).without_uncertainty()
+            masters.built[name] = (load_master(path, options.profile) if extensions else
+                                   MasterFrame.of(frame, options.profile, path=path)
+                                   ).without_uncertainty()
         else:
-            masters.built[name] = MasterFrame.of(path, options.profile).without_uncertainty()
+            masters.built[name] = load_master(path, options.profile).without_uncertainty()
+        check_same_extensions(f"masters/{path.name}", extensions_of(masters.built[name]),
+                              extensions, "its frames")
     except Exception as err:  # a bug must not end the night
         err = report.unexpected(err, f"master {name}")
         if options.strict:
@@ -639,26 +659,109 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
     masters.paths[(kind, name)] = path
 
 
-def _make_master(kind, paths, lower, path, master_recipe, options, *, scale_dark):
-    """Combine one master and write it; its uncertainty only when it is written."""
+def _master_extensions(name, members, needs, collection, options, report, masters):
+    """The detector extensions of a master (``()`` for frames of one image) and its
+    members that have them.
+
+    The master's extensions are those most of its frames have (the profile's, when it
+    names them); a frame with other extensions, or one of them unreadable, is a problem
+    and left out. Lower masters with other extensions fail the master.
+    """
+    found = {}
+    for member in members:
+        try:
+            found[member] = detector_extensions(collection.path(member), options.profile)
+            check_extensions_readable(collection.path(member), found[member])
+        except CcdprocExtError as err:
+            found.pop(member, None)
+            report.problem(member, err)
+    counts = {}
+    for names in found.values():
+        counts[names] = counts.get(names, 0) + 1
+    extensions = max(counts, key=counts.get) if counts else ()
+    kept = []
+    for member, names in found.items():
+        try:
+            check_same_extensions(member, names, extensions, f"its master {name}",
+                                  path=collection.path(member))
+        except CalibrationMatchError as err:
+            report.problem(member, err)
+            continue
+        kept.append(member)
+    try:
+        for kind, lower in needs.items():
+            check_same_extensions(f"master {name}", extensions,
+                                  extensions_of(masters.built[lower]), f"its master {lower}")
+    except CalibrationMatchError as err:
+        if options.strict:
+            raise
+        masters.failed[name] = err
+        for member in kept:
+            report.problem(member, CalibrationMatchError(f"master {name} not built: "
+                                                         f"{without_path(err)}"))
+        return extensions, []
+    if not kept and members:
+        masters.failed[name] = CalibrationMatchError("none of its frames could be used")
+    return extensions, kept
+
+
+def _make_master(kind, paths, lower, path, master_recipe, options, *, scale_dark,
+                 extensions=()):
+    """Combine one master and write it; its uncertainty only when it is written.
+
+    A master of multi-extension frames is combined extension by extension
+    (`_make_master_extensions`) and its file has the same extensions.
+    """
     combine_options = {"compute_uncertainty": options.keeps_uncertainty,
                        **options.combine_options}
     common = {"combine_options": combine_options, "skip_bad_frames": not options.strict,
               "workers": options.workers, "temporary_dir": path.parent}
-    if kind == "bias":
-        master = make_master_bias(paths, options.profile, **common)
-    elif kind == "dark":
-        master = make_master_dark(paths, options.profile, master_bias=lower.get("bias"),
-                                  **common)
-    else:
-        master = make_master_flat(paths, options.profile, master_bias=lower.get("bias"),
-                                  master_dark=lower.get("dark"), scale_dark=scale_dark,
-                                  **common)
+    if extensions:
+        return _make_master_extensions(kind, paths, extensions, lower, path, master_recipe,
+                                       options, scale_dark=scale_dark, common=common)
+    master = _combine_master(kind, paths, options.profile, lower, scale_dark, common)
     master.meta["RECIPE"] = (master_recipe, "hash of the inputs and settings")
     master.meta["FILENAME"] = path.name
     write_atomic(master, path, uncertainty=options.keeps_uncertainty,
                  mask=master.mask is not None and bool(master.mask.any()))
     return master
+
+
+def _combine_master(kind, frames, profile, lower, scale_dark, common):
+    """One master of ``kind`` from ``frames`` (paths, or the frames of one extension)."""
+    if kind == "bias":
+        return make_master_bias(frames, profile, **common)
+    if kind == "dark":
+        return make_master_dark(frames, profile, master_bias=lower.get("bias"), **common)
+    return make_master_flat(frames, profile, master_bias=lower.get("bias"),
+                            master_dark=lower.get("dark"), scale_dark=scale_dark, **common)
+
+
+def _make_master_extensions(kind, paths, extensions, lower, path, master_recipe, options, *,
+                            scale_dark, common):
+    """A master of multi-extension frames: each extension combined from the same
+    extension of its frames (calibrated with the same extension of the lower masters,
+    through the profile as it applies to that extension), written as one file with the
+    frames' extensions, in their order."""
+    frames = {}
+    for extension in extensions:
+        profile = options.profile.for_extension(extension)
+        ccds = [read_extension(p, extension, options.profile) for p in paths]
+        own_lower = {k: m.extension(extension, file=f"master {path.stem}")
+                     for k, m in lower.items()}
+        frames[extension] = _combine_master(kind, ccds, profile, own_lower, scale_dark,
+                                            common)
+    first = next(iter(frames.values()))
+    header = file_header(primary_header(paths[0]), first.meta,
+                         RECIPE=(master_recipe, "hash of the inputs and settings"),
+                         FILENAME=path.name)
+    for frame in frames.values():
+        frame.meta["RECIPE"] = (master_recipe, "hash of the inputs and settings")
+        frame.meta["FILENAME"] = path.name
+    masks = {n: f.mask for n, f in frames.items() if f.mask is not None}
+    write_extensions(path, header, frames, uncertainty=options.keeps_uncertainty,
+                     masks=masks if any(m.any() for m in masks.values()) else None)
+    return first
 
 
 def _quality_options(bad_pixels, cosmic_rays):
@@ -696,6 +799,11 @@ def _build_bad_pixel_masks(plan, masters, options, report):
         name = _bpm_name(dark, flat, options.bad_pixels)
         if name is None:
             continue  # no dark nor flat to find bad pixels in
+        if any(isinstance(master, MultiMaster) for master in lower.values()):
+            report.note(f"masters/{name}.fits", "CcdprocExtWarning", "no bad-pixel mask: "
+                        "not made for multi-extension frames (their masters' masks are "
+                        "used)")
+            continue
         path = inside(folder / f"{name}.fits", folder)
         try:
             if name not in masters.built:
@@ -772,8 +880,23 @@ def _write_bpm(mask, path, mask_recipe):
 
 
 def _report_master(report, master, path, members):
-    """Problems and notes read from a master's header: the same on every run."""
-    header = master.ccd.meta
+    """Problems and notes read from a master's header (each extension's, for a master
+    of multi-extension frames): the same on every run."""
+    header = master.ccd.meta  # the first extension's: the frames combined are the same
+    if header.get("NCOMBINE", 0) == 1:
+        report.note(f"masters/{path.name}", "DataQualityWarning",
+                    f"made from a single frame ({header.get('IMCMB001', '?')}): nothing "
+                    "could be rejected and its noise is that of one frame")
+    if isinstance(master, MultiMaster):
+        for extension, frame in master.frames.items():
+            _report_master_header(report, frame.ccd.meta, path, members,
+                                  f" (extension {extension})")
+    else:
+        _report_master_header(report, header, path, members, "")
+
+
+def _report_master_header(report, header, path, members, extension):
+    """`_report_master` for one header (``extension``: the words naming it, or "")."""
     file = f"masters/{path.name}"
     by_name = {}
     for member in members:
@@ -784,19 +907,16 @@ def _report_master(report, master, path, members):
         kind, _, why = str(header.get(f"SKIPW{i:03d}", "")).partition(": ")
         report.problem(by_name.get(left_out, left_out),
                        error_class(kind or "CcdprocExtError")(
-                           f"left out of master {path.stem}: {why}"))
+                           f"left out of master {path.stem}{extension}: {why}"))
         i += 1
-    if header.get("NCOMBINE", 0) == 1:
-        report.note(file, "DataQualityWarning",
-                    f"made from a single frame ({header.get('IMCMB001', '?')}): nothing "
-                    "could be rejected and its noise is that of one frame")
     if header.get("NLOWPIX", 0):
         report.note(file, "DataQualityWarning",
-                    f"{header['NLOWPIX']} pixel(s) below the minimum of the flat, masked")
+                    f"{header['NLOWPIX']} pixel(s){extension} below the minimum of the "
+                    "flat, masked")
     if header.get("NNANPIX", 0):
         report.note(file, "DataQualityWarning",
-                    f"{header['NNANPIX']} pixel(s) of its frames were NaN or infinite, "
-                    "masked")
+                    f"{header['NNANPIX']} pixel(s){extension} of its frames were NaN or "
+                    "infinite, masked")
 
 
 def _science_tasks(plan, collection, masters, options, report, result):

@@ -31,7 +31,7 @@ from .raw import FITS_SUFFIXES
 
 __all__ = ["FITS_SUFFIXES", "check_output_dir", "check_raw_files", "file_stamp", "inside",
            "output_name", "prepare_output_dir", "recipe", "up_to_date", "write_atomic",
-           "write_table"]
+           "write_hdus", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,17 @@ def write_atomic(ccd, path, *, dtype=np.float32, uncertainty=False, mask=False):
         hdus[-1].header["UTYPE"] = type(ccd.uncertainty).__name__
     if mask and ccd.mask is not None:
         hdus.append(fits.ImageHDU(ccd.mask.astype(np.uint8), name="MASK"))
+    return write_hdus(hdus, path)
+
+
+def write_hdus(hdus, path):
+    """Write a list of HDUs to ``path`` through a temporary file and a rename.
+
+    Returns
+    -------
+    `pathlib.Path`
+    """
+    path = Path(path)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX,
                                      dir=path.parent)
     os.close(fd)

@@ -533,8 +533,11 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
     the stored integers (`_physical` does, faster and to the same values).
     """
     compression = _check_length(path)
+    # One extension of a multi-extension file is read from the file itself: astropy then
+    # reads the headers and that extension's data, not the other extensions' pixels.
+    whole_file = checksum or ext == 0
     try:
-        content = path.read_bytes()
+        content = path.read_bytes() if whole_file else None
     except OSError as err:
         raise FrameReadError(f"{path}: cannot read the FITS image "
                              f"({err.strerror or err})") from None
@@ -543,7 +546,7 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
     def source():
         # astropy recognises a compressed file (gzip, bzip2 ...) by its name and first
         # bytes when it opens it itself, not in bytes in memory.
-        return io.BytesIO(content) if compression is None else None
+        return io.BytesIO(content) if compression is None and whole_file else None
 
     with open_image(path, ext, source=source(), do_not_scale_image_data=True) as image:
         if image.problem:

@@ -19,6 +19,7 @@ Each output's ``MASK`` extension (written when any pixel is masked) holds the bi
 pixel) or flat (low flat), and cosmic-ray hits.
 """
 
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -36,8 +37,18 @@ from photutils.background import Background2D, MedianBackground
 
 from ._warnings import CaughtWarnings
 from .calibrate import _detector_value, calibrate_frame, raw_mask_bits
+from .extensions import (
+    check_extensions_readable,
+    check_same_extensions,
+    detector_extensions,
+    extensions_of,
+    file_header,
+    load_master,
+    primary_header,
+    read_extension,
+    write_extensions,
+)
 from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
-from .masters import MasterFrame
 from .outputs import PARTIAL_SUFFIX, file_stamp, up_to_date, write_atomic
 from .provenance import mark_cosmic_rays, mark_mask_bits
 from .quality import (
@@ -54,7 +65,7 @@ from .quality import (
     noise_model,
     trimmed_like,
 )
-from .raw import _read_frame_and_checksum
+from .raw import _read_frame_and_checksum, file_checksum
 
 __all__ = ["MasterRef", "ScienceOutcome", "ScienceTask", "process_context", "run_task",
            "sky_statistics"]
@@ -144,7 +155,7 @@ def prepared_master(ref, profile, scale, keep_uncertainty, *, loaded=None):
         if tuple(file_stamp(ref.path)) != tuple(ref.stamp):
             raise OutputError(f"{ref.path}: the master changed while the night was reduced")
         master = loaded if loaded is not None else \
-            MasterFrame.of(ref.path, profile, checksum=ref.checksum)
+            load_master(ref.path, profile, checksum=ref.checksum)
         if not keep_uncertainty:
             master = master.without_uncertainty()
         master = master.scaled(scale)
@@ -223,6 +234,12 @@ def _calibrate(task):
                                      task.keeps_uncertainty)
                for kind, ref in task.masters.items()}
     name = Path(task.raw_path).name
+    extensions = detector_extensions(task.raw_path, task.profile)
+    for master in masters.values():
+        check_same_extensions(name, extensions, extensions_of(master),
+                              f"its master {master.name}", path=task.raw_path)
+    if extensions:
+        return _calibrate_extensions(task, masters, extensions)
     raw, raw_checksum = _read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
     calibrated = calibrate_frame(
         raw, task.profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
@@ -246,6 +263,66 @@ def _calibrate(task):
     header["NMASKED"] = (n_masked, "masked pixels (extension MASK)")
     header["RECIPE"] = (task.recipe, "hash of the inputs and settings")
     _write(calibrated, bits, task, with_mask=task.write_uncertainty or n_masked > 0)
+    return header
+
+
+def _calibrate_extensions(task, masters, extensions):
+    """`_calibrate` for a multi-extension frame: each extension calibrated with the same
+    extension of each master, through the profile as it applies to it; one output file
+    with the raw file's extensions. The primary header holds the raw file's own cards,
+    the masters used, and the sums (``NMASKED``, ``NSATUR`` ...) and mean sky of the
+    extensions; each extension's header its own."""
+    name = Path(task.raw_path).name
+    check_extensions_readable(task.raw_path, extensions)
+    frames, masks, counts, skies = {}, {}, {}, []
+    for extension in extensions:
+        profile = task.profile.for_extension(extension)
+        own = {kind: master.extension(extension, file=name) for kind, master in
+               masters.items()}
+        raw = read_extension(task.raw_path, extension, task.profile, dtype=task.dtype)
+        where = f"{name}[{extension}]"
+        calibrated = calibrate_frame(
+            raw, profile, master_bias=own.get("bias"), master_dark=own.get("dark"),
+            master_flat=own.get("flat"), scale_dark=False, gain_correct=task.gain_correct,
+            create_deviation=task.create_deviation, dtype=task.dtype, name=where,
+            bad_pixel_mask=own.get("bpm"))
+        mask = calibrated.mask
+        sky, noise = sky_statistics(calibrated.data,
+                                    mask if mask is not None and mask.any() else None)
+        hits = None
+        if task.cosmic_rays:
+            calibrated, hits = _cosmic_rays(calibrated, raw.meta,
+                                            dataclasses.replace(task, profile=profile), sky,
+                                            noise, where)
+        bits = _mask_bits(calibrated, raw, profile, own, hits, where)
+        header = calibrated.meta
+        if np.isfinite(sky) and np.isfinite(noise):
+            header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
+            header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")
+            skies.append((sky, noise))
+        header["NMASKED"] = (int(np.count_nonzero(bits)), "masked pixels (extension MASK)")
+        for key in ("NMASKED", "NSATUR", "NNANPIX", "NBADPIX", "NCRPIX"):
+            if key in header:
+                counts[key] = counts.get(key, 0) + int(header[key])
+        frames[extension], masks[extension] = calibrated, bits
+    first = next(iter(frames.values())).meta
+    cards = {"RAWFILE": (name, "raw frame this was calibrated from"),
+             "RAWSUM": (file_checksum(task.raw_path)[:16],
+                        "BLAKE2b of the raw file (first 16 hex)"),
+             "RECIPE": (task.recipe, "hash of the inputs and settings")}
+    if skies:
+        cards["SKYLEVEL"] = (round(float(np.mean([s for s, _ in skies])), 4),
+                             "mean of the extensions' sky levels")
+        cards["SKYNOISE"] = (round(float(np.mean([n for _, n in skies])), 4),
+                             "mean of the extensions' sky noise")
+    cards.update({key: (value, "sum over the extensions") for key, value in counts.items()})
+    header = file_header(primary_header(task.raw_path), first, **cards)
+    for frame in frames.values():
+        frame.meta["RAWFILE"], frame.meta["RECIPE"] = cards["RAWFILE"], cards["RECIPE"]
+    with_mask = task.write_uncertainty or counts.get("NMASKED", 0) > 0
+    write_extensions(Path(task.output), header, frames, dtype=task.dtype,
+                     uncertainty=task.write_uncertainty, masks=masks if with_mask else None,
+                     mask_bits=MASK_BITS)
     return header
 
 

@@ -28,6 +28,7 @@ parameters.
 11 (24, 2048)
 """
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +46,19 @@ _DEFAULT_GAIN = 1.5  # electron / adu, when the profile gives none
 _DEFAULT_READ_NOISE = 8.0  # electron
 _SECTION_WIDTH = 16  # overscan width written for cameras whose sections are header keywords
 _AMPLIFIER_STEP = 75.0  # ADU between the offsets of one amplifier and the next
+# Extensions of a multi-extension file: how the bias level, gain and read noise of the
+# n-th differ from the first's (bias_level + n * step; gain times 1 + n * step ...).
+_EXTENSION_BIAS_STEP = 150.0
+_EXTENSION_GAIN_STEP = 0.2
+_EXTENSION_NOISE_STEP = 0.1
 
 
 @dataclass
 class SimulatedNight:
     """The files of a simulated night and the truth they were made from.
 
-    All images are in the science pixels (the trimmed region), in ADU, float64.
+    All images are in the science pixels (the trimmed region), in ADU, float64. For
+    multi-extension files, each extension's truth is in `extensions`.
     """
 
     location: Path
@@ -69,6 +76,9 @@ class SimulatedNight:
     read_noise: float = _DEFAULT_READ_NOISE
     raw_shape: tuple = ()
     trim_slices: tuple = ()
+    #: For a night of multi-extension files: the truth of each extension, by name (the
+    #: fields above are the first extension's). Empty for files of one image.
+    extensions: dict = field(default_factory=dict)
 
     @property
     def read_noise_adu(self):
@@ -242,7 +252,7 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
                    hot_pixel_fraction=0.002, cosmic_rays=8, binning=(1, 1),
                    temperature=-10.0, header_extra=None, start="2024-03-05T01:00:00",
                    nights=1, prefix="", write_image_type=None, keywords="all",
-                   drop_keywords=(), bad_calibrations=(), seed=0):
+                   drop_keywords=(), bad_calibrations=(), extensions=None, seed=0):
     """Write a synthetic raw night for ``profile`` into ``location``.
 
     Parameters
@@ -309,6 +319,17 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         from 20 to 200 ADU across the frame), ``"dark"`` the same leak, ``"flat"`` a
         passing cloud (the illumination falls by 40% across the frame), ``"flat-level"``
         half the illumination of the others. Default: none.
+    extensions : sequence of str or None, optional
+        Write multi-extension files: a primary header holding the frame's keywords and
+        no image, then one image extension per name (``EXTNAME``, ``INHERIT = T``), each
+        an amplifier of its own: bias level ``bias_level + 150 * n`` ADU (its overscan
+        too), gain ``(1 + 0.2 n)`` times the profile's and read noise ``(1 + 0.1 n)``
+        times (``n`` = 0, 1 ... its place; a profile's ``[extensions.NAME]`` values
+        win), bias structure, dark current, flat pattern and stars. Every extension
+        receives the same light in electrons: its ADU are those divided by its gain.
+        Sections come from the profile's entry for the extension, else as for a file of
+        one image. The truth of each is in `SimulatedNight.extensions`. Default is
+        ``None``: files of one image.
     seed : int, optional
         Seed of the random generator; the same seed gives the same night.
 
@@ -326,8 +347,6 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     if keywords not in ("all", "required"):
         raise ValueError(f"keywords={keywords!r}: expected 'all' or 'required'")
     required_only = keywords == "required"
-    layout = _layout(profile, shape, required_only=required_only)
-    trim_slices = layout.trim
     several_filters = len(set(filters) | set(science_filters or ())) > 1
     dropped = {key.upper() for key in drop_keywords}
     if write_image_type is None:
@@ -341,34 +360,21 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     gain = profile.gain.value if profile.gain and profile.gain.value else _DEFAULT_GAIN
     read_noise = (profile.read_noise.value if profile.read_noise and profile.read_noise.value
                   else _DEFAULT_READ_NOISE)
-    rn_adu = read_noise / gain
-
-    # The truth, over the whole raw frame; the trimmed part is returned.
-    ny, nx = shape
-    column_pattern = rng.normal(0.0, 3.0, nx)[np.newaxis, :] + np.linspace(0, 5, ny)[:, None]
-    bias_structure = np.broadcast_to(column_pattern, shape).copy()
-    overscans = [o for o in layout.overscans if o is not None]
-    has_overscan = bool(overscans)
-    for overscan in overscans:
-        bias_structure[overscan] = 0.0  # the overscan sees only the offset
-    dark_current = np.full(shape, dark_rate) * rng.uniform(0.8, 1.2, shape)
-    hot = rng.random(shape) < hot_pixel_fraction
-    dark_current[hot] = dark_rate * rng.uniform(10, 100, hot.sum())
-    for overscan in overscans:
-        dark_current[overscan] = 0.0
-    flats = {}
+    # One detector for a file of one image, one per extension otherwise; the truth of
+    # each over its whole raw frame (the trimmed part is returned).
+    detectors = [_detector(rng, profile, shape, place, name, gain, read_noise,
+                           required_only=required_only, dark_rate=dark_rate,
+                           hot_pixel_fraction=hot_pixel_fraction)
+                 for place, name in enumerate(extensions or (None,))]
     for name in dict.fromkeys(tuple(filters) + science_filters):
-        pattern = _flat_pattern(rng, shape)
-        # Normalised over the science pixels, as a master flat is.
-        flats[name] = pattern / pattern[trim_slices].mean()
-
-    gain_cards = {}
-    for value, default in ((profile.gain, gain), (profile.read_noise, read_noise)):
-        if value is not None and value.keywords:
-            gain_cards[value.keywords[0]] = default
+        for detector in detectors:
+            pattern = _flat_pattern(rng, shape)
+            # Normalised over the science pixels, as a master flat is.
+            detector.flats[name] = pattern / pattern[detector.layout.trim].mean()
 
     rows = []
-    truth_sky, truth_cr, levels, spoiled = {}, {}, {}, {}
+    spoiled = {}
+    ny, nx = shape
     across = np.broadcast_to(np.linspace(0.0, 1.0, nx)[np.newaxis, :], shape)
 
     def spoil(kind, index, signal, name):
@@ -381,30 +387,13 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
     frame_index = 0
     time = Time(start, format="isot", scale="utc")
 
-    def write(image_type, stem, exposure, filter_name, signal, *, sky=None, n_cr=0):
+    def write(image_type, stem, exposure, filter_name, signals, *, skies=None, n_cr=0):
+        """Write one frame; ``signals`` (and ``skies``) hold one image per detector."""
         nonlocal frame_index, time
-        offset = bias_level + (overscan_drift * frame_index + rng.normal(0, 1.5)
-                               if has_overscan else 0.0)
+        images = [_raw_image(rng, detector, signal, exposure, frame_index,
+                             bias_level=bias_level, overscan_drift=overscan_drift, n_cr=n_cr)
+                  for detector, signal in zip(detectors, signals, strict=True)]
         frame_index += 1
-        signal = signal.copy()
-        for overscan in overscans:
-            signal[overscan] = 0.0  # the overscan sees no light
-        electrons = np.clip(signal + dark_current * exposure, 0, None) * gain
-        # Each amplifier has its own offset, in its data and in its overscan.
-        offsets = np.full(shape, offset)
-        for amp, (data_region, overscan) in enumerate(zip(layout.data, layout.overscans,
-                                                          strict=True)):
-            offsets[data_region] = offset + _AMPLIFIER_STEP * amp
-            if overscan is not None:
-                offsets[overscan] = offset + _AMPLIFIER_STEP * amp
-        data = offsets + bias_structure + rng.poisson(electrons) / gain
-        data += rng.normal(0.0, rn_adu, shape)
-        hits = np.zeros(shape, dtype=bool)
-        if n_cr:
-            idx = rng.integers(0, ny * nx, n_cr)
-            hits.flat[idx] = True
-            data.flat[idx] += rng.uniform(500, 5000, n_cr)
-        raw = np.clip(np.rint(data), 0, 65535).astype(np.uint16)
 
         header = fits.Header()
         if write_image_type and profile.image_type_words.get(image_type):
@@ -417,8 +406,10 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
             header[profile.date_obs_keywords[0]] = time.isot
             header.update(_binning_cards(profile, binning))
             header[profile.temperature_keywords[0]] = float(temperature)
-            header.update(gain_cards)
-        header.update(layout.cards)
+        if extensions is None:  # the detector's own cards (else in its extension)
+            if not required_only:
+                header.update(detectors[0].cards)
+            header.update(detectors[0].layout.cards)
         for key in profile.match_keywords:
             header.setdefault(key, 1)
         if header_extra:
@@ -431,13 +422,15 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         name = _file_name(profile, image_type, f"{prefix}{stem}", write_image_type)
         if stem in spoiled:
             spoiled[name] = spoiled.pop(stem)
-        out = raw.T if profile.transposed else raw
-        fits.PrimaryHDU(out, header=header).writeto(location / name, overwrite=True)
+        _write_file(location / name, header, detectors, [raw for raw, _, _ in images],
+                    transposed=profile.transposed, several=extensions is not None,
+                    required_only=required_only, dropped=dropped)
         rows.append((name, image_type, float(exposure), filter_name or "", time.isot))
-        levels[name] = offset
-        if sky is not None:
-            truth_sky[name] = sky[trim_slices]
-            truth_cr[name] = hits[trim_slices]
+        for detector, (_, offset, hits) in zip(detectors, images, strict=True):
+            detector.levels[name] = offset
+            if skies is not None:
+                detector.sky[name] = skies[detector.place][detector.layout.trim]
+                detector.cosmic_rays[name] = hits[detector.layout.trim]
         time = time + TimeDelta(exposure + 30.0, format="sec")
 
     for night in range(nights):
@@ -446,42 +439,177 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         zero = np.zeros(shape)
         for i in range(n_bias):
             stem = f"{tag}{i + 1:03d}"
-            write("bias", stem, 0.0, None, spoil("bias", i, zero, stem))
+            write("bias", stem, 0.0, None, [spoil("bias", i, zero, stem)] * len(detectors))
         for exposure in dark_exposures:
             for i in range(n_dark):
                 n_cr = round(cosmic_rays * exposure / max(science_exposure, 1))
                 stem = f"{tag}{exposure:g}s_{i + 1:03d}"
                 signal = spoil("dark", i, zero, stem) if exposure == dark_exposures[-1] \
                     else zero
-                write("dark", stem, exposure, None, signal, n_cr=n_cr)
+                write("dark", stem, exposure, None, [signal] * len(detectors), n_cr=n_cr)
         for name in filters:
             for i in range(n_flat):
                 level = flat_level * rng.uniform(0.9, 1.1) / flat_exposure
                 stem = f"{tag}{name}_{i + 1:03d}"
                 write("flat", stem, flat_exposure, name,
-                      spoil("flat", i, flats[name] * level * flat_exposure, stem))
+                      [d.adu(spoil("flat", i, d.flats[name] * level * flat_exposure, stem))
+                       for d in detectors])
         for name in science_filters:
             for i in range(n_science):
-                sky = sky_level * rng.uniform(0.8, 1.2) + _stars(rng, shape, n_stars)
+                level = sky_level * rng.uniform(0.8, 1.2)
+                skies = [d.adu(level + _stars(rng, shape, n_stars)) for d in detectors]
                 write("science", f"{tag}{name}_{i + 1:03d}", science_exposure, name,
-                      flats[name] * sky, sky=sky, n_cr=cosmic_rays)
+                      [d.flats[name] * sky for d, sky in zip(detectors, skies, strict=True)],
+                      skies=skies, n_cr=cosmic_rays)
 
     files = Table(rows=rows, names=("file", "type", "exposure", "filter", "date_obs"))
+    truths = [_truth(detector, location, profile.name, files, spoiled, shape, bias_level)
+              for detector in detectors]
+    if extensions is None:
+        return truths[0]
+    return dataclasses.replace(truths[0], extensions=dict(zip(extensions, truths,
+                                                              strict=True)))
+
+
+@dataclass
+class _Detector:
+    """One amplifier or CCD of a simulated camera, and its truth over the raw frame."""
+
+    place: int  # 0, 1 ...: its extension's place in the file
+    name: str | None  # its EXTNAME, None for a file of one image
+    layout: _Layout
+    gain: float
+    read_noise: float
+    gain_ratio: float  # the first detector's gain over its own
+    bias_offset: float  # ADU added to the bias level of the night
+    bias_structure: np.ndarray
+    dark_current: np.ndarray
+    hot: np.ndarray
+    cards: dict  # gain and read-noise cards of its header
+    flats: dict = field(default_factory=dict)
+    sky: dict = field(default_factory=dict)
+    cosmic_rays: dict = field(default_factory=dict)
+    levels: dict = field(default_factory=dict)
+
+    @property
+    def overscans(self):
+        return [o for o in self.layout.overscans if o is not None]
+
+    def adu(self, signal):
+        """``signal`` (ADU of the first detector) in this detector's ADU: the same
+        electrons divided by its own gain."""
+        return signal if self.place == 0 else signal * self.gain_ratio
+
+
+def _entry_value(profile, name, what):
+    entry = None if name is None or profile.extensions is None else \
+        profile.extensions.entry(name)
+    value = None if entry is None else getattr(entry, what)
+    return None if value is None else value.value
+
+
+def _detector(rng, profile, shape, place, name, gain, read_noise, *, required_only,
+              dark_rate, hot_pixel_fraction):
+    """The truth of one detector, drawn from ``rng``: for a file of one image, in the
+    order the simulator has always drawn it (the same seed, the same night)."""
+    own = profile if name is None else profile.for_extension(name)
+    layout = _layout(own, shape, required_only=required_only)
+    own_gain = _entry_value(profile, name, "gain") or (
+        gain if place == 0 else round(gain * (1 + _EXTENSION_GAIN_STEP * place), 6))
+    own_noise = _entry_value(profile, name, "read_noise") or (
+        read_noise if place == 0 else round(read_noise * (1 + _EXTENSION_NOISE_STEP * place), 6))
+    ny, nx = shape
+    column_pattern = rng.normal(0.0, 3.0, nx)[np.newaxis, :] + np.linspace(0, 5, ny)[:, None]
+    bias_structure = np.broadcast_to(column_pattern, shape).copy()
+    overscans = [o for o in layout.overscans if o is not None]
+    for overscan in overscans:
+        bias_structure[overscan] = 0.0  # the overscan sees only the offset
+    dark_current = np.full(shape, dark_rate) * rng.uniform(0.8, 1.2, shape)
+    hot = rng.random(shape) < hot_pixel_fraction
+    dark_current[hot] = dark_rate * rng.uniform(10, 100, hot.sum())
+    for overscan in overscans:
+        dark_current[overscan] = 0.0
+    cards = {}
+    for value, number in ((own.gain, own_gain), (own.read_noise, own_noise)):
+        if value is not None and value.keywords:
+            cards[value.keywords[0]] = number
+    return _Detector(place=place, name=name, layout=layout, gain=own_gain,
+                     read_noise=own_noise, gain_ratio=gain / own_gain,
+                     bias_offset=_EXTENSION_BIAS_STEP * place, bias_structure=bias_structure,
+                     dark_current=dark_current, hot=hot, cards=cards)
+
+
+def _raw_image(rng, detector, signal, exposure, frame_index, *, bias_level, overscan_drift,
+               n_cr):
+    """One detector's raw pixels (uint16), its offset, and the pixels cosmic rays hit."""
+    shape = signal.shape
+    layout = detector.layout
+    overscans = detector.overscans
+    offset = bias_level + detector.bias_offset + (
+        overscan_drift * frame_index + rng.normal(0, 1.5) if overscans else 0.0)
+    signal = signal.copy()
+    for overscan in overscans:
+        signal[overscan] = 0.0  # the overscan sees no light
+    electrons = np.clip(signal + detector.dark_current * exposure, 0, None) * detector.gain
+    # Each amplifier has its own offset, in its data and in its overscan.
+    offsets = np.full(shape, offset)
+    for amp, (data_region, overscan) in enumerate(zip(layout.data, layout.overscans,
+                                                      strict=True)):
+        offsets[data_region] = offset + _AMPLIFIER_STEP * amp
+        if overscan is not None:
+            offsets[overscan] = offset + _AMPLIFIER_STEP * amp
+    data = offsets + detector.bias_structure + rng.poisson(electrons) / detector.gain
+    data += rng.normal(0.0, detector.read_noise / detector.gain, shape)
+    hits = np.zeros(shape, dtype=bool)
+    if n_cr:
+        idx = rng.integers(0, data.size, n_cr)
+        hits.flat[idx] = True
+        data.flat[idx] += rng.uniform(500, 5000, n_cr)
+    return np.clip(np.rint(data), 0, 65535).astype(np.uint16), offset, hits
+
+
+def _write_file(path, header, detectors, images, *, transposed, several, required_only,
+                dropped):
+    """Write a frame: one image under ``header``, or ``header`` in a primary HDU without
+    an image and one extension per detector (its sections, gain and read noise in its
+    own header, ``INHERIT = T``)."""
+
+    def turned(image):
+        return image.T if transposed else image
+
+    if not several:
+        fits.PrimaryHDU(turned(images[0]), header=header).writeto(path, overwrite=True)
+        return
+    hdus = [fits.PrimaryHDU(header=header)]
+    for detector, image in zip(detectors, images, strict=True):
+        own = fits.Header({"EXTNAME": detector.name, "INHERIT": True})
+        if not required_only:
+            own.update(detector.cards)
+        own.update(detector.layout.cards)
+        for key in dropped:
+            own.remove(key, ignore_missing=True, remove_all=True)
+        hdus.append(fits.ImageHDU(turned(image), header=own))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def _truth(detector, location, profile_name, files, spoiled, shape, bias_level):
+    trim = detector.layout.trim
+    has_overscan = bool(detector.overscans)
     return SimulatedNight(
         location=location,
-        profile_name=profile.name,
+        profile_name=profile_name,
         files=files,
-        bias=(bias_structure + (0.0 if has_overscan else bias_level))[trim_slices],
-        dark_current=dark_current[trim_slices],
-        flats={name: pattern[trim_slices] for name, pattern in flats.items()},
-        sky=truth_sky,
-        cosmic_rays=truth_cr,
-        hot_pixels=hot[trim_slices],
+        bias=(detector.bias_structure + (0.0 if has_overscan else
+                                          bias_level + detector.bias_offset))[trim],
+        dark_current=detector.dark_current[trim],
+        flats={name: pattern[trim] for name, pattern in detector.flats.items()},
+        sky=detector.sky,
+        cosmic_rays=detector.cosmic_rays,
+        hot_pixels=detector.hot[trim],
         bad_calibrations=spoiled,
-        overscan_levels=levels,
-        gain=gain,
-        read_noise=read_noise,
+        overscan_levels=detector.levels,
+        gain=detector.gain,
+        read_noise=detector.read_noise,
         raw_shape=shape,
-        trim_slices=trim_slices,
+        trim_slices=trim,
     )
-

@@ -5,6 +5,7 @@ below and raises `~ccdproc_ext.ProfileError` naming the file, the key and what w
 expected; nothing in a profile is ever executed.
 """
 
+import dataclasses
 import fnmatch
 import math
 import re
@@ -33,6 +34,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Amplifier",
     "DetectorValue",
+    "ExtensionEntry",
+    "ExtensionLayout",
     "FrameType",
     "InstrumentProfile",
 ]
@@ -111,6 +114,44 @@ class Amplifier:
 
 
 @dataclass(frozen=True)
+class ExtensionEntry:
+    """What one extension of a multi-extension file has of its own (``[extensions.NAME]``).
+
+    Each field left ``None`` is the profile's own (``[detector]``).
+    """
+
+    name: str
+    overscan: DetectorSection | None = None
+    trim: DetectorSection | None = None
+    gain: DetectorValue | None = None
+    read_noise: DetectorValue | None = None
+    saturation: DetectorValue | None = None
+
+
+@dataclass(frozen=True)
+class ExtensionLayout:
+    """How a camera names the extensions of its multi-extension files (``[extensions]``).
+
+    Attributes
+    ----------
+    names : tuple of str or None
+        The extensions that hold the detector's amplifiers or CCDs, by ``EXTNAME``
+        (compared in upper case), in the order they are written; ``None`` (``names =
+        "all"``) for every image extension of the detector's shape.
+    entries : tuple of `ExtensionEntry`
+        What some extensions have of their own: sections, gain, read noise, saturation.
+    """
+
+    names: tuple[str, ...] | None = None
+    entries: tuple[ExtensionEntry, ...] = ()
+
+    def entry(self, name):
+        """The `ExtensionEntry` of extension ``name`` (any case), or ``None``."""
+        key = str(name).strip().upper()
+        return next((e for e in self.entries if e.name.strip().upper() == key), None)
+
+
+@dataclass(frozen=True)
 class InstrumentProfile:
     """Everything ccdproc_ext needs to know about one camera.
 
@@ -159,6 +200,9 @@ class InstrumentProfile:
     gain: DetectorValue | None = None
     read_noise: DetectorValue | None = None
     saturation: DetectorValue | None = None
+    #: Multi-extension files: which extensions are the detector's, and what each has of
+    #: its own. ``None``: found in each file (several image extensions of one shape).
+    extensions: ExtensionLayout | None = None
 
     # Calibration matching.
     dark_tolerance: float = 0.5
@@ -432,6 +476,22 @@ class InstrumentProfile:
     def has_amplifiers(self):
         return len(self.amplifiers) > 0
 
+    def for_extension(self, name):
+        """This profile as it applies to extension ``name`` of a multi-extension file.
+
+        The sections, gain, read noise and saturation of the extension's entry
+        (``[extensions.NAME]``) replace the profile's; without an entry the profile
+        itself is returned. Everything a header keyword gives is read from the
+        extension's own header, which wins over the primary header it inherits.
+        """
+        entry = None if self.extensions is None else self.extensions.entry(name)
+        if entry is None:
+            return self
+        changes = {key: getattr(entry, key) for key in
+                   ("overscan", "trim", "gain", "read_noise", "saturation")
+                   if getattr(entry, key) is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
     def section_notes(self, header, shape=None):
         """Notes on the overscan and trim sections a frame's header gives but that
         cannot be used (not a FITS section, or outside the image).
@@ -499,11 +559,28 @@ class InstrumentProfile:
         for label, value in (("gain", self.gain), ("read noise", self.read_noise),
                              ("saturation", self.saturation)):
             lines.append(f"  {label}: {value.describe() if value else 'unknown'}")
+        lines.extend(self._describe_extensions())
         lines.append(f"  darks: within {self.dark_tolerance:g} s, "
                      f"{'scaled' if self.scale_darks else 'not scaled'} otherwise; "
                      f"temperature within {self.temperature_tolerance} C; must agree: "
                      + (", ".join(self.match_keywords) or "-"))
         return "\n".join(lines)
+
+    def _describe_extensions(self):
+        """The lines of `describe` about multi-extension files (none when the profile
+        says nothing of them: they are found in each file)."""
+        if self.extensions is None:
+            return []
+        names = self.extensions.names
+        lines = ["  extensions: " + (", ".join(names) if names is not None
+                                     else "all image extensions of one shape")]
+        for entry in self.extensions.entries:
+            parts = [f"{label} {value.describe()}" for label, value in
+                     (("overscan", entry.overscan), ("trim", entry.trim),
+                      ("gain", entry.gain), ("read noise", entry.read_noise),
+                      ("saturation", entry.saturation)) if value is not None]
+            lines.append(f"  extension {entry.name}: " + "; ".join(parts))
+        return lines
 
     # ----------------------------------------------------------------------- loading
     @classmethod
@@ -547,6 +624,7 @@ _TOP_KEYS = {
     "file_patterns": "table of file-name patterns per frame type",
     "detector": "table describing sections, gain, read noise, saturation",
     "matching": "table of calibration matching rules",
+    "extensions": "table naming the extensions of multi-extension files",
 }
 _KEYWORD_KEYS = {
     "image_type": "image_type_keywords",
@@ -563,6 +641,7 @@ _DETECTOR_KEYS = ("shape", "overscan", "trim", "overscan_axis", "overscan_method
 _AMPLIFIER_KEYS = ("name", "data", "overscan", "gain", "read_noise")
 _MATCHING_KEYS = ("dark_tolerance", "scale_darks", "match_keywords", "temperature_tolerance")
 _SECTION_KEYS = ("fits", "keyword", "required")
+_EXTENSION_ENTRY_KEYS = ("overscan", "trim", "gain", "read_noise", "saturation")
 _VALUE_KEYS = ("value", "keyword", "unit")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _UNITS = {
@@ -685,7 +764,8 @@ class _ProfileReader:
                             ("image_types", self.read_image_types),
                             ("file_patterns", self.read_file_patterns),
                             ("detector", self.read_detector),
-                            ("matching", self.read_matching)):
+                            ("matching", self.read_matching),
+                            ("extensions", self.read_extensions)):
             self.step(reader, data.get(key, {}), kwargs)
         if not self.problems and not kwargs["image_type_words"] and not kwargs["file_patterns"]:
             self.step(self.fail, "image_types",
@@ -807,6 +887,54 @@ class _ProfileReader:
                                             "read_noise")
                         if "read_noise" in table else None),
         )
+
+    def read_extensions(self, table, kwargs):
+        """``[extensions]``: ``names`` (a list of EXTNAMEs, or ``"all"``) and optional
+        ``[extensions.NAME]`` tables of sections, gain, read noise and saturation."""
+        if isinstance(table, dict) and not table:
+            return  # no [extensions]: found in each file
+        if not isinstance(table, dict):
+            self.fail("extensions", "a table", table)
+        if "names" not in table:
+            self.fail("extensions.names", "a list of extension names (EXTNAME) or 'all'")
+        names = table["names"]
+        if isinstance(names, str) and names.strip().lower() == "all":
+            names = None
+        else:
+            if isinstance(names, str):
+                self.fail("extensions.names", "a list of extension names (EXTNAME) or "
+                                              "'all'", names)
+            names = self.string_list(names, "extensions.names")
+            upper = [n.upper() for n in names]
+            if len(set(upper)) != len(upper):
+                self.fail("extensions.names", "distinct extension names", list(names))
+        entries = []
+        for key, value in table.items():
+            if key == "names":
+                continue
+            where = f"extensions.{key}"
+            if names is not None and key.strip().upper() not in {n.upper() for n in names}:
+                self.fail(where, f"a table of one of the extensions of 'extensions.names' "
+                                 f"({', '.join(names)})", key)
+            entries.append(self.extension_entry(key, value, where))
+        if "amplifiers" in kwargs and any(e.overscan or e.trim for e in entries):
+            self.fail("extensions", "sections per extension or detector.amplifiers, "
+                                    "not both")
+        kwargs["extensions"] = ExtensionLayout(names=names, entries=tuple(entries))
+
+    def extension_entry(self, name, table, where):
+        if not isinstance(table, dict):
+            self.fail(where, "a table of overscan, trim, gain, read_noise or saturation",
+                      table)
+        self.check_keys(table, _EXTENSION_ENTRY_KEYS, where)
+        values = {}
+        for key in ("overscan", "trim"):
+            if key in table:
+                values[key] = self.section(table[key], f"{where}.{key}")
+        for key in ("gain", "read_noise", "saturation"):
+            if key in table:
+                values[key] = self.detector_value(table[key], f"{where}.{key}", key)
+        return ExtensionEntry(name=self.string(name, where), **values)
 
     def read_matching(self, matching, kwargs):
         self.check_keys(matching, _MATCHING_KEYS, "matching")
