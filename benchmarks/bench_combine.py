@@ -19,6 +19,9 @@ Usage::
     python benchmarks/bench_combine.py --quick          # small frames, a few seconds
     python benchmarks/bench_combine.py --frames 10 20 --shape 4128 2048 \\
         --mem-limits 16e9 2e9 --methods median sigma
+    python benchmarks/bench_combine.py --camera-scale   # ours against the read floor:
+        # 15, 30, 60 frames of 2000 x 3000 (mem_limit 1e9) and 100 of 6000 x 4000 (2e9)
+    python benchmarks/bench_combine.py --camera-scale --no-large   # without the 100
 """
 
 import argparse
@@ -68,8 +71,23 @@ def _worker(implementation, method, mem_limit, list_file, save_prefix):
 
     from ccdproc_ext.combine import combine as ours
 
-    combine = ccdproc.combine if implementation == "ccdproc" else ours
     files = Path(list_file).read_text().split()
+    if implementation == "floor":
+        # The read floor: every file read once, whole, by astropy (decoded as combine
+        # decodes it: big-endian int16 + BZERO to native uint16), nothing else.
+        from astropy.io import fits
+
+        baseline_kib = memory_kib("VmRSS")
+        start = time.perf_counter()
+        for name in files:
+            with fits.open(name, memmap=False) as hdul:
+                hdul[0].data  # noqa: B018 (reading is the point)
+        costs = {"seconds": time.perf_counter() - start,
+                 "peak_bytes": memory_kib("VmHWM") * 1024,
+                 "baseline_bytes": baseline_kib * 1024}
+        print(json.dumps(costs))
+        return
+    combine = ccdproc.combine if implementation == "ccdproc" else ours
     options = _combine_options(method)
     baseline_kib = memory_kib("VmRSS")
     start = time.perf_counter()
@@ -163,7 +181,14 @@ def main(argv=None):
         "--methods", nargs="+", default=["median", "sigma"], choices=["median", "sigma"]
     )
     parser.add_argument("--no-check", action="store_true", help="do not compare the outputs")
+    parser.add_argument("--camera-scale", action="store_true",
+                        help="ours against the read floor at the scale of today's cameras")
+    parser.add_argument("--no-large", action="store_true",
+                        help="with --camera-scale: skip the 100 frames of 6000 x 4000")
     args = parser.parse_args(argv)
+    if args.camera_scale:
+        camera_scale(large=not args.no_large)
+        return
     shape = tuple(args.shape) if args.shape else (QUICK_SHAPE if args.quick else LFC_SHAPE)
     frame_counts = sorted(args.frames)
 
@@ -271,6 +296,80 @@ def _report_targets(rows, shape):
                 f"{exponents['ours']:.2f} for ours ({verdict}), "
                 f"{exponents['ccdproc']:.2f} for ccdproc"
             )
+
+
+# ------------------------------------------------------------------- camera scale
+
+#: Frames of a 6-megapixel camera, combined 15, 30 and 60 at a time under a 1 GB limit.
+CAMERA_SHAPE = (2000, 3000)
+CAMERA_FRAMES = (15, 30, 60)
+CAMERA_MEM_LIMIT = 1e9
+#: And 100 frames of a 24-megapixel camera under the default limit.
+LARGE_SHAPE = (6000, 4000)
+LARGE_FRAMES = 100
+LARGE_MEM_LIMIT = 2e9
+# Targets: time ~ frames**k with k at most this; ratios to the read floor; memory.
+CAMERA_EXPONENT = 1.1
+CAMERA_FLOOR_RATIO = {"median": 3.0, "sigma": 5.0}
+MEMORY_MARGIN = 400e6
+
+
+def camera_scale(*, large=True):
+    """Ours alone against the read floor, each run in a fresh process (warm files)."""
+    wall_start = time.perf_counter()
+    cases = [(CAMERA_SHAPE, n, CAMERA_MEM_LIMIT) for n in CAMERA_FRAMES]
+    if large:
+        cases.append((LARGE_SHAPE, LARGE_FRAMES, LARGE_MEM_LIMIT))
+    rows = []
+    header = (f"{'frames':>6} {'shape':>11} {'case':>6} {'mem_limit':>9} | {'floor':>7} "
+              f"{'ours':>7} {'/floor':>6} | {'extra memory':>12} {'limit+400MB':>11}")
+    with tempfile.TemporaryDirectory(prefix="bench_combine_") as folder:
+        written = {}
+        for shape in dict.fromkeys(shape for shape, _, _ in cases):
+            n_files = max(n for case_shape, n, _ in cases if case_shape == shape)
+            sub = Path(folder) / f"{shape[0]}x{shape[1]}"
+            sub.mkdir()
+            print(f"writing {n_files} uint16 frames of {shape[0]} x {shape[1]}", flush=True)
+            written[shape] = _write_frames(sub, n_files, shape)
+        print(header)
+        print("-" * len(header))
+        for shape, n_frames, mem_limit in cases:
+            files = written[shape][:n_frames]
+            _run("floor", "median", mem_limit, files, folder, None)  # warms the page cache
+            floor = min(_run("floor", "median", mem_limit, files, folder, None)["seconds"]
+                        for _ in range(2))
+            for method in ("median", "sigma"):
+                ours = _run("ours", method, mem_limit, files, folder, None)
+                extra = ours["peak_bytes"] - ours["baseline_bytes"]
+                row = {"frames": n_frames, "shape": shape, "method": method,
+                       "seconds": ours["seconds"], "floor": floor,
+                       "ratio": ours["seconds"] / floor, "extra": extra,
+                       "within": extra <= mem_limit + MEMORY_MARGIN}
+                rows.append(row)
+                print(f"{n_frames:>6} {shape[0]:>5}x{shape[1]:<5} {method:>6} "
+                      f"{mem_limit:>9.3g} | {floor:>6.2f}s {row['seconds']:>6.2f}s "
+                      f"{row['ratio']:>5.1f}x | {_gb(extra):>12} "
+                      f"{'within' if row['within'] else 'OVER':>11}", flush=True)
+    print("\nfloor = reading every file once with astropy, in a fresh process; ours = "
+          "ccdproc_ext.combine with all cores; extra memory = peak RSS above the RSS "
+          "after imports.")
+    print("\ntargets:")
+    for method in ("median", "sigma"):
+        case = [row for row in rows if row["method"] == method and row["shape"] == CAMERA_SHAPE]
+        exponent = np.polyfit(np.log([row["frames"] for row in case]),
+                              np.log([row["seconds"] for row in case]), 1)[0]
+        floor_exponent = np.polyfit(np.log([row["frames"] for row in case]),
+                                    np.log([row["floor"] for row in case]), 1)[0]
+        largest = case[-1]
+        print(f"  {method}: time ~ frames**k, k = {exponent:.2f} (target <= "
+              f"{CAMERA_EXPONENT}; the read floor's k = {floor_exponent:.2f}) -> "
+              f"{'MET' if exponent <= CAMERA_EXPONENT else 'NOT MET'}")
+        print(f"  {method}: {largest['frames']} frames at {largest['ratio']:.1f}x the read "
+              f"floor (target <= {CAMERA_FLOOR_RATIO[method]:g}x) -> "
+              f"{'MET' if largest['ratio'] <= CAMERA_FLOOR_RATIO[method] else 'NOT MET'}")
+    print(f"  memory within mem_limit + 400 MB in every run: "
+          f"{'MET' if all(row['within'] for row in rows) else 'NOT MET'}")
+    print(f"total wall time {time.perf_counter() - wall_start:.0f} s")
 
 
 if __name__ == "__main__":
