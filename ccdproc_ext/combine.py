@@ -815,9 +815,9 @@ def _rows_per_band(shape, bytes_per_row, budget):
 
 def _rows_per_piece(frames, rows_per_band, budget):
     """
-    Rows of every file read at once: all of them if the files fit in ``budget``, else
-    as many whole bands as half the budget holds (the piece being combined and the next
-    one, read meanwhile), up to about `_PIECE_TARGET_BYTES` of each file.
+    Rows of every file read at once: as many whole bands as half the budget holds (the
+    piece being combined and the next one, read meanwhile), up to about
+    `_PIECE_TARGET_BYTES` of each file; all the rows when the images are in memory.
 
     Reading large pieces makes the number of reads of a file independent of the number
     of files (thin bands would make it grow with it, the trap of ccdproc issue #1012);
@@ -825,8 +825,8 @@ def _rows_per_piece(frames, rows_per_band, budget):
     """
     n_rows = frames[0].shape[0]
     bytes_per_row = sum(frame.read_bytes_per_row for frame in frames)
-    if bytes_per_row == 0 or bytes_per_row * n_rows <= budget:
-        return n_rows  # (nothing to read: the images are in memory)
+    if bytes_per_row == 0:
+        return n_rows
     widest = max(frame.read_bytes_per_row for frame in frames)
     rows = min(budget / 2 // bytes_per_row, _PIECE_TARGET_BYTES // widest)
     bands = max(1, int(rows) // rows_per_band)

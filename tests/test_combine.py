@@ -813,6 +813,6 @@ def test_pieces_of_each_file_are_large_and_linear_in_number(tmp_path, monkeypatc
     for n_files in (6, 24):
         reads.clear()
         with caplog.at_level(logging.INFO, logger="ccdproc_ext.combine"):
-            combine(files[:n_files], method="median", mem_limit=4e5, workers=2)
+            combine(files[:n_files], method="median", mem_limit=6e5, workers=2)
         assert _n_bands(caplog) > 1  # bands of a few rows...
         assert set(reads.values()) == {1}  # ...and every file read at once
