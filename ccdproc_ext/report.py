@@ -471,7 +471,8 @@ def _gray_png(pixels, low, high, path):
     mappable = ScalarMappable(cmap="gray")
     mappable.set_clim(low, high)
     grey = mappable.to_rgba(pixels[::-1], bytes=True)[..., 0]
-    Image.fromarray(np.ascontiguousarray(grey), mode="L").save(path, format="png")
+    # (a 2-D array of bytes is a one-channel, "L", image)
+    Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8)).save(path, format="png")
 
 
 #: Bins of a master's histogram, over its z-scale range widened by half on each side.
