@@ -142,7 +142,7 @@ def _find_duplicates(paths, headers=None):
     names to what was read from their headers (files with the same bytes have the same):
     files of one size that all have one are compared by it before their first bytes.
     """
-    headers = headers or {}
+    headers = {} if headers is None else headers
     candidates = []
     for same_size in _group_by(paths, lambda name: os.path.getsize(paths[name])):
         if all(name in headers for name in same_size):
@@ -289,7 +289,7 @@ class NightCollection(ImageFileCollection):
                 log.warning("files listed more than once are read once")
         # What each file's header said when read (see _inspection), read once per file
         # whatever asks: the summary, the frame table, the plan.
-        self._inspected = {}
+        self._inspected, self._keys = {}, {}
         self._frames = self._problems = None
         self._warned = set()
         super().__init__(location=folder or None, filenames=filenames, **kwargs)
@@ -315,7 +315,8 @@ class NightCollection(ImageFileCollection):
     def refresh(self):
         """Like `ccdproc.ImageFileCollection.refresh`: the folder is searched again and
         every header read again (new files, new keywords); ``frames`` follows."""
-        self._inspected, self._frames, self._problems, self._warned = {}, None, None, set()
+        self._inspected, self._keys = {}, {}
+        self._frames, self._problems, self._warned = None, None, set()
         super().refresh()
 
     # ---------------------------------------------- hooks of ccdproc.ImageFileCollection
@@ -368,6 +369,7 @@ class NightCollection(ImageFileCollection):
         for notice in notices:  # a card astropy refuses to read, in its words
             warnings.warn(notice, stacklevel=4)
         pairs, repeated = _header_pairs(header)
+        self._keys[name] = repr(pairs)  # (for the search for duplicates, see _header_key)
         for key, value in repeated:
             warnings.warn(f'Header from file "{file_name}" contains multiple entries for '
                           f'"{key}", the pair "{key}={value}" will be ignored.', UserWarning,
@@ -392,6 +394,15 @@ class NightCollection(ImageFileCollection):
             summary.setdefault(key, [missing_marker] * n_previous).append(value)
         return summary
 
+    def _header_key(self, name):
+        """What files with the same bytes have in common, from their headers: the cards
+        of the summary as text (text, so that a NaN value equals itself), as the summary
+        read them."""
+        key = self._keys.get(name)
+        if key is None:
+            key = self._keys[name] = repr(_header_pairs(self._inspection(name)[0])[0])
+        return key
+
     def _build(self):
         """Read what is not read yet of every file, and make ``frames`` and ``problems``."""
         self._problems, readable = [], []
@@ -414,10 +425,11 @@ class NightCollection(ImageFileCollection):
             if notes:
                 self._header_notes[name] = notes
             readable.append(name)
-        # (files of one size are told apart by their first bytes: cheaper than comparing
-        # the headers' text)
+        # Files of one size are told apart by their headers, already read, before their
+        # bytes are: a night whose frames differ in their headers opens no file again.
         self._duplicates = _find_duplicates(
-            {name: os.path.join(self.location or "", name) for name in readable})
+            {name: os.path.join(self.location or "", name) for name in readable},
+            {name: self._header_key(name) for name in readable})
         self._frames = self._build_frames(readable)
 
     # ------------------------------------------------------------------ the frame table

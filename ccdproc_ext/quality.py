@@ -325,9 +325,14 @@ class FrameSample:
 
 
 def frame_sample(ccd):
-    """The `FrameSample` of a calibrated frame (made in the threads that calibrate)."""
+    """The `FrameSample` of a calibrated frame (made in the threads that calibrate).
+
+    Every ``step``-th row, ``step`` being the frame's size over `_SAMPLE_PIXELS`: about
+    that many pixels whatever the frame's size, so that the checks cost the same per
+    frame on any camera and the samples of a master's frames stay small in memory.
+    """
     data = ccd.data
-    step = max(1, int(np.ceil(data.size / _SAMPLE_PIXELS / max(data.shape[1], 1))))
+    step = max(1, int(np.ceil(data.size / _SAMPLE_PIXELS)))
     rows = np.array(data[::step], dtype=np.float32)
     if ccd.mask is not None:
         rows[np.asarray(ccd.mask[::step], bool)] = np.nan
@@ -374,10 +379,13 @@ def check_calibration_frames(samples, names, kind):
     # One median of the whole group for every frame: with three frames or more, one
     # frame moves it little, and the cost stays linear in the number of frames (a
     # median of the others for each frame would grow with its square).
-    reference = np.median(stack, axis=0)
-    reasons = {}
+    reference = _median_of_frames(stack)
+    reasons, noises = {}, []
     for i in range(n):
-        reason = _deviating_pixels(stack[i], reference, kind)
+        # The pixel noise of the frame minus the median serves both checks: taken once.
+        difference = stack[i] - reference
+        noises.append(_difference_noise(difference))
+        reason = _deviating_pixels(difference, noises[i], kind)
         if reason:
             reasons[i] = reason
     # Levels are compared with those of the frames whose pixels agree: a cloudy flat
@@ -387,11 +395,28 @@ def check_calibration_frames(samples, names, kind):
         others = np.array([j for j in agreeing if j != i])
         if len(others) < MIN_GROUP - 1:
             break
-        reason = _far_level(i, others, levels, stack[i] - reference, kind)
+        reason = _far_level(i, others, levels, noises[i], kind)
         if reason:
             reasons[i] = reason
     # More than half the group out means the group itself disagrees: keep it whole.
     return sorted(reasons.items()) if len(reasons) <= (n - 1) // 2 else []
+
+
+def _median_of_frames(stack):
+    """``numpy.median(stack, axis=0)``, the same numbers, by sorting along the frames
+    (numpy's sort is vectorised, its selection along the first axis is not): the middle
+    value, or the mean of the two middle values; NaN where a frame has NaN."""
+    n = len(stack)
+    ordered = np.sort(stack, axis=0)  # NaN sort last: the last frame says if any is NaN
+    middle = n // 2
+    if n % 2:
+        median = ordered[middle]
+    else:
+        # As numpy.mean of the two values, in the stack's precision.
+        median = np.add(ordered[middle - 1], ordered[middle]) / 2
+    if ordered.dtype.kind == "f":
+        median = np.where(np.isnan(ordered[-1]), np.nan, median)
+    return median.astype(stack.dtype, copy=False)
 
 
 def _difference_noise(difference):
@@ -402,9 +427,9 @@ def _difference_noise(difference):
     return float(mad_std(steps) / np.sqrt(2)) if steps.size else np.nan
 
 
-def _far_level(i, others, levels, difference, kind):
+def _far_level(i, others, levels, noise, kind):
     """Why frame ``i``'s level is far from the ``others``' levels, or ``None``;
-    ``difference`` is the frame minus the group's median (its pixel noise)."""
+    ``noise`` is the pixel noise of the frame minus the group's median."""
     level, their = levels[i], levels[others]
     reference = float(np.median(their))
     spread = float(mad_std(their))
@@ -416,7 +441,6 @@ def _far_level(i, others, levels, difference, kind):
             return (f"its level ({level:.6g}) is {level / reference:.2f} times that of "
                     f"the other flats ({reference:.6g})")
         return None
-    noise = _difference_noise(difference)
     if np.isfinite(noise) and abs(distance) > DARK_LEVEL_NOISE * noise:
         return (f"its level ({level:.6g}) is {distance:+.4g} from that of the other "
                 f"{kind} frames ({reference:.6g}), {abs(distance) / noise:.1f} times the "
@@ -424,15 +448,18 @@ def _far_level(i, others, levels, difference, kind):
     return None
 
 
-def _deviating_pixels(rows, reference, kind):
-    difference = rows - reference
-    noise = _difference_noise(difference)
+def _deviating_pixels(difference, noise, kind):
+    """Why a frame differs from its group's median on too many pixels, or ``None``;
+    ``difference`` is the frame minus the median, ``noise`` its pixel noise."""
+    if not np.isfinite(noise) or noise <= 0:
+        return None
     good = np.isfinite(difference)
-    if not np.isfinite(noise) or noise <= 0 or not good.any():
+    n_good = np.count_nonzero(good)
+    if not n_good:
         return None
     with np.errstate(invalid="ignore"):
-        fraction = np.count_nonzero(np.abs(difference[good]) > PIXEL_SIGMA * noise) / \
-            np.count_nonzero(good)
+        fraction = np.count_nonzero((np.abs(difference) > PIXEL_SIGMA * noise) & good) / \
+            n_good
     if fraction > BAD_FRACTION:
         what = "flats (each divided by its level)" if kind == "flat" else f"{kind} frames"
         return (f"{fraction:.0%} of its pixels differ from the median of the {what} "

@@ -350,6 +350,27 @@ def _thumbnail(data, path):
     return _image_png(data, path, size=_THUMBNAIL_SIZE)[0]
 
 
+def _calibrated_sample(path, size):
+    """The pixels `_sample` takes of a calibrated frame (as `~ccdproc_ext.raw.read_frame`
+    gives them, float32), reading only those from the file.
+
+    A file this cannot read (damaged, not the plain image `~ccdproc_ext.reduce_night`
+    writes) is read by `~ccdproc_ext.raw.read_frame`, whose error says what is wrong.
+    """
+    try:
+        # (opened here, closed here: astropy leaves a file it opened open when it fails)
+        with open(path, "rb") as stream, warnings.catch_warnings():
+            warnings.simplefilter("error")  # anything odd: the careful reader decides
+            with fits.open(stream, memmap=True, lazy_load_hdus=True) as hdul:
+                data = hdul[0].data
+                if data is not None and data.ndim == 2:
+                    step = max(1, math.ceil(max(data.shape) / size))
+                    return np.array(data[::step, ::step], dtype=np.float32).astype(float)
+    except Exception:  # read again below, where the error gets its words
+        pass
+    return _sample(read_frame(path).data, size)[0]
+
+
 def _figure(width, height, *, layout="constrained"):
     # A Figure without pyplot: nothing registered globally, freed with the object, and
     # the Agg canvas whatever backend the caller uses.
@@ -361,9 +382,10 @@ def _figure(width, height, *, layout="constrained"):
     return figure
 
 
-def _save(figure, path):
+def _save(figure, path, *, clear=True):
     figure.savefig(path, format="png")
-    figure.clear()
+    if clear:  # (a figure drawn again for the next picture is not cleared)
+        figure.clear()
     return path
 
 
@@ -406,7 +428,9 @@ def _flatness(data):
 
 def _master_stats(data, mask, header, kind, row):
     good = np.isfinite(data) if mask is None else np.isfinite(data) & ~mask
-    sample, _ = _sample(np.where(good, data, np.nan), 1000)
+    # The sample of the good pixels, masked ones NaN (only the sample's pixels looked at)
+    sample, step = _sample(data, 1000)
+    sample = np.where(good[::step, ::step], sample, np.nan)
     values = sample[np.isfinite(sample)]
     level = float(np.median(values)) if values.size else math.nan
     noise = float(mad_std(values)) if values.size else math.nan
@@ -421,30 +445,98 @@ def _master_stats(data, mask, header, kind, row):
 
 def _image_png(data, path, *, size, cmap="gray", limits=None):
     """An image as a PNG without axes, row 0 at the bottom as in ds9 (fast: no figure)."""
-    from matplotlib.image import imsave
+    return _sample_png(_sample(data, size)[0], path, cmap=cmap, limits=limits)
 
-    small, _ = _sample(data, size)
+
+def _sample_png(small, path, *, cmap="gray", limits=None):
+    """`_image_png` of pixels already sampled."""
     low, high = limits if limits is not None else _limits(small)
-    imsave(path, np.nan_to_num(small, nan=low), cmap=cmap, vmin=low, vmax=high,
-           origin="lower")
+    pixels = np.nan_to_num(small, nan=low)
+    if cmap == "gray":
+        _gray_png(pixels, low, high, path)
+    else:
+        from matplotlib.image import imsave
+
+        imsave(path, pixels, cmap=cmap, vmin=low, vmax=high, origin="lower")
     return path, (low, high)
 
 
-def _histogram_png(values, level, limits, kind, path):
-    from matplotlib.ticker import NullLocator
+def _gray_png(pixels, low, high, path):
+    """What ``matplotlib.image.imsave(cmap="gray", origin="lower")`` draws, written as a
+    one-channel PNG: the grey levels of its red, green and blue, a quarter of its bytes
+    to compress (the longest step of a report with many frames)."""
+    from matplotlib.cm import ScalarMappable
+    from PIL import Image
 
-    figure = _figure(3.6, 2.4, layout=None)
-    axes = figure.add_axes((0.18, 0.21, 0.78, 0.72))
+    mappable = ScalarMappable(cmap="gray")
+    mappable.set_clim(low, high)
+    grey = mappable.to_rgba(pixels[::-1], bytes=True)[..., 0]
+    # (a 2-D array of bytes is a one-channel, "L", image)
+    Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8)).save(path, format="png")
+
+
+#: Bins of a master's histogram, over its z-scale range widened by half on each side.
+_HISTOGRAM_BINS = 80
+
+
+def _histogram_range(limits):
     low, high = limits
     spread = max(high - low, 1e-6)
-    if values.size:
-        axes.hist(values, bins=80, range=(low - 0.5 * spread, high + 0.5 * spread),
-                  histtype="stepfilled", color="#4a6fa5")
-        axes.set_yscale("log")
-        axes.yaxis.set_minor_locator(NullLocator())
-        if np.isfinite(level):
-            axes.axvline(level, color="#a40000", lw=1)
-    axes.set_xlabel("flat-field response" if kind == "flat" else "ADU", fontsize=9)
+    return low - 0.5 * spread, high + 0.5 * spread
+
+
+class _HistogramPicture:
+    """The histograms of a report's masters: one figure, drawn again for each master.
+
+    Making a figure and its axes costs more than drawing them; the counts are
+    `numpy.histogram`'s, drawn as steps (the picture ``Axes.hist(histtype="stepfilled")``
+    draws, pixel for pixel).
+    """
+
+    def __init__(self):
+        self.figure = self.axes = self.steps = self.level = None
+
+    def _start(self, counts, edges):
+        from matplotlib.ticker import NullLocator
+
+        self.figure = _figure(3.6, 2.4, layout=None)
+        self.axes = self.figure.add_axes((0.18, 0.21, 0.78, 0.72))
+        self.steps = self.axes.stairs(counts, edges, fill=True, color="#4a6fa5")
+        self.axes.set_yscale("log")
+        self.axes.yaxis.set_minor_locator(NullLocator())
+        self.level = self.axes.axvline(edges[0], color="#a40000", lw=1)
+        self.axes.set_ylabel("pixels", fontsize=9)
+        self.axes.tick_params(labelsize=8)
+
+    def draw(self, values, level, limits, kind, path):
+        """Write the histogram of ``values`` (finite pixel values) with the median
+        ``level`` marked; returns ``path`` and the counts drawn, and their bin edges."""
+        if not values.size:
+            return _empty_histogram_png(kind, path), None, None
+        counts, edges = np.histogram(values, bins=_HISTOGRAM_BINS,
+                                     range=_histogram_range(limits))
+        if self.figure is None:
+            self._start(counts, edges)
+        self.steps.set_data(counts, edges)
+        shown = bool(np.isfinite(level))
+        # (a line not shown stays where it cannot widen the axes)
+        self.level.set_xdata([level, level] if shown else [edges[0], edges[0]])
+        self.level.set_visible(shown)
+        self.axes.relim()
+        self.axes.autoscale_view()
+        self.axes.set_xlabel(_histogram_label(kind), fontsize=9)
+        return _save(self.figure, path, clear=False), counts, edges
+
+
+def _histogram_label(kind):
+    return "flat-field response" if kind == "flat" else "ADU"
+
+
+def _empty_histogram_png(kind, path):
+    """The axes of a histogram with no pixel to count."""
+    figure = _figure(3.6, 2.4, layout=None)
+    axes = figure.add_axes((0.18, 0.21, 0.78, 0.72))
+    axes.set_xlabel(_histogram_label(kind), fontsize=9)
     axes.set_ylabel("pixels", fontsize=9)
     axes.tick_params(labelsize=8)
     return _save(figure, path)
@@ -454,12 +546,13 @@ _CAPTIONS = ("image, z-scale", "histogram, median in red",
              "large-scale shape: box medians / median")
 
 
-def _master_pictures(name, kind, data, stats, pictures):
-    """The master's image, its histogram and, for a flat, its large-scale shape."""
+def _master_pictures(name, kind, data, stats, pictures, histograms):
+    """The master's image, its histogram (drawn by ``histograms``, a `_HistogramPicture`)
+    and, for a flat, its large-scale shape."""
     image, limits = _image_png(data, pictures.path(f"master_{name}"), size=_MASTER_SAMPLE)
     sample, _ = _sample(data, 1000)
-    histogram = _histogram_png(sample[np.isfinite(sample)], stats.level, limits, kind,
-                               pictures.path(f"master_{name}_histogram"))
+    histogram, _, _ = histograms.draw(sample[np.isfinite(sample)], stats.level, limits, kind,
+                                      pictures.path(f"master_{name}_histogram"))
     shown = [(image, f"{name}, z-scale {limits[0]:.4g} to {limits[1]:.4g}"),
              (histogram, f"{name}: histogram of pixel values, median in red")]
     if stats.flatness:
@@ -502,6 +595,7 @@ def _masters_section(night, pictures):
     parts = []
     names = _column(night.masters, "name")
     kinds = _column(night.masters, "kind")
+    histograms = _HistogramPicture()
     for index, (name, kind) in enumerate(zip(names, kinds, strict=True)):
         path = night.folder / "masters" / f"{name}.fits"
         row = night.masters[index]
@@ -512,7 +606,7 @@ def _masters_section(night, pictures):
                          f"{_e(str(error))}</p>")
             continue
         stats = _master_stats(data, mask, header, kind, row)
-        shown = _master_pictures(name, kind, data, stats, pictures)
+        shown = _master_pictures(name, kind, data, stats, pictures, histograms)
         facts = [("kind", _e(kind)), ("frames combined", _e(stats.n_frames)),
                  ("method", _e(stats.method)), ("size", f"{data.shape[1]} × {data.shape[0]}"),
                  ("level (median)", _format(stats.level)),
@@ -743,13 +837,14 @@ def _science_section(night, pictures):
     for row in rows:
         stem = Path(row["output_file"]).name.split(".")[0]
         try:
-            calibrated = read_frame(night.folder / row["output_file"]).data
+            calibrated = _calibrated_sample(night.folder / row["output_file"],
+                                            _THUMBNAIL_SIZE)
         except (CcdprocExtError, OSError, ValueError) as error:
             figures.append(f"<figure><figcaption><code>{_e(row['output_file'])}</code>: "
                            f'<span class="problem">cannot be read: {_e(str(error))}</span>'
                            "</figcaption></figure>")
             continue
-        after = _thumbnail(calibrated, pictures.path(f"science_{stem}"))
+        after, _ = _sample_png(calibrated, pictures.path(f"science_{stem}"))
         before = _raw_thumbnail(night, row["raw_file"], pictures.path(f"raw_{stem}"), profile)
         images = pictures.img(after, f"{row['raw_file']} calibrated", width=_THUMBNAIL_SIZE)
         if before is not None:

@@ -880,3 +880,50 @@ def test_summary_made_later_reads_the_headers_as_they_are(small_night):
     assert rows["bias_001.fits"] == {"file": "bias_001.fits", "imagetyp": "BIAS",
                                      "observer": "someone"}
     assert rows["bias_002.fits"]["observer"] is None
+
+
+def test_duplicates_told_by_their_headers_even_with_an_unparsable_card(tmp_path):
+    """Files of one size with the same header are compared byte for byte; one of the
+    same size whose header differs (in the card astropy cannot parse) is not a copy."""
+    header = fits.Header(frame_cards("Bias Frame", CCDTEMP=-10.0))
+    data = np.zeros(SHAPE, dtype=np.uint16)
+    fits.PrimaryHDU(data, header=header).writeto(tmp_path / "c.fits")
+    # A card astropy cannot parse (CCDTEMP = NAN), read as text
+    card = fits.Card("CCDTEMP", -10.0).image.encode()
+    nan = f"{'CCDTEMP':8}= {'NAN':>20}".ljust(80).encode()
+    content = (tmp_path / "c.fits").read_bytes()
+    assert content.count(card) == 1
+    (tmp_path / "a.fits").write_bytes(content.replace(card, nan))
+    (tmp_path / "b.fits").write_bytes((tmp_path / "a.fits").read_bytes())
+    assert (tmp_path / "c.fits").stat().st_size == (tmp_path / "a.fits").stat().st_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy on the card it cannot parse
+        night = NightCollection(tmp_path)
+    assert [row(night, f)["problem_kind"] for f in ("a.fits", "b.fits", "c.fits")] == \
+        ["", "DuplicateFrameError", ""]
+
+
+def test_collecting_opens_each_file_no_more_often_than_ccdproc(small_night, monkeypatch):
+    """The header scan reads each file as often as ccdproc's ImageFileCollection does."""
+    import builtins
+    import io
+    import os
+
+    root = os.path.abspath(small_night.location) + os.sep
+    opened = []
+    original = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and \
+                os.path.abspath(os.fspath(file)).startswith(root):
+            opened.append(os.fspath(file))
+        return original(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    ImageFileCollection(small_night.location)
+    by_ccdproc = len(opened)
+    opened.clear()
+    night = NightCollection(small_night.location)
+    assert len(night.frames) == len(night.files) > 0
+    assert 0 < len(opened) <= by_ccdproc

@@ -316,3 +316,52 @@ def test_a_flat_at_another_level_among_steady_ones():
         master = make_master_flat(frames, skip_bad_frames=True)
     assert master.meta["NCOMBINE"] == 5 and master.meta["SKIP001"] == "flat5.fits"
     assert master.meta["SKIPW001"].startswith("DataQualityError: its level")
+
+
+# ----------------------------------------------- what the frame checks are made of
+@pytest.mark.parametrize(("shape", "step"), [
+    ((1100, 1000), 5),  # 1.1 Mpix over 2**18: every 5th row, 220 rows of 1000
+    ((4128, 64), 2),  # narrow and tall: 264192 pixels, just over 2**18
+    ((300, 200), 1),  # smaller than a sample: every row
+])
+def test_a_frame_sample_is_about_a_quarter_megapixel_of_whole_rows(shape, step):
+    from ccdproc_ext.quality import frame_sample
+
+    rng = np.random.default_rng(4)
+    data = rng.normal(100, 5, shape).astype(np.float32)
+    mask = np.zeros(shape, bool)
+    mask[::7, ::3] = True
+    data[1, 1] = np.inf
+    sample = frame_sample(CCDData(data, unit="adu", mask=mask))
+    expected = data[::step].copy()
+    expected[mask[::step] | ~np.isfinite(expected)] = np.nan
+    np.testing.assert_array_equal(sample.rows, expected)
+    assert sample.level == pytest.approx(np.median(expected[np.isfinite(expected)]))
+    assert sample.rows.size <= max(2**18, data.size)
+
+
+def _median_cases():
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    values = st.one_of(st.floats(-1e6, 1e6, width=32), st.just(np.nan),
+                       st.just(np.inf), st.just(-np.inf))
+    shapes = hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=7)
+    return hnp.arrays(st.sampled_from([np.float32, np.float64]), shapes, elements=values)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf in numpy's own median
+def test_the_median_of_a_group_is_numpys():
+    from hypothesis import given, settings
+
+    from ccdproc_ext.quality import _median_of_frames
+
+    @settings(max_examples=300, deadline=None)
+    @given(_median_cases())
+    def check(stack):
+        expected = np.median(stack, axis=0)
+        found = _median_of_frames(stack)
+        assert found.dtype == expected.dtype
+        np.testing.assert_array_equal(found, expected)
+
+    check()

@@ -133,9 +133,9 @@ def test_every_picture_is_a_png_that_decodes(night):
         path = night["out"] / src
         assert path.parent == night["out"] / "report"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        pixels = imread(path)
-        assert pixels.ndim == 3 and min(pixels.shape[:2]) > 8
-        assert np.var(pixels[..., :3]) > 0, f"{src} is blank"
+        pixels = imread(path)  # grey pictures are one-channel PNGs: 2-D
+        assert pixels.ndim in (2, 3) and min(pixels.shape[:2]) > 8
+        assert np.var(pixels if pixels.ndim == 2 else pixels[..., :3]) > 0, f"{src} is blank"
     # and nothing in the folder that the page does not show
     assert sorted(p.name for p in (night["out"] / "report").iterdir()) == \
         sorted(Path(src).name for src in sources)
@@ -181,8 +181,8 @@ def test_raw_thumbnails_when_the_plan_knows_the_raw_folder(night, tmp_path):
     page = _parse(write_report(copy).read_text(encoding="utf-8"))
     raw = sorted(img["alt"].split()[0] for img in page.images if img["alt"].endswith(" raw"))
     assert raw == night["science"]
-    for img in page.images:
-        assert imread(copy / img["src"]).ndim == 3
+    for img in page.images:  # every picture decodes (grey ones are one-channel: 2-D)
+        assert imread(copy / img["src"]).ndim in (2, 3)
 
 
 def test_raw_thumbnails_skipped_when_the_raw_folder_is_gone(night, tmp_path):
@@ -248,8 +248,8 @@ def test_a_perfectly_flat_flat(tmp_path):
     _hand_made_night(tmp_path, np.ones((64, 64)))
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "<td>large-scale max/min</td><td>1</td>" in page
-    for img in _parse(page).images:
-        assert imread(tmp_path / img["src"]).ndim == 3
+    for img in _parse(page).images:  # every picture decodes (grey ones are 2-D)
+        assert imread(tmp_path / img["src"]).ndim in (2, 3)
 
 
 def test_not_a_night_folder(tmp_path):
@@ -320,8 +320,8 @@ def test_report_of_a_real_night_with_truncated_files(real_data, tmp_path):
     for path in truncated:
         name = path.relative_to(real_data / "zwo-asi178").as_posix()
         assert problems.count(html.escape(name)) == 1, name
-    for img in _parse(page).images:
-        assert imread(tmp_path / "out" / img["src"]).ndim == 3
+    for img in _parse(page).images:  # every picture decodes (grey ones are 2-D)
+        assert imread(tmp_path / "out" / img["src"]).ndim in (2, 3)
 
 
 # ----------------------------------------------------------------------- in a browser
@@ -348,3 +348,98 @@ def test_report_renders_in_a_browser(night, tmp_path):
     # more than text on white: the pictures are drawn (grey and coloured pixels)
     grey = np.abs(pixels - pixels.mean(axis=-1, keepdims=True)).max(axis=-1) < 0.02
     assert (grey & (pixels.mean(axis=-1) < 0.8) & (pixels.mean(axis=-1) > 0.2)).mean() > 0.01
+
+
+# ------------------------------------------------- the pictures are those of the files
+def _matplotlib_grey(pixels, path):
+    """The thumbnail matplotlib draws of ``pixels``: z-scale, grey, row 0 at the bottom."""
+    from astropy.visualization import ZScaleInterval
+    from matplotlib.image import imsave
+
+    low, high = ZScaleInterval().get_limits(pixels[np.isfinite(pixels)])
+    imsave(path, np.nan_to_num(pixels, nan=low), cmap="gray", vmin=low, vmax=high,
+           origin="lower")
+    return imread(path)[..., 0]
+
+
+def test_thumbnails_are_the_calibrated_pixels_drawn_by_matplotlib(night, tmp_path):
+    """Each calibrated thumbnail is what matplotlib's imsave draws of the file's pixels
+    as astropy reads them (48 x 64 pixels: every pixel shown)."""
+    science = Table.read(night["out"] / "science.ecsv", format="ascii.ecsv")
+    images = {img["alt"]: img["src"] for img in _parse(night["html"]).images}
+    for row in science:
+        pixels = fits.getdata(night["out"] / row["output_file"]).astype(float)
+        expected = _matplotlib_grey(pixels, tmp_path / "expected.png")
+        shown = imread(night["out"] / images[f"{row['raw_file']} calibrated"])
+        np.testing.assert_array_equal(shown, expected)
+
+
+@pytest.mark.parametrize(("shape", "step"), [((500, 300), 3), ((100, 1000), 6),
+                                             ((40, 50), 1)])
+def test_a_thumbnail_reads_every_nth_pixel_of_the_file(tmp_path, shape, step):
+    from ccdproc_ext.report import _calibrated_sample
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(100, 10, shape).astype(np.float32)
+    data[0, 0] = np.nan
+    path = tmp_path / "frame.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    np.testing.assert_array_equal(_calibrated_sample(path, 192),
+                                  fits.getdata(path)[::step, ::step].astype(float))
+
+
+def test_a_thumbnail_of_a_damaged_file_says_what_is_wrong(tmp_path):
+    from ccdproc_ext import FrameReadError
+    from ccdproc_ext.report import _calibrated_sample
+
+    path = tmp_path / "frame.fits"
+    fits.PrimaryHDU(np.ones((300, 200), np.float32)).writeto(path)
+    _truncate(path, path.with_name("cut.fits"), 0.5)
+    with pytest.raises(FrameReadError, match="truncated"):
+        _calibrated_sample(path.with_name("cut.fits"), 192)
+
+
+def _hist_png(values, limits, level, path):
+    """A master's histogram as Axes.hist draws it, in a figure of its own."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    figure = Figure(figsize=(3.6, 2.4), dpi=90)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.18, 0.21, 0.78, 0.72))
+    low, high = limits
+    axes.hist(values, bins=80, range=(low - 0.5 * (high - low), high + 0.5 * (high - low)),
+              histtype="stepfilled", color="#4a6fa5")
+    axes.set_yscale("log")
+    axes.yaxis.set_minor_locator(NullLocator())
+    axes.axvline(level, color="#a40000", lw=1)
+    axes.set_xlabel("ADU", fontsize=9)
+    axes.set_ylabel("pixels", fontsize=9)
+    axes.tick_params(labelsize=8)
+    figure.savefig(path, format="png")
+    return imread(path)
+
+
+def test_master_histograms_are_numpys_counts_drawn_as_axes_hist_draws_them(tmp_path):
+    """One figure draws the histograms of all masters: each has numpy's counts over the
+    z-scale range widened by half on each side, and is the picture Axes.hist draws."""
+    from ccdproc_ext.report import _HistogramPicture
+
+    rng = np.random.default_rng(3)
+    histograms = _HistogramPicture()
+    masters = [(rng.normal(1000, 10, 20000), (985.0, 1015.0), 1000.0),  # a bias
+               (np.r_[rng.poisson(40, 5000), [400] * 3].astype(float), (30.0, 50.0), 40.0),
+               (rng.normal(1000, 10, 20000), (985.0, 1015.0), 1000.0)]  # the bias again
+    for i, (values, limits, level) in enumerate(masters):
+        path, counts, edges = histograms.draw(values, level, limits, "bias",
+                                              tmp_path / f"{i}.png")
+        low, high = limits
+        width = high - low
+        expected, expected_edges = np.histogram(values, bins=80,
+                                                range=(low - width / 2, high + width / 2))
+        np.testing.assert_array_equal(counts, expected)
+        np.testing.assert_array_equal(edges, expected_edges)
+        np.testing.assert_array_equal(histograms.steps.get_data().values, expected)
+        np.testing.assert_array_equal(imread(path),
+                                      _hist_png(values, limits, level, tmp_path / "hist.png"))
