@@ -190,7 +190,12 @@ def write_atomic(ccd, path, *, dtype=np.float32, uncertainty=False, mask=False):
     -------
     `pathlib.Path`
     """
-    path = Path(path)
+    return write_hdus(frame_hdus(ccd, dtype=dtype, uncertainty=uncertainty, mask=mask), path)
+
+
+def frame_hdus(ccd, *, dtype=np.float32, uncertainty=False, mask=False):
+    """The HDUs `write_atomic` writes for ``ccd``: its pixels in ``dtype`` under its header
+    (with ``BUNIT``), then ``UNCERT`` and ``MASK`` (as bytes) if asked for and present."""
     header = fits.Header(ccd.meta) if not isinstance(ccd.meta, fits.Header) else ccd.meta.copy()
     if ccd.unit is not None:
         header["BUNIT"] = ccd.unit.to_string()
@@ -201,7 +206,7 @@ def write_atomic(ccd, path, *, dtype=np.float32, uncertainty=False, mask=False):
         hdus[-1].header["UTYPE"] = type(ccd.uncertainty).__name__
     if mask and ccd.mask is not None:
         hdus.append(fits.ImageHDU(ccd.mask.astype(np.uint8), name="MASK"))
-    return write_hdus(hdus, path)
+    return hdus
 
 
 def write_hdus(hdus, path):

@@ -21,7 +21,6 @@ pixel) or flat (low flat), and cosmic-ray hits.
 
 import dataclasses
 import multiprocessing
-import os
 import sys
 import threading
 import traceback
@@ -31,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import CCDData
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from photutils.background import Background2D, MedianBackground
 
 from ._warnings import CaughtWarnings
 from .calibrate import _detector_value, calibrate_frame, raw_mask_bits
+from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
 from .extensions import (
     check_extensions_readable,
     check_same_extensions,
@@ -48,8 +47,7 @@ from .extensions import (
     read_extension,
     write_extensions,
 )
-from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
-from .outputs import PARTIAL_SUFFIX, file_stamp, up_to_date, write_atomic
+from .outputs import file_stamp, frame_hdus, up_to_date, write_hdus
 from .provenance import mark_cosmic_rays, mark_mask_bits
 from .quality import (
     BPM_HOT,
@@ -327,27 +325,13 @@ def _calibrate_extensions(task, masters, extensions):
 
 
 def _write(calibrated, bits, task, *, with_mask):
-    """Write the output atomically, its ``MASK`` extension the bits, their meaning in its
-    header: written under a temporary name, the header completed, then renamed."""
-    output = Path(task.output)
-    if not with_mask:
-        write_atomic(calibrated, output, dtype=task.dtype, uncertainty=task.write_uncertainty)
-        return
-    frame = CCDData(calibrated.data, unit=calibrated.unit, meta=calibrated.meta,
-                    mask=bits != 0, uncertainty=calibrated.uncertainty, copy=False)
-    temporary = output.with_name(f".{output.name}.mask{PARTIAL_SUFFIX}")
-    try:
-        write_atomic(frame, temporary, dtype=task.dtype, uncertainty=task.write_uncertainty,
-                     mask=True)
-        # CCDData keeps a boolean mask: the bits and their meaning replace it in the
-        # file (same size and type), before the file takes its name.
-        with fits.open(temporary, mode="update") as hdul:
-            hdul["MASK"].data = bits
-            mark_mask_bits(hdul["MASK"].header, MASK_BITS)
-        os.replace(temporary, output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write the output atomically (through a temporary name and a rename), its ``MASK``
+    extension the bits, their meaning in its header."""
+    hdus = frame_hdus(calibrated, dtype=task.dtype, uncertainty=task.write_uncertainty)
+    if with_mask:
+        hdus.append(fits.ImageHDU(np.asarray(bits, dtype=np.uint8), name="MASK"))
+        mark_mask_bits(hdus[-1].header, MASK_BITS)
+    write_hdus(hdus, Path(task.output))
 
 
 def _mask_bits(calibrated, raw, profile, masters, hits, name):
