@@ -4,10 +4,13 @@ Fast image combination in bounded memory: a drop-in for `ccdproc.combine`.
 
 `ccdproc.combine` re-reads every input file once per memory chunk (its cost grows
 with the square of the number of frames, ccdproc issue #1012) and works through numpy
-masked arrays. `combine` here opens every file once, reads full-width bands of rows
-from all of them and combines each band on plain arrays in which rejected values are
-NaN: means, sums and deviations with bottleneck, as ccdproc, and medians with sorting
-networks that select exactly the values bottleneck would. For the same options it
+masked arrays. `combine` here opens every file once and reads it in a few pieces of
+many rows (a few MiB each, however many files there are: the cost grows linearly with
+the number of frames), reading the next piece while threads combine full-width bands of
+rows of the current one on plain arrays in which rejected values are NaN: means, sums
+and deviations with bottleneck, as ccdproc, and medians with sorting networks that
+select exactly the values bottleneck would (on the integers themselves for 16-bit raw
+frames). For the same options it
 returns the same pixels, mask and uncertainty as ccdproc (the test suite compares them),
 apart from the few deliberate differences listed in the Notes of `combine`.
 
@@ -55,9 +58,9 @@ log = logging.getLogger(__name__)
 # Default memory limit of `combine`, in bytes (ccdproc's default is 16e9).
 _DEFAULT_MEM_LIMIT = 2e9
 
-# Upper bound of the working set of one band of rows. Larger bands gain nothing (each
-# file is read once whatever the band height) and cost memory: with 16 MiB, combining 20
-# LFC frames (4128 x 2048) is as fast as with 64 MiB and needs 25 MB less.
+# Upper bound of the working set of one band of rows. Bands are cut from pieces already
+# read, so their height does not change the reads; larger bands only cost memory, and
+# bands much thinner than this spend their time in Python calls.
 _BAND_TARGET_BYTES = 32 * 2**20
 
 # Upper bound of the rows of one file read at once. Reads of a few MiB cost no more per
@@ -147,8 +150,8 @@ def combine(
 
     A drop-in for `ccdproc.combine`: the same options with the same meaning, and the
     same output data, mask and uncertainty for the same inputs (see Notes for the few
-    deliberate differences). The frames are combined in full-width bands of rows; every
-    input file is opened once and each band of it is read once.
+    deliberate differences). Every input file is opened once and read once, in a few
+    large pieces of rows, whose full-width bands are combined by threads.
 
     Parameters
     ----------
@@ -177,11 +180,12 @@ def combine(
         ``lambda data: 1 / np.median(data)``. Default is ``None``.
 
     mem_limit : float, optional
-        Maximum memory, in bytes, that combining may allocate: the output image and
-        the working set of one band of rows (images the caller passes as
-        `~astropy.nddata.CCDData` are not counted, they exist already). Bands are
-        never larger than about 16 MiB whatever the limit, so the limit only matters
-        when it is tight. Default is ``2e9`` (ccdproc's default is ``16e9``).
+        Maximum memory, in bytes, that combining may allocate: the output image, the
+        working set of the bands being combined (a quarter of what is left, at most
+        about 32 MiB a thread) and two pieces of the files (the one being combined and
+        the next one; at most about 4 MiB of each file). Images the caller passes as
+        `~astropy.nddata.CCDData` are not counted, they exist already. The limit only
+        matters when it is tight. Default is ``2e9`` (ccdproc's default is ``16e9``).
 
     clip_extrema : bool, optional
         Reject, at each pixel, the ``nlow`` lowest and ``nhigh`` highest values
@@ -235,10 +239,10 @@ def combine(
         Whether ``output_file`` may replace an existing file. Default is ``False``.
 
     workers : int or None, optional
-        Number of threads combining bands of rows at the same time (numpy and
-        bottleneck release the GIL while they work on a band); each file is still read
-        by one thread at a time, and ``mem_limit`` is shared between them. ``None``
-        means one per core. Default is ``None``.
+        Number of threads reading pieces of files and combining bands of rows at the
+        same time (astropy, numpy and bottleneck release the GIL while they read or work
+        on pixels); each file is read by one thread at a time, and ``mem_limit`` is
+        shared between them. ``None`` means one per core. Default is ``None``.
 
     compute_uncertainty : bool, optional
         Whether to compute the uncertainty of the result. ``False`` saves the time of
@@ -288,12 +292,12 @@ def combine(
     ``sigma_clip``), on the unscaled values; then the values are scaled, rejected ones
     become NaN and each pixel is combined.
 
-    Reading: each file is opened once, its header read once and each band of its
-    pixels read once (through `astropy.io.fits` sections, without memory mapping
+    Reading: each file is opened once, its header read once and its pixels read once,
+    in pieces of many rows (through `astropy.io.fits` sections, without memory mapping
     unless ``memmap=True`` is passed). A callable ``scale`` needs every whole image
     before the first band can be combined: when all input files fit in ``mem_limit``
     together with the output, they are read whole once and kept in memory; otherwise
-    each file is read once whole to compute its factor and once more band by band,
+    each file is read once whole to compute its factor and once more piece by piece,
     and a message is logged. All input files stay open while combining, so their
     number is limited by the operating system's limit on open files.
 
@@ -571,12 +575,12 @@ class _MemoryFrame:
 
 class _FitsFrame:
     """
-    An input FITS file, opened once, read in bands of rows.
+    An input FITS file, opened once, read in pieces of rows.
 
     The image, its header and unit are those `ccdproc_ext.raw` reads (the HDU ``hdu``, or
     the first image extension with data under a primary HDU without, its header merged
     with the primary one, as `~astropy.nddata.fits_ccddata_reader` chooses them), and
-    the mask extension ``hdu_mask``; no pixel is read until a band is asked for.
+    the mask extension ``hdu_mask``; no pixel is read until a piece is asked for.
     """
 
     def __init__(self, path, reader_kwargs, open_files):
@@ -598,7 +602,7 @@ class _FitsFrame:
         self._cache = None
         self._mask_cache = None
         self.cached_nbytes = 0
-        # One band at a time from a file: astropy's file objects are not thread-safe.
+        # One piece at a time from a file: astropy's file objects are not thread-safe.
         self._lock = threading.Lock()
 
     def _find_image(self, raw, reader_kwargs):

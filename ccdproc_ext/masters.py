@@ -417,6 +417,14 @@ class _Spill:
     temporary float32 files (with their mask) in a private folder, removed on exit.
 
     The first frame always stays in memory: the master's header is a copy of its.
+
+    Why frames are held (or spilled) whole rather than calibrated piece by piece as they
+    stream into `~ccdproc_ext.combine`: each frame is needed whole before the first
+    piece can be combined (its checks against the other frames, a flat's scale, an
+    overscan fitted over all rows), so streaming would read and calibrate every frame a
+    second time. ``benchmarks/bench_masters.py`` measures the three: holding costs
+    nothing more, spilling a write and a read of the calibrated frame, streaming a read
+    and a calibration of the raw one, about twice what spilling costs.
     """
 
     def __init__(self, limit, folder=None):
