@@ -30,7 +30,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
-from .exceptions import CalibrationMatchError, FrameReadError, HeaderError
+from .exceptions import CalibrationMatchError, FrameReadError
 from .outputs import write_hdus
 from .provenance import mark_mask_bits
 from .raw import file_checksum, header_unit, inspect_frame, open_image, read_frame, repair_cards
@@ -204,15 +204,6 @@ def read_extension(path, name, profile=None, *, dtype=np.float32):
     return frame
 
 
-def _exposure(header, profile, where):
-    if profile is None:
-        return None
-    try:
-        return profile.exposure_time(header, path=where)
-    except HeaderError:
-        return None
-
-
 @dataclasses.dataclass(frozen=True)
 class MultiMaster:
     """A master of a multi-extension detector: one `~ccdproc_ext.MasterFrame` per
@@ -275,7 +266,7 @@ class MultiMaster:
 def read_master(path, profile=None, *, checksum=None):
     """A master file: a `MultiMaster` when it has detector extensions, else ``None``
     (a master of one image, read by `~ccdproc_ext.MasterFrame.of`)."""
-    from .masters import MasterFrame
+    from .masters import MasterFrame, _exposure
 
     path = Path(path)
     names = detector_extensions(path)

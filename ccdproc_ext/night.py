@@ -689,7 +689,7 @@ def _master_extensions(name, members, needs, collection, options, report, master
             continue
         kept.append(member)
     try:
-        for kind, lower in needs.items():
+        for lower in needs.values():
             check_same_extensions(f"master {name}", extensions,
                                   extensions_of(masters.built[lower]), f"its master {lower}")
     except CalibrationMatchError as err:

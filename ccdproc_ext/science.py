@@ -239,29 +239,39 @@ def _calibrate(task):
     if extensions:
         return _calibrate_extensions(task, masters, extensions)
     raw, raw_checksum = _read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
+    calibrated, bits, _, _ = _calibrated_image(raw, task.profile, masters, task, name)
+    header = calibrated.meta
+    header["RAWFILE"] = (name, "raw frame this was calibrated from")
+    header["RAWSUM"] = (raw_checksum[:16], "BLAKE2b of the raw file (first 16 hex)")
+    header["RECIPE"] = (task.recipe, "hash of the inputs and settings")
+    _write(calibrated, bits, task, with_mask=task.write_uncertainty or header["NMASKED"] > 0)
+    return header
+
+
+def _calibrated_image(raw, profile, masters, task, where):
+    """One image calibrated with its masters (through ``profile``), its cosmic rays found
+    if the task asks, and its ``MASK`` bits: ``(calibrated, bits, sky, noise)``, the sky
+    level and noise also in its header (``SKYLEVEL``, ``SKYNOISE``), with ``NMASKED``."""
     calibrated = calibrate_frame(
-        raw, task.profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
+        raw, profile, master_bias=masters.get("bias"), master_dark=masters.get("dark"),
         master_flat=masters.get("flat"), scale_dark=False, gain_correct=task.gain_correct,
-        create_deviation=task.create_deviation, dtype=task.dtype, name=name,
+        create_deviation=task.create_deviation, dtype=task.dtype, name=where,
         bad_pixel_mask=masters.get("bpm"))
     mask = calibrated.mask
     sky, noise = sky_statistics(calibrated.data,
                                 mask if mask is not None and mask.any() else None)
     hits = None
     if task.cosmic_rays:
-        calibrated, hits = _cosmic_rays(calibrated, raw.meta, task, sky, noise, name)
-    bits = _mask_bits(calibrated, raw, task.profile, masters, hits, name)
-    n_masked = int(np.count_nonzero(bits))
+        own_task = task if profile is task.profile else dataclasses.replace(task,
+                                                                             profile=profile)
+        calibrated, hits = _cosmic_rays(calibrated, raw.meta, own_task, sky, noise, where)
+    bits = _mask_bits(calibrated, raw, profile, masters, hits, where)
     header = calibrated.meta
-    header["RAWFILE"] = (name, "raw frame this was calibrated from")
-    header["RAWSUM"] = (raw_checksum[:16], "BLAKE2b of the raw file (first 16 hex)")
     if np.isfinite(sky) and np.isfinite(noise):
         header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
         header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")
-    header["NMASKED"] = (n_masked, "masked pixels (extension MASK)")
-    header["RECIPE"] = (task.recipe, "hash of the inputs and settings")
-    _write(calibrated, bits, task, with_mask=task.write_uncertainty or n_masked > 0)
-    return header
+    header["NMASKED"] = (int(np.count_nonzero(bits)), "masked pixels (extension MASK)")
+    return calibrated, bits, sky, noise
 
 
 def _calibrate_extensions(task, masters, extensions):
@@ -278,27 +288,11 @@ def _calibrate_extensions(task, masters, extensions):
         own = {kind: master.extension(extension, file=name) for kind, master in
                masters.items()}
         raw = read_extension(task.raw_path, extension, task.profile, dtype=task.dtype)
-        where = f"{name}[{extension}]"
-        calibrated = calibrate_frame(
-            raw, profile, master_bias=own.get("bias"), master_dark=own.get("dark"),
-            master_flat=own.get("flat"), scale_dark=False, gain_correct=task.gain_correct,
-            create_deviation=task.create_deviation, dtype=task.dtype, name=where,
-            bad_pixel_mask=own.get("bpm"))
-        mask = calibrated.mask
-        sky, noise = sky_statistics(calibrated.data,
-                                    mask if mask is not None and mask.any() else None)
-        hits = None
-        if task.cosmic_rays:
-            calibrated, hits = _cosmic_rays(calibrated, raw.meta,
-                                            dataclasses.replace(task, profile=profile), sky,
-                                            noise, where)
-        bits = _mask_bits(calibrated, raw, profile, own, hits, where)
+        calibrated, bits, sky, noise = _calibrated_image(raw, profile, own, task,
+                                                         f"{name}[{extension}]")
         header = calibrated.meta
         if np.isfinite(sky) and np.isfinite(noise):
-            header["SKYLEVEL"] = (round(sky, 4), "median sky level, sources masked")
-            header["SKYNOISE"] = (round(noise, 4), "sky noise (rms), sources masked")
             skies.append((sky, noise))
-        header["NMASKED"] = (int(np.count_nonzero(bits)), "masked pixels (extension MASK)")
         for key in ("NMASKED", "NSATUR", "NNANPIX", "NBADPIX", "NCRPIX"):
             if key in header:
                 counts[key] = counts.get(key, 0) + int(header[key])

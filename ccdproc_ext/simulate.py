@@ -374,7 +374,7 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
 
     rows = []
     spoiled = {}
-    ny, nx = shape
+    nx = shape[1]
     across = np.broadcast_to(np.linspace(0.0, 1.0, nx)[np.newaxis, :], shape)
 
     def spoil(kind, index, signal, name):
