@@ -64,7 +64,7 @@ from .provenance import (
     mark_processed,
     mark_step,
 )
-from .quality import NOT_FINITE, SATURATED, load_bad_pixel_mask
+from .quality import load_bad_pixel_mask, mask_bits
 from .raw import read_frame
 
 # MasterFrame lives in masters.py, which imports calibrate_frame only inside the function
@@ -145,17 +145,20 @@ def raw_mask_bits(ccd, profile=None, *, name="frame"):
     as NaN or infinite (`~ccdproc_ext.quality`). An unsigned 8-bit array.
     """
     data = ccd.data
-    bits = np.zeros(data.shape, np.uint8)
+    not_finite = None
     if data.dtype.kind == "f":
-        bits[~np.isfinite(data)] |= NOT_FINITE
+        not_finite = ~np.isfinite(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once, when the frame is calibrated
         level = _saturation_level(ccd, profile, name)
+    saturated = None
     if level is not None:
-        # A pixel that is not finite is not counted saturated (as in mask_bad_pixels).
         with np.errstate(invalid="ignore"):
-            bits[(data >= level) & (bits == 0)] |= SATURATED
-    return bits
+            saturated = data >= level
+        if not_finite is not None:
+            # A pixel that is not finite is not counted saturated (as in mask_bad_pixels).
+            saturated &= ~not_finite
+    return mask_bits(data.shape, saturated=saturated, not_finite=not_finite)
 
 
 def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):

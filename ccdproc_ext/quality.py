@@ -103,10 +103,17 @@ def mask_bits(shape, *, saturated=None, not_finite=None, bad_pixel=None, cosmic_
                         (BAD_PIXEL, bad_pixel), (COSMIC_RAY, cosmic_ray),
                         (LOW_FLAT, low_flat)):
         if pixels is not None:
-            bits[np.asarray(pixels, bool)] |= bit
+            _set_bit(bits, pixels, bit)
     if masked is not None:
-        bits[np.asarray(masked, bool) & (bits == 0)] = BAD_PIXEL
+        _set_bit(bits, np.asarray(masked, bool) & (bits == 0), BAD_PIXEL)
     return bits
+
+
+def _set_bit(bits, pixels, bit):
+    """``bits[pixels] |= bit`` for a boolean array ``pixels`` of the shape of ``bits``,
+    as arithmetic on whole arrays (several times faster than boolean indexing)."""
+    flags = np.broadcast_to(np.asarray(pixels, bool), bits.shape).view(np.uint8)
+    bits |= flags * np.uint8(bit)
 
 
 def trimmed_like(raw_pixels, header, shape):

@@ -365,3 +365,34 @@ def test_the_median_of_a_group_is_numpys():
         np.testing.assert_array_equal(found, expected)
 
     check()
+
+
+def test_mask_bits_one_bit_per_reason_written_by_hand():
+    from ccdproc_ext.quality import mask_bits
+
+    f, t = False, True
+    bits = mask_bits((2, 3),
+                     saturated=[[t, f, f], [f, f, f]],
+                     not_finite=[[f, t, f], [f, f, f]],
+                     bad_pixel=[[t, f, t], [f, f, f]],
+                     cosmic_ray=[[f, f, t], [f, f, f]],
+                     low_flat=[[f, f, f], [t, f, f]],
+                     masked=[[f, f, f], [t, t, f]])
+    # saturated 1, bad pixel 2, cosmic ray 4, not finite 8, low flat 16; a masked pixel
+    # no reason was given for is a bad pixel.
+    assert bits.dtype == np.uint8
+    np.testing.assert_array_equal(bits, [[1 | 2, 8, 2 | 4], [16, 2, 0]])
+
+
+def test_raw_mask_bits_written_by_hand():
+    from ccdproc_ext import get_profile
+    from ccdproc_ext.calibrate import raw_mask_bits
+
+    data = np.array([[100.0, np.nan, 65535.0], [np.inf, 70000.0, -np.inf]], np.float32)
+    ccd = CCDData(data, unit="adu", meta={"SATURATE": 65000})
+    # inf is not finite (8), not saturated; 65535 and 70000 are saturated (1).
+    generic = get_profile("generic")
+    np.testing.assert_array_equal(raw_mask_bits(ccd, generic), [[0, 8, 1], [8, 1, 8]])
+    integers = CCDData(np.array([[10, 65000]], np.uint16), unit="adu",
+                       meta={"SATURATE": 65000})
+    np.testing.assert_array_equal(raw_mask_bits(integers, generic), [[0, 1]])
