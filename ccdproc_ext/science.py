@@ -430,6 +430,11 @@ def sky_statistics(data, mask=None):
         bad |= mask
     if bad.all():
         return np.nan, np.nan
+    if bad.any():
+        # Masked either way; but values that are not finite make astropy's sigma clipping
+        # warn, and photutils' silencing of that warning is not thread-safe before
+        # Python 3.14 (calibrating frames in threads, the warning could escape).
+        data = np.where(bad, 0.0, data)
     try:
         # The default rms estimator is the sigma-clipped standard deviation.
         background = Background2D(data, box, filter_size=3, sigma_clip=SigmaClip(sigma=3.0),
