@@ -970,27 +970,25 @@ def _small_integer_type(rows):
 def _combine_band(frames, start, stop, recipe):
     """Combine rows ``start:stop`` of all frames the way ccdproc's Combiner does."""
     n_images = len(frames)
-    band_shape = (n_images, *frames[0].rows(start, stop).shape)
+    rows = [frame.rows(start, stop) for frame in frames]
+    masks = [frame.mask_rows(start, stop) for frame in frames]
     # Integers as they were read (16-bit raw frames), when no value is masked: their
     # order statistics are computed on the integers themselves, twice as fast again.
     integers = None
-    if recipe.stored_dtype is None and all(frame.mask_rows(start, stop) is None
-                                           for frame in frames):
-        integers = _small_integer_type([frame.rows(start, stop) for frame in frames])
+    if recipe.stored_dtype is None and all(mask is None for mask in masks):
+        integers = _small_integer_type(rows)
     if (integers is not None and not recipe.sigma_clip
             and _only_order_statistics(recipe, n_images)):
-        return _median_of_integers(frames, start, stop, recipe)
+        return _median_of_integers(frames, rows, recipe)
     integer_stack = None
     if integers is not None and recipe.sigma_clip and _has_fast_sigma_clip(recipe, n_images):
-        integer_stack = np.stack([frame.rows(start, stop) for frame in frames])
-    stack = np.empty(band_shape, dtype=_band_dtype(recipe, n_images))
+        integer_stack = np.stack(rows)
+    stack = np.empty((n_images, *rows[0].shape), dtype=_band_dtype(recipe, n_images))
     rejected = None
-    for index, frame in enumerate(frames):
-        rows = frame.rows(start, stop)
+    for index, (image, frame_mask) in enumerate(zip(rows, masks, strict=True)):
         if recipe.stored_dtype is not None:
-            rows = np.asarray(rows).astype(recipe.stored_dtype)
-        stack[index] = rows
-        frame_mask = frame.mask_rows(start, stop)
+            image = np.asarray(image).astype(recipe.stored_dtype)
+        stack[index] = image
         if frame_mask is not None:
             if rejected is None:
                 rejected = np.zeros(stack.shape, dtype=bool)
@@ -1187,12 +1185,13 @@ def _sigma_clip_rejections(stack, recipe, order_dtype, *, finite, integers=None)
 # -------------------------------------------------------------------- order statistics
 
 
-def _median_of_integers(frames, start, stop, recipe):
-    """`_combine_band` for a median of small integers without any rejected value."""
+def _median_of_integers(frames, rows, recipe):
+    """`_combine_band` for a median of small integers (``rows``, of ``frames``) without
+    any rejected value."""
     n_images = len(frames)
     # Rows read from a file for this band alone may be reordered in place.
-    images = [frame.rows(start, stop) if frame.owned else frame.rows(start, stop).copy()
-              for frame in frames]
+    images = [image if frame.owned else image.copy()
+              for frame, image in zip(frames, rows, strict=True)]
     with_mad = recipe.with_uncertainty
     median, mad = _integer_median(images, result_dtype=recipe.dtype, with_mad=with_mad)
     uncertainty = None

@@ -182,6 +182,7 @@ def primary_header(path):
     repair_cards(header)
     return header
 
+
 def _index_of(path, name):
     """The HDU index of extension ``name`` (a label of `detector_extensions`)."""
     base, _, version = name.partition(",")

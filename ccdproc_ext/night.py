@@ -34,6 +34,7 @@ import logging
 import os
 import traceback
 import warnings
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -675,10 +676,7 @@ def _master_extensions(name, members, needs, collection, options, report, master
         except CcdprocExtError as err:
             found.pop(member, None)
             report.problem(member, err)
-    counts = {}
-    for names in found.values():
-        counts[names] = counts.get(names, 0) + 1
-    extensions = max(counts, key=counts.get) if counts else ()
+    extensions = Counter(found.values()).most_common(1)[0][0] if found else ()
     kept = []
     for member, names in found.items():
         try:
