@@ -47,6 +47,7 @@ from ccdproc import ImageFileCollection
 from ccdproc.core import sigma_func
 from numpy import ma
 
+from ._allocator import keep_freed_memory
 from ._warnings import ignoring
 from .exceptions import FrameReadError
 from .raw import open_image, parse_unit
@@ -339,6 +340,7 @@ def combine(
 
         reader_kwargs["default_unit"] = get_profile(profile).unit
     images = _as_image_list(img_list)
+    keep_freed_memory()  # pieces and bands reused, not faulted in again: see _allocator
 
     with contextlib.ExitStack() as open_files:
         frames = [

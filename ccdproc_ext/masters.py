@@ -40,6 +40,7 @@ from astropy.nddata import CCDData
 from astropy.stats import mad_std
 from astropy.wcs import FITSFixedWarning
 
+from ._allocator import keep_freed_memory
 from ._warnings import ignoring
 from .combine import combine
 from .exceptions import (
@@ -323,6 +324,7 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
     """
     from .calibrate import calibrate_frame  # see the note on imports at the top
 
+    keep_freed_memory()  # each frame's calibration allocates and frees arrays of megabytes
     # Frames are combined without their uncertainties: the masters' are not needed. Each
     # master is read once here, and prepared once for all the frames.
     for key in ("master_bias", "master_dark", "master_flat"):

@@ -30,12 +30,13 @@ master made from a single frame) and about the night (a calibration type missing
 `Note` records, in `NightResult.notes`.
 """
 
+import contextlib
 import logging
 import os
 import traceback
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ._allocator import keep_freed_memory
 from ._warnings import CaughtWarnings
 from .collection import NightCollection
 from .exceptions import (
@@ -379,6 +381,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     if dry_run:
         return night_log.finish(result, [])
 
+    keep_freed_memory()  # arrays of megabytes reused, not faulted in again: see _allocator
     options = _Options(profile=profile, overwrite=overwrite, strict=strict, workers=workers,
                        combine_options=dict(combine_options or {}), gain_correct=gain_correct,
                        create_deviation=create_deviation,
@@ -790,6 +793,7 @@ def _build_bad_pixel_masks(plan, masters, options, report):
     pairs = dict.fromkeys((row["dark"], row["flat"]) for row in plan
                           if row["type"] == "science" and row["status"] == "ok")
     folder = report.output_dir / "masters"
+    to_make = {}  # name: (path, masters, pairs)
     for dark, flat in pairs:
         lower = {k: masters.built.get(v) for k, v in (("dark", dark), ("flat", flat)) if v}
         if any(master is None for master in lower.values()):
@@ -803,17 +807,35 @@ def _build_bad_pixel_masks(plan, masters, options, report):
                         "used)")
             continue
         path = inside(folder / f"{name}.fits", folder)
-        try:
-            if name not in masters.built:
-                masters.built[name] = _bad_pixel_mask(path, lower, options)
-                masters.paths[("bpm", name)] = path
-        except CcdprocExtError as err:
-            if options.strict:
-                raise
-            report.note(f"masters/{path.name}", type(err).__name__,
-                        f"no bad-pixel mask: {without_path(err)}")
-            continue
-        masters.bpm_of[(dark, flat)] = name
+        to_make.setdefault(name, (path, lower, []))[2].append((dark, flat))
+    # The masks are made at the same time (numpy's medians release the GIL), kept in order.
+    workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
+                  else int(options.workers))
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        made = {name: (pool.submit if pool else _done_now)(_bad_pixel_mask, path, lower,
+                                                             options)
+                for name, (path, lower, _) in to_make.items()}
+        for name, (path, _, used_by) in to_make.items():
+            try:
+                masters.built[name] = made[name].result()
+            except CcdprocExtError as err:
+                if options.strict:
+                    raise
+                report.note(f"masters/{path.name}", type(err).__name__,
+                            f"no bad-pixel mask: {without_path(err)}")
+                continue
+            masters.paths[("bpm", name)] = path
+            masters.bpm_of.update(dict.fromkeys(used_by, name))
+
+
+def _done_now(function, *args):
+    """``function(*args)`` called now, as a finished `~concurrent.futures.Future`."""
+    future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as err:  # raised by result(), as a pool's future would
+        future.set_exception(err)
+    return future
 
 
 def _bpm_name(dark, flat, bad_pixels):

@@ -54,7 +54,7 @@ from astropy.visualization import ZScaleInterval
 
 from .exceptions import CcdprocExtError, OutputError
 from .profiles import get_profile
-from .raw import read_frame
+from .raw import _physical, _scaling, read_frame
 
 __all__ = ["REPORT_FOLDER", "REPORT_NAME", "group_by_reason", "night_html_summary",
            "write_report"]
@@ -345,30 +345,33 @@ def _limits(values):
     return float(low), float(high)
 
 
-def _thumbnail(data, path):
-    """A grey z-scale thumbnail of an image."""
-    return _image_png(data, path, size=_THUMBNAIL_SIZE)[0]
+def _file_sample(path, size, profile=None):
+    """The pixels `_sample` takes of a frame as `~ccdproc_ext.raw.read_frame` gives them
+    (float32, turned as ``profile`` says), reading only those from the file.
 
-
-def _calibrated_sample(path, size):
-    """The pixels `_sample` takes of a calibrated frame (as `~ccdproc_ext.raw.read_frame`
-    gives them, float32), reading only those from the file.
-
-    A file this cannot read (damaged, not the plain image `~ccdproc_ext.reduce_night`
-    writes) is read by `~ccdproc_ext.raw.read_frame`, whose error says what is wrong.
+    That is done for a plain image in the primary HDU, scaled by ``BZERO`` at most (the
+    images `~ccdproc_ext.reduce_night` writes, most raw frames). Any other file (an image
+    in an extension, compressed, scaled, damaged) is read by
+    `~ccdproc_ext.raw.read_frame`, whose error says what is wrong.
     """
     try:
         # (opened here, closed here: astropy leaves a file it opened open when it fails)
         with open(path, "rb") as stream, warnings.catch_warnings():
             warnings.simplefilter("error")  # anything odd: the careful reader decides
-            with fits.open(stream, memmap=True, lazy_load_hdus=True) as hdul:
-                data = hdul[0].data
-                if data is not None and data.ndim == 2:
+            with fits.open(stream, memmap=True, lazy_load_hdus=True,
+                           do_not_scale_image_data=True) as hdul:
+                hdu = hdul[0]
+                bzero = _scaling(hdu)
+                data = hdu.data
+                if bzero is not None and data is not None and data.ndim == 2:
+                    if profile is not None and profile.transposed:
+                        data = data.T
                     step = max(1, math.ceil(max(data.shape) / size))
-                    return np.array(data[::step, ::step], dtype=np.float32).astype(float)
+                    stored = np.array(data[::step, ::step])
+                    return _physical(stored, bzero, np.float32).astype(float)
     except Exception:  # read again below, where the error gets its words
         pass
-    return _sample(read_frame(path).data, size)[0]
+    return _sample(read_frame(path, profile).data, size)[0]
 
 
 def _figure(width, height, *, layout="constrained"):
@@ -815,10 +818,10 @@ def _raw_thumbnail(night, raw_file, path, profile):
     if folder is None or not (folder / raw_file).is_file():
         return None
     try:
-        frame = read_frame(folder / raw_file, profile)
+        pixels = _file_sample(folder / raw_file, _THUMBNAIL_SIZE, profile)
     except (CcdprocExtError, OSError, ValueError):
         return None
-    return _thumbnail(frame.data, path)
+    return _sample_png(pixels, path)[0]
 
 
 def _profile(night):
@@ -837,8 +840,7 @@ def _science_section(night, pictures):
     for row in rows:
         stem = Path(row["output_file"]).name.split(".")[0]
         try:
-            calibrated = _calibrated_sample(night.folder / row["output_file"],
-                                            _THUMBNAIL_SIZE)
+            calibrated = _file_sample(night.folder / row["output_file"], _THUMBNAIL_SIZE)
         except (CcdprocExtError, OSError, ValueError) as error:
             figures.append(f"<figure><figcaption><code>{_e(row['output_file'])}</code>: "
                            f'<span class="problem">cannot be read: {_e(str(error))}</span>'

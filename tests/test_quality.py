@@ -396,3 +396,47 @@ def test_raw_mask_bits_written_by_hand():
     integers = CCDData(np.array([[10, 65000]], np.uint16), unit="adu",
                        meta={"SATURATE": 65000})
     np.testing.assert_array_equal(raw_mask_bits(integers, generic), [[0, 1]])
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (70, 45), (5, 3)])
+def test_box_medians_are_numpys_nanmedian_of_each_box(shape):
+    """Boxes cut at the edges, NaN pixels, a box of NaN only (NaN), even and odd counts."""
+    from ccdproc_ext.quality import _box_median
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(1.0, 0.05, shape)
+    data[rng.random(shape) < 0.1] = np.nan
+    data[:min(16, shape[0]), 16:32] = np.nan  # a whole box (when there is one)
+    box = 16
+    expected = np.empty(shape)
+    for top in range(0, shape[0], box):
+        for left in range(0, shape[1], box):
+            values = data[top:top + box, left:left + box]
+            values = values[np.isfinite(values)]
+            expected[top:top + box, left:left + box] = \
+                np.median(values) if values.size else np.nan
+    np.testing.assert_array_equal(_box_median(data, box), expected)
+
+
+def test_hot_pixels_are_astropys_mad_std_rule():
+    """The threshold against astropy's own median and mad_std of the good rates; NaN and
+    masked pixels are left out of both the statistics and the result."""
+    from astropy.stats import mad_std
+
+    from ccdproc_ext.quality import hot_pixels
+
+    rng = np.random.default_rng(5)
+    dark = rng.normal(30.0, 2.0, (120, 90))
+    dark[rng.random(dark.shape) < 0.02] += rng.uniform(5, 60, 1)  # a tail of warm pixels
+    dark[3, 4] = np.nan
+    mask = rng.random(dark.shape) < 0.05
+    exposure = 30.0
+    rate = dark / exposure
+    good = np.isfinite(rate) & ~mask
+    threshold = np.median(rate[good]) + max(5.0 * mad_std(rate[good]), 0.01)
+    expected = good & (np.nan_to_num(rate) > threshold)
+    assert 0 < expected.sum() < 0.05 * dark.size
+    found = hot_pixels(CCDData(dark, unit="adu", mask=mask), exposure)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_array_equal(hot_pixels(np.where(mask, np.nan, dark), exposure),
+                                  np.isfinite(rate) & ~mask & (np.nan_to_num(rate) > threshold))

@@ -377,26 +377,72 @@ def test_thumbnails_are_the_calibrated_pixels_drawn_by_matplotlib(night, tmp_pat
 @pytest.mark.parametrize(("shape", "step"), [((500, 300), 3), ((100, 1000), 6),
                                              ((40, 50), 1)])
 def test_a_thumbnail_reads_every_nth_pixel_of_the_file(tmp_path, shape, step):
-    from ccdproc_ext.report import _calibrated_sample
+    from ccdproc_ext.report import _file_sample
 
     rng = np.random.default_rng(1)
     data = rng.normal(100, 10, shape).astype(np.float32)
     data[0, 0] = np.nan
     path = tmp_path / "frame.fits"
     fits.PrimaryHDU(data).writeto(path)
-    np.testing.assert_array_equal(_calibrated_sample(path, 192),
+    np.testing.assert_array_equal(_file_sample(path, 192),
                                   fits.getdata(path)[::step, ::step].astype(float))
+
+
+def _raw_file(path, layout):
+    """A raw 16-bit frame of 500 x 300 stored as ``layout`` says; its physical pixels."""
+    rng = np.random.default_rng(7)
+    physical = rng.integers(0, 65536, (500, 300)).astype(np.float32)
+    physical[1, 2], physical[3, 3] = 0, 65535  # the ends of the range
+    if layout == "int16":  # signed, no offset
+        physical -= 32768
+        fits.PrimaryHDU(physical.astype(np.int16)).writeto(path)
+    elif layout == "bscale":  # astropy scales it: read whole
+        hdu = fits.PrimaryHDU((physical / 2).astype(np.int32))
+        hdu.header["BSCALE"] = 2.0
+        hdu.writeto(path)
+        physical = (physical / 2).astype(np.int32).astype(np.float32) * 2
+    elif layout == "extension":  # the image in extension 1: read whole
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(physical.astype(np.uint16))]
+                     ).writeto(path)
+    elif layout == "cube":  # NAXIS3 = 1: read whole, squeezed
+        fits.PrimaryHDU(physical.astype(np.uint16)[np.newaxis]).writeto(path)
+    elif layout == "gzip":
+        fits.PrimaryHDU(physical.astype(np.uint16)).writeto(path)
+        import gzip
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path = path.with_name(path.name + ".gz")
+    else:  # uint16: BZERO = 32768
+        fits.PrimaryHDU(physical.astype(np.uint16)).writeto(path)
+    return path, physical
+
+
+@pytest.mark.parametrize("layout", ["uint16", "int16", "bscale", "extension", "cube",
+                                    "gzip"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_raw_thumbnail_samples_the_physical_pixels(tmp_path, layout, transposed):
+    from ccdproc_ext import InstrumentProfile
+    from ccdproc_ext.report import _file_sample
+
+    path, physical = _raw_file(tmp_path / "raw.fits", layout)
+    profile = InstrumentProfile.from_dict(
+        {"schema_version": 1, "name": "hand-made", "description": "a test detector",
+         "image_types": {"science": ["object"]}, "transposed": transposed})
+    shown = physical.T if transposed else physical
+    step = 3  # 500 rows / 192 pixels, rounded up
+    sample = _file_sample(path, 192, profile)
+    assert sample.dtype == float
+    np.testing.assert_array_equal(sample, shown[::step, ::step].astype(float))
 
 
 def test_a_thumbnail_of_a_damaged_file_says_what_is_wrong(tmp_path):
     from ccdproc_ext import FrameReadError
-    from ccdproc_ext.report import _calibrated_sample
+    from ccdproc_ext.report import _file_sample
 
     path = tmp_path / "frame.fits"
     fits.PrimaryHDU(np.ones((300, 200), np.float32)).writeto(path)
     _truncate(path, path.with_name("cut.fits"), 0.5)
     with pytest.raises(FrameReadError, match="truncated"):
-        _calibrated_sample(path.with_name("cut.fits"), 192)
+        _file_sample(path.with_name("cut.fits"), 192)
 
 
 def _hist_png(values, limits, level, path):
