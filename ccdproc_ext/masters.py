@@ -42,7 +42,7 @@ from astropy.wcs import FITSFixedWarning
 
 from ._allocator import keep_freed_memory
 from ._warnings import ignoring
-from .combine import combine
+from .combine import combine, median_of_all
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtError,
@@ -737,4 +737,4 @@ def _check_flat(ccd, name):
 
 def _inverse_median(data):
     """The Guide's scale of a flat: ``1 / np.median(data)``, of every pixel."""
-    return 1.0 / np.median(data)
+    return 1.0 / median_of_all(data)

@@ -37,6 +37,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
 
+from .combine import median_of_all
 from .exceptions import CalibrationMatchError, DataQualityError, FrameReadError
 from .provenance import mark_bad_pixel_mask
 
@@ -181,9 +182,9 @@ def hot_pixels(dark, exposure=None, *, sigma=HOT_SIGMA, min_rate=HOT_MIN_RATE):
     if not good.any():
         return np.zeros(data.shape, bool)
     values = rate.ravel() if good.all() else rate[good]
-    median = float(np.median(values))
+    median = float(median_of_all(values))
     # astropy's mad_std, its median of the values not computed a second time
-    noise = 1.482602218505602 * float(np.median(np.abs(values - median), overwrite_input=True))
+    noise = 1.482602218505602 * float(median_of_all(np.abs(values - median)))
     threshold = median + max(sigma * noise, min_rate)
     with np.errstate(invalid="ignore"):
         return good & (rate > threshold)

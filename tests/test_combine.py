@@ -826,3 +826,43 @@ def test_pieces_of_each_file_are_large_and_linear_in_number(tmp_path, monkeypatc
             combine(files[:n_files], method="median", mem_limit=6e5, workers=2)
         assert _n_bands(caplog) > 1  # bands of a few rows...
         assert set(reads.values()) == {1}  # ...and every file read at once
+
+
+# --------------------------------------------------------------- median_of_all
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int16, np.uint16])
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 7, 10, 101, 1000])
+@pytest.mark.parametrize("special", [None, "nan", "inf", "ties", "signed zeros"])
+def test_median_of_all_is_numpys_median(dtype, size, special):
+    from ccdproc_ext.combine import median_of_all
+
+    rng = np.random.default_rng(size)
+    values = rng.normal(100, 30, size)
+    if special == "ties":
+        values = np.round(values / 20)
+    elif special == "signed zeros":
+        values = np.where(rng.random(size) < 0.5, 0.0, -0.0)
+    values = values.astype(dtype)
+    if size and special in ("nan", "inf") and values.dtype.kind == "f":
+        values[rng.integers(size)] = np.nan if special == "nan" else np.inf
+        values[0] = -np.inf if special == "inf" else values[0]
+    frame = values.reshape(-1, 1) if size % 2 else values  # 2-D frames too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the empty case, in both
+        expected = np.median(frame)
+        found = median_of_all(frame)
+    assert type(found) is type(expected)
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_median_of_all_averages_the_middle_pair_as_numpy():
+    """The middle pair summed in float32, as numpy's mean does: near float32's largest
+    value the sum overflows (in float64 it would not)."""
+    from ccdproc_ext.combine import median_of_all
+
+    values = np.array([3.0e38, 3.1e38, 1.0, 3.4e38], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the overflow, in both
+        expected = np.median(values)
+        found = median_of_all(values)
+    assert np.isinf(expected)  # numpy's own answer, by its rounding
+    assert found == expected and found.dtype == np.float32
