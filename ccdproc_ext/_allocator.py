@@ -1,78 +1,135 @@
-"""Freed memory kept for reuse by the C allocator (Linux with glibc only).
+"""Freed memory reused by the C allocator while frames are reduced (Linux with glibc only).
 
 A reduction allocates and frees arrays of megabytes many times a frame: each step of the
 ccdproc chain returns a new frame, each piece a combine reads is a new array. glibc's
-``malloc`` hands out a block above its *mmap threshold* as fresh pages from the kernel and
-returns it to the kernel when it is freed, so the next array of that size is faulted in
-and zeroed again, page by page. The threshold starts at 128 KiB and only rises as such
-blocks are freed, and freed memory at the top of the heap is given back beyond the *trim
-threshold*. On the night of ``benchmarks/bench_night.py`` (one worker) this cost the
-kernel 15 s of 42.
+``malloc`` hands out a block above its *mmap threshold* as fresh pages from the kernel
+and gives them back when the block is freed, so the next array of that size is faulted
+in and zeroed again, page by page. The threshold starts at 128 KiB and rises as such
+blocks are freed, but never above 32 MiB, and a full frame (4k x 2k float32) is more.
+On the night of ``benchmarks/bench_night.py`` this cost the kernel 15 s of 42 (one
+worker).
 
-`keep_freed_memory` sets both thresholds, once per process, to the values glibc's own
-adjustment rises to at most on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``, 32 MiB,
-and twice that): arrays up to 32 MiB are then taken from memory the process already has,
-and up to 64 MiB of freed memory is kept rather than returned. Peak memory is not raised
-(the same arrays are alive at the same time); the process may just keep up to 64 MiB
-more after a reduction. Nothing is done where the user tuned the allocator (the
-``GLIBC_TUNABLES``, ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` environment
-variables), nor on other systems or C libraries.
+While `freed_memory_reused` is entered, large blocks are taken from the heap (``mallopt``
+``M_MMAP_MAX = 0``), where a freed frame is there for the next one, and up to 64 MiB of
+freed memory is kept at the heap's top. On leaving each block (a master made, a science
+frame calibrated) ``malloc_trim`` gives back every free page, so that what one step
+freed does not stay with the process (nor with the worker processes it forks next);
+when the last block is left, glibc's default for ``M_MMAP_MAX`` is restored. The mmap
+threshold is set to 32 MiB for good: the value glibc's own adjustment reaches after the
+first large block is freed. The cost is memory a heap cannot reuse for a larger array
+than the ones freed (a float64 frame after float32 ones): on that night, the largest
+resident size while masters are made rose from 0.89 to 1.0 GB.
+
+Nothing is done where the user tuned the allocator (the ``GLIBC_TUNABLES`` or
+``MALLOC_*_`` environment variables), nor on other systems or C libraries.
 """
 
+import contextlib
 import ctypes
 import os
 import sys
 import threading
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["freed_memory_reused", "give_back_freed_memory", "reuse_freed_memory_for_good"]
 
 #: ``mallopt`` parameters (``<malloc.h>``).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
+#: glibc's default ``M_MMAP_MAX``.
+_DEFAULT_MMAP_MAX = 65536
 #: glibc's largest mmap threshold on 64-bit systems, which ``mallopt`` accepts at most.
 MMAP_THRESHOLD = 32 * 2**20
 #: The trim threshold glibc's own adjustment pairs with it.
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 
-_USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                  "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
 
 _lock = threading.Lock()
-_state = {"pid": None, "set": False}
+_state = {"depth": 0, "pid": None, "for_good": False}
 
 
-def keep_freed_memory():
-    """Set glibc's mmap and trim thresholds for this process (see the module's text).
+@contextlib.contextmanager
+def freed_memory_reused():
+    """Within this block, large arrays freed are reused by the next ones (see above).
 
-    Cheap after the first call in a process; a forked worker inherits the settings.
-
-    Returns
-    -------
-    bool
-        Whether the thresholds are set by this package in this process.
+    Blocks may nest and be entered by several threads; free pages are given back at the
+    end of each, the allocator's defaults when the last one is left. Does nothing where
+    the allocator is not glibc's, nor in a process set by `reuse_freed_memory_for_good`.
     """
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
     with _lock:
-        if _state["pid"] != os.getpid():
-            _state["pid"], _state["set"] = os.getpid(), _set_thresholds()
-        return _state["set"]
-
-
-def _set_thresholds():
-    if not sys.platform.startswith("linux") or not _glibc():
-        return False
-    if any(name in os.environ for name in _USER_SETTINGS):
-        return False
+        _own_process()
+        _state["depth"] += 1
+        if _state["depth"] == 1 and not _state["for_good"]:
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            libc.mallopt(_M_MMAP_MAX, 0)
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-        bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        yield
+    finally:
+        with _lock:
+            _state["depth"] -= 1
+            if not _state["for_good"]:
+                if _state["depth"] == 0:
+                    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.malloc_trim(0)
+
+
+def give_back_freed_memory():
+    """Give the free pages of every arena back to the system (``malloc_trim``)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def reuse_freed_memory_for_good():
+    """`freed_memory_reused` for the rest of this process: for worker processes that
+    only reduce frames and end with the night."""
+    libc = _glibc()
+    if libc is None:
+        return
+    with _lock:
+        _own_process()
+        _state["for_good"] = True
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        libc.mallopt(_M_MMAP_MAX, 0)
+
+
+def _own_process():
+    # A process forked inside a block inherits its settings, not the count of the
+    # parent's threads in it: its own blocks start from none.
+    if _state["pid"] != os.getpid():
+        _state["pid"], _state["depth"] = os.getpid(), 0
+
+
+_LIBC = []
 
 
 def _glibc():
+    """The C library's functions, or ``None`` when it is not glibc or the user tuned it."""
+    if not _LIBC:
+        _LIBC.append(_load_glibc())
+    return _LIBC[0]
+
+
+def _load_glibc():
+    if not sys.platform.startswith("linux") or \
+            any(name in os.environ for name in _USER_SETTINGS):
+        return None
     try:
-        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return None
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.mallopt.restype = ctypes.c_int
+        libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+        libc.malloc_trim.restype = ctypes.c_int
     except (ValueError, OSError, AttributeError):  # another C library
-        return False
+        return None
+    return libc

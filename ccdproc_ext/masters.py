@@ -40,7 +40,7 @@ from astropy.nddata import CCDData
 from astropy.stats import mad_std
 from astropy.wcs import FITSFixedWarning
 
-from ._allocator import keep_freed_memory
+from ._allocator import freed_memory_reused
 from ._warnings import ignoring
 from .combine import combine, median_of_all
 from .exceptions import (
@@ -324,7 +324,6 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
     """
     from .calibrate import calibrate_frame  # see the note on imports at the top
 
-    keep_freed_memory()  # each frame's calibration allocates and frees arrays of megabytes
     # Frames are combined without their uncertainties: the masters' are not needed. Each
     # master is read once here, and prepared once for all the frames.
     for key in ("master_bias", "master_dark", "master_flat"):
@@ -438,6 +437,8 @@ class _Spill:
         self._folder = None
 
     def __enter__(self):
+        # While a master is made, frames freed are reused by the next (see _allocator).
+        self._stack.enter_context(freed_memory_reused())
         return self
 
     def __exit__(self, *exc_info):

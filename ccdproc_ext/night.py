@@ -44,7 +44,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from ._allocator import keep_freed_memory
+from ._allocator import (
+    freed_memory_reused,
+    give_back_freed_memory,
+    reuse_freed_memory_for_good,
+)
 from ._warnings import CaughtWarnings
 from .collection import NightCollection
 from .exceptions import (
@@ -381,26 +385,28 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     if dry_run:
         return night_log.finish(result, [])
 
-    keep_freed_memory()  # arrays of megabytes reused, not faulted in again: see _allocator
     options = _Options(profile=profile, overwrite=overwrite, strict=strict, workers=workers,
                        combine_options=dict(combine_options or {}), gain_correct=gain_correct,
                        create_deviation=create_deviation,
                        write_uncertainty=write_uncertainty, dtype=np.dtype(dtype),
                        bad_pixels=bad_pixels, cosmic_rays=cosmic_rays)
     _write_plan(plan, output_dir)
-    masters = _build_masters(plan, collection, options, night_log, progress=progress)
-    _build_bad_pixel_masks(plan, masters, options, night_log)
-    if library is not None:
-        _register_masters(library, plan, collection, masters, night_log)
-    result.masters = dict(masters.paths)
-    tasks = _science_tasks(plan, collection, masters, options, night_log, result)
-    outcomes = _run_tasks(tasks, masters, options, night_log, executor=executor,
-                          progress=progress)
-    _record_plan_edits(plan, tasks, outcomes, night_log)
-    night_log.finish(result, list(zip(tasks, outcomes, strict=True)))
-    _write_results(result, output_dir)
-    if report:
-        _write_report(result, output_dir, night_log)
+    # Arrays of megabytes freed are reused, not faulted in again (see _allocator).
+    with freed_memory_reused():
+        masters = _build_masters(plan, collection, options, night_log, progress=progress)
+        _build_bad_pixel_masks(plan, masters, options, night_log)
+        give_back_freed_memory()  # not kept through the science step, nor by its workers
+        if library is not None:
+            _register_masters(library, plan, collection, masters, night_log)
+        result.masters = dict(masters.paths)
+        tasks = _science_tasks(plan, collection, masters, options, night_log, result)
+        outcomes = _run_tasks(tasks, masters, options, night_log, executor=executor,
+                              progress=progress)
+        _record_plan_edits(plan, tasks, outcomes, night_log)
+        night_log.finish(result, list(zip(tasks, outcomes, strict=True)))
+        _write_results(result, output_dir)
+        if report:
+            _write_report(result, output_dir, night_log)
     return result
 
 
@@ -1013,8 +1019,9 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
         prepare_masters([night_tasks[i].task for i in to_do], masters.by_file_stem())
         workers = (os.cpu_count() or 1) if options.workers is None else int(options.workers)
         if workers > 1 and len(to_do) > 1:
-            own_executor = executor = ProcessPoolExecutor(min(workers, len(to_do)),
-                                                          mp_context=process_context())
+            own_executor = executor = ProcessPoolExecutor(
+                min(workers, len(to_do)), mp_context=process_context(),
+                initializer=reuse_freed_memory_for_good)  # they end with the night
     bar = tqdm(total=len(to_do), desc="science", unit="frame",
                disable=None if progress else True)
     try:

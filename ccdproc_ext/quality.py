@@ -173,18 +173,21 @@ def hot_pixels(dark, exposure=None, *, sigma=HOT_SIGMA, min_rate=HOT_MIN_RATE):
     -------
     bool `numpy.ndarray`
     """
-    data = np.asarray(getattr(dark, "data", dark), dtype=np.float64)
-    rate = data / exposure if exposure else data
+    rate = np.array(getattr(dark, "data", dark), dtype=np.float64)  # (a copy)
+    if exposure:
+        rate /= exposure
     good = np.isfinite(rate)
     mask = getattr(dark, "mask", None)
     if mask is not None:
         good &= ~np.asarray(mask, bool)
     if not good.any():
-        return np.zeros(data.shape, bool)
+        return np.zeros(rate.shape, bool)
     values = rate.ravel() if good.all() else rate[good]
     median = float(median_of_all(values))
     # astropy's mad_std, its median of the values not computed a second time
-    noise = 1.482602218505602 * float(median_of_all(np.abs(values - median)))
+    deviations = np.subtract(values, median)
+    noise = 1.482602218505602 * float(median_of_all(np.abs(deviations, out=deviations),
+                                                    overwrite_input=True))
     threshold = median + max(sigma * noise, min_rate)
     with np.errstate(invalid="ignore"):
         return good & (rate > threshold)
@@ -194,26 +197,38 @@ def low_flat_pixels(flat, *, fraction=LOW_FRACTION, box=LOW_BOX):
     """The dead and low pixels of a master flat: below ``fraction`` of the median of
     their neighbourhood (the box of ``box`` x ``box`` pixels they fall in), not finite,
     or masked in the flat (below its minimum)."""
-    data = np.asarray(getattr(flat, "data", flat), dtype=np.float64)
+    data = np.asarray(getattr(flat, "data", flat))
     bad = ~np.isfinite(data)
     mask = getattr(flat, "mask", None)
     if mask is not None:
         bad |= np.asarray(mask, bool)
-    local = _box_median(np.where(bad, np.nan, data), box)
+    # Each box's limit (in float64), compared with its pixels a band of boxes at a time.
+    limits = fraction * _box_medians(data, bad, box)
+    low = bad.copy()
     with np.errstate(invalid="ignore"):
-        return bad | (data < fraction * local)
+        for i, band_limits in enumerate(limits):
+            rows = slice(i * box, (i + 1) * box)
+            low[rows] |= data[rows] < np.repeat(band_limits, box)[:data.shape[1]]
+    return low
 
 
-def _box_median(data, box):
-    """Each pixel's neighbourhood level: the median of its box (NaN ignored; NaN for a
-    box of NaN only), as `numpy.nanmedian` gives it (bottleneck's, six times faster)."""
+def _box_medians(data, bad, box):
+    """The median of each box of ``box`` x ``box`` pixels of ``data`` (in float64), the
+    ``bad`` pixels left out (NaN for a box of bad pixels only), as `numpy.nanmedian`
+    gives it (bottleneck's, six times faster); a band of boxes at a time."""
     ny, nx = data.shape
     by, bx = -(-ny // box), -(-nx // box)
-    padded = np.full((by * box, bx * box), np.nan)
-    padded[:ny, :nx] = data
-    blocks = padded.reshape(by, box, bx, box).swapaxes(1, 2).reshape(by, bx, box * box)
-    medians = bn.nanmedian(blocks, axis=2)
-    return np.repeat(np.repeat(medians, box, axis=0), box, axis=1)[:ny, :nx]
+    medians = np.empty((by, bx))
+    band = np.empty((box, bx * box))
+    for i in range(by):
+        rows = slice(i * box, min(ny, (i + 1) * box))
+        band.fill(np.nan)
+        within = band[:rows.stop - rows.start, :nx]
+        within[...] = data[rows]
+        within[bad[rows]] = np.nan
+        blocks = band.reshape(box, bx, box).swapaxes(0, 1).reshape(bx, box * box)
+        medians[i] = bn.nanmedian(blocks, axis=1)
+    return medians
 
 
 def make_bad_pixel_mask(master_dark=None, master_flat=None, *, dark_exposure=None,

@@ -33,7 +33,7 @@ from astropy.io import fits
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from photutils.background import Background2D, MedianBackground
 
-from ._allocator import keep_freed_memory
+from ._allocator import freed_memory_reused
 from ._warnings import CaughtWarnings
 from .calibrate import _detector_value, calibrate_frame, raw_mask_bits
 from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
@@ -213,9 +213,8 @@ def run_task(task, *, overwrite=True):
     """
     if not overwrite and up_to_date(task.output, task.recipe):
         return ScienceOutcome.from_header("up to date", fits.getheader(task.output))
-    keep_freed_memory()  # (a worker started by a fork server has its own allocator)
     try:
-        with CaughtWarnings() as caught:
+        with CaughtWarnings() as caught, freed_memory_reused():
             header = _calibrate(task)
     except CcdprocExtError:
         raise

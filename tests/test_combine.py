@@ -850,8 +850,10 @@ def test_median_of_all_is_numpys_median(dtype, size, special):
         warnings.simplefilter("ignore", RuntimeWarning)  # the empty case, in both
         expected = np.median(frame)
         found = median_of_all(frame)
+        reordered = median_of_all(frame.copy(), overwrite_input=True)
     assert type(found) is type(expected)
     np.testing.assert_array_equal(found, expected)
+    np.testing.assert_array_equal(reordered, expected)
 
 
 def test_median_of_all_averages_the_middle_pair_as_numpy():

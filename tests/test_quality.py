@@ -401,21 +401,26 @@ def test_raw_mask_bits_written_by_hand():
 @pytest.mark.parametrize("shape", [(64, 64), (70, 45), (5, 3)])
 def test_box_medians_are_numpys_nanmedian_of_each_box(shape):
     """Boxes cut at the edges, NaN pixels, a box of NaN only (NaN), even and odd counts."""
-    from ccdproc_ext.quality import _box_median
+    from ccdproc_ext.quality import _box_medians
 
     rng = np.random.default_rng(3)
     data = rng.normal(1.0, 0.05, shape)
     data[rng.random(shape) < 0.1] = np.nan
     data[:min(16, shape[0]), 16:32] = np.nan  # a whole box (when there is one)
     box = 16
-    expected = np.empty(shape)
+    expected = np.empty((-(-shape[0] // box), -(-shape[1] // box)))
     for top in range(0, shape[0], box):
         for left in range(0, shape[1], box):
             values = data[top:top + box, left:left + box]
             values = values[np.isfinite(values)]
-            expected[top:top + box, left:left + box] = \
-                np.median(values) if values.size else np.nan
-    np.testing.assert_array_equal(_box_median(data, box), expected)
+            expected[top // box, left // box] = np.median(values) if values.size else np.nan
+    np.testing.assert_array_equal(_box_medians(data, ~np.isfinite(data), box), expected)
+    # a pixel called bad is left out as NaN is
+    bad = np.zeros(shape, bool)
+    bad[0, 0] = True
+    with_bad = _box_medians(np.where(bad, np.nan, data), ~np.isfinite(data) | bad, box)
+    np.testing.assert_array_equal(_box_medians(data, ~np.isfinite(data) | bad, box),
+                                  with_bad)
 
 
 def test_hot_pixels_are_astropys_mad_std_rule():
@@ -440,3 +445,25 @@ def test_hot_pixels_are_astropys_mad_std_rule():
     np.testing.assert_array_equal(found, expected)
     np.testing.assert_array_equal(hot_pixels(np.where(mask, np.nan, dark), exposure),
                                   np.isfinite(rate) & ~mask & (np.nan_to_num(rate) > threshold))
+
+
+def test_low_flat_pixels_of_boxes_cut_at_the_edges_by_hand():
+    """A 70 x 45 flat (boxes cut at the right and bottom edges), a masked pixel, NaN:
+    a pixel is low below half the median of its box's good pixels."""
+    from ccdproc_ext.quality import low_flat_pixels
+
+    rng = np.random.default_rng(9)
+    data = rng.normal(1.0, 0.2, (70, 45)).astype(np.float32)
+    data[rng.random(data.shape) < 0.05] = 0.3
+    data[68, 44] = np.nan
+    mask = np.zeros(data.shape, bool)
+    mask[2, 2] = True
+    expected = ~np.isfinite(data) | mask
+    for top in range(0, 70, 16):
+        for left in range(0, 45, 16):
+            box = (slice(top, top + 16), slice(left, left + 16))
+            good = data[box][np.isfinite(data[box]) & ~mask[box]].astype(np.float64)
+            expected[box] |= data[box] < 0.5 * np.median(good)
+    assert 0 < expected.sum() < 0.1 * data.size
+    np.testing.assert_array_equal(low_flat_pixels(CCDData(data, unit="adu", mask=mask)),
+                                  expected)
