@@ -401,16 +401,14 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
             _register_masters(library, plan, collection, masters, night_log)
         result.masters = dict(masters.paths)
         tasks = _science_tasks(plan, collection, masters, options, night_log, result)
-        drafts = []  # the report's masters' section, drawn while worker processes work
         outcomes = _run_tasks(tasks, masters, options, night_log, executor=executor,
-                              progress=progress, while_waiting=(
-                                  lambda: drafts.append(_draft_report(output_dir)))
-                              if report else None)
+                              progress=progress, while_waiting=_warm_up_report if report
+                              else None)
         _record_plan_edits(plan, tasks, outcomes, night_log)
         night_log.finish(result, list(zip(tasks, outcomes, strict=True)))
         _write_results(result, output_dir)
         if report:
-            _write_report(result, output_dir, night_log, draft=drafts[0] if drafts else None)
+            _write_report(result, output_dir, night_log)
     return result
 
 
@@ -419,14 +417,13 @@ RESULT_TABLES = {"science.ecsv": "science", "problems.ecsv": "problems",
                  "notes.ecsv": "notes"}
 
 
-def _write_report(result, output_dir, report, *, draft=None):
-    """Stage 7: ``report.html``, from the files just written (its masters' section from
-    ``draft``, when `_draft_report` drew it). A report that cannot be made is a note of
-    the night, never the end of it."""
-    from .report import _write_report as write_report
+def _write_report(result, output_dir, report):
+    """Stage 7: ``report.html``, from the files just written. A report that cannot be
+    made is a note of the night, never the end of it."""
+    from .report import write_report
 
     try:
-        write_report(output_dir, draft)
+        write_report(output_dir)
     except Exception as err:  # the night's outputs are complete without it
         err = report.unexpected(err, "report.html")
         text = f"report.html not written: {without_path(err)}"
@@ -1064,16 +1061,15 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress,
     return outcomes
 
 
-def _draft_report(output_dir):
-    """`ccdproc_ext.report.draft_masters`, or ``None`` when it fails: the report then
-    draws everything itself, and says what fails."""
-    from .report import draft_masters
+def _warm_up_report():
+    """`ccdproc_ext.report.warm_up`; what fails there, fails again in the report, where
+    it is said."""
+    from .report import warm_up
 
     try:
-        return draft_masters(output_dir)
+        warm_up()
     except Exception as err:  # the report is drawn all the same
-        log.debug("the report's masters could not be drawn in advance: %s", err)
-        return None
+        log.debug("the report's drawing could not be prepared: %s", err)
 
 
 # ----------------------------------------------------------------- the night's log

@@ -938,46 +938,15 @@ def write_report(output_dir):
     OutputError
         If ``output_dir`` holds no ``plan.ecsv`` or one of its tables cannot be read.
     """
-    return _write_report(output_dir)
-
-
-@dataclass
-class _Draft:
-    """What `draft_masters` drew: the pictures folder (and its names used) and the
-    masters' section."""
-    pictures: _Pictures
-    masters: str
-
-
-def draft_masters(output_dir):
-    """The masters' section of a night's report, its pictures written, drawn before the
-    night is over: `~ccdproc_ext.reduce_night` draws it while its worker processes
-    calibrate the science frames (the masters and ``masters.ecsv`` are final by then),
-    and `_write_report` takes it up. Draws a figure even without masters, so that the
-    drawing library is ready (`warm_up`)."""
-    warm_up()
     night = _read_night(output_dir)
     pictures = _Pictures(night.folder / REPORT_FOLDER)
-    return _Draft(pictures=pictures, masters=_masters_section(night, pictures))
-
-
-def _write_report(output_dir, draft=None):
-    """`write_report`, with the masters' section of ``draft`` (a `_Draft`) if given: the
-    page and pictures are those `write_report` makes (the masters' section is the first
-    to draw pictures, so every picture has the same name)."""
-    night = _read_night(output_dir)
-    if draft is None:
-        pictures = _Pictures(night.folder / REPORT_FOLDER)
-        masters = _masters_section(night, pictures)
-    else:
-        pictures, masters = draft.pictures, draft.masters
     title = f"Night report: {night.folder.resolve().name}"
     sections = [
         ("summary", "Summary", _summary_section(night)),
         ("problems", "Problems", _problems_section(night)),
         ("notes", "Notes", _notes_section(night)),
         ("plan", "Plan", _plan_section(night)),
-        ("masters", "Masters", masters),
+        ("masters", "Masters", _masters_section(night, pictures)),
         ("sky", "Sky", _sky_section(night, pictures)),
         ("science", "Science frames", _science_section(night, pictures)),
     ]

@@ -144,14 +144,11 @@ def test_report_drawing_prepared_while_worker_processes_run(serial_night, tmp_pa
 
     calls = []
 
-    def record(output_dir):
-        calls.append((output_dir == tmp_path,
-                      threading.current_thread() is not threading.main_thread(),
+    def record():
+        calls.append((threading.current_thread() is not threading.main_thread(),
                       len(multiprocessing.active_children())))
 
-    monkeypatch.setattr(ccdproc_ext.night, "_draft_report", record)
+    monkeypatch.setattr(ccdproc_ext.night, "_warm_up_report", record)
     _reduce_again(serial_night, tmp_path, **options)
-    assert calls == ([(True, True, 2)] if called else [])
+    assert calls == ([(True, 2)] if called else [])
     assert not [t for t in threading.enumerate() if "while waiting" in t.name]
-    # (a draft that is not there: the report draws everything itself)
-    assert (tmp_path / "report.html").exists() == options.get("report", True)
