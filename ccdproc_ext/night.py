@@ -33,7 +33,6 @@ master made from a single frame) and about the night (a calibration type missing
 import contextlib
 import logging
 import os
-import threading
 import traceback
 import warnings
 from collections import Counter
@@ -402,8 +401,7 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         result.masters = dict(masters.paths)
         tasks = _science_tasks(plan, collection, masters, options, night_log, result)
         outcomes = _run_tasks(tasks, masters, options, night_log, executor=executor,
-                              progress=progress, while_waiting=_warm_up_report if report
-                              else None)
+                              progress=progress)
         _record_plan_edits(plan, tasks, outcomes, night_log)
         night_log.finish(result, list(zip(tasks, outcomes, strict=True)))
         _write_results(result, output_dir)
@@ -996,15 +994,12 @@ class _NightTask:
     bpm: str = ""
 
 
-def _run_tasks(night_tasks, masters, options, report, *, executor, progress,
-               while_waiting=None):
+def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
     """Stage 5: run the tasks; returns one `ScienceOutcome` or error per task.
 
     Outputs already up to date are read here; only the others are run. Without an
     executor, the masters are prepared here once, and reach the worker processes through
-    fork without being read again. ``while_waiting``, if given, is called in a thread of
-    this process while its own worker processes run the tasks (once they are started:
-    no process is forked while that thread runs); it is over when this returns.
+    fork without being read again.
     """
     from tqdm.auto import tqdm
 
@@ -1029,15 +1024,10 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress,
                 initializer=reuse_freed_memory_for_good)  # they end with the night
     bar = tqdm(total=len(to_do), desc="science", unit="frame",
                disable=None if progress else True)
-    waiting = None
     try:
         if executor is not None:
             pending = [executor.submit(run_task, night_tasks[i].task) for i in to_do]
             results = (future.result for future in pending)
-            if own_executor is not None and while_waiting is not None:
-                waiting = threading.Thread(target=while_waiting, daemon=True,
-                                           name="ccdproc_ext: while waiting for workers")
-                waiting.start()
         else:
             results = (lambda task=night_tasks[i].task: run_task(task) for i in to_do)
         for index, result_of in zip(to_do, results, strict=False):
@@ -1055,21 +1045,9 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress,
         bar.close()
         if own_executor is not None:
             own_executor.shutdown(cancel_futures=True)
-        if waiting is not None:
-            waiting.join()
         clear_master_cache()
     return outcomes
 
-
-def _warm_up_report():
-    """`ccdproc_ext.report.warm_up`; what fails there, fails again in the report, where
-    it is said."""
-    from .report import warm_up
-
-    try:
-        warm_up()
-    except Exception as err:  # the report is drawn all the same
-        log.debug("the report's drawing could not be prepared: %s", err)
 
 
 # ----------------------------------------------------------------- the night's log

@@ -37,7 +37,6 @@ memory.
 """
 
 import html
-import io
 import math
 import os
 import re
@@ -384,23 +383,6 @@ def _figure(width, height, *, layout="constrained"):
     figure = Figure(figsize=(width, height), dpi=90, layout=layout)
     FigureCanvasAgg(figure)
     return figure
-
-
-def warm_up():
-    """Import the drawing modules and draw a small figure with text (matplotlib's font
-    cache and Agg canvas), what a report's first picture costs beyond its own: done in
-    advance while the worker processes of `~ccdproc_ext.reduce_night` calibrate frames
-    and this process waits for them."""
-    from matplotlib.cm import ScalarMappable  # noqa: F401  (imported for the pictures)
-    from matplotlib.image import imsave  # noqa: F401
-    from PIL import Image  # noqa: F401
-
-    figure = _figure(1.0, 1.0, layout=None)
-    axes = figure.add_axes((0.2, 0.2, 0.7, 0.7))
-    axes.set_yscale("log")
-    axes.set_xlabel("x", fontsize=9)
-    axes.stairs([1, 10], [0, 1, 2], fill=True)
-    figure.savefig(io.BytesIO(), format="png")
 
 
 def _save(figure, path, *, clear=True):

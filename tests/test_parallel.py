@@ -129,26 +129,3 @@ def test_workers_started_by_a_fork_server(serial_night, tmp_path, monkeypatch):
     result = _reduce_again(serial_night, tmp_path, workers=2)
     _assert_same_science(serial_night[1], result)
 
-
-@pytest.mark.parametrize(("options", "called"), [({"workers": 2}, True),
-                                                 ({"workers": 1}, False),
-                                                 ({"workers": 2, "report": False}, False)])
-def test_report_drawing_prepared_while_worker_processes_run(serial_night, tmp_path,
-                                                            monkeypatch, options, called):
-    """Only while the night's own worker processes calibrate (they are started before:
-    nothing is forked while the thread runs), and over before reduce_night returns."""
-    import multiprocessing
-    import threading
-
-    import ccdproc_ext.night
-
-    calls = []
-
-    def record():
-        calls.append((threading.current_thread() is not threading.main_thread(),
-                      len(multiprocessing.active_children())))
-
-    monkeypatch.setattr(ccdproc_ext.night, "_warm_up_report", record)
-    _reduce_again(serial_night, tmp_path, **options)
-    assert calls == ([(True, 2)] if called else [])
-    assert not [t for t in threading.enumerate() if "while waiting" in t.name]
