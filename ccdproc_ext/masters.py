@@ -339,6 +339,10 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
         return result, (value, None if compare_as is None else frame_sample(result))
 
     prepared, names, skipped, checked, samples = [], [], [], [], []
+    # Frames left out are warned about once the threads are done: a warning given while
+    # another thread is inside warnings.catch_warnings (astropy's reader is, for each
+    # file) can end up in that thread's list and be lost (before Python 3.14).
+    left_out = []
     workers = _workers(workers, len(frames))
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
         if pool is None:
@@ -357,9 +361,9 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
                     if not skip_bad_frames:
                         raise
                     skipped.append((name, err))
-                    warnings.warn(FrameSkippedWarning(f"{name} left out: "
-                                                      f"{_reason(err, name)}",
-                                                      file=name, error=err), stacklevel=4)
+                    left_out.append(FrameSkippedWarning(f"{name} left out: "
+                                                        f"{_reason(err, name)}",
+                                                        file=name, error=err))
                     continue
                 prepared.append(frame if spill is None else spill.keep(frame, name))
                 checked.append(value)
@@ -368,6 +372,8 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+    for warning in left_out:
+        warnings.warn(warning, stacklevel=4)
     if compare_as is not None:
         _leave_out_deviating(compare_as, names, prepared, checked, samples, skipped,
                              spill, skip_bad_frames)

@@ -327,6 +327,39 @@ def test_make_master_skips_bad_frames_only_when_asked(raw):
     assert master.meta["SKIPW001"].startswith("FrameReadError: truncated")
 
 
+def test_a_frame_left_out_is_warned_about_while_other_threads_read(raw, monkeypatch):
+    """Other threads are inside warnings.catch_warnings (astropy's reader is) when the
+    bad frame is found: the warning must still reach the caller (it was lost once)."""
+    import threading
+    import time
+    import warnings
+
+    import ccdproc_ext.masters
+
+    path = raw / "bias_002.fits"
+    path.write_bytes(path.read_bytes()[:2880 + 500])
+    frames = sorted(raw.glob("bias_*.fits"))
+    read_frame = ccdproc_ext.masters.read_frame
+    bad_found = threading.Event()
+
+    def slow_read(frame, profile):
+        if Path(frame).name == "bias_002.fits":
+            try:
+                return read_frame(frame, profile)
+            finally:
+                bad_found.set()
+        if Path(frame).name != "bias_001.fits":
+            with warnings.catch_warnings(record=True):  # held while the bad one is found
+                bad_found.wait(5)
+                time.sleep(0.3)
+        return read_frame(frame, profile)
+
+    monkeypatch.setattr(ccdproc_ext.masters, "read_frame", slow_read)
+    with pytest.warns(FrameSkippedWarning, match=r"bias_002\.fits left out: truncated"):
+        master = make_master_bias(frames, PROFILE, skip_bad_frames=True, workers=3)
+    assert master.meta["SKIP001"] == "bias_002.fits"
+
+
 def test_dead_flat_column_is_masked_not_divided_by(clean_night, raw, tmp_path):
     """Column 10 of every flat is dead (bias level): masked in the master flat (NLOWPIX),
     masked in every science frame, whose other pixels are as in the clean night."""
