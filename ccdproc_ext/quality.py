@@ -182,12 +182,8 @@ def hot_pixels(dark, exposure=None, *, sigma=HOT_SIGMA, min_rate=HOT_MIN_RATE):
         good &= ~np.asarray(mask, bool)
     if not good.any():
         return np.zeros(rate.shape, bool)
-    values = rate.ravel() if good.all() else rate[good]
-    median = float(median_of_all(values))
-    # astropy's mad_std, its median of the values not computed a second time
-    deviations = np.subtract(values, median)
-    noise = 1.482602218505602 * float(median_of_all(np.abs(deviations, out=deviations),
-                                                    overwrite_input=True))
+    values = rate.ravel().copy() if good.all() else rate[good]
+    median, noise = (float(value) for value in _median_and_mad_std(values))
     threshold = median + max(sigma * noise, min_rate)
     with np.errstate(invalid="ignore"):
         return good & (rate > threshold)
@@ -449,7 +445,17 @@ def _difference_noise(difference):
     deviation of the differences of neighbouring pixels along rows, over sqrt(2)."""
     steps = np.diff(difference, axis=1)
     steps = steps[np.isfinite(steps)]
-    return float(mad_std(steps) / np.sqrt(2)) if steps.size else np.nan
+    return float(_median_and_mad_std(steps)[1] / np.sqrt(2)) if steps.size else np.nan
+
+
+def _median_and_mad_std(values):
+    """`numpy.median` and astropy's `~astropy.stats.mad_std` of finite ``values`` (a 1-D
+    array of this function's own, which it overwrites), the same numbers, the medians
+    by `median_of_all`."""
+    median = median_of_all(values, overwrite_input=True)
+    deviations = np.subtract(values, median, out=values)
+    return median, 1.482602218505602 * median_of_all(np.abs(deviations, out=deviations),
+                                                     overwrite_input=True)
 
 
 def _far_level(i, others, levels, noise, kind):

@@ -467,3 +467,17 @@ def test_low_flat_pixels_of_boxes_cut_at_the_edges_by_hand():
     assert 0 < expected.sum() < 0.1 * data.size
     np.testing.assert_array_equal(low_flat_pixels(CCDData(data, unit="adu", mask=mask)),
                                   expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 2, 5, 64, 1001])
+def test_median_and_mad_std_are_numpys_and_astropys(dtype, size):
+    from astropy.stats import mad_std
+
+    from ccdproc_ext.quality import _median_and_mad_std
+
+    rng = np.random.default_rng(size)
+    values = rng.standard_t(3, size).astype(dtype) * 40 + 1000
+    values[: size // 3] = np.round(values[: size // 3])  # ties
+    median, noise = _median_and_mad_std(values.copy())
+    assert median == np.median(values) and noise == mad_std(values)
