@@ -529,8 +529,10 @@ def _read_frame_and_checksum(path, profile=None, *, dtype=np.float32, ext=0):
 def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
     """The frame of `read_frame` (and the file's checksum), reading the file once.
 
-    The whole file is read into memory and astropy reads it from there, without scaling
-    the stored integers (`_physical` does, faster and to the same values).
+    The whole file is read into memory and astropy reads its headers from there; the
+    stored values of a plain image are then taken where they lie in those bytes
+    (`_stored_values`), and `_physical` scales them (faster than astropy, to the same
+    values).
     """
     compression = _check_length(path)
     # One extension of a multi-extension file is read from the file itself: astropy then
@@ -543,10 +545,12 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
                              f"({err.strerror or err})") from None
     digest = hashlib.blake2b(content).hexdigest() if checksum else None
 
+    source_is_bytes = compression is None and whole_file
+
     def source():
         # astropy recognises a compressed file (gzip, bzip2 ...) by its name and first
         # bytes when it opens it itself, not in bytes in memory.
-        return io.BytesIO(content) if compression is None and whole_file else None
+        return io.BytesIO(content) if source_is_bytes else None
 
     with open_image(path, ext, source=source(), do_not_scale_image_data=True) as image:
         if image.problem:
@@ -554,7 +558,9 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
         header = image.header
         scaling = _scaling(image.hdu)
         if scaling is not None:
-            data = _pixels(image, path, lambda hdu: hdu.data)
+            data = _stored_values(image.hdu, content) if source_is_bytes else None
+            if data is None:
+                data = _pixels(image, path, lambda hdu: hdu.data)
     if scaling is None:
         # BSCALE, BLANK or a compressed image: astropy scales them, in a second opening
         # of the bytes already read.
@@ -563,6 +569,29 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
     else:
         data = _physical(data, scaling, dtype)
     return _as_frame(data, header, path, profile, ext=image.index, unit=unit), digest
+
+
+#: The type of the stored values of each BITPIX (FITS stores them big-endian).
+_STORED_TYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"),
+                 64: np.dtype(">i8"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+
+
+def _stored_values(hdu, content):
+    """The stored values of an image HDU read from the bytes ``content`` (the whole
+    file), as a read-only view of those bytes: what ``hdu.data`` gives unscaled, without
+    astropy's two copies. ``None`` for what this does not read (then astropy does)."""
+    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) or hdu.header.get("GROUPS"):
+        return None
+    stored = _STORED_TYPES.get(hdu.header.get("BITPIX"))
+    shape = hdu.shape
+    if stored is None or not shape:
+        return None
+    offset = hdu.fileinfo()["datLoc"]
+    size = stored.itemsize * int(np.prod(shape))
+    if offset is None or offset + size > len(content):
+        return None  # (a truncated data unit is found before this, by its length)
+    return np.frombuffer(content, dtype=stored, count=size // stored.itemsize,
+                         offset=offset).reshape(shape)
 
 
 def _pixels(image, path, read):

@@ -238,3 +238,38 @@ def test_collection_behaves_as_ccdprocs(plain_night, tmp_path, caplog):
     # The repr is ccdproc's, with the class's own name.
     assert repr(NightCollection(tmp_path, glob_include="*bias*")) == \
         f"NightCollection(location={str(tmp_path)!r}, glob_include='*bias*')"
+
+
+@pytest.mark.parametrize("stored", ["uint8", "int16", "uint16", "int32", "uint32", "int64",
+                                    "float32", "float64"])
+@pytest.mark.parametrize("where", ["primary", "extension"])
+def test_stored_values_taken_from_the_bytes_read_are_astropys(tmp_path, monkeypatch,
+                                                              stored, where):
+    """The values of a plain image, taken where they lie in the bytes read (no astropy
+    copy), scaled by BZERO: astropy's own values, in float32, for every BITPIX."""
+    import ccdproc_ext.raw
+
+    rng = np.random.default_rng(4)
+    info = np.iinfo(stored) if stored[0] in "ui" else None
+    if info is None:
+        values = rng.normal(0, 1e3, (37, 23)).astype(stored)
+    else:
+        values = rng.integers(max(info.min, -2**40), min(info.max, 2**40), (37, 23),
+                              dtype=stored, endpoint=True)
+        values.flat[:2] = max(info.min, -2**40), min(info.max, 2**40)
+    hdu = fits.PrimaryHDU(values) if where == "primary" else fits.ImageHDU(values)
+    hdu.header["EXTRA"] = ("x" * 40, "a card before the data")
+    hdus = [hdu] if where == "primary" else [fits.PrimaryHDU(), hdu]
+    path = tmp_path / "frame.fits"
+    fits.HDUList(hdus).writeto(path)
+    taken = []
+    stored_values = ccdproc_ext.raw._stored_values
+    monkeypatch.setattr(ccdproc_ext.raw, "_stored_values",
+                        lambda *args: taken.append(stored_values(*args)) or taken[-1])
+    frame = read_frame(path)
+    with fits.open(path) as hdul:
+        expected = np.asarray(hdul[len(hdus) - 1].data, dtype=np.float32)
+    assert frame.data.dtype == np.float32
+    np.testing.assert_array_equal(frame.data, expected)
+    if stored != "int64":  # (astropy scales 64-bit integers itself: read by astropy)
+        assert len(taken) == 1 and taken[0] is not None
