@@ -17,8 +17,9 @@ freed does not stay with the process (nor with the worker processes it forks nex
 when the last block is left, glibc's default for ``M_MMAP_MAX`` is restored. The mmap
 threshold is set to 32 MiB for good: the value glibc's own adjustment reaches after the
 first large block is freed. The cost is memory a heap cannot reuse for a larger array
-than the ones freed (a float64 frame after float32 ones): on that night, the largest
-resident size while masters are made rose from 0.89 to 1.0 GB.
+than the ones freed (a float64 frame after float32 ones): on that night (two workers),
+the largest resident size of the process that makes the masters rose from 0.89 to
+0.93 GB.
 
 Nothing is done where the user tuned the allocator (the ``GLIBC_TUNABLES`` or
 ``MALLOC_*_`` environment variables), nor on other systems or C libraries.

@@ -1049,7 +1049,6 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
     return outcomes
 
 
-
 # ----------------------------------------------------------------- the night's log
 class _NightLog:
     """The problems and notes of a night, in the order they were found."""
