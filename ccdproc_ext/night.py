@@ -36,7 +36,7 @@ import os
 import traceback
 import warnings
 from collections import Counter
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -814,34 +814,29 @@ def _build_bad_pixel_masks(plan, masters, options, report):
             continue
         path = inside(folder / f"{name}.fits", folder)
         to_make.setdefault(name, (path, lower, []))[2].append((dark, flat))
-    # The masks are made at the same time (numpy's medians release the GIL), kept in order.
+
+    def make(job):
+        path, lower, _ = job
+        try:
+            return _bad_pixel_mask(path, lower, options)
+        except CcdprocExtError as err:  # said below, in order
+            return err
+
+    # The masks are made at the same time (numpy's medians release the GIL).
     workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
                   else int(options.workers))
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        made = {name: (pool.submit if pool else _done_now)(_bad_pixel_mask, path, lower,
-                                                             options)
-                for name, (path, lower, _) in to_make.items()}
-        for name, (path, _, used_by) in to_make.items():
-            try:
-                masters.built[name] = made[name].result()
-            except CcdprocExtError as err:
-                if options.strict:
-                    raise
-                report.note(f"masters/{path.name}", type(err).__name__,
-                            f"no bad-pixel mask: {without_path(err)}")
-                continue
-            masters.paths[("bpm", name)] = path
-            masters.bpm_of.update(dict.fromkeys(used_by, name))
-
-
-def _done_now(function, *args):
-    """``function(*args)`` called now, as a finished `~concurrent.futures.Future`."""
-    future = Future()
-    try:
-        future.set_result(function(*args))
-    except Exception as err:  # raised by result(), as a pool's future would
-        future.set_exception(err)
-    return future
+        made = list((pool.map if pool else map)(make, to_make.values()))
+    for (name, (path, _, used_by)), mask in zip(to_make.items(), made, strict=True):
+        if isinstance(mask, CcdprocExtError):
+            if options.strict:
+                raise mask
+            report.note(f"masters/{path.name}", type(mask).__name__,
+                        f"no bad-pixel mask: {without_path(mask)}")
+            continue
+        masters.built[name] = mask
+        masters.paths[("bpm", name)] = path
+        masters.bpm_of.update(dict.fromkeys(used_by, name))
 
 
 def _bpm_name(dark, flat, bad_pixels):
