@@ -41,6 +41,14 @@ __all__ = ["NightCollection"]
 
 log = logging.getLogger(__name__)
 
+#: What a night does without a value some frames do not give (see `night_notes`).
+_WITHOUT = {
+    "date": "masters are chosen without a time distance for those frames",
+    "filter": "flats and science frames of those are matched without a filter",
+    "binning": "those frames are taken as unbinned (1x1)",
+    "temperature": "masters are chosen without a temperature distance for those frames",
+}
+
 #: Frames further apart in time than this start a new observing night.
 NIGHT_GAP_HOURS = 8.0
 
@@ -492,6 +500,8 @@ class NightCollection(ImageFileCollection):
                     notes.append(f"{exposure_problem[1]}: a bias, exposure taken as 0 s")
             else:
                 problems.append(exposure_problem)
+        if image_type == "science" and exposure == 0:
+            notes.append("exposure 0 s: a science frame that saw no light")
         binning, binning_problem = read(profile.binning, (0, 0))
         if binning_problem is not None:
             problems.append(binning_problem)
@@ -510,6 +520,9 @@ class NightCollection(ImageFileCollection):
         for key in profile.match_keywords:
             value = self._value(header, key) if key in header else ""
             agree.append(f"{key}={str(value).strip()}")
+        self._given[name] = {
+            "binning": any(all(k.strip() in header for k in entry.split(","))
+                           for entry in profile.binning_keywords)}
         return {
             "file": name,
             "type": image_type or "",
@@ -528,6 +541,7 @@ class NightCollection(ImageFileCollection):
         }, date_obs
 
     def _build_frames(self, names):
+        self._given = {}
         rows, times = [], []
         for name in names:
             path = os.path.join(self.location or "", name)
@@ -549,6 +563,40 @@ class NightCollection(ImageFileCollection):
         table = Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
         table["night"] = _assign_nights(np.asarray(table["mjd"], dtype=float))
         return table
+
+    @property
+    def night_notes(self):
+        """What the night's headers do not say where it matters, in words, one note per
+        value, with the keywords looked for: a date or a filter (of a flat or a science
+        frame) that some frames do not give, or a binning or a temperature that some
+        frames give and others do not (when no frame gives one, all are alike), e.g.
+        ``"filter: not given by 12 of 40 frames (FILTER, FILTNAME): flats and science
+        frames of those are matched without a filter"``. An exposure time that is
+        needed and missing is a problem of its frame, said there.
+        """
+        frames = self.frames
+        usable = frames[frames["type"] != ""]
+        binning_given = np.array([self._given.get(str(f), {}).get("binning", True)
+                                  for f in usable["file"]], dtype=bool)
+        temperature_given = np.isfinite(np.asarray(usable["temperature"], dtype=float))
+        lacking = {
+            "date": usable["date_obs"] == "",
+            "filter": np.isin(usable["type"], ("flat", "science")) & (usable["filter"] == ""),
+            "binning": ~binning_given if binning_given.any() else binning_given,
+            "temperature": ~temperature_given if temperature_given.any() else
+            temperature_given,
+        }
+        keywords = {"date": self.profile.date_obs_keywords,
+                    "filter": self.profile.filter_keywords,
+                    "binning": self.profile.binning_keywords,
+                    "temperature": self.profile.temperature_keywords}
+        notes = []
+        for what, missing in lacking.items():
+            n_missing = int(np.count_nonzero(missing))
+            if n_missing:
+                notes.append(f"{what}: not given by {n_missing} of {len(usable)} frames "
+                             f"({', '.join(keywords[what])}): {_WITHOUT[what]}")
+        return notes
 
     # ----------------------------------------------------------------------- helpers
     def header(self, file):

@@ -332,17 +332,12 @@ def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
     key = _group_key(frame)
     pool = [i for i in candidates if night.facts[masters["name"][i]]["key"] == key]
     if not pool:
-        groups = sorted(set(masters["group"][candidates]))
-        raise CalibrationMatchError(
-            f"no {kind} matches {_describe_group(key)}; the {kind} frames are: "
-            + "; ".join(groups))
+        groups = "; ".join(sorted(set(masters["group"][candidates])))
+        raise _OtherGroups(
+            f"no {kind} matches {_describe_group(key)}; the {kind} frames are: {groups}",
+            group=_describe_group(key), groups=groups)
     if kind == "flat":
-        in_filter = [i for i in pool if masters["filter"][i] == frame["filter"]]
-        if not in_filter:
-            raise CalibrationMatchError(
-                f"no flat in filter {str(frame['filter'])!r}; flats exist for "
-                + ", ".join(repr(str(f)) for f in sorted(set(masters["filter"][candidates]))))
-        pool = in_filter
+        pool = _flats_in_filter(frame, pool, candidates, night, details)
     if only_buildable:
         pool = [i for i in pool if night.buildable.get(masters["name"][i], True)]
         if not pool:
@@ -353,7 +348,8 @@ def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
         pool, dark_rule = _by_exposure(frame, pool, night, details, has_bias=has_bias)
         rule.append(dark_rule)
     if kind == "flat":
-        rule.append(f"filter {frame['filter']}")
+        flat_filter = str(masters["filter"][pool[0]])
+        rule.append(f"filter {flat_filter}" if flat_filter else "no filter")
     dtime = np.abs(np.asarray(masters["mjd"][pool], dtype=float) - frame["mjd"]) * 24.0
     dtime = np.where(np.isfinite(dtime), dtime, np.inf)
     best = int(np.argmin(dtime))
@@ -364,9 +360,31 @@ def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
     details["rule"] = ", ".join(rule)
     details["master"] = master["name"]
     details["dtime"] = float(dtime[best]) if np.isfinite(dtime[best]) else math.nan
-    details["dtemperature"], details["note"] = _temperature_details(
+    details["dtemperature"], temperature_note = _temperature_details(
         kind, temperature, master, night, distance[chosen])
+    details["note"] = "; ".join(n for n in (details["note"], temperature_note) if n)
     return master, details
+
+
+def _flats_in_filter(frame, pool, candidates, night, details):
+    """The flats of ``pool`` in the frame's filter.
+
+    A frame that names no filter takes the flats of its group when they are all of one
+    filter (with a note): the night said its filter is unknown, and one filter is the
+    only one it can have been taken in. Otherwise a flat of another filter is a problem.
+    """
+    masters = night.masters
+    in_filter = [i for i in pool if masters["filter"][i] == frame["filter"]]
+    if in_filter:
+        return in_filter
+    filters = sorted({str(masters["filter"][i]) for i in pool})
+    if not str(frame["filter"]) and len(filters) == 1:
+        details["note"] = (f"the frame names no filter; the flats of its group are all "
+                           f"in filter {filters[0]!r}: used")
+        return pool
+    raise CalibrationMatchError(
+        f"no flat in filter {str(frame['filter'])!r}; flats exist for "
+        + ", ".join(repr(str(f)) for f in sorted(set(masters["filter"][candidates]))))
 
 
 def _temperature_distances(temperature, pool, night):
@@ -472,8 +490,8 @@ def _by_exposure(frame, pool, night, details, *, has_bias):
 
 #: The columns of the plan and their types, in order.
 _PLAN_COLUMNS = {
-    "file": "U", "type": "U", "group": "U", "night": "i8", "exposure": "f8", "filter": "U",
-    "temperature": "f8", "set_temperature": "f8", "date_obs": "U",
+    "file": "U", "type": "U", "type_rule": "U", "group": "U", "night": "i8", "exposure": "f8",
+    "filter": "U", "temperature": "f8", "set_temperature": "f8", "date_obs": "U",
     "bias": "U", "bias_rule": "U", "bias_dtime": "f8", "bias_dtemperature": "f8",
     "dark": "U", "dark_rule": "U", "dark_exposure": "f8", "dark_dexposure": "f8",
     "dark_scale": "f8", "dark_dtime": "f8", "dark_dtemperature": "f8",
@@ -500,10 +518,32 @@ def _add_note(row, note):
     row["notes"] = "; ".join(n for n in (row["notes"], note) if n)
 
 
+class _OtherGroups(CalibrationMatchError):
+    """The night has calibrations of a kind, but none of the frame's group."""
+
+    def __init__(self, message, *, group, groups):
+        super().__init__(message)
+        self.group, self.groups = group, groups
+
+
 def _choose_of_night(calibration, frame, night, options):
     """The night's own master for ``calibration`` (or ``None``, step skipped): raises
     `CalibrationMatchError`, or `_Unbuildable` when its only masters cannot be built."""
-    master, details = _choose(calibration, frame, night, **options)
+    try:
+        master, details = _choose(calibration, frame, night, **options)
+    except _OtherGroups as err:
+        if calibration != "bias":
+            raise
+        # Premise of "no bias, no frame": the bias must be taken out, and only a master
+        # bias can. A group without biases is a night without them: its darks hold the
+        # bias and are used as they are, so the rule steps aside with a note (a dark to
+        # scale still needs a bias, and says so).
+        return None, {"rule": "no bias of this group: step skipped", "master": "",
+                      "dexposure": math.nan, "scale": math.nan, "dtime": math.nan,
+                      "dtemperature": math.nan,
+                      "note": (f"no bias frames of {err.group} (the bias frames are: "
+                               f"{err.groups}): not bias-subtracted; darks of this group "
+                               "hold the bias and are used unscaled")}
     if master is not None and not night.buildable.get(master["name"], True):
         unbuildable = master["name"]
         try:
@@ -563,7 +603,8 @@ def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
         row["dark_exposure"] = float(master["exposure"])
         row["dark_dexposure"] = details["dexposure"]
         row["dark_scale"] = details["scale"]
-    if master is None and frame["type"] == "science" and not row["edit"]:
+    if master is None and frame["type"] == "science" and not row["edit"] and \
+            not details["note"]:
         _add_note(row, _MISSING_NOTES[calibration])
         if library_words:
             _add_note(row, library_words)
@@ -774,7 +815,9 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     Returns
     -------
     `~astropy.table.Table`
-        One row per frame: ``file``, ``type``, ``group``, ``night``, ``exposure``,
+        One row per frame: ``file``, ``type``, ``type_rule`` (the evidence that decided
+        the type: ``IMAGETYP = Bias Frame``, ``file name``, ``OBJECT = sky flat``,
+        ``guessed``, ``override``), ``group``, ``night``, ``exposure``,
         ``filter``, ``temperature`` (measured, else set point) and ``set_temperature``,
         then for each of ``bias``, ``dark``, ``flat`` the master's name (``""`` when
         none), the rule that chose it, and the distances (``dark_dexposure`` in s,
@@ -836,6 +879,7 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     for frame, set_point in zip(frames, set_points, strict=True):
         row = _plan_row(frame["file"], frame["type"] or "unknown")
         row.update({
+            "type_rule": frame["type_rule"],
             "group": _describe_group(_group_key(frame)),
             "night": int(frame["night"]),
             "exposure": float(frame["exposure"]),
@@ -884,7 +928,7 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     plan.meta["scale_darks"] = bool(scale_darks)
     plan.meta["dark_tolerance"] = float(dark_tolerance)
     plan.meta["strict_temperature"] = bool(strict_temperature)
-    plan.meta["notes"] = _night_notes(frames, night.present, rows)
+    plan.meta["notes"] = collection.night_notes + _night_notes(frames, night.present, rows)
     plan.meta["masters"] = night.masters
     if night.library is not None:
         adopted = list(night.library.adopted.values())

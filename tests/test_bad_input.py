@@ -195,8 +195,9 @@ def _all_nan(raw):
     (_no_exposure, HeaderError, "none of the keywords EXPTIME, EXPOSURE is in the header"),
     (_exposure_not_a_number, HeaderError, "keyword EXPTIME = 'sixty' is not a number"),
     (_no_image_type, HeaderError, "no image-type keyword and no file pattern matches"),
-    (_other_shape, CalibrationMatchError, "no bias matches 20x28, binning 1x1"),
-    (_other_binning, CalibrationMatchError, "no bias matches 24x28, binning 2x2"),
+    # No bias of the frame's group is a note (a night without biases); no dark is not.
+    (_other_shape, CalibrationMatchError, "no dark matches 20x28, binning 1x1"),
+    (_other_binning, CalibrationMatchError, "no dark matches 24x28, binning 2x2"),
     (_duplicate, DuplicateFrameError, "the same bytes as object_R_002.fits"),
     (_all_nan, DataQualityError, "no pixel is finite"),
 ])

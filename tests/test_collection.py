@@ -92,7 +92,9 @@ def small_night(tmp_path_factory):
     ("maxim-ccdsoft", "Light Frame", "science"),
 ])
 def test_type_from_image_type_word(tmp_path, profile, word, expected):
-    write_frame(tmp_path / "frame.fits", frame_cards(word))
+    # A dark of 0 s is a bias: the other types are given a time of their own.
+    exposure = 0.0 if expected == "bias" else 10.0
+    write_frame(tmp_path / "frame.fits", frame_cards(word, exposure=exposure))
     night = NightCollection(tmp_path, profile=profile)
     frame = row(night, "frame.fits")
     assert frame["type"] == expected
@@ -117,7 +119,9 @@ def test_type_from_image_type_word(tmp_path, profile, word, expected):
 ])
 def test_type_falls_back_to_file_patterns(tmp_path, name, word, expected_type,
                                           expected_rule, problem):
-    write_frame(tmp_path / name, frame_cards(word))
+    # A dark of 0 s is a bias: the other types are given a time of their own.
+    exposure = 0.0 if expected_type in ("bias", "") else 10.0
+    write_frame(tmp_path / name, frame_cards(word, exposure=exposure))
     night = NightCollection(tmp_path, profile="generic")
     frame = row(night, name)
     assert frame["type"] == expected_type

@@ -210,6 +210,34 @@ def test_bias_with_a_bad_exposure_time_is_noted(tmp_path):
     # No type at all and light in it: science, guessed.
     ("IC310_1.fits", {"IMAGETYP": None, "EXPTIME": "40      "}, "science", "guessed",
      "type guessed: science (no image type in header or file name, exposure 40 s)"),
+    # A word of a name counts whole: a neon lamp saved without CCDSoft's auto-dark, a
+    # sky spectrum, a field named for its zero point are no dark or bias frames.
+    ("spec_neon_1s.00000001.NOAUTODARK.FIT", {}, "science", "IMAGETYP = Light Frame", ""),
+    ("DarkSky-300s.fit", {}, "science", "IMAGETYP = Light Frame", ""),
+    ("zeropoint_field.fits", {"IMAGETYP": "OBJECT"}, "science", "IMAGETYP = OBJECT", ""),
+    # ... and plurals, parts between digits and dots, compounds of a type word do count.
+    ("Dark120_01.fit", {}, "dark", "file name",
+     "dark from file name Dark120_01.fit; IMAGETYP says 'Light Frame'"),
+    ("biases-Neg5-Vis.00000003.BIAS.FIT", {}, "bias", "file name",
+     "bias from file name biases-Neg5-Vis.00000003.BIAS.FIT; IMAGETYP says 'Light Frame'"),
+    ("skyflat_V_02.fits", {}, "flat", "file name",
+     "flat from file name skyflat_V_02.fits; IMAGETYP says 'Light Frame'"),
+    # OBJECT that is exactly a calibration word: weaker than the type keyword's
+    # calibration word, stronger than its 'object'.
+    ("n1_0042.fits", {"IMAGETYP": None, "OBSTYPE": "OBJECT", "OBJECT": "sky flat"}, "flat",
+     "OBJECT = sky flat", "flat from OBJECT = 'sky flat'; OBSTYPE says 'OBJECT'"),
+    ("n1_0043.fits", {"IMAGETYP": None, "OBSTYPE": "OBJECT", "OBJECT": "Dome  Flat "},
+     "flat", "OBJECT = Dome Flat", "flat from OBJECT = 'Dome  Flat'; OBSTYPE says 'OBJECT'"),
+    ("n1_0044.fits", {"IMAGETYP": "Bias Frame", "EXPTIME": 0.0, "OBJECT": "Dark"}, "bias",
+     "IMAGETYP = Bias Frame", ""),
+    ("n1_0045.fits", {"IMAGETYP": "OBJECT", "OBJECT": "flat field of M31"}, "science",
+     "IMAGETYP = OBJECT", ""),
+    # A dark of 0 s is a bias, whatever typed it.
+    ("n1_0046.fits", {"IMAGETYP": None, "OBSTYPE": "DARK", "EXPTIME": 0.0,
+                      "OBJECT": "bias"}, "bias", "OBSTYPE = DARK",
+     "a dark of 0 s is a bias (OBSTYPE = DARK)"),
+    ("dark_0s_001.fits", {"IMAGETYP": None, "EXPTIME": 0}, "bias", "file name",
+     "a dark of 0 s is a bias (file name)"),
 ])
 def test_frame_type_rules(tmp_path, name, cards, expected, rule, note):
     _, frame = one_frame(tmp_path, science(**cards), name=name)

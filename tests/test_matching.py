@@ -27,8 +27,8 @@ from ccdproc_ext.simulate import simulate_night
 
 SHAPE = (16, 20)
 DARKS = (10.0, 30.0, 60.0, 300.0)
-PLAN_COLUMNS = ["file", "type", "group", "night", "exposure", "filter", "temperature",
-                "set_temperature", "date_obs", "bias", "bias_rule", "bias_dtime",
+PLAN_COLUMNS = ["file", "type", "type_rule", "group", "night", "exposure", "filter",
+                "temperature", "set_temperature", "date_obs", "bias", "bias_rule", "bias_dtime",
                 "bias_dtemperature", "dark", "dark_rule", "dark_exposure", "dark_dexposure",
                 "dark_scale", "dark_dtime", "dark_dtemperature", "flat", "flat_rule", "flat_dtime",
                 "flat_dtemperature", "status", "problem", "problem_kind", "notes", "edit"]
@@ -337,7 +337,12 @@ def test_plan_frame_matching_no_calibration_group(tmp_path, shape, binning, grou
     plan = NightCollection(tmp_path).plan()
     row = plan_row(plan, "object_odd_R_001.fits")
     assert row["status"] == "problem"
-    for kind in ("bias", "dark", "flat"):
+    # A group without biases is a night without them: the step is skipped, with a note
+    # (its darks would hold the bias); a dark or flat of another group is a problem.
+    assert (row["bias"], row["bias_rule"]) == ("", "no bias of this group: step skipped")
+    assert (f"no bias frames of {group} (the bias frames are: 16x20, binning 1x1): not "
+            "bias-subtracted" in row["notes"])
+    for kind in ("dark", "flat"):
         assert (row[kind], row[f"{kind}_rule"]) == ("", "no match")
         assert (f"no {kind} matches {group}; the {kind} frames are: 16x20, binning 1x1"
                 in row["problem"])
@@ -405,7 +410,12 @@ def test_plan_match_keywords_must_agree(tmp_path):
     assert row["bias"] == master(plan, "bias", group=group)
     row = plan_row(plan, "light_g200_L_001.fits")
     assert row["status"] == "problem"
-    assert ("no bias matches 16x20, binning 1x1, GAIN=200,OFFSET=10; the bias frames are: "
+    # No bias of its own settings: noted, and the step skipped as in a night without
+    # biases; no dark of its own settings: a problem.
+    assert ("no bias frames of 16x20, binning 1x1, GAIN=200,OFFSET=10 (the bias frames "
+            "are: 16x20, binning 1x1, GAIN=0,OFFSET=10; 16x20, binning 1x1, "
+            "GAIN=100,OFFSET=10)" in row["notes"])
+    assert ("no dark matches 16x20, binning 1x1, GAIN=200,OFFSET=10; the dark frames are: "
             "16x20, binning 1x1, GAIN=0,OFFSET=10; 16x20, binning 1x1, GAIN=100,OFFSET=10"
             in row["problem"])
 

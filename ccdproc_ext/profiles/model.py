@@ -31,6 +31,7 @@ from .sections import DetectorSection
 __all__ = [
     "CALIBRATION_TYPES",
     "IMAGE_TYPES",
+    "OBJECT_WORDS",
     "SCHEMA_VERSION",
     "Amplifier",
     "DetectorValue",
@@ -38,6 +39,7 @@ __all__ = [
     "ExtensionLayout",
     "FrameType",
     "InstrumentProfile",
+    "name_has_word",
 ]
 
 #: The version of the profile schema this package reads.
@@ -57,6 +59,49 @@ FrameType = namedtuple("FrameType", ["image_type", "rule", "notes"])
 
 def _where(path):
     return f"{path}: " if path else ""
+
+
+#: Words of ``OBJECT`` that say a frame is a calibration (besides the profile's own
+#: image-type words): observatories that type every frame ``OBJECT`` name their
+#: calibrations there.
+OBJECT_WORDS = MappingProxyType({
+    "bias": ("bias", "zero", "bias frame"),
+    "dark": ("dark", "dark frame"),
+    "flat": ("flat", "sky flat", "dome flat", "twilight flat", "skyflat", "domeflat",
+             "twiflat", "flat field", "flatfield"),
+})
+
+_LETTERS_RE = re.compile(r"[a-z]+")
+
+
+def _word_of_pattern(pattern):
+    """``"dark"`` for the pattern ``"*dark*"``; ``None`` for any other pattern."""
+    match = re.fullmatch(r"\*([a-z]+)\*", pattern)
+    return match.group(1) if match else None
+
+
+def name_has_word(text, word, compounds=()):
+    """Whether ``word`` is a whole word of a file name or path.
+
+    A word is a run of letters (digits, ``-``, ``_``, ``.``, ``/`` and blanks end it),
+    compared ignoring case; a plural (``darks``, ``biases``) counts, and so does one of
+    ``compounds`` that holds the word (``skyflat``, ``flatfield``).
+
+    Examples
+    --------
+    >>> name_has_word("darks-expos1-Neg5.00000000.DARK.FIT", "dark")
+    True
+    >>> name_has_word("spec_neon_1s.00000001.NOAUTODARK.FIT", "dark")
+    False
+    >>> name_has_word("DarkSky-300s.fit", "dark")
+    False
+    """
+    for found in _LETTERS_RE.findall(str(text).lower()):
+        if found in (word, word + "s", word + "es"):
+            return True
+        if word in found and found.removesuffix("s") in compounds:
+            return True
+    return False
 
 
 def _rule(key, word):
@@ -249,17 +294,23 @@ class InstrumentProfile:
     def classify_frame(self, header, path=None, *, exposure=None, folders=True):
         """The type of a frame, the rule that decided it, and notes.
 
-        The rules, in order:
+        Every piece of evidence is weighed, strongest first:
 
         1. A calibration word of the image-type keyword (``IMAGETYP = 'Bias Frame'``).
-        2. A calibration type of the file-name patterns (file or folder name), even when
-           the keyword says science: capture software writes its default ``'Light Frame'``
-           on flats (with a note).
-        3. A science word of the keyword.
-        4. A science pattern of the file name.
-        5. Nothing says (no image-type word, no pattern): science when the exposure time
+        2. A calibration word of the file or folder name (`classify_path`: whole words,
+           so ``NOAUTODARK`` and ``DarkSky`` say nothing), even when the keyword says
+           science: capture programs write their default ``'Light Frame'`` on flats
+           (with a note).
+        3. ``OBJECT`` holding exactly a calibration word (``'bias'``, ``'sky flat'``,
+           ``'Dome Flat'``...): observatories that type their flats ``OBJECT`` name them
+           there (with a note).
+        4. A science word of the keyword.
+        5. A science pattern of the file name.
+        6. Nothing says (no image-type word, no pattern): science when the exposure time
            is above 0 (with a note), else unknown (``None``). A word the profile does not
            know ('arc', 'focus') is unknown too: such a frame is no science frame to guess.
+
+        A dark of 0 s, whatever said dark, is a bias (with a note).
 
         Parameters
         ----------
@@ -278,24 +329,43 @@ class InstrumentProfile:
         -------
         FrameType
         """
+        if exposure is None:
+            try:
+                exposure = header_float(header, self.exposure_time_keywords, required=False)
+            except HeaderError:
+                exposure = None
+        found = self._weigh_evidence(header, path, exposure, folders)
+        if found.image_type == "dark" and exposure == 0:
+            return FrameType("bias", found.rule,
+                             (*found.notes, f"a dark of 0 s is a bias ({found.rule})"))
+        return found
+
+    def _weigh_evidence(self, header, path, exposure, folders):
+        """`classify_frame`'s rules 1 to 6, in order."""
         header_type, key, word = self.header_type(header)
-        if header_type in CALIBRATION_TYPES:
-            notes = []
-            by_name = self._path_type(path)
-            if by_name is not None and by_name[0] != header_type and (
-                    folders or by_name[1] == "file name"):
-                notes.append(f"{key} says {word!r}, the {by_name[1]} {by_name[2]} says "
-                             f"{by_name[0]}: {key} is trusted")
-            return FrameType(header_type, _rule(key, word), tuple(notes))
         by_name = self._path_type(path)
-        overrules = by_name is not None and by_name[0] in CALIBRATION_TYPES and (
-            header_type is None or folders or by_name[1] == "file name")
-        if overrules:
-            image_type, where, name = by_name
+        if by_name is not None and by_name[1] == "folder name" and not folders and \
+                header_type is not None:
+            by_name = None  # a folder of the user's own tree does not overrule the header
+        if header_type in CALIBRATION_TYPES:
             notes = ()
-            if header_type is not None:
-                notes = (f"{image_type} from {where} {name}; {key} says {word!r}",)
+            if by_name is not None and by_name[0] != header_type:
+                notes = (f"{key} says {word!r}, the {by_name[1]} {by_name[2]} says "
+                         f"{by_name[0]}: {key} is trusted",)
+            return FrameType(header_type, _rule(key, word), notes)
+        by_object = self.object_type(header)
+        said = f"; {key} says {word!r}" if header_type is not None else ""
+        if by_name is not None and by_name[0] in CALIBRATION_TYPES:
+            image_type, where, name = by_name
+            notes = (f"{image_type} from {where} {name}{said}",) if said else ()
+            if by_object is not None and by_object[0] != image_type:
+                notes += (f"OBJECT = {by_object[1]!r} says {by_object[0]}, the {where} "
+                          f"{name} says {image_type}: the {where} is trusted",)
             return FrameType(image_type, "file name", notes)
+        if by_object is not None:
+            image_type, value = by_object
+            return FrameType(image_type, _rule("OBJECT", value),
+                             (f"{image_type} from OBJECT = {value!r}{said}",))
         if header_type is not None:
             return FrameType(header_type, _rule(key, word), ())
         if by_name is not None:
@@ -304,43 +374,64 @@ class InstrumentProfile:
             # An explicit word the profile does not know ('arc', 'focus', 'comp') says
             # what the frame is: not a science frame to guess.
             return FrameType(None, "", ())
-        if exposure is None:
-            try:
-                exposure = header_float(header, self.exposure_time_keywords, required=False)
-            except HeaderError:
-                exposure = None
         if exposure is not None and math.isfinite(exposure) and exposure > 0:
             return FrameType("science", "guessed",
                              ("type guessed: science (no image type in header or file name, "
                               f"exposure {exposure:g} s)",))
         return FrameType(None, "", ())
 
+    def object_type(self, header):
+        """``(type, value)`` when ``OBJECT`` is exactly a calibration word, else ``None``.
+
+        The words are `OBJECT_WORDS` and the profile's own calibration words, compared
+        ignoring case and runs of blanks: ``OBJECT = 'Dome Flat'`` says flat,
+        ``OBJECT = 'flat of M31 field'`` says nothing.
+        """
+        if "OBJECT" not in header:
+            return None
+        value = card_value(header, "OBJECT")[0]
+        if not isinstance(value, str):
+            return None
+        text = " ".join(value.split()).lower()
+        for image_type in CALIBRATION_TYPES:
+            if text in OBJECT_WORDS[image_type] or \
+                    text in self.image_type_words.get(image_type, ()):
+                return image_type, value.strip()
+        return None
+
     def _path_type(self, path):
         """``(type, "file name" or "folder name", the name)`` from the patterns, or None."""
         if path is None:
             return None
-        image_type = self.classify_path(path)
-        if image_type is None:
-            return None
         pure = PurePath(path)
-        name = pure.name.lower()
-        if any(fnmatch.fnmatchcase(name, p) for p in self.file_patterns[image_type]):
-            return image_type, "file name", pure.name
-        return image_type, "folder name", pure.parent.as_posix()
+        for image_type in IMAGE_TYPES:
+            patterns = self.file_patterns.get(image_type, ())
+            if any(self._name_matches(p, pure.name, image_type) for p in patterns):
+                return image_type, "file name", pure.name
+            if any(self._name_matches(p, pure.as_posix(), image_type) for p in patterns):
+                return image_type, "folder name", pure.parent.as_posix()
+        return None
 
     def classify_path(self, path):
         """The frame type given by the profile's file-name patterns, or ``None``.
 
         Patterns are shell-style, case-insensitive, and matched against the file name
-        and against the path (so ``*/dark/*`` matches a folder).
+        and against the path (so ``*/dark/*`` matches a folder). A pattern that is one
+        word between stars (``*dark*``) matches that word as a whole word of the name
+        (see `name_has_word`): ``darks-expos1.fits``, ``Fla2_dark.fit`` and
+        ``bias.00000001.BIAS.FIT`` say their type, ``NOAUTODARK.FIT``, ``DarkSky-300s.fit``
+        and ``horizon.fits`` do not.
         """
-        text = PurePath(path).as_posix().lower()
-        name = PurePath(path).name.lower()
-        for image_type in IMAGE_TYPES:
-            for pattern in self.file_patterns.get(image_type, ()):
-                if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(text, pattern):
-                    return image_type
-        return None
+        found = self._path_type(path)
+        return None if found is None else found[0]
+
+    def _name_matches(self, pattern, text, image_type):
+        word = _word_of_pattern(pattern)
+        if word is None:
+            return fnmatch.fnmatchcase(text.lower(), pattern)
+        compounds = {w.replace(" ", "").replace("_", "")
+                     for w in self.image_type_words.get(image_type, ())}
+        return name_has_word(text, word, compounds)
 
     def exposure_time(self, header, *, path=None):
         """Exposure time in seconds (strings and decimal commas accepted).
