@@ -245,16 +245,29 @@ def overscan_and_trim(ccd, profile, *, name="frame"):
     result = ccd
     if profile.amplifiers:
         return _amplifiers_overscan_and_trim(ccd, profile, name=name)
-    section = _section_to_apply(profile.overscan, "OVERSCAN", ccd, header, name, "overscan")
+    binning = _binning(profile, header)
+    section = _section_to_apply(profile.overscan, "OVERSCAN", ccd, header, name, "overscan",
+                                binning)
     if section is not None:
-        result = _subtract_overscan(result, profile, profile.overscan, section)
-    section = _section_to_apply(profile.trim, "TRIM", result, result.meta, name, "trim")
+        result = _subtract_overscan(result, profile, profile.overscan, section, binning)
+    section = _section_to_apply(profile.trim, "TRIM", result, result.meta, name, "trim",
+                                binning)
     if section is not None:
         result = _trim(result, section)
     return result
 
 
-def _section_to_apply(section, flag, ccd, header, name, what):
+def _binning(profile, header):
+    """The frame's ``(x, y)`` binning, by which a header's sections in unbinned pixels are
+    divided; ``(1, 1)`` when the header's cannot be read (said when the night is
+    collected)."""
+    try:
+        return profile.binning(header)
+    except HeaderError:
+        return (1, 1)
+
+
+def _section_to_apply(section, flag, ccd, header, name, what, binning=(1, 1)):
     """The section of a step to apply to ``ccd``, resolved; or None when the profile has
     no such section, the frame does not have it, or ``flag`` says the step was done
     (with a warning)."""
@@ -263,19 +276,20 @@ def _section_to_apply(section, flag, ccd, header, name, what):
     if already_done(header, flag):
         _skip(flag, header, name)
         return None
-    return _resolve(section, ccd, name, what)
+    return _resolve(section, ccd, name, what, binning)
 
 
 #: What is not done when a step's section cannot be used, in warnings.
 _NOT_DONE = {"overscan": "overscan not subtracted", "trim": "not trimmed"}
 
 
-def _resolve(section, ccd, name, what):
+def _resolve(section, ccd, name, what, binning=(1, 1)):
     """``section`` resolved for ``ccd`` (see `_section_or_skip`), or ``None``."""
-    return _section_or_skip(section.resolved, ccd, name, what)
+    return _section_or_skip(lambda shape, header: section.resolved(shape, header, binning),
+                            ccd, name, what, (section,))
 
 
-def _section_or_skip(read, ccd, name, what, sections=None):
+def _section_or_skip(read, ccd, name, what, sections):
     """What ``read(shape, header)`` gives, or ``None`` (with a `CcdprocExtWarning`) when a
     section keyword of the header cannot be used.
 
@@ -284,9 +298,8 @@ def _section_or_skip(read, ccd, name, what, sections=None):
     mistake: the step is skipped for this frame, with a warning naming the keyword and
     its value. A required keyword that is missing, or a section fixed in the profile
     that does not fit the frame, is a `~ccdproc_ext.HeaderError`. ``sections`` lists the
-    `DetectorSection` objects read (default: ``read``'s own).
+    `DetectorSection` objects read.
     """
-    sections = sections if sections is not None else (read.__self__,)
     try:
         return read(ccd.shape, ccd.meta)
     except KeyError as err:
@@ -333,7 +346,7 @@ def _overscan_axis_for(ccd, profile, name):
             or already_done(ccd.meta, "OVERSCAN"):
         return profile
     try:
-        sections = profile.overscan.slices(ccd.shape, ccd.meta)
+        sections = profile.overscan.slices(ccd.shape, ccd.meta, _binning(profile, ccd.meta))
     except (KeyError, ValueError):
         return profile  # missing or unusable: said where the section is applied
     if sections is None:
@@ -358,11 +371,11 @@ def _fits_of(rows, cols):
     return f"[{cols.start + 1}:{cols.stop},{rows.start + 1}:{rows.stop}]"
 
 
-def _subtract_overscan(ccd, profile, section_spec, section):
+def _subtract_overscan(ccd, profile, section_spec, section, binning):
     median = profile.overscan_method == "median"
     if profile.overscan_axis == "frame":
         # One level for the whole frame (a corner bias section covers no data row).
-        rows, cols = section_spec.slices(ccd.shape, ccd.meta)
+        rows, cols = section_spec.slices(ccd.shape, ccd.meta, binning)
         region = ccd.data[rows, cols]
         level = float(np.median(region) if median else np.mean(region))
         result = ccd.copy()
@@ -386,13 +399,15 @@ def _amplifier_slices(ccd, profile, name, what):
     """``[(amplifier, data slices, overscan slices or None)]`` for ``ccd``, or ``None``
     when a section of the header cannot be used (with a warning, see `_section_or_skip`)
     or an amplifier's optional section keyword is not in the header."""
+    binning = _binning(profile, ccd.meta)
+
     def read(shape, header):
         slices = []
         for amp in profile.amplifiers:
-            data = amp.data_section.slices(shape, header)
+            data = amp.data_section.slices(shape, header, binning)
             overscan = None
             if what == "overscan" and amp.overscan_section is not None:
-                overscan = amp.overscan_section.slices(shape, header)
+                overscan = amp.overscan_section.slices(shape, header, binning)
                 if overscan is None:
                     return None
             if data is None:

@@ -515,7 +515,8 @@ class NightCollection(ImageFileCollection):
         ny, nx = header.get("NAXIS2", 0), header.get("NAXIS1", 0)
         if profile.transposed:
             ny, nx = nx, ny
-        notes.extend(profile.section_notes(header, (_int_or_0(ny), _int_or_0(nx))))
+        notes.extend(profile.section_notes(header, (_int_or_0(ny), _int_or_0(nx)),
+                                           binning if binning_problem is None else (1, 1)))
         agree = []
         for key in profile.match_keywords:
             value = self._value(header, key) if key in header else ""

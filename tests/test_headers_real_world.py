@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdproc_ext import NightCollection, get_profile
+from ccdproc_ext import NightCollection, calibrate_frame, get_profile
 from ccdproc_ext.profiles import DetectorSection
 
 SHAPE = (16, 20)  # rows, columns
@@ -337,6 +337,87 @@ def test_section_check_helper():
     assert section.unusable((1536, 1536), fits.Header()) is None
     # A profile's own section is checked when the profile is loaded, not here.
     assert DetectorSection(fits="[1:2048,*]").unusable((10, 10), fits.Header()) is None
+
+
+# ------------------------------------------------------------------- 5b. binning
+@pytest.mark.parametrize("cards, binning", [
+    ({"CCDSUM": "1 2"}, (1, 2)),
+    ({"XBINNING": 3, "YBINNING": 3}, (3, 3)),
+    ({"CCDXBIN": 2, "CCDYBIN": 1}, (2, 1)),
+    ({"XBIN": "4", "YBIN": "4"}, (4, 4)),
+    ({"BINX": 2, "BINY": 2}, (2, 2)),
+    ({"HBIN": 1, "VBIN": 2}, (1, 2)),
+    ({"CCDBIN1": 2, "CCDBIN2": 2}, (2, 2)),
+    ({"BINNING": "2x2"}, (2, 2)),
+    ({"BINNING": 3}, (3, 3)),
+    # One card of a pair says nothing: the next way of writing it is read.
+    ({"XBIN": 2, "BINNING": "1x1"}, (1, 1)),
+    ({}, (1, 1)),
+])
+def test_binning_as_cameras_write_it(tmp_path, cards, binning):
+    _, frame = one_frame(tmp_path, science(**cards))
+    assert (int(frame["xbin"]), int(frame["ybin"]), frame["problem"]) == (*binning, "")
+
+
+def _binned_spectrograph_frame(path, *, biassec):
+    """A frame of 30 rows binned 1x2 (60 detector rows), 26 columns: columns 1-6 an
+    overscan at 500 + 2 per row, columns 7-26 data at 1500 + 2 per row."""
+    rows = np.arange(30, dtype=np.float32)[:, np.newaxis]
+    data = np.empty((30, 26), dtype=np.float32)
+    data[:, :6] = 500 + 2 * rows
+    data[:, 6:] = 1500 + 2 * rows
+    write = {"IMAGETYP": "OBJECT", "EXPTIME": 30.0, "CCDSUM": "1 2", "BIASSEC": biassec,
+             "TRIMSEC": "[7:26,1:60]"}
+    header = fits.Header(write)
+    fits.PrimaryHDU(data, header).writeto(path)
+    return data
+
+
+def test_sections_in_unbinned_pixels_are_divided_by_the_binning(tmp_path):
+    """BIASSEC and TRIMSEC written in detector pixels on a frame binned 1x2 are used in
+    its own pixels, with a note; the overscan is subtracted and the frame trimmed."""
+    _binned_spectrograph_frame(tmp_path / "arc_001.fits", biassec="[1:6,1:60]")
+    night = NightCollection(tmp_path)
+    frame = night.frames[0]
+    assert frame["problem"] == ""
+    assert frame["notes"] == (
+        "BIASSEC = '[1:6,1:60]' is in unbinned pixels: used as [1:6,1:30] on this frame "
+        "binned 1x2; TRIMSEC = '[7:26,1:60]' is in unbinned pixels: used as [7:26,1:30] on "
+        "this frame binned 1x2")
+    calibrated = calibrate_frame(tmp_path / "arc_001.fits")
+    # Overscan 500 + 2 row, data 1500 + 2 row: 1000 everywhere once subtracted per row.
+    assert calibrated.shape == (30, 20)
+    np.testing.assert_allclose(calibrated.data, 1000.0)
+    assert calibrated.header["OVERSCAN"].startswith("[1:6,1:30]")
+    assert calibrated.header["TRIM"] == "[7:26,1:30]"
+
+
+def test_a_section_that_fits_neither_way_is_noted(tmp_path):
+    _binned_spectrograph_frame(tmp_path / "arc_001.fits", biassec="[1:6,1:90]")
+    frame = NightCollection(tmp_path).frames[0]
+    assert frame["notes"].startswith(
+        "BIASSEC = '[1:6,1:90]' lies outside the image: it reaches row 90, but the image "
+        "has only 30 rows: overscan not subtracted")
+
+
+def test_masters_never_mix_binnings(tmp_path):
+    """Biases of two binnings make two masters; each frame gets the one of its binning."""
+    for i, (xbin, shape) in enumerate(((1, (16, 20)), (1, (16, 20)), (2, (16, 20)),
+                                       (2, (16, 20)))):
+        write_frame(tmp_path / f"bias_{i}.fits", {"IMAGETYP": "BIAS", "EXPTIME": 0.0,
+                                                  "XBIN": xbin, "YBIN": xbin, "FRAMENO": i},
+                    shape=shape)
+    for xbin in (1, 2):
+        write_frame(tmp_path / f"m31_{xbin}.fits", science(XBIN=xbin, YBIN=xbin))
+    plan = NightCollection(tmp_path).plan()
+    masters = plan.meta["masters"]
+    assert sorted((m["group"], m["files"]) for m in masters) == [
+        ("16x20, binning 1x1", "bias_0.fits,bias_1.fits"),
+        ("16x20, binning 2x2", "bias_2.fits,bias_3.fits")]
+    bias_of = {str(r["file"]): str(r["bias"]) for r in plan}
+    by_group = {str(m["group"]): str(m["name"]) for m in masters}
+    assert bias_of["m31_1.fits"] == by_group["16x20, binning 1x1"]
+    assert bias_of["m31_2.fits"] == by_group["16x20, binning 2x2"]
 
 
 # ----------------------------------------------------------------- 6. real frames

@@ -583,9 +583,10 @@ class InstrumentProfile:
                    if getattr(entry, key) is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
-    def section_notes(self, header, shape=None):
+    def section_notes(self, header, shape=None, binning=(1, 1)):
         """Notes on the overscan and trim sections a frame's header gives but that
-        cannot be used (not a FITS section, or outside the image).
+        cannot be used (not a FITS section, or outside the image), and on those written
+        in unbinned pixels and used divided by the frame's ``binning``.
 
         Such a step is skipped for the frame, not failed: see
         ``DetectorSection.unusable``.
@@ -606,9 +607,18 @@ class InstrumentProfile:
         notes = []
         for section, step in ((self.overscan, "overscan not subtracted"),
                               (self.trim, "frame not trimmed")):
-            reason = section.unusable(shape, header) if section is not None else None
+            if section is None:
+                continue
+            reason = section.unusable(shape, header, binning)
             if reason:
                 notes.append(f"{reason}: {step}")
+            elif shape is not None and all(shape) and \
+                    (key := first_card(header, section.keywords)) is not None:
+                given = str(card_value(header, key)[0]).strip()
+                used = section.fits_text(header, shape, binning)
+                if used != given:
+                    notes.append(f"{key} = {given!r} is in unbinned pixels: used as "
+                                 f"{used} on this frame binned {binning[0]}x{binning[1]}")
         return notes
 
     def describe(self):

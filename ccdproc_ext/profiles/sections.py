@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..headers import card_value
 
-__all__ = ["DetectorSection", "parse_fits_section", "section_slices"]
+__all__ = ["DetectorSection", "binned_section", "parse_fits_section", "section_slices"]
 
 _AXIS = r"\s*(\*|\d+\s*:\s*\d+|\d+)\s*"
 _SECTION_RE = re.compile(rf"^\s*\[{_AXIS},{_AXIS}\]\s*$")
@@ -98,7 +98,7 @@ class DetectorSection:
             parts.append(self.fits)
         return ", else ".join(parts) if parts else "none"
 
-    def unusable(self, shape=None, header=None):
+    def unusable(self, shape=None, header=None, binning=(1, 1)):
         """Why the section a header gives cannot be used, or ``None`` when it can.
 
         Only sections read from a header keyword are checked (a profile's own sections
@@ -113,6 +113,9 @@ class DetectorSection:
             notation only. Default is ``None``.
         header : `~astropy.io.fits.Header` or None, optional
             The frame's header. Default is ``None``.
+        binning : tuple of int, optional
+            ``(x, y)`` binning of the frame: a section in unbinned pixels that fits once
+            divided by it is usable (see `binned_section`). Default is ``(1, 1)``.
 
         Returns
         -------
@@ -138,11 +141,12 @@ class DetectorSection:
             value = card_value(header, key)[0]
             text = str(value).strip()
             try:
-                cols, rows = parse_fits_section(text)
+                parse_fits_section(text)
             except ValueError:
                 return f"{key} = {value!r} is not a FITS section"
             if shape is None or not all(shape):
                 return None
+            cols, rows = parse_fits_section(binned_section(text, shape, binning))
             for bounds, size, axis in ((cols, shape[1], "column"), (rows, shape[0], "row")):
                 if bounds is not None and bounds[1] > size:
                     return (f"{key} = {value!r} lies outside the image: it reaches {axis} "
@@ -150,8 +154,11 @@ class DetectorSection:
             return None
         return None
 
-    def fits_text(self, header=None):
+    def fits_text(self, header=None, shape=None, binning=(1, 1)):
         """The FITS section string for a frame, or ``None`` when the frame has none.
+
+        A section read from the header in unbinned pixels is given in the binned pixels
+        of a frame of ``shape`` and ``binning`` (see `binned_section`).
 
         Raises `KeyError` naming the keywords when a required keyword is missing.
         """
@@ -159,29 +166,31 @@ class DetectorSection:
             if header is not None and key in header:
                 value = str(card_value(header, key)[0]).strip()
                 parse_fits_section(value)
-                return value
+                return value if shape is None else binned_section(value, shape, binning)
         if self.fits is not None:
             return self.fits
         if self.keywords and self.required:
             raise KeyError(" or ".join(self.keywords))
         return None
 
-    def slices(self, shape, header=None):
-        """The numpy slices ``(rows, columns)`` of this section in an array of ``shape``.
+    def slices(self, shape, header=None, binning=(1, 1)):
+        """The numpy slices ``(rows, columns)`` of this section in an array of ``shape``
+        binned ``binning``.
 
         Returns ``None`` when the frame has no such section.
         """
-        text = self.fits_text(header)
+        text = self.fits_text(header, shape, binning)
         if text is None:
             return None
         return section_slices(text, shape)
 
-    def resolved(self, shape, header=None):
-        """The section with ``*`` replaced by explicit bounds for an array of ``shape``.
+    def resolved(self, shape, header=None, binning=(1, 1)):
+        """The section with ``*`` replaced by explicit bounds for an array of ``shape``
+        binned ``binning``.
 
         This is the form ccdproc's ``fits_section`` arguments accept.
         """
-        sl = self.slices(shape, header)
+        sl = self.slices(shape, header, binning)
         if sl is None:
             return None
         rows, cols = sl
@@ -214,3 +223,54 @@ def section_slices(text, shape):
                              f"has only {size} {axis} (shape {ny} x {nx})")
         out.append(slice(start - 1, stop))
     return tuple(out)
+
+
+def binned_section(text, shape, binning):
+    """A FITS section in the binned pixels of a frame, when it is written in unbinned ones.
+
+    IRAF writes sections in the pixels of the frame; several observatories write them in
+    detector pixels (``BIASSEC = '[3:52,1:2102]'`` on a frame of 1051 rows binned 1x2).
+    A section that does not fit a frame of ``shape`` but fits once each axis is divided
+    by the frame's binning is returned divided (first pixel ``(start - 1) // bin + 1``,
+    last ``ceil(stop / bin)``); any other section is returned as it is.
+
+    Parameters
+    ----------
+    text : str
+        A FITS section.
+    shape : tuple of int
+        ``(rows, columns)`` of the frame.
+    binning : tuple of int
+        ``(x, y)`` binning of the frame.
+
+    Examples
+    --------
+    >>> binned_section('[3:52,1:2102]', (1051, 60), (1, 2))
+    '[3:52,1:1051]'
+    >>> binned_section('[3:52,1:1051]', (1051, 60), (1, 2))
+    '[3:52,1:1051]'
+    """
+    cols, rows = parse_fits_section(text)
+    ny, nx = shape
+    if _inside(cols, nx) and _inside(rows, ny) or tuple(binning) == (1, 1):
+        return text
+    xbin, ybin = binning
+    cols, rows = _divided(cols, xbin), _divided(rows, ybin)
+    if not (_inside(cols, nx) and _inside(rows, ny)):
+        return text
+    return f"[{_axis_text(cols)},{_axis_text(rows)}]"
+
+
+def _inside(bounds, size):
+    return bounds is None or bounds[1] <= size
+
+
+def _divided(bounds, factor):
+    if bounds is None:
+        return None
+    start, stop = bounds
+    return (start - 1) // factor + 1, -(-stop // factor)
+
+
+def _axis_text(bounds):
+    return "*" if bounds is None else f"{bounds[0]}:{bounds[1]}"
