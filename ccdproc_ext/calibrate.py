@@ -128,8 +128,19 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
         if high >= level:  # the mask is made only when needed
             saturated = data >= level
             n_saturated = int(np.count_nonzero(saturated))
-            mask = saturated if mask is None else (mask | saturated)
-        counts.update(saturated=n_saturated, level=level)
+            if _implausible_mask(n_saturated, data.size):
+                # Premise: a saturation level lies above most pixels of a frame (its
+                # median, the bias level at least). One at or below half of them is a
+                # statistic or a mistake of the header: the rule steps aside.
+                warnings.warn(f"{name}: a saturation level of {level:g} would mask "
+                              f"{n_saturated / data.size:.0%} of the frame: it is not a "
+                              "saturation level, no pixel is masked as saturated",
+                              CcdprocExtWarning, stacklevel=3)
+                level = None
+            else:
+                mask = saturated if mask is None else (mask | saturated)
+        if level is not None:
+            counts.update(saturated=n_saturated, level=level)
     if not counts:
         return ccd
     # The pixels are shared when they did not change: the steps that follow make new ones.
@@ -158,6 +169,8 @@ def raw_mask_bits(ccd, profile=None, *, name="frame"):
         if not_finite is not None:
             # A pixel that is not finite is not counted saturated (as in mask_bad_pixels).
             saturated &= ~not_finite
+        if _implausible_mask(int(np.count_nonzero(saturated)), data.size):
+            saturated = None  # no saturation level, as mask_bad_pixels decides
     return mask_bits(data.shape, saturated=saturated, not_finite=not_finite)
 
 
@@ -203,6 +216,13 @@ def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
         raise CalibrationMatchError(
             f"{name}: the frame is {ccd.shape[0]} x {ccd.shape[1]} pixels after overscan "
             f"and trim, the bad-pixel mask {mask_name} {bad.shape[0]} x {bad.shape[1]}")
+    n_bad = int(np.count_nonzero(bad))
+    if _implausible_mask(n_bad, bad.size):
+        # Premise: bad pixels are a minority of a detector.
+        warnings.warn(f"{name}: the bad-pixel mask {mask_name} marks {n_bad / bad.size:.0%} "
+                      "of the frame: implausible for a detector, not applied",
+                      CcdprocExtWarning, stacklevel=2)
+        return ccd
     # The pixels are shared: only the mask and the header change.
     result = CCDData(ccd.data, unit=ccd.unit, meta=ccd.meta.copy(), wcs=ccd.wcs,
                      uncertainty=ccd.uncertainty, copy=False,
@@ -211,9 +231,22 @@ def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
     return result
 
 
+#: A mask covering more than this fraction of a frame is not applied: what it says of
+#: the frame cannot be true of most of its pixels (see `_implausible_mask`).
+MAX_MASKED_FRACTION = 0.5
+
+
+def _implausible_mask(n_masked, size):
+    """Whether a mask of ``n_masked`` pixels of ``size`` covers more than
+    `MAX_MASKED_FRACTION` of a frame: a rule that would mask most of a frame has a wrong
+    premise on it (a saturation level below the sky, a mask of another camera)."""
+    return size > 0 and n_masked > MAX_MASKED_FRACTION * size
+
+
 def _saturation_level(ccd, profile, name):
     """The saturation level of a raw frame in its unit, or ``None`` when the profile or
-    the header does not give it (no masking then: most cameras write no SATURATE)."""
+    the header does not give it (no masking then: most cameras write no SATURATE), or
+    gives one that is not above 0 (``DATAMAX = 0`` means "not set"), with a warning."""
     if profile is None or profile.saturation is None or not is_raw(ccd.meta):
         return None
     try:
@@ -227,6 +260,12 @@ def _saturation_level(ccd, profile, name):
     try:
         level = level.to_value(ccd.unit) if ccd.unit is not None else level.value
     except u.UnitsError:
+        return None
+    if np.isfinite(level) and level <= 0:
+        # Premise: a saturation level is a positive number of counts.
+        warnings.warn(f"{name}: a saturation level of {level:g} is not a saturation "
+                      "level (not above 0): saturated pixels are not masked",
+                      CcdprocExtWarning, stacklevel=4)
         return None
     return level if np.isfinite(level) else None
 

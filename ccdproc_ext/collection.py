@@ -13,6 +13,7 @@ same bytes as another are problems of the frame, in words, with the kind of erro
 (``problem_kind``). Header cards astropy cannot parse are repaired and the repair noted.
 """
 
+import dataclasses
 import fnmatch
 import hashlib
 import logging
@@ -33,7 +34,7 @@ from erfa import ErfaWarning
 
 from ._warnings import ignoring
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
-from .headers import _to_float, card_value
+from .headers import _to_float, card_value, first_filled, header_float
 from .profiles import IMAGE_TYPES, FrameType, get_profile
 from .raw import _inspect, file_checksum, header_unit, is_fits_name
 
@@ -523,7 +524,8 @@ class NightCollection(ImageFileCollection):
             agree.append(f"{key}={str(value).strip()}")
         self._given[name] = {
             "binning": any(all(k.strip() in header for k in entry.split(","))
-                           for entry in profile.binning_keywords)}
+                           for entry in profile.binning_keywords),
+            "saturation": self._saturation_card(header)}
         return {
             "file": name,
             "type": image_type or "",
@@ -565,9 +567,63 @@ class NightCollection(ImageFileCollection):
         table["night"] = _assign_nights(np.asarray(table["mjd"], dtype=float))
         return table
 
+    def _saturation_card(self, header):
+        """``(keyword, value)`` of the saturation level the profile reads from
+        ``header``, or ``None`` (no keyword, or not a number)."""
+        spec = self.profile.saturation
+        if spec is None or not spec.keywords:
+            return None
+        key, _ = first_filled(header, spec.keywords)
+        try:
+            value = header_float(header, [key], required=False) if key else None
+        except HeaderError:
+            return None
+        return None if value is None else (key, value)
+
+    def _saturation_not_levels(self):
+        """``{keyword: why}`` for the saturation keywords that are no saturation level in
+        this night: a value not above 0 (``DATAMAX = 0`` for "not set"), or values that
+        differ from frame to frame of one group (shape and binning): a statistic of each
+        frame, such as its largest value."""
+        frames = self.frames
+        values = {}  # keyword -> group -> values
+        for frame in frames:
+            card = self._given.get(str(frame["file"]), {}).get("saturation")
+            if card is not None:
+                group = (str(frame["shape"]), int(frame["xbin"]), int(frame["ybin"]))
+                values.setdefault(card[0], {}).setdefault(group, set()).add(card[1])
+        found = {}
+        for key, groups in values.items():
+            every = sorted(set().union(*groups.values()))
+            if every[0] <= 0:
+                found[key] = (f"{key} = {every[0]:g} is not a saturation level (not above "
+                              "0)")
+            elif any(len(group) > 1 for group in groups.values()):
+                found[key] = (f"{key} differs from frame to frame of one camera "
+                              f"({every[0]:g} to {every[-1]:g}): a statistic of each frame, "
+                              "not a saturation level")
+        return found
+
+    @property
+    def night_profile(self):
+        """The profile as it applies to this night: the profile, less the saturation
+        keywords that are no saturation level in the night's headers (see
+        `night_notes`). Premise of masking saturated pixels: the level is the camera's,
+        one number above the bias for frames read out alike; checked here on every
+        frame of the night, where one frame alone cannot tell."""
+        spec = self.profile.saturation
+        not_levels = self._saturation_not_levels()
+        if not not_levels:
+            return self.profile
+        keywords = tuple(k for k in spec.keywords if k not in not_levels)
+        saturation = dataclasses.replace(spec, keywords=keywords) \
+            if keywords or spec.value is not None else None
+        return dataclasses.replace(self.profile, saturation=saturation)
+
     @property
     def night_notes(self):
-        """What the night's headers do not say where it matters, in words, one note per
+        """What the night's headers do not say where it matters, in words: a saturation
+        keyword that is no saturation level (see `night_profile`), and one note per
         value, with the keywords looked for: a date or a filter (of a flat or a science
         frame) that some frames do not give, or a binning or a temperature that some
         frames give and others do not (when no frame gives one, all are alike), e.g.
@@ -591,7 +647,8 @@ class NightCollection(ImageFileCollection):
                     "filter": self.profile.filter_keywords,
                     "binning": self.profile.binning_keywords,
                     "temperature": self.profile.temperature_keywords}
-        notes = []
+        notes = [f"{why}: saturated pixels are not masked by it"
+                 for why in self._saturation_not_levels().values()]
         for what, missing in lacking.items():
             n_missing = int(np.count_nonzero(missing))
             if n_missing:

@@ -385,9 +385,11 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     if dry_run:
         return night_log.finish(result, [])
 
-    options = _Options(profile=profile, overwrite=overwrite, strict=strict, workers=workers,
-                       combine_options=dict(combine_options or {}), gain_correct=gain_correct,
-                       create_deviation=create_deviation,
+    # The profile as the night's headers bear it out (a saturation keyword that is a
+    # statistic of each frame is no level to mask by).
+    options = _Options(profile=collection.night_profile, overwrite=overwrite, strict=strict,
+                       workers=workers, combine_options=dict(combine_options or {}),
+                       gain_correct=gain_correct, create_deviation=create_deviation,
                        write_uncertainty=write_uncertainty, dtype=np.dtype(dtype),
                        bad_pixels=bad_pixels, cosmic_rays=cosmic_rays)
     _write_plan(plan, output_dir)
