@@ -252,7 +252,7 @@ def binned_section(text, shape, binning):
     """
     cols, rows = parse_fits_section(text)
     ny, nx = shape
-    if _inside(cols, nx) and _inside(rows, ny) or tuple(binning) == (1, 1):
+    if (_inside(cols, nx) and _inside(rows, ny)) or tuple(binning) == (1, 1):
         return text
     xbin, ybin = binning
     cols, rows = _divided(cols, xbin), _divided(rows, ybin)
