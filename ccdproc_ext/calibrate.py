@@ -57,6 +57,7 @@ from .profiles import get_profile
 from .profiles.sections import parse_fits_section
 from .provenance import (
     already_done,
+    done_by,
     is_raw,
     mark_bad_pixels,
     mark_bad_pixels_applied,
@@ -271,7 +272,7 @@ def _saturation_level(ccd, profile, name):
 
 
 def _skip(flag, header, name):
-    warnings.warn(f"{name}: {flag} = {header[flag]!r} is already in the header; the step is "
+    warnings.warn(f"{name}: {done_by(header, flag)} is already in the header; the step is "
                   "not applied again", CcdprocExtWarning, stacklevel=3)
 
 
@@ -645,6 +646,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     result = overscan_and_trim(ccd, profile, name=name)
     if result is ccd:
         result = ccd.copy()  # never hand back (or later change) the caller's object
+    result = _zero_based(result, name)
     if create_deviation:
         gain = _detector_value(profile, "gain", raw_header, name, "create_deviation")
         read_noise = _detector_value(profile, "read_noise", raw_header, name,
@@ -670,6 +672,24 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         result.data = result.data.astype(dtype)
     mark_processed(result.meta, profile.name)
     return result
+
+
+def _zero_based(ccd, name):
+    """``ccd`` plus MaxIm DL's ``PEDESTAL``, in place, when MaxIm calibrated the frame as
+    it saved it (``CALSTAT``): it adds an offset (``PEDESTAL = -100`` for 100 ADU added)
+    so that no pixel goes below 0, and the steps after it expect zero-based counts. The
+    card is set to 0 once applied, so it is never applied twice."""
+    pedestal = ccd.meta.get("PEDESTAL", 0)
+    if "CALSTAT" not in ccd.meta or isinstance(pedestal, bool) or \
+            not isinstance(pedestal, int | float) or not pedestal:
+        return ccd
+    ccd.data = ccd.data + np.asarray(pedestal, dtype=ccd.data.dtype)
+    ccd.meta["PEDESTAL"] = 0
+    ccd.meta["HISTORY"] = f"PEDESTAL {pedestal:g} added: counts made zero-based again"
+    warnings.warn(f"{name}: PEDESTAL = {pedestal:g} of a frame calibrated when it was saved "
+                  f"(CALSTAT = {str(ccd.meta['CALSTAT']).strip()!r}) added to its pixels",
+                  CcdprocExtWarning, stacklevel=3)
+    return ccd
 
 
 def _not_done(flag, header, name):

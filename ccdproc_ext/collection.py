@@ -36,6 +36,7 @@ from ._warnings import ignoring
 from .exceptions import CcdprocExtError, DuplicateFrameError, FrameReadError, HeaderError
 from .headers import _to_float, card_value, first_filled, header_float
 from .profiles import IMAGE_TYPES, FrameType, get_profile
+from .provenance import done_by
 from .raw import _inspect, file_checksum, header_unit, is_fits_name
 
 __all__ = ["NightCollection"]
@@ -199,6 +200,25 @@ def _int_or_0(value):
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+#: The calibrations a frame's header can say were done already, and their flags.
+_STEP_FLAGS = {"bias": "ZEROCOR", "dark": "DARKCOR", "flat": "FLATCOR"}
+
+
+def _steps_done(header):
+    """``{calibration: evidence}`` for the calibrations the header says were done (our
+    flags, IRAF's, MaxIm DL's ``CALSTAT``: see `~ccdproc_ext.provenance.done_by`)."""
+    return {kind: evidence for kind, flag in _STEP_FLAGS.items()
+            if (evidence := done_by(header, flag)) is not None}
+
+
+def _by_evidence(done):
+    """``{evidence: [calibrations]}``: what one card says is said once."""
+    grouped = {}
+    for kind, evidence in done.items():
+        grouped.setdefault(evidence.split(" (")[0], []).append(kind)
+    return grouped
+
+
 def _assign_nights(mjd):
     """Label frames by observing night: a gap of more than 8 hours starts a new night."""
     night = np.zeros(len(mjd), dtype=int)
@@ -250,7 +270,9 @@ class NightCollection(ImageFileCollection):
         ``date_obs``, ``mjd``, ``agree``, ``night``; ``problem`` (in words, ``""`` when
         the frame is usable) and ``problem_kind`` (the name of the error class:
         ``FrameReadError`` for a truncated data unit, ``HeaderError``,
-        ``DuplicateFrameError``); ``notes`` (header cards that had to be repaired).
+        ``DuplicateFrameError``); ``notes`` (header cards that had to be repaired);
+        ``done`` (the calibrations its header says were done already, ``"bias,dark"``:
+        processing flags, IRAF's, MaxIm DL's ``CALSTAT``).
     problems : list of dict
         Files whose header could not be read at all (``file``, ``problem``, ``kind``).
         They stay in ``files``, as in ccdproc (whose summary leaves them out and logs a
@@ -518,6 +540,9 @@ class NightCollection(ImageFileCollection):
             ny, nx = nx, ny
         notes.extend(profile.section_notes(header, (_int_or_0(ny), _int_or_0(nx)),
                                            binning if binning_problem is None else (1, 1)))
+        done = _steps_done(header)
+        for evidence, kinds in _by_evidence(done).items():
+            notes.append(f"{' and '.join(kinds)} already done ({evidence}): not done again")
         agree = []
         for key in profile.match_keywords:
             value = self._value(header, key) if key in header else ""
@@ -541,6 +566,7 @@ class NightCollection(ImageFileCollection):
             "problem": "; ".join(words for _, words in problems),
             "problem_kind": problems[0][0] if problems else "",
             "notes": "; ".join(notes),
+            "done": ",".join(done),
         }, date_obs
 
     def _build_frames(self, names):
@@ -556,9 +582,9 @@ class NightCollection(ImageFileCollection):
             times.append(date_obs)
         names = ("file", "type", "type_rule", "exposure", "filter", "xbin", "ybin", "shape",
                  "temperature", "set_temperature", "date_obs", "mjd", "agree", "problem",
-                 "problem_kind", "notes")
+                 "problem_kind", "notes", "done")
         dtypes = ("U", "U", "U", "f8", "U", "i4", "i4", "U", "f8", "f8", "U", "f8", "U", "U",
-                  "U", "U")
+                  "U", "U", "U")
         if not rows:
             return Table(names=(*names, "night"), dtype=(*dtypes, "i8"))
         for row, date_obs, mjd in zip(rows, *_isot_and_mjd(times), strict=True):

@@ -899,9 +899,12 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
             if row["type"] != image_type or row["status"] != "ok":
                 continue
             forced = choices.get(row["file"], {})
+            done = set(str(frame["done"]).split(",")) if "done" in frames.colnames else set()
+            for calibration in done.intersection(NEEDS[image_type]):
+                row[f"{calibration}_rule"] = "done before (the frame's header says so)"
             problems = [_plan_calibration(row, calibration, frame, night, temperature,
                                           forced.get(calibration))
-                        for calibration in NEEDS[image_type]]
+                        for calibration in NEEDS[image_type] if calibration not in done]
             problems = [p for p in problems if p]
             if problems:
                 row.update(status="problem", problem="; ".join(problems),
@@ -947,4 +950,5 @@ def _night_notes(frames, present, rows):
     if "science" not in present:
         return []
     return [_MISSING_NOTES[kind] for kind in ("bias", "dark", "flat") if kind not in present
-            and any(r["type"] == "science" and not r[kind] for r in rows)]
+            and any(r["type"] == "science" and not r[kind]
+                    and not r[f"{kind}_rule"].startswith("done before") for r in rows)]

@@ -630,6 +630,7 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
         return
     folder = report.output_dir / "masters"
     path = inside(folder / f"{name}.fits", folder)
+    _note_steps_done(report, f"masters/{path.name}", members, collection)
     dark_scale = first["dark_scale"]
     master_recipe = recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
                            [file_stamp(collection.path(f)) for f in members],
@@ -669,6 +670,20 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
         return
     _report_master(report, masters.built[name], path, members)
     masters.paths[(kind, name)] = path
+
+
+def _note_steps_done(report, file, members, collection):
+    """A master's note naming its frames whose headers say a calibration was done before
+    they came (``CALSTAT``, IRAF's flags): it was not done again (see the plan)."""
+    done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
+    by_steps = {}
+    for member in members:
+        if done_of.get(member):
+            by_steps.setdefault(str(done_of[member]), []).append(member)
+    for steps, files in by_steps.items():
+        report.note(file, "StepsDone",
+                    f"made from frames whose {' and '.join(steps.split(','))} were done "
+                    f"before (their headers say so), not again: {', '.join(files)}")
 
 
 def _master_extensions(name, members, needs, collection, options, report, masters):

@@ -43,7 +43,7 @@ of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NL
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["FLAGS", "already_done", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
+__all__ = ["FLAGS", "already_done", "done_by", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
            "mark_bad_pixels_applied", "mark_cosmic_rays", "mark_flat_normalised",
            "mark_gain_corrected", "mark_mask_bits", "mark_master", "mark_processed",
            "mark_step", "software_version"]
@@ -77,13 +77,49 @@ def software_version():
     return f"ccdproc_ext {__version__} with ccdproc {ccdproc.__version__}"
 
 
+#: The letters of MaxIm DL's ``CALSTAT`` and the steps they say were done when it saved
+#: the frame ("calibrate as you save"): bias, dark, flat.
+_CALSTAT_STEPS = {"B": "ZEROCOR", "D": "DARKCOR", "F": "FLATCOR"}
+
+
+def done_by(header, flag):
+    """What says the step of ``flag`` (e.g. ``'ZEROCOR'``) was done, in words, or ``None``.
+
+    The flag itself, ours or IRAF's ccdproc's (``ZEROCOR = '...'``, same names), or
+    MaxIm DL's ``CALSTAT`` letters ``B``, ``D``, ``F``. A ``D`` without ``B`` is MaxIm's
+    simple dark, taken without subtracting a bias: it held the bias, so the bias is
+    gone with it.
+
+    Examples
+    --------
+    >>> from astropy.io import fits
+    >>> done_by(fits.Header({"CALSTAT": "D"}), "ZEROCOR")
+    "CALSTAT = 'D' (a dark holding the bias was subtracted when the frame was saved)"
+    >>> print(done_by(fits.Header({"CALSTAT": "BD"}), "FLATCOR"))
+    None
+    """
+    if flag in header and header[flag] not in (False, "", None):
+        return f"{flag} = {header[flag]!r}"
+    letters = str(header.get("CALSTAT", "")).strip().upper() if "CALSTAT" in header else ""
+    if not letters:
+        return None
+    if any(_CALSTAT_STEPS.get(letter) == flag for letter in letters):
+        return f"CALSTAT = {letters!r} (done when the frame was saved)"
+    if flag == "ZEROCOR" and "D" in letters and "B" not in letters:
+        return (f"CALSTAT = {letters!r} (a dark holding the bias was subtracted when the "
+                "frame was saved)")
+    return None
+
+
 def already_done(header, flag):
-    """Whether ``flag`` (e.g. ``'ZEROCOR'``) says the step was done."""
-    return flag in header and header[flag] not in (False, "", None)
+    """Whether ``flag`` (e.g. ``'ZEROCOR'``), or what stands for it (`done_by`), says the
+    step was done."""
+    return done_by(header, flag) is not None
 
 
 def is_raw(header):
-    """Whether no processing flag (nor ``CCDPROC``) says the frame was processed."""
+    """Whether no processing flag (nor ``CCDPROC``, nor MaxIm DL's ``CALSTAT``) says the
+    frame was processed."""
     return not any(already_done(header, flag) for flag in (*FLAGS, "CCDPROC"))
 
 

@@ -29,7 +29,8 @@ _LAYOUT = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", 
 READ = ("IMAGETYP", "OBSTYPE", "EXPTIME", "EXPOSURE", "ITIME", "DATE-OBS", "TIME-OBS",
         "DATE", "SET-TEMP", "CCD-TEMP", "TEMP", "FILTER", "FILTER1", "FILTER2", "INSFLNAM",
         "CCDSUM", "XBINNING", "YBINNING", "SATURATE", "DATAMAX", "BIASSEC", "TRIMSEC",
-        "DATASEC", "GAIN", "EGAIN")
+        "DATASEC", "GAIN", "EGAIN", "OBJECT", "CCDXBIN", "CCDYBIN", "XBIN", "YBIN",
+        "BINNING", "CALSTAT", "PEDESTAL", "ZEROCOR", "DARKCOR", "FLATCOR")
 
 
 def card(key, text):
@@ -61,6 +62,20 @@ def hand_made():
                                 "DATASEC": quoted("[5,5:4,4]")}),
         ("dark_004.fits", {"OBSTYPE": quoted("DARK"), "ITIME": quoted("300"),
                            "DATE-OBS": quoted("2024-03-05T03:00:00.5"), "CCD-TEMP": "25.1"}),
+        # Flats typed OBJECT and named in OBJECT; a section in unbinned pixels.
+        ("n1_0042.fits", {"OBSTYPE": quoted("OBJECT"), "OBJECT": quoted("sky flat"),
+                          "EXPTIME": "5.0", "DATE-OBS": quoted("2024-03-05T04:00:00"),
+                          "CCDXBIN": "2", "CCDYBIN": "2", "BIASSEC": quoted("[5:6,1:8]")}),
+        # Biases typed as 0 s darks.
+        ("n1_0001.fits", {"OBSTYPE": quoted("DARK"), "OBJECT": quoted("bias"),
+                          "EXPTIME": "0", "XBIN": "1", "YBIN": "1", "DATAMAX": "0.0"}),
+        # Calibrated as it was saved (MaxIm DL), and by IRAF's ccdproc.
+        ("m31_0005.fits", {"IMAGETYP": quoted("Light Frame"), "EXPTIME": "10",
+                           "CALSTAT": quoted("D"), "PEDESTAL": "-100",
+                           "BINNING": quoted("1x1")}),
+        ("m31_0006.fits", {"IMAGETYP": quoted("object"), "EXPTIME": "20",
+                           "ZEROCOR": quoted("Mar  5 10:00 Zero is Zero.fits"),
+                           "DARKCOR": quoted("Mar  5 10:00 Dark is Dark.fits")}),
     ]
 
 
