@@ -46,6 +46,7 @@ from .combine import combine, median_of_all
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtError,
+    CcdprocExtWarning,
     DataQualityError,
     DataQualityWarning,
     FrameSkippedWarning,
@@ -403,8 +404,14 @@ def _leave_out_deviating(kind, names, prepared, checked, samples, skipped, spill
                          skip_bad_frames):
     """Remove, in place, the frames that differ from the others of their master; each
     is a bad frame (`~ccdproc_ext.DataQualityError`): raised, or left out with a
-    `~ccdproc_ext.FrameSkippedWarning` and listed in ``skipped``."""
-    deviating = check_calibration_frames(samples, names, kind)
+    `~ccdproc_ext.FrameSkippedWarning` and listed in ``skipped``. When the checks are in
+    doubt (they would leave out too many), every frame is kept and their note is a
+    `~ccdproc_ext.CcdprocExtWarning`, a note of the master like its other warnings."""
+    group = check_calibration_frames(samples, names, kind)
+    if group.note:
+        warnings.warn(CcdprocExtWarning(f"master {kind} from {_first_names(names)}: "
+                                        f"{group.note}"), stacklevel=5)
+    deviating = group.left_out
     left_out = [(names[index], DataQualityError(f"{names[index]}: {reason}"))
                 for index, reason in deviating]
     if left_out and not skip_bad_frames:
@@ -691,7 +698,7 @@ def _normalise_flat(master, names, min_value):
     ``ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN)`` does with the flat as
     read from its file. ``FLATNORM`` is the level the combined flat was divided by.
     """
-    what = f"master flat from {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+    what = f"master flat from {_first_names(names)}"
     good = ~master.mask if master.mask is not None else np.ones(master.shape, bool)
     good &= np.isfinite(master.data)
     norm = float(np.mean(master.data[good], dtype=np.float64)) if good.any() else np.nan
@@ -725,6 +732,11 @@ def _normalise_flat(master, names, min_value):
                 f"master flat from {names[0]}{' ...' if len(names) > 1 else ''}: {n_low} "
                 f"pixel(s) ({n_low / master.data.size:.2%}) are below {min_value:g} of the "
                 "mean (zero, negative or nearly so); they are masked"), stacklevel=3)
+
+
+def _first_names(names):
+    """The first three of ``names``, for a message about a master."""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def _check_flat(ccd, name):

@@ -263,24 +263,25 @@ def test_bad_calibration_frames_are_left_out_and_named(tmp_path):
                            filters=("R",), n_science=2,
                            bad_calibrations=("bias", "dark", "flat", "flat-level"), seed=8)
     assert len(night.bad_calibrations) == 4
+    # A flat at half the illumination is a flat at another level, not a bad flat: kept.
+    assert night.bad_calibrations["flat_R_003.fits"] == "half the illumination"
+    spoiled = set(night.bad_calibrations) - {"flat_R_003.fits"}
     result = _reduce(tmp_path / "raw", tmp_path / "out")
     problems = {row["file"]: (row["kind"], str(row["problem"])) for row in result.problems}
-    assert set(problems) == set(night.bad_calibrations), result.summary()
+    assert set(problems) == spoiled, result.summary()
     for kind, text in problems.values():
         assert kind == "DataQualityError"
         assert text.startswith("left out of master ")
-    assert "half" not in problems["flat_R_003.fits"][1]  # words of its own, measured
-    assert "0.5" in problems["flat_R_003.fits"][1]
     assert "of its pixels differ" in problems["flat_R_002.fits"][1]
     masters = {name: fits.getheader(path) for (_, name), path in result.masters.items()}
     assert masters["bias_01"]["NCOMBINE"] == 4 and masters["bias_01"]["SKIP001"] == \
         "bias_002.fits"
     assert masters["dark_60s_01"]["NCOMBINE"] == 4
-    assert masters["flat_R_01"]["NCOMBINE"] == 4
+    assert masters["flat_R_01"]["NCOMBINE"] == 5
     assert len(result.science) == 2 and set(result.science["status"]) == {"written"}
     # The frames left out are named in the summary too.
     summary = result.summary()
-    assert all(file in summary for file in night.bad_calibrations)
+    assert all(file in summary for file in spoiled)
     # In strict mode, the first bad frame stops the night with its error.
     with pytest.raises(DataQualityError, match=r"bias_002\.fits"):
         reduce_night(tmp_path / "raw", tmp_path / "strict", progress=False, workers=1,
@@ -302,20 +303,19 @@ def test_twilight_flats_of_changing_level_are_all_kept():
     np.testing.assert_array_equal(checked.data, unchecked.data)
 
 
-def test_a_flat_at_another_level_among_steady_ones():
-    """Five dome flats at 20000 ADU (+-1%) and one at 10000: the last is a bad frame;
-    make_master_flat raises, or leaves it out when asked to skip bad frames."""
+def test_a_flat_at_another_level_among_steady_ones_is_kept():
+    """Five dome flats at 20000 ADU (+-1%) and one at 10000: a flat at half the
+    illumination is a flat at another level, which inverse-median scaling takes away; it
+    is kept (it was left out before the checks judged structure rather than level)."""
     rng = np.random.default_rng(5)
     levels = (20000, 20150, 19900, 20080, 19850, 10000)
     frames = [CCDData(rng.poisson(np.full((32, 40), level)).astype(np.float32), unit="adu",
                       meta={"FILTER": "R", "EXPTIME": 1.0, "FILENAME": f"flat{i}.fits"})
               for i, level in enumerate(levels)]
-    with pytest.raises(DataQualityError, match=r"flat5\.fits"):
-        make_master_flat(frames)
-    with pytest.warns(Warning, match=r"flat5\.fits left out"):
-        master = make_master_flat(frames, skip_bad_frames=True)
-    assert master.meta["NCOMBINE"] == 5 and master.meta["SKIP001"] == "flat5.fits"
-    assert master.meta["SKIPW001"].startswith("DataQualityError: its level")
+    master = make_master_flat(frames)
+    assert master.meta["NCOMBINE"] == 6 and "SKIP001" not in master.meta
+    np.testing.assert_array_equal(master.data, make_master_flat(frames,
+                                                                check_frames=False).data)
 
 
 # ----------------------------------------------- what the frame checks are made of
