@@ -230,7 +230,7 @@ class MasterFrame:
             flat.data[flat.data < min_value] = min_value
         norm_value = self._level()
         if norm_value is None:
-            norm_value = flat.data.mean()
+            norm_value = _finite_mean(flat.data)
         normed = flat.divide(norm_value * flat.unit)
         if normed.mask is not None and normed.mask.any():
             normed.data[normed.mask] = 1.0  # as flat_correct does: masked pixels divide by 1
@@ -238,15 +238,18 @@ class MasterFrame:
 
     def _level(self):
         """The level this flat is divided by: its ``FLATMEAN`` card when it has a usable
-        one; else the mean of its good pixels (a masked corner does not change the level
-        of the frame), or ``None`` (the mean of every pixel) when none is masked."""
+        one; else the mean of its good, finite pixels (a masked corner does not change
+        the level of the frame), or ``None`` (the mean of every finite pixel) when none
+        is masked."""
         norm_value = _flat_mean_card(self.ccd.meta)
         mask = self.ccd.mask
         if norm_value is not None or mask is None or not np.any(mask):
             return norm_value
-        if mask.all():
-            raise DataQualityError(f"master flat {self.name}: every pixel is masked")
-        return float(np.mean(self.ccd.data[~mask], dtype=np.float64))
+        good = ~mask & np.isfinite(self.ccd.data)
+        if not good.any():
+            raise DataQualityError(f"master flat {self.name}: every pixel is masked or "
+                                   "not finite")
+        return float(np.mean(self.ccd.data[good], dtype=np.float64))
 
 
 #: Guards the prepared pixels of masters shared by the threads that calibrate frames.
@@ -269,6 +272,13 @@ def _flat_mean_card(header):
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if np.isfinite(value) and value > 0 else None
+
+
+def _finite_mean(data):
+    """The mean of the finite pixels of ``data`` (``data.mean()``, the same number, when
+    all are): a few NaN must not make a flat's level NaN."""
+    finite = np.isfinite(data)
+    return data.mean() if finite.all() else data[finite].mean()
 
 
 def _in_type(ccd, dtype):
@@ -742,18 +752,24 @@ def _first_names(names):
 def _check_flat(ccd, name):
     """A flat frame must be lit: its mean level after bias and dark must be positive.
 
-    Returns its scale factor: the inverse of its median.
+    Returns its scale factor: the inverse of its median. Both are of finite pixels
+    only: a pixel that is NaN (masked in a lower master, for one) says nothing of the
+    level of the frame, and must not make it NaN.
     """
-    data = ccd.data if ccd.mask is None else ccd.data[~ccd.mask]
-    if data.size == 0:
+    good = np.isfinite(ccd.data)
+    if ccd.mask is not None:
+        good &= ~ccd.mask
+    if not good.any():
         raise DataQualityError(f"{name}: every pixel is masked (saturated or not finite)")
-    level = float(np.mean(data, dtype=np.float64))
-    if not np.isfinite(level) or level <= 0:
+    level = float(np.mean(ccd.data[good], dtype=np.float64))
+    if level <= 0:
         raise DataQualityError(f"{name}: its mean level after bias and dark subtraction is "
                                f"{level:g}; a flat must be positive")
     return _inverse_median(ccd.data)
 
 
 def _inverse_median(data):
-    """The Guide's scale of a flat: ``1 / np.median(data)``, of every pixel."""
-    return 1.0 / median_of_all(data)
+    """The Guide's scale of a flat: ``1 / np.median(data)``, of every finite pixel (of
+    every pixel, the same number, when all are finite)."""
+    finite = np.isfinite(data)
+    return 1.0 / median_of_all(data if finite.all() else data[finite])
