@@ -448,28 +448,46 @@ def check_calibration_frames(samples, names, kind):
     n = len(samples)
     if n < MIN_GROUP:
         return GroupCheck()
-    reference, reference_rows, levelling = _group_reference(samples, kind)
-    residuals = [_residual(sample, reference, reference_rows, line)
-                 for sample, line in zip(samples, levelling, strict=True)]
-    fractions = np.array([_outlying_fraction(pixels, noise)
-                          for pixels, _, noise in residuals])
-    usual = float(np.nanmedian(fractions)) if np.isfinite(fractions).any() else 0.0
-    reasons = {}
-    for i, (pixels, rows, noise) in enumerate(residuals):
-        reason = (_excess_pixels(fractions[i], usual, kind)
-                  or _deviating_lines(pixels, rows, noise))
-        if reason:
-            reasons[i] = reason
+    reasons, departures = _judge(samples, kind, range(n))
+    if reasons:
+        # Frames with a large defect pull the median they are judged against, and the
+        # good frames with it: all are judged again against the median of the frames
+        # that departed least, two thirds of the group (the checks' premise is that no
+        # more than a third is bad).
+        typical = np.argsort(departures, kind="stable")[:n - int(MAX_LEFT_OUT * n)]
+        reasons, _ = _judge(samples, kind, typical)
     if len(reasons) > MAX_LEFT_OUT * n:
         return GroupCheck(note=_doubt(reasons, names, kind))
     return GroupCheck(left_out=tuple(sorted(reasons.items())))
 
 
-def _group_reference(samples, kind):
-    """The group's median sample and median row profile, each frame first brought to the
-    others' level (flats divided by their level, biases and darks less it), so that
-    frames of different levels do not take turns in the median; and that levelling of
-    each frame as a line ``(a, b)``: the frame is ``a * median + b`` by levels alone."""
+def _judge(samples, kind, members):
+    """``(reasons, departures)``: why each frame differs from the median of the frames
+    ``members`` (by index), and how far each frame's rows and columns depart from it at
+    most, in its pixel noise."""
+    reference, reference_rows, levelling = _group_reference(samples, kind, members)
+    residuals = [_residual(sample, reference, reference_rows, line)
+                 for sample, line in zip(samples, levelling, strict=True)]
+    fractions = np.array([_outlying_fraction(pixels, noise)
+                          for pixels, _, noise in residuals])
+    usual = float(np.nanmedian(fractions)) if np.isfinite(fractions).any() else 0.0
+    reasons, departures = {}, []
+    for i, (pixels, rows, noise) in enumerate(residuals):
+        profiles = _profiles(pixels, rows)
+        departures.append(_departure(profiles, noise))
+        reason = (_excess_pixels(fractions[i], usual, kind)
+                  or _deviating_lines(profiles, noise))
+        if reason:
+            reasons[i] = reason
+    return reasons, np.nan_to_num(departures, nan=np.inf)
+
+
+def _group_reference(samples, kind, members):
+    """The median sample and median row profile of the frames ``members``, each frame
+    first brought to the others' level (flats divided by their level, biases and darks
+    less it), so that frames of different levels do not take turns in the median; and
+    that levelling of each frame of ``samples`` as a line ``(a, b)``: the frame is
+    ``a * median + b`` by levels alone."""
     levels = np.array([s.level for s in samples])
     if kind == "flat":
         shift = np.zeros(len(samples))
@@ -478,14 +496,16 @@ def _group_reference(samples, kind):
         shift = np.where(np.isfinite(levels), levels, 0.0)
         scale = np.ones(len(samples))
     def levelled(values):
-        return np.stack([((v - np.float32(d)) / np.float32(c)) for v, d, c in
-                         zip(values, shift, scale, strict=True)])
+        return np.stack([((v - np.float32(shift[i])) / np.float32(scale[i])) for v, i in
+                         zip(values, members, strict=True)])
 
-    reference = _median_of_frames(levelled([s.rows for s in samples]))
+    members = [int(i) for i in members]
+    chosen = [samples[i] for i in members]
+    reference = _median_of_frames(levelled([s.rows for s in chosen]))
     lines = list(zip(scale.tolist(), shift.tolist(), strict=True))
-    if any(s.row_medians is None for s in samples):
+    if any(s.row_medians is None for s in chosen):
         return reference, None, lines
-    return reference, _median_of_frames(levelled([s.row_medians for s in samples])), lines
+    return reference, _median_of_frames(levelled([s.row_medians for s in chosen])), lines
 
 
 def _residual(sample, reference, reference_rows, levelling):
@@ -560,16 +580,30 @@ def _excess_pixels(fraction, usual, kind):
             f"others have {usual:.1%} (light, a gradient, a streak or garbage)")
 
 
-def _deviating_lines(pixels, row_medians, noise):
-    """Why a frame's rows or columns depart from the group's, or ``None``; ``pixels``
-    and ``row_medians`` are its residuals, ``noise`` their pixel noise."""
-    if not np.isfinite(noise) or noise <= 0:
-        return None
+def _profiles(pixels, row_medians):
+    """The medians of the columns of a residual sample, and of its rows (``row_medians``,
+    the residual of the frame's row medians; ``None`` when unknown)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a column without a good pixel
         # Along contiguous memory: bottleneck's median across rows is slower.
-        profiles = {"columns": bn.nanmedian(np.ascontiguousarray(pixels.T), axis=1),
-                    "rows": row_medians}
+        columns = bn.nanmedian(np.ascontiguousarray(pixels.T), axis=1)
+    return {"columns": columns, "rows": row_medians}
+
+
+def _departure(profiles, noise):
+    """How far a frame's row or column medians depart from their median at most, in its
+    pixel ``noise``; NaN when unknown."""
+    largest = [np.nanmax(np.abs(p - np.nanmedian(p))) for p in profiles.values()
+               if p is not None and np.isfinite(p).any()]
+    return max(largest) / noise if largest and noise > 0 else np.nan
+
+
+def _deviating_lines(profiles, noise):
+    """Why a frame's rows or columns depart from the group's, or ``None``; ``profiles``
+    are the medians of its residual's columns and rows (`_profiles`), ``noise`` its
+    pixel noise."""
+    if not np.isfinite(noise) or noise <= 0:
+        return None
     found = []
     for what, profile in profiles.items():
         far = _far_from_profile(profile, noise)
