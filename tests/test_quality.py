@@ -16,6 +16,7 @@ from ccdproc_ext import (
     CcdprocExtError,
     DataQualityError,
     FrameReadError,
+    make_master_bias,
     make_master_flat,
     reduce_night,
 )
@@ -316,6 +317,50 @@ def test_a_flat_at_another_level_among_steady_ones_is_kept():
     assert master.meta["NCOMBINE"] == 6 and "SKIP001" not in master.meta
     np.testing.assert_array_equal(master.data, make_master_flat(frames,
                                                                 check_frames=False).data)
+
+
+# ------------------------------------------------- levels from finite pixels
+def _frame_with_its_own_datamax(rng, level, kind, i):
+    """A frame whose ``DATAMAX`` is its own largest value, as one camera writes it: the
+    pixel at the top of every frame (60000 ADU) is masked as saturated in each."""
+    data = rng.normal(level, 10, (40, 50)).astype(np.float32)
+    data[5, 7] = 60000
+    return CCDData(data, unit="adu", meta=fits.Header({
+        "IMAGETYP": kind, "FILTER": "R", "EXPTIME": 1.0 if kind == "flat" else 0.0,
+        "DATAMAX": float(data.max()), "FILENAME": f"{kind}{i}.fits"}))
+
+
+# combine hands the flats' NaN pixel to astropy's sigma_clip, which says so: not the
+# subject of this test.
+@pytest.mark.filterwarnings("ignore:Input data contains invalid values")
+def test_a_master_flat_level_is_of_finite_pixels():
+    """The pixel masked in every bias is NaN in the master bias, so in every flat less
+    that bias; the flats' scales and the master flat's level are of the finite pixels:
+    a master flat of level 1 (19000 ADU flats, scaled by their inverse medians), not a
+    refused one whose mean is NaN."""
+    rng = np.random.default_rng(1)
+    bias = make_master_bias([_frame_with_its_own_datamax(rng, 1000, "bias", i)
+                             for i in range(5)])
+    assert np.isnan(bias.data[5, 7]) and bias.mask[5, 7]
+    flat = make_master_flat([_frame_with_its_own_datamax(rng, 20000, "flat", i)
+                             for i in range(5)], master_bias=bias)
+    assert flat.meta["FLATNORM"] == pytest.approx(1.0, abs=1e-3)
+    assert flat.mask[5, 7] and np.count_nonzero(flat.mask) == 1
+    good = flat.data[~flat.mask]
+    assert np.all(np.abs(good - 1.0) < 0.005)  # 10 ADU of 19000, 5 frames: 5e-4 each
+    assert float(np.mean(good, dtype=np.float64)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_flat_with_nan_pixels_is_normalised_by_its_finite_ones():
+    """A user's flat of 2.0 everywhere but three NaN pixels, no mask: calibrating
+    divides by 2, not by NaN."""
+    from ccdproc_ext.masters import MasterFrame
+
+    data = np.full((20, 30), 2.0, np.float32)
+    data[3, 4] = data[10, 0] = data[19, 29] = np.nan
+    prepared = MasterFrame.of(CCDData(data, unit="adu")).prepare(flat=True)
+    finite = np.isfinite(data)
+    np.testing.assert_array_equal(prepared.data[finite], 1.0)
 
 
 # ----------------------------------------------- what the frame checks are made of
