@@ -14,14 +14,17 @@ calibrated frames were divided with.
 
 Bad frames: by default a frame that cannot be read or calibrated stops the master with
 its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...), and so does
-a frame that differs from the others of its master (a bias with light, a flat at another
-illumination or with a passing cloud: a `~ccdproc_ext.DataQualityError`, see
-`~ccdproc_ext.quality.check_calibration_frames`; groups of 3 frames or more). With
-``skip_bad_frames=True`` it is left out with a `~ccdproc_ext.FrameSkippedWarning`, and
-listed in the master's header (``SKIP001 = file``, ``SKIPW001 = why``); a master left
-without any frame fails. A master made from a single frame is built, with a
-`~ccdproc_ext.DataQualityWarning`: nothing can be rejected and its noise is that of one
-frame.
+a frame with a defect the others of its master lack (a light leak, a gradient, a streak,
+a band of rows: a `~ccdproc_ext.DataQualityError`, see
+`~ccdproc_ext.quality.check_calibration_frames`; groups of 3 frames or more; a frame of
+another level or scale is not defective). With ``skip_bad_frames=True`` it is left out
+with a `~ccdproc_ext.FrameSkippedWarning`, and listed in the master's header
+(``SKIP001 = file``, ``SKIPW001 = why``); a master left without any frame fails. When the
+checks would leave out more than a third of the frames they are in doubt: every frame is
+kept, with a `~ccdproc_ext.CcdprocExtWarning` that says why. A master made from a single
+frame is built, with a `~ccdproc_ext.DataQualityWarning`: nothing can be rejected and its
+noise is that of one frame. Levels (a flat's scale, its mean, the master flat's
+normalisation) are of finite pixels only: a few NaN never make a level NaN.
 """
 
 import contextlib
@@ -556,10 +559,11 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         if given, else the system's (`tempfile.gettempdir`).
     check_frames : bool, optional
         Compare each frame with the others first (groups of 3 frames or more, see
-        `~ccdproc_ext.quality.check_calibration_frames`): a frame whose level is far from
-        theirs or which differs on many pixels is a bad frame, a
-        `~ccdproc_ext.DataQualityError` (left out with ``skip_bad_frames``). Default is
-        ``True``.
+        `~ccdproc_ext.quality.check_calibration_frames`): a frame with structure the
+        others lack (a light leak, a gradient, a streak, a band of rows), whatever its
+        level, is a bad frame, a `~ccdproc_ext.DataQualityError` (left out with
+        ``skip_bad_frames``); checks that would leave out more than a third of the frames
+        keep them all, with a `~ccdproc_ext.CcdprocExtWarning`. Default is ``True``.
 
     Returns
     -------
@@ -653,9 +657,9 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     scale_dark : bool or None, optional
         See `~ccdproc_ext.calibrate_frame`.
     combine_options, output_file, skip_bad_frames, workers, check_frames
-        As for `make_master_bias`; the default adds ``scale`` (inverse median). The
-        flats are compared with each other divided by their levels, and their levels
-        with each other (a flat at half the illumination of the others is left out).
+        As for `make_master_bias`; the default adds ``scale`` (inverse median, of the
+        finite pixels). The flats are compared with each other whatever their levels (a
+        flat at half the illumination of the others is kept).
     min_value : float or None, optional
         Pixels of the normalised flat below this (zero, negative, or nearly so) are
         masked, and counted in ``NLOWPIX``. Default is 0.1.

@@ -16,9 +16,11 @@ MASK bits
 
 Calibration frames
     `check_calibration_frames` compares each frame of a master with the others before
-    they are combined: a frame whose level is far from theirs, or which differs from
-    their median on many pixels (BANZAI's rule: more than 5% of the pixels by more than
-    6 sigma), is left out of the master.
+    they are combined, after the line ``a * median + b`` that fits it best: a frame of
+    another level or scale (a dark at another temperature, a flat at another
+    illumination) is kept, a frame with structure the others lack (a light leak, a
+    gradient, a streak, a band of rows) is left out; a check that would leave out more
+    than a third of the group keeps every frame and says why.
 
 Cosmic rays
     `detect_cosmic_rays` runs `ccdproc.cosmicray_lacosmic` (L.A.Cosmic, through
@@ -409,41 +411,55 @@ def check_calibration_frames(samples, names, kind):
     """Which calibration frames of one master have a defect the others do not have.
 
     A frame is compared with its group's median after the straight line
-    ``a * median + b`` that fits it best (robust, ``a`` and ``b`` of its own): a frame
-    whose level or scale differs from the group (a dark at another temperature, a flat
-    at another illumination, a bias with another offset) is not defective, and the fit
-    takes that difference away. What is left, the residual, is judged against the noise
-    of the frame's own pixels (the robust deviation of neighbouring pixels' differences,
-    blind to smooth structure):
+    ``a * median + b`` that fits it best (`_residual`: least squares, then again without
+    the pixels far from the first line; ``a`` and ``b`` of its own). A frame whose level
+    or scale differs from the group's (a dark at another temperature, a flat at another
+    illumination, a bias with another offset) is not defective: the fit takes that
+    difference away. What is left, the residual, is judged against the noise of the
+    frame's own pixels (the robust deviation of neighbouring pixels' differences, blind
+    to smooth structure). Each rule that leaves a frame out says its premise:
 
-    - pixels: left out when the fraction of its pixels further than `PIXEL_SIGMA` sigma
-      from the fit exceeds the group's usual fraction (their median) by more than
-      `EXCESS_FRACTION` (a light leak, a gradient, a cloud, a block of garbage, a streak
-      across the frame). Premise: frames of one group have as many outlying pixels as
-      each other (cosmic rays come with the exposure, hot pixels scale with the fit);
-      checked by comparing with the group's median fraction, not with zero.
-    - rows and columns: left out when at least `MIN_LINES` of its rows or columns have a
-      median further from the fit than `LINE_NOISE` times the pixel noise and
-      `LINE_SIGMA` times the noise of such medians (a streak along the rows or columns,
-      a band of rows offset by a readout glitch, a gradient). Premise: the median of a
-      row of hundreds of pixels moves by far less than one pixel's noise between good
-      frames; checked by the noise of the medians themselves, measured on the frame.
+    - Outlying pixels (a light leak, a gradient, a cloud, a streak across the frame, a
+      block of garbage): left out when the fraction of its pixels further than
+      `PIXEL_SIGMA` sigma from the fit exceeds the group's usual fraction (their
+      median) by more than `EXCESS_FRACTION`. Premise: frames of one group have about
+      as many outlying pixels as each other (cosmic rays come with the exposure, hot
+      pixels scale with the fit); checked by comparing each frame with the group's
+      median fraction, so a group that has many (a camera with a noisy corner) has a
+      rule that steps aside for them.
+    - Rows and columns (a streak along them, a band of rows offset by a readout
+      glitch, a gradient): left out when at least `MIN_LINES` of its rows and columns
+      have a median further from the fit than `LINE_NOISE` times the pixel noise and
+      `LINE_SIGMA` times the noise of such medians. Premise: the median of a row of
+      hundreds of pixels moves by far less than one pixel's noise between good frames;
+      checked by measuring the noise of the medians on the frame itself (a camera
+      whose rows jump, as CMOS sensors' do, raises its own limit).
+    - The line itself. Premise: the best line is the one that matches the frame pixel
+      by pixel; checked by the residual's pixel noise: a line that makes it noisier
+      than the frame's levelling alone (`FIT_NOISE_GROWTH`) was bent by large-scale
+      structure (a light leak following the faint pattern of a bias), and steps aside
+      for the levelling.
+    - The group. Premise: most of the group is good, so its median is the truth the
+      frames are judged by; checked twice. When a first pass finds frames to leave
+      out, every frame is judged again against the median of the two thirds of the
+      group that departed least (frames with a light leak would pull the median, and
+      the good frames with it). A check that would still leave out more than
+      `MAX_LEFT_OUT` of the group is in doubt: the group itself varies, every frame is
+      kept, and ``note`` says why.
 
-    A check that would leave out more than `MAX_LEFT_OUT` of the group is in doubt: the
-    group itself varies (the premise that most frames are alike fails), so every frame
-    is kept and the result's ``note`` says why. Groups of fewer than `MIN_GROUP` frames
-    are not checked.
+    Groups of fewer than `MIN_GROUP` frames are not checked.
 
     Parameters
     ----------
     samples : list of `FrameSample`
     names : list of str
-        The frames' names, for the reasons.
+        The frames' names, for the reasons and the note.
     kind : {"bias", "dark", "flat"}
 
     Returns
     -------
     `GroupCheck`
+        The frames to leave out and why, or the note of a check in doubt.
     """
     n = len(samples)
     if n < MIN_GROUP:
