@@ -37,6 +37,7 @@ import bottleneck as bn
 import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData
+from astropy.stats import sigma_clipped_stats
 
 from .combine import median_of_all
 from .exceptions import CalibrationMatchError, DataQualityError, FrameReadError
@@ -332,8 +333,11 @@ FIT_NOISE_GROWTH = 1.2
 #: A pixel deviates when it is further than this many sigma from the fitted group ...
 PIXEL_SIGMA = 6.0
 #: ... and a frame is bad when this fraction of its pixels more than the group's usual
-#: fraction deviate (cosmic rays are in every dark of one exposure alike).
+#: fraction deviate (cosmic rays are in every dark of one exposure alike) ...
 EXCESS_FRACTION = 0.002
+#: ... and more than this many times the group's usual fraction (a camera whose frames
+#: all have 8% of such pixels has 8.5% in some).
+EXCESS_RATIO = 2.0
 #: A row or column deviates when its median is further from the fitted group's than
 #: this many times the noise of one pixel ...
 LINE_NOISE = 1.0
@@ -422,11 +426,11 @@ def check_calibration_frames(samples, names, kind):
     - Outlying pixels (a light leak, a gradient, a cloud, a streak across the frame, a
       block of garbage): left out when the fraction of its pixels further than
       `PIXEL_SIGMA` sigma from the fit exceeds the group's usual fraction (their
-      median) by more than `EXCESS_FRACTION`. Premise: frames of one group have about
-      as many outlying pixels as each other (cosmic rays come with the exposure, hot
-      pixels scale with the fit); checked by comparing each frame with the group's
-      median fraction, so a group that has many (a camera with a noisy corner) has a
-      rule that steps aside for them.
+      median) by more than `EXCESS_FRACTION` and `EXCESS_RATIO` times. Premise: frames
+      of one group have about as many outlying pixels as each other (cosmic rays come
+      with the exposure, hot pixels scale with the fit); checked by comparing each
+      frame with the group's median fraction, so a group that has many (an infrared
+      array whose blocks of rows drift) has a rule that steps aside for them.
     - Rows and columns (a streak along them, a band of rows offset by a readout
       glitch, a gradient): left out when at least `MIN_LINES` of its rows and columns
       have a median further from the fit than `LINE_NOISE` times the pixel noise and
@@ -589,7 +593,8 @@ def _outlying_fraction(pixels, noise):
 
 def _excess_pixels(fraction, usual, kind):
     """Why a frame has too many outlying pixels, or ``None``."""
-    if not np.isfinite(fraction) or fraction - usual <= EXCESS_FRACTION:
+    if (not np.isfinite(fraction) or fraction - usual <= EXCESS_FRACTION
+            or fraction <= EXCESS_RATIO * usual):
         return None
     return (f"{fraction:.1%} of its pixels differ from the {kind} frames' median (fitted "
             f"to its level and scale) by more than {PIXEL_SIGMA:g} sigma, where the "
@@ -647,8 +652,11 @@ def _far_from_profile(profile, noise):
     finite = profile[np.isfinite(profile)]
     if finite.size < 3:
         return None
+    # The clipped standard deviation, not the MAD: medians of a camera whose values are
+    # multiples of 4 or 16 (a CMOS's) differ by 0 more often than not, and their MAD is
+    # 0; clipping still leaves out the steps at the edges of a streak or a band.
     steps = np.diff(finite)
-    profile_noise = float(_median_and_mad_std(steps)[1] / np.sqrt(2))
+    profile_noise = float(sigma_clipped_stats(steps, sigma=LINE_SIGMA)[2] / np.sqrt(2))
     limit = max(LINE_NOISE * noise, LINE_SIGMA * profile_noise)
     with np.errstate(invalid="ignore"):
         return np.abs(profile - np.median(finite)) > limit
