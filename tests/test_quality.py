@@ -368,8 +368,10 @@ def test_a_flat_with_nan_pixels_is_normalised_by_its_finite_ones():
     ((1100, 1000), 5),  # 1.1 Mpix over 2**18: every 5th row, 220 rows of 1000
     ((4128, 64), 2),  # narrow and tall: 264192 pixels, just over 2**18
     ((300, 200), 1),  # smaller than a sample: every row
-    ((260, 2100), 3),  # wide: 546000 pixels, every 3rd row; row medians of every 4th column
+    ((260, 2100), 3),  # wide: 546000 pixels, every 3rd row; row medians of every 8th column
 ])
+# Rows masked at every column sampled have a NaN median, which numpy's nanmedian warns of.
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
 def test_a_frame_sample_is_about_a_quarter_megapixel_of_whole_rows(shape, step):
     from ccdproc_ext.quality import frame_sample
 
@@ -384,9 +386,9 @@ def test_a_frame_sample_is_about_a_quarter_megapixel_of_whole_rows(shape, step):
     np.testing.assert_array_equal(sample.rows, expected)
     assert sample.level == pytest.approx(np.median(expected[np.isfinite(expected)]))
     assert sample.rows.size <= max(2**18, data.size)
-    # The median of every row over every (width // 512)-th column.
-    columns = data[:, ::max(1, shape[1] // 512)].copy()
-    columns[mask[:, ::max(1, shape[1] // 512)] | ~np.isfinite(columns)] = np.nan
+    # The median of every row over every (width // 256)-th column.
+    columns = data[:, ::max(1, shape[1] // 256)].copy()
+    columns[mask[:, ::max(1, shape[1] // 256)] | ~np.isfinite(columns)] = np.nan
     np.testing.assert_allclose(sample.row_medians, np.nanmedian(columns, axis=1),
                                rtol=1e-6)
 
