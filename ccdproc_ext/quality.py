@@ -351,7 +351,8 @@ LINE_SIGMA = 8.0
 MIN_LINES = 2
 #: Groups smaller than this are not checked: two frames cannot say which one is bad.
 MIN_GROUP = 3
-#: A check that would leave out more than this fraction of a group is in doubt.
+#: A check that would leave out more than this fraction of a group is in doubt (its
+#: note says "a third").
 MAX_LEFT_OUT = 1 / 3
 
 
@@ -673,8 +674,8 @@ def _doubt(reasons, names, kind):
     named = ", ".join(names[i] for i in sorted(reasons)[:3]) + \
         (" ..." if len(reasons) > 3 else "")
     return (f"the frame checks would leave out {len(reasons)} of the {len(names)} {kind} "
-            f"frames ({named}; {names[first]}: {reasons[first]}): more than "
-            f"{MAX_LEFT_OUT:.0%} of the group, so the group itself varies; all kept")
+            f"frames ({named}; {names[first]}: {reasons[first]}): more than a third of "
+            "the group, so the group itself varies; all kept")
 
 
 def _median_of_frames(stack):
