@@ -14,14 +14,17 @@ calibrated frames were divided with.
 
 Bad frames: by default a frame that cannot be read or calibrated stops the master with
 its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...), and so does
-a frame that differs from the others of its master (a bias with light, a flat at another
-illumination or with a passing cloud: a `~ccdproc_ext.DataQualityError`, see
-`~ccdproc_ext.quality.check_calibration_frames`; groups of 3 frames or more). With
-``skip_bad_frames=True`` it is left out with a `~ccdproc_ext.FrameSkippedWarning`, and
-listed in the master's header (``SKIP001 = file``, ``SKIPW001 = why``); a master left
-without any frame fails. A master made from a single frame is built, with a
-`~ccdproc_ext.DataQualityWarning`: nothing can be rejected and its noise is that of one
-frame.
+a frame with a defect the others of its master lack (a light leak, a gradient, a streak,
+a band of rows: a `~ccdproc_ext.DataQualityError`, see
+`~ccdproc_ext.quality.check_calibration_frames`; groups of 3 frames or more; a frame of
+another level or scale is not defective). With ``skip_bad_frames=True`` it is left out
+with a `~ccdproc_ext.FrameSkippedWarning`, and listed in the master's header
+(``SKIP001 = file``, ``SKIPW001 = why``); a master left without any frame fails. When the
+checks would leave out more than a third of the frames they are in doubt: every frame is
+kept, with a `~ccdproc_ext.CcdprocExtWarning` that says why. A master made from a single
+frame is built, with a `~ccdproc_ext.DataQualityWarning`: nothing can be rejected and its
+noise is that of one frame. Levels (a flat's scale, its mean, the master flat's
+normalisation) are of finite pixels only: a few NaN never make a level NaN.
 """
 
 import contextlib
@@ -46,6 +49,7 @@ from .combine import combine, median_of_all
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtError,
+    CcdprocExtWarning,
     DataQualityError,
     DataQualityWarning,
     FrameSkippedWarning,
@@ -229,7 +233,7 @@ class MasterFrame:
             flat.data[flat.data < min_value] = min_value
         norm_value = self._level()
         if norm_value is None:
-            norm_value = flat.data.mean()
+            norm_value = _finite_mean(flat.data)
         normed = flat.divide(norm_value * flat.unit)
         if normed.mask is not None and normed.mask.any():
             normed.data[normed.mask] = 1.0  # as flat_correct does: masked pixels divide by 1
@@ -237,15 +241,18 @@ class MasterFrame:
 
     def _level(self):
         """The level this flat is divided by: its ``FLATMEAN`` card when it has a usable
-        one; else the mean of its good pixels (a masked corner does not change the level
-        of the frame), or ``None`` (the mean of every pixel) when none is masked."""
+        one; else the mean of its good, finite pixels (a masked corner does not change
+        the level of the frame), or ``None`` (the mean of every finite pixel) when none
+        is masked."""
         norm_value = _flat_mean_card(self.ccd.meta)
         mask = self.ccd.mask
         if norm_value is not None or mask is None or not np.any(mask):
             return norm_value
-        if mask.all():
-            raise DataQualityError(f"master flat {self.name}: every pixel is masked")
-        return float(np.mean(self.ccd.data[~mask], dtype=np.float64))
+        good = ~mask & np.isfinite(self.ccd.data)
+        if not good.any():
+            raise DataQualityError(f"master flat {self.name}: every pixel is masked or "
+                                   "not finite")
+        return float(np.mean(self.ccd.data[good], dtype=np.float64))
 
 
 #: Guards the prepared pixels of masters shared by the threads that calibrate frames.
@@ -268,6 +275,13 @@ def _flat_mean_card(header):
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if np.isfinite(value) and value > 0 else None
+
+
+def _finite_mean(data):
+    """The mean of the finite pixels of ``data`` (``data.mean()``, the same number, when
+    all are): a few NaN must not make a flat's level NaN."""
+    finite = np.isfinite(data)
+    return data.mean() if finite.all() else data[finite].mean()
 
 
 def _in_type(ccd, dtype):
@@ -403,8 +417,14 @@ def _leave_out_deviating(kind, names, prepared, checked, samples, skipped, spill
                          skip_bad_frames):
     """Remove, in place, the frames that differ from the others of their master; each
     is a bad frame (`~ccdproc_ext.DataQualityError`): raised, or left out with a
-    `~ccdproc_ext.FrameSkippedWarning` and listed in ``skipped``."""
-    deviating = check_calibration_frames(samples, names, kind)
+    `~ccdproc_ext.FrameSkippedWarning` and listed in ``skipped``. When the checks are in
+    doubt (they would leave out too many), every frame is kept and their note is a
+    `~ccdproc_ext.CcdprocExtWarning`, a note of the master like its other warnings."""
+    group = check_calibration_frames(samples, names, kind)
+    if group.note:
+        warnings.warn(CcdprocExtWarning(f"master {kind} from {_first_names(names)}: "
+                                        f"{group.note}"), stacklevel=5)
+    deviating = group.left_out
     left_out = [(names[index], DataQualityError(f"{names[index]}: {reason}"))
                 for index, reason in deviating]
     if left_out and not skip_bad_frames:
@@ -539,10 +559,11 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
         if given, else the system's (`tempfile.gettempdir`).
     check_frames : bool, optional
         Compare each frame with the others first (groups of 3 frames or more, see
-        `~ccdproc_ext.quality.check_calibration_frames`): a frame whose level is far from
-        theirs or which differs on many pixels is a bad frame, a
-        `~ccdproc_ext.DataQualityError` (left out with ``skip_bad_frames``). Default is
-        ``True``.
+        `~ccdproc_ext.quality.check_calibration_frames`): a frame with structure the
+        others lack (a light leak, a gradient, a streak, a band of rows), whatever its
+        level, is a bad frame, a `~ccdproc_ext.DataQualityError` (left out with
+        ``skip_bad_frames``); checks that would leave out more than a third of the frames
+        keep them all, with a `~ccdproc_ext.CcdprocExtWarning`. Default is ``True``.
 
     Returns
     -------
@@ -636,9 +657,9 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     scale_dark : bool or None, optional
         See `~ccdproc_ext.calibrate_frame`.
     combine_options, output_file, skip_bad_frames, workers, check_frames
-        As for `make_master_bias`; the default adds ``scale`` (inverse median). The
-        flats are compared with each other divided by their levels, and their levels
-        with each other (a flat at half the illumination of the others is left out).
+        As for `make_master_bias`; the default adds ``scale`` (inverse median, of the
+        finite pixels). The flats are compared with each other whatever their levels (a
+        flat at half the illumination of the others is kept).
     min_value : float or None, optional
         Pixels of the normalised flat below this (zero, negative, or nearly so) are
         masked, and counted in ``NLOWPIX``. Default is 0.1.
@@ -691,7 +712,7 @@ def _normalise_flat(master, names, min_value):
     ``ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN)`` does with the flat as
     read from its file. ``FLATNORM`` is the level the combined flat was divided by.
     """
-    what = f"master flat from {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+    what = f"master flat from {_first_names(names)}"
     good = ~master.mask if master.mask is not None else np.ones(master.shape, bool)
     good &= np.isfinite(master.data)
     norm = float(np.mean(master.data[good], dtype=np.float64)) if good.any() else np.nan
@@ -727,21 +748,32 @@ def _normalise_flat(master, names, min_value):
                 "mean (zero, negative or nearly so); they are masked"), stacklevel=3)
 
 
+def _first_names(names):
+    """The first three of ``names``, for a message about a master."""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
 def _check_flat(ccd, name):
     """A flat frame must be lit: its mean level after bias and dark must be positive.
 
-    Returns its scale factor: the inverse of its median.
+    Returns its scale factor: the inverse of its median. Both are of finite pixels
+    only: a pixel that is NaN (masked in a lower master, for one) says nothing of the
+    level of the frame, and must not make it NaN.
     """
-    data = ccd.data if ccd.mask is None else ccd.data[~ccd.mask]
-    if data.size == 0:
+    good = np.isfinite(ccd.data)
+    if ccd.mask is not None:
+        good &= ~ccd.mask
+    if not good.any():
         raise DataQualityError(f"{name}: every pixel is masked (saturated or not finite)")
-    level = float(np.mean(data, dtype=np.float64))
-    if not np.isfinite(level) or level <= 0:
+    level = float(np.mean(ccd.data[good], dtype=np.float64))
+    if level <= 0:
         raise DataQualityError(f"{name}: its mean level after bias and dark subtraction is "
                                f"{level:g}; a flat must be positive")
     return _inverse_median(ccd.data)
 
 
 def _inverse_median(data):
-    """The Guide's scale of a flat: ``1 / np.median(data)``, of every pixel."""
-    return 1.0 / median_of_all(data)
+    """The Guide's scale of a flat: ``1 / np.median(data)``, of every finite pixel (of
+    every pixel, the same number, when all are finite)."""
+    finite = np.isfinite(data)
+    return 1.0 / median_of_all(data if finite.all() else data[finite])

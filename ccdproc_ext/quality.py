@@ -16,9 +16,11 @@ MASK bits
 
 Calibration frames
     `check_calibration_frames` compares each frame of a master with the others before
-    they are combined: a frame whose level is far from theirs, or which differs from
-    their median on many pixels (BANZAI's rule: more than 5% of the pixels by more than
-    6 sigma), is left out of the master.
+    they are combined, after the line ``a * median + b`` that fits it best: a frame of
+    another level or scale (a dark at another temperature, a flat at another
+    illumination) is kept, a frame with structure the others lack (a light leak, a
+    gradient, a streak, a band of rows) is left out; a check that would leave out more
+    than a third of the group keeps every frame and says why.
 
 Cosmic rays
     `detect_cosmic_rays` runs `ccdproc.cosmicray_lacosmic` (L.A.Cosmic, through
@@ -35,7 +37,7 @@ import bottleneck as bn
 import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData
-from astropy.stats import mad_std
+from astropy.stats import sigma_clipped_stats
 
 from .combine import median_of_all
 from .exceptions import CalibrationMatchError, DataQualityError, FrameReadError
@@ -53,6 +55,7 @@ __all__ = [
     "NOT_FINITE",
     "SATURATED",
     "FrameSample",
+    "GroupCheck",
     "check_calibration_frames",
     "detect_cosmic_rays",
     "frame_sample",
@@ -318,19 +321,39 @@ def load_bad_pixel_mask(path):
 # ---------------------------------------------------------- calibration frames
 #: A frame's sample: about this many pixels, whole rows, taken at regular steps.
 _SAMPLE_PIXELS = 1 << 18
+#: The median of every row of a frame is taken over about this many columns (its noise,
+#: 1.25 / 16 of a pixel's, is far below what a row must depart by to count).
+_PROFILE_COLUMNS = 256
+#: The line fitted to a frame is fitted to at most this many of its sampled pixels, at
+#: regular steps: two numbers need no more (the hot pixels of a dark are among them).
+_FIT_PIXELS = 1 << 16
 
-#: BANZAI's rule: a frame is bad when more than this fraction of its pixels ...
-BAD_FRACTION = 0.05
-#: ... differ from the others' median by more than this many sigma.
+#: The fit of a frame to its group: pixels further than this many robust sigma from the
+#: first least-squares line (cosmic rays, a streak) are left out of the second.
+FIT_CLIP = 10.0
+#: A fitted line that leaves a residual this much noisier, pixel to pixel, than the
+#: frame's levelling alone is not trusted (see `_residual`).
+FIT_NOISE_GROWTH = 1.2
+#: A pixel deviates when it is further than this many sigma from the fitted group ...
 PIXEL_SIGMA = 6.0
-#: A frame's level is far when it is this many robust sigma of the others' levels away ...
-LEVEL_SIGMA = 5.0
-#: ... and, for a flat, by more than this fraction of their level; for a bias or a dark,
-#: by more than this many times the pixel noise.
-FLAT_LEVEL_FRACTION = 0.3
-DARK_LEVEL_NOISE = 1.0
+#: ... and a frame is bad when this fraction of its pixels more than the group's usual
+#: fraction deviate (cosmic rays are in every dark of one exposure alike) ...
+EXCESS_FRACTION = 0.002
+#: ... and more than this many times the group's usual fraction (a camera whose frames
+#: all have 8% of such pixels has 8.5% in some).
+EXCESS_RATIO = 2.0
+#: A row or column deviates when its median is further from the fitted group's than
+#: this many times the noise of one pixel ...
+LINE_NOISE = 1.0
+#: ... and than this many times the noise of the medians of rows (or columns).
+LINE_SIGMA = 8.0
+#: A frame is bad when at least this many of its rows and columns deviate.
+MIN_LINES = 2
 #: Groups smaller than this are not checked: two frames cannot say which one is bad.
 MIN_GROUP = 3
+#: A check that would leave out more than this fraction of a group is in doubt (its
+#: note says "a third").
+MAX_LEFT_OUT = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -338,11 +361,26 @@ class FrameSample:
     """What `check_calibration_frames` needs of one calibrated frame.
 
     ``rows`` are whole rows of the frame at regular steps (masked pixels NaN), ``level``
-    the median of its good pixels.
+    the median of its good pixels, ``row_medians`` the median of every row of the frame
+    (over regularly spaced columns; NaN for a row without a good pixel).
     """
 
     rows: np.ndarray
     level: float
+    row_medians: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GroupCheck:
+    """What `check_calibration_frames` says of a group of calibration frames.
+
+    ``left_out`` holds the index of each frame to leave out and the reason, in words;
+    ``note`` is set when the checks found frames they would leave out but kept them all
+    (too many of the group for the checks' premise to hold), and says why.
+    """
+
+    left_out: tuple = ()
+    note: str | None = None
 
 
 def frame_sample(ccd):
@@ -350,32 +388,73 @@ def frame_sample(ccd):
 
     Every ``step``-th row, ``step`` being the frame's size over `_SAMPLE_PIXELS`: about
     that many pixels whatever the frame's size, so that the checks cost the same per
-    frame on any camera and the samples of a master's frames stay small in memory.
+    frame on any camera and the samples of a master's frames stay small in memory. The
+    median of every row (a band of rows, a streak along them, may fall between the rows
+    sampled) is taken over about `_PROFILE_COLUMNS` columns.
     """
     data = ccd.data
+    mask = None if ccd.mask is None else np.asarray(ccd.mask, bool)
     step = max(1, int(np.ceil(data.size / _SAMPLE_PIXELS)))
-    rows = np.array(data[::step], dtype=np.float32)
-    if ccd.mask is not None:
-        rows[np.asarray(ccd.mask[::step], bool)] = np.nan
-    rows[~np.isfinite(rows)] = np.nan
+    rows = _good_values(data[::step], None if mask is None else mask[::step])
     finite = rows[np.isfinite(rows)]
     level = float(np.median(finite)) if finite.size else np.nan
-    return FrameSample(rows=rows, level=level)
+    column_step = max(1, data.shape[1] // _PROFILE_COLUMNS)
+    columns = _good_values(data[:, ::column_step],
+                           None if mask is None else mask[:, ::column_step])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row without a good pixel
+        row_medians = bn.nanmedian(columns, axis=1)
+    return FrameSample(rows=rows, level=level, row_medians=row_medians)
+
+
+def _good_values(data, mask):
+    """``data`` as a new float32 array, NaN where masked or not finite."""
+    values = np.array(data, dtype=np.float32)
+    if mask is not None:
+        values[mask] = np.nan
+    values[~np.isfinite(values)] = np.nan
+    return values
 
 
 def check_calibration_frames(samples, names, kind):
-    """Which calibration frames of one master differ from the others, and why.
+    """Which calibration frames of one master have a defect the others do not have.
 
-    Each frame is compared with its group:
+    A frame is compared with its group's median after the straight line
+    ``a * median + b`` that fits it best (`_residual`: least squares, then again without
+    the pixels far from the first line; ``a`` and ``b`` of its own). A frame whose level
+    or scale differs from the group's (a dark at another temperature, a flat at another
+    illumination, a bias with another offset) is not defective: the fit takes that
+    difference away. What is left, the residual, is judged against the noise of the
+    frame's own pixels (the robust deviation of neighbouring pixels' differences, blind
+    to smooth structure). Each rule that leaves a frame out says its premise:
 
-    - its level (median) with theirs: left out when it is more than `LEVEL_SIGMA` robust
-      sigma of their levels away and, for a flat, more than `FLAT_LEVEL_FRACTION` of
-      their level (a flat at half the illumination), for a bias or dark more than
-      `DARK_LEVEL_NOISE` times the pixel noise (a bias with light);
-    - its pixels with the median of the group (flats each divided by its level first):
-      left out when more than `BAD_FRACTION` of the pixels differ by more than
-      `PIXEL_SIGMA` sigma, sigma being the pixel-to-pixel noise of the difference (a
-      cloud or a light leak across the frame).
+    - Outlying pixels (a light leak, a gradient, a cloud, a streak across the frame, a
+      block of garbage): left out when the fraction of its pixels further than
+      `PIXEL_SIGMA` sigma from the fit exceeds the group's usual fraction (their
+      median) by more than `EXCESS_FRACTION` and `EXCESS_RATIO` times. Premise: frames
+      of one group have about as many outlying pixels as each other (cosmic rays come
+      with the exposure, hot pixels scale with the fit); checked by comparing each
+      frame with the group's median fraction, so a group that has many (an infrared
+      array whose blocks of rows drift) has a rule that steps aside for them.
+    - Rows and columns (a streak along them, a band of rows offset by a readout
+      glitch, a gradient): left out when at least `MIN_LINES` of its rows and columns
+      have a median further from the fit than `LINE_NOISE` times the pixel noise and
+      `LINE_SIGMA` times the noise of such medians. Premise: the median of a row of
+      hundreds of pixels moves by far less than one pixel's noise between good frames;
+      checked by measuring the noise of the medians on the frame itself (a camera
+      whose rows jump, as CMOS sensors' do, raises its own limit).
+    - The line itself. Premise: the best line is the one that matches the frame pixel
+      by pixel; checked by the residual's pixel noise: a line that makes it noisier
+      than the frame's levelling alone (`FIT_NOISE_GROWTH`) was bent by large-scale
+      structure (a light leak following the faint pattern of a bias), and steps aside
+      for the levelling.
+    - The group. Premise: most of the group is good, so its median is the truth the
+      frames are judged by; checked twice. When a first pass finds frames to leave
+      out, every frame is judged again against the median of the two thirds of the
+      group that departed least (frames with a light leak would pull the median, and
+      the good frames with it). A check that would still leave out more than
+      `MAX_LEFT_OUT` of the group is in doubt: the group itself varies, every frame is
+      kept, and ``note`` says why.
 
     Groups of fewer than `MIN_GROUP` frames are not checked.
 
@@ -383,44 +462,220 @@ def check_calibration_frames(samples, names, kind):
     ----------
     samples : list of `FrameSample`
     names : list of str
-        The frames' names, for the reasons.
+        The frames' names, for the reasons and the note.
     kind : {"bias", "dark", "flat"}
 
     Returns
     -------
-    list of (int, str)
-        The index of each frame to leave out and the reason, in words.
+    `GroupCheck`
+        The frames to leave out and why, or the note of a check in doubt.
     """
     n = len(samples)
     if n < MIN_GROUP:
-        return []
+        return GroupCheck()
+    reasons, departures = _judge(samples, kind, range(n))
+    if reasons:
+        # Frames with a large defect pull the median they are judged against, and the
+        # good frames with it: all are judged again against the median of the frames
+        # that departed least, two thirds of the group (the checks' premise is that no
+        # more than a third is bad).
+        typical = np.argsort(departures, kind="stable")[:n - int(MAX_LEFT_OUT * n)]
+        reasons, _ = _judge(samples, kind, typical)
+    if len(reasons) > MAX_LEFT_OUT * n:
+        return GroupCheck(note=_doubt(reasons, names, kind))
+    return GroupCheck(left_out=tuple(sorted(reasons.items())))
+
+
+def _judge(samples, kind, members):
+    """``(reasons, departures)``: why each frame differs from the median of the frames
+    ``members`` (by index), and how far each frame's rows and columns depart from it at
+    most, in its pixel noise."""
+    reference, reference_rows, levelling = _group_reference(samples, kind, members)
+    residuals = [_residual(sample, reference, reference_rows, line)
+                 for sample, line in zip(samples, levelling, strict=True)]
+    fractions = np.array([_outlying_fraction(pixels, noise)
+                          for pixels, _, noise in residuals])
+    usual = float(np.nanmedian(fractions)) if np.isfinite(fractions).any() else 0.0
+    reasons, departures = {}, []
+    for i, (pixels, rows, noise) in enumerate(residuals):
+        profiles = _profiles(pixels, rows)
+        departures.append(_departure(profiles, noise))
+        reason = (_excess_pixels(fractions[i], usual, kind)
+                  or _deviating_lines(profiles, noise))
+        if reason:
+            reasons[i] = reason
+    return reasons, np.nan_to_num(departures, nan=np.inf)
+
+
+def _group_reference(samples, kind, members):
+    """The median sample and median row profile of the frames ``members``, each frame
+    first brought to the others' level (flats divided by their level, biases and darks
+    less it), so that frames of different levels do not take turns in the median; and
+    that levelling of each frame of ``samples`` as a line ``(a, b)``: the frame is
+    ``a * median + b`` by levels alone."""
     levels = np.array([s.level for s in samples])
-    flat = kind == "flat"
-    stack = np.stack([s.rows / s.level if flat else s.rows for s in samples])
-    # One median of the whole group for every frame: with three frames or more, one
-    # frame moves it little, and the cost stays linear in the number of frames (a
-    # median of the others for each frame would grow with its square).
-    reference = _median_of_frames(stack)
-    reasons, noises = {}, []
-    for i in range(n):
-        # The pixel noise of the frame minus the median serves both checks: taken once.
-        difference = stack[i] - reference
-        noises.append(_difference_noise(difference))
-        reason = _deviating_pixels(difference, noises[i], kind)
-        if reason:
-            reasons[i] = reason
-    # Levels are compared with those of the frames whose pixels agree: a cloudy flat
-    # does not widen the spread that a flat at half the illumination is measured by.
-    agreeing = [i for i in range(n) if i not in reasons]
-    for i in agreeing:
-        others = np.array([j for j in agreeing if j != i])
-        if len(others) < MIN_GROUP - 1:
-            break
-        reason = _far_level(i, others, levels, noises[i], kind)
-        if reason:
-            reasons[i] = reason
-    # More than half the group out means the group itself disagrees: keep it whole.
-    return sorted(reasons.items()) if len(reasons) <= (n - 1) // 2 else []
+    if kind == "flat":
+        shift = np.zeros(len(samples))
+        scale = np.where(np.isfinite(levels) & (levels != 0), levels, 1.0)
+    else:
+        shift = np.where(np.isfinite(levels), levels, 0.0)
+        scale = np.ones(len(samples))
+    def levelled(values):
+        return np.stack([((v - np.float32(shift[i])) / np.float32(scale[i])) for v, i in
+                         zip(values, members, strict=True)])
+
+    members = [int(i) for i in members]
+    chosen = [samples[i] for i in members]
+    reference = _median_of_frames(levelled([s.rows for s in chosen]))
+    lines = list(zip(scale.tolist(), shift.tolist(), strict=True))
+    if any(s.row_medians is None for s in chosen):
+        return reference, None, lines
+    return reference, _median_of_frames(levelled([s.row_medians for s in chosen])), lines
+
+
+def _residual(sample, reference, reference_rows, levelling):
+    """``(pixels, row medians, noise)``: the frame's sample and row medians less the
+    best line ``a * reference + b``, and the pixel noise of that residual.
+
+    The line fitted to the pixels is the best one unless it leaves a residual noisier,
+    pixel to pixel, than the frame's ``levelling`` does (by more than
+    `FIT_NOISE_GROWTH`): then the fit was made by large-scale structure (a light leak
+    scaling the faint pattern of a bias's median), not by the pixels that the frame
+    shares with the group, and the levelling is the line.
+    """
+    a, b = _robust_line(reference, sample.rows)
+    pixels = sample.rows - (a * reference + b)
+    noise = _difference_noise(pixels)
+    by_level = sample.rows - (levelling[0] * reference + levelling[1])
+    noise_by_level = _difference_noise(by_level)
+    if not noise <= FIT_NOISE_GROWTH * noise_by_level:  # NaN too: the levelling
+        (a, b), pixels, noise = levelling, by_level, noise_by_level
+    rows = None
+    if reference_rows is not None and sample.row_medians is not None:
+        rows = sample.row_medians - (a * reference_rows + b)
+    return pixels, rows, noise
+
+
+def _robust_line(x, y):
+    """``(a, b)`` of ``y ~ a * x + b`` over the pixels finite in both: least squares,
+    then least squares again without the pixels further than `FIT_CLIP` robust sigma
+    from the first line (cosmic rays, a streak, garbage: they must not move the line).
+    Every pixel takes part in the first fit: the hot pixels of a dark, far out along
+    ``x``, are what fixes its scale."""
+    good = np.isfinite(x) & np.isfinite(y)
+    step = max(1, int(np.count_nonzero(good) // _FIT_PIXELS))
+    x, y = x[good][::step].astype(np.float64), y[good][::step].astype(np.float64)
+    if x.size < 3:
+        return 1.0, 0.0
+    a, b = _least_squares(x, y)
+    residual = y - (a * x + b)
+    centre, spread = _median_and_mad_std(residual.copy())
+    if spread > 0:
+        keep = np.abs(residual - centre) <= FIT_CLIP * spread
+        if np.count_nonzero(keep) >= 3:
+            a, b = _least_squares(x[keep], y[keep])
+    return a, b
+
+
+def _least_squares(x, y):
+    """The least-squares line through ``(x, y)``; a level alone when ``x`` is constant."""
+    x_mean, y_mean = x.mean(), y.mean()
+    dx = x - x_mean
+    # einsum, not numpy.dot: BLAS's threads made dot five times slower on a busy machine.
+    variance = float(np.einsum("i,i->", dx, dx))
+    a = float(np.einsum("i,i->", dx, y - y_mean)) / variance if variance > 0 else 0.0
+    return a, float(y_mean - a * x_mean)
+
+
+def _outlying_fraction(pixels, noise):
+    """The fraction of the finite ``pixels`` further than `PIXEL_SIGMA` ``noise`` from
+    their median; NaN when the noise cannot be measured."""
+    finite = pixels[np.isfinite(pixels)]
+    if not finite.size or not np.isfinite(noise) or noise <= 0:
+        return np.nan
+    centre = median_of_all(finite)
+    return np.count_nonzero(np.abs(finite - centre) > PIXEL_SIGMA * noise) / finite.size
+
+
+def _excess_pixels(fraction, usual, kind):
+    """Why a frame has too many outlying pixels, or ``None``."""
+    if (not np.isfinite(fraction) or fraction - usual <= EXCESS_FRACTION
+            or fraction <= EXCESS_RATIO * usual):
+        return None
+    return (f"{fraction:.1%} of its pixels differ from the {kind} frames' median (fitted "
+            f"to its level and scale) by more than {PIXEL_SIGMA:g} sigma, where the "
+            f"others have {usual:.1%} (light, a gradient, a streak or garbage)")
+
+
+def _profiles(pixels, row_medians):
+    """The medians of the columns of a residual sample, and of its rows (``row_medians``,
+    the residual of the frame's row medians; ``None`` when unknown)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column without a good pixel
+        # Along contiguous memory: bottleneck's median across rows is slower.
+        columns = bn.nanmedian(np.ascontiguousarray(pixels.T), axis=1)
+    return {"columns": columns, "rows": row_medians}
+
+
+def _departure(profiles, noise):
+    """How far a frame's row or column medians depart from their median at most, in its
+    pixel ``noise``; NaN when unknown."""
+    largest = [np.nanmax(np.abs(p - np.nanmedian(p))) for p in profiles.values()
+               if p is not None and np.isfinite(p).any()]
+    return max(largest) / noise if largest and noise > 0 else np.nan
+
+
+def _deviating_lines(profiles, noise):
+    """Why a frame's rows or columns depart from the group's, or ``None``; ``profiles``
+    are the medians of its residual's columns and rows (`_profiles`), ``noise`` its
+    pixel noise."""
+    if not np.isfinite(noise) or noise <= 0:
+        return None
+    found = []
+    for what, profile in profiles.items():
+        far = _far_from_profile(profile, noise)
+        if far is not None and np.count_nonzero(far):
+            found.append((what, far, profile))
+    n_far = sum(np.count_nonzero(far) for _, far, _ in found)
+    if n_far < MIN_LINES:
+        return None
+    words, worst = [], 0.0
+    for what, far, profile in found:
+        worst = max(worst, float(np.max(np.abs(profile[far] - np.nanmedian(profile)))))
+        words.append(f"{np.count_nonzero(far)} {what} (from {np.flatnonzero(far)[0]})")
+    worst /= noise
+    return (f"the medians of {' and '.join(words)} depart from the fitted group by up "
+            f"to {worst:.1f} times the pixel noise (a streak, a band of rows, a gradient)")
+
+
+def _far_from_profile(profile, noise):
+    """Which values of a row or column ``profile`` of a residual are far from its
+    median: beyond `LINE_NOISE` pixel ``noise`` and `LINE_SIGMA` times the noise of
+    the profile (neighbours' differences, blind to a smooth gradient); ``None`` when
+    there is no profile."""
+    if profile is None:
+        return None
+    finite = profile[np.isfinite(profile)]
+    if finite.size < 3:
+        return None
+    # The clipped standard deviation, not the MAD: medians of a camera whose values are
+    # multiples of 4 or 16 (a CMOS's) differ by 0 more often than not, and their MAD is
+    # 0; clipping still leaves out the steps at the edges of a streak or a band.
+    steps = np.diff(finite)
+    profile_noise = float(sigma_clipped_stats(steps, sigma=LINE_SIGMA)[2] / np.sqrt(2))
+    limit = max(LINE_NOISE * noise, LINE_SIGMA * profile_noise)
+    with np.errstate(invalid="ignore"):
+        return np.abs(profile - np.median(finite)) > limit
+
+
+def _doubt(reasons, names, kind):
+    """The note of a check in doubt: which frames it would leave out and why not."""
+    first = min(reasons)
+    named = ", ".join(names[i] for i in sorted(reasons)[:3]) + \
+        (" ..." if len(reasons) > 3 else "")
+    return (f"the frame checks would leave out {len(reasons)} of the {len(names)} {kind} "
+            f"frames ({named}; {names[first]}: {reasons[first]}): more than a third of "
+            "the group, so the group itself varies; all kept")
 
 
 def _median_of_frames(stack):
@@ -456,46 +711,6 @@ def _median_and_mad_std(values):
     deviations = np.subtract(values, median, out=values)
     return median, 1.482602218505602 * median_of_all(np.abs(deviations, out=deviations),
                                                      overwrite_input=True)
-
-
-def _far_level(i, others, levels, noise, kind):
-    """Why frame ``i``'s level is far from the ``others``' levels, or ``None``;
-    ``noise`` is the pixel noise of the frame minus the group's median."""
-    level, their = levels[i], levels[others]
-    reference = float(np.median(their))
-    spread = float(mad_std(their))
-    distance = level - reference
-    if not np.isfinite(distance) or abs(distance) <= LEVEL_SIGMA * spread:
-        return None
-    if kind == "flat":
-        if reference > 0 and abs(distance) > FLAT_LEVEL_FRACTION * reference:
-            return (f"its level ({level:.6g}) is {level / reference:.2f} times that of "
-                    f"the other flats ({reference:.6g})")
-        return None
-    if np.isfinite(noise) and abs(distance) > DARK_LEVEL_NOISE * noise:
-        return (f"its level ({level:.6g}) is {distance:+.4g} from that of the other "
-                f"{kind} frames ({reference:.6g}), {abs(distance) / noise:.1f} times the "
-                "pixel noise")
-    return None
-
-
-def _deviating_pixels(difference, noise, kind):
-    """Why a frame differs from its group's median on too many pixels, or ``None``;
-    ``difference`` is the frame minus the median, ``noise`` its pixel noise."""
-    if not np.isfinite(noise) or noise <= 0:
-        return None
-    good = np.isfinite(difference)
-    n_good = np.count_nonzero(good)
-    if not n_good:
-        return None
-    with np.errstate(invalid="ignore"):
-        fraction = np.count_nonzero((np.abs(difference) > PIXEL_SIGMA * noise) & good) / \
-            n_good
-    if fraction > BAD_FRACTION:
-        what = "flats (each divided by its level)" if kind == "flat" else f"{kind} frames"
-        return (f"{fraction:.0%} of its pixels differ from the median of the {what} "
-                f"by more than {PIXEL_SIGMA:g} sigma (light, a cloud or a gradient)")
-    return None
 
 
 # ------------------------------------------------------------------ cosmic rays
