@@ -14,8 +14,11 @@ message on standard error with exit status 1 (never a traceback)::
 """
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -436,6 +439,28 @@ def _configure_logging(args):
     return logger, saved
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Within this block, SIGTERM (``kill``, a batch system's time limit) stops the
+    command as Ctrl-C does: outputs whole or absent, the worker processes shut down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     """Run ``ccdproc-ext`` with ``argv`` (default: the process arguments).
 
@@ -443,14 +468,14 @@ def main(argv=None):
     -------
     int
         The exit status: 0 on success, 1 when the command failed, 2 for a usage error,
-        130 when interrupted (Ctrl-C).
+        130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # --help, --version or a usage error, already printed
         return exit.code
     logger, saved = _configure_logging(args)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _terminate_as_interrupt():
         warnings.showwarning = _show_warning
         if getattr(args, "quiet", False):
             warnings.simplefilter("ignore")
@@ -459,11 +484,12 @@ def main(argv=None):
         except (CcdprocExtError, OSError) as err:
             print(f"{_PROG}: error: {err}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # Outputs are written whole or not at all: the same command resumes the night.
-            print(f"{_PROG}: interrupted; run the same command again to resume",
-                  file=sys.stderr)
-            return 130
+            terminated = isinstance(interrupt, _Terminated)
+            print(f"{_PROG}: {'terminated' if terminated else 'interrupted'}; run the same "
+                  "command again to resume", file=sys.stderr)
+            return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
         except Exception as err:  # no traceback reaches the terminal
             print(f"{_PROG}: internal error: {type(err).__name__}: {err}\n"
                   f"{_PROG}: this is a bug; please report it with the command and the "

@@ -44,12 +44,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from ._allocator import (
-    freed_memory_reused,
-    give_back_freed_memory,
-    reuse_freed_memory_for_good,
-)
+from ._allocator import freed_memory_reused, give_back_freed_memory
 from ._warnings import CaughtWarnings
+from ._workers import start_worker
 from .collection import NightCollection
 from .exceptions import (
     CalibrationMatchError,
@@ -1016,7 +1013,7 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
         if workers > 1 and len(to_do) > 1:
             own_executor = executor = ProcessPoolExecutor(
                 min(workers, len(to_do)), mp_context=process_context(),
-                initializer=reuse_freed_memory_for_good)  # they end with the night
+                initializer=start_worker, initargs=(os.getpid(),))  # they end with it
     bar = tqdm(total=len(to_do), desc="science", unit="frame",
                disable=None if progress else True)
     try:
