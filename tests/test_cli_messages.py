@@ -7,6 +7,7 @@ import shutil
 import pytest
 from astropy.io import fits
 
+from ccdproc_ext import reduce_night
 from ccdproc_ext.cli import main
 from ccdproc_ext.simulate import simulate_night
 
@@ -74,3 +75,25 @@ def test_long_version_string_writes_no_card_warning(tmp_path, monkeypatch):
                                     meta=fits.Header({"EXPTIME": 1.0})), "generic")
     path = write_atomic(frame, tmp_path / "frame.fits")  # warnings are errors here
     assert "0.1.dev31+gabd3141.d20261129" in fits.getval(path, "CCDPROC")
+
+
+def test_a_master_says_what_its_frames_said_once_per_reason(tmp_path):
+    """Thirty biases with the same malformed BIASSEC: the master's note names the reason
+    once, with how many frames said it, not thirty times in one line."""
+    raw = tmp_path / "raw"
+    night = simulate_night(raw, shape=SHAPE, n_bias=30, dark_exposures=(60.0,), n_dark=2,
+                           n_flat=2, filters=("V",), n_science=1)
+    for path in night.paths("bias"):
+        with fits.open(path, mode="update") as hdus:
+            hdus[0].header["BIASSEC"] = "[1:5,oops]"
+    result = reduce_night(raw, tmp_path / "out", progress=False, workers=1, report=False)
+    of_master = [note for file, note in zip(result.notes["file"], result.notes["note"],
+                                            strict=True)
+                 if file == "masters/bias_01.fits" and "BIASSEC" in note]
+    assert len(of_master) == 1, of_master
+    assert of_master[0].startswith("BIASSEC = '[1:5,oops]' is not a FITS section")
+    assert "(30 frames: bias_001.fits, bias_002.fits," in of_master[0]
+    assert len(of_master[0]) < 300
+    for verbose in (False, True):
+        lines = result.summary(verbose=verbose).splitlines()
+        assert len([line for line in lines if "masters/bias_01.fits" in line]) == 1
