@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
+from ._heard import HeardMessages
 from .exceptions import CcdprocExtError
 from .profiles import IMAGE_TYPES, available_profiles, get_profile, validate_profile
 
@@ -129,10 +130,11 @@ def _cmd_plan(args):
     columns = ["file", "type", "exposure", "filter", "bias", "dark", "dark_scale", "flat",
                "status", "problem"]
     plan[columns].pprint(max_lines=-1, max_width=-1)
-    problems = int((plan["status"] != "ok").sum())
+    unusable = plan["file"][plan["status"] != "ok"]
+    _say_heard(args, plan["file"], said=unusable)
     print(f"\n{len(plan)} frames, {len(plan.meta['masters'])} masters planned, "
-          f"{problems} with problems")
-    return 0
+          f"{len(unusable)} with problems")
+    return _nothing_usable_status(plan, unusable)
 
 
 def _cmd_reduce(args):
@@ -151,6 +153,7 @@ def _cmd_reduce(args):
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint(max_lines=-1, max_width=-1)
+    _say_heard(args, result.plan["file"], said=result.problems["file"])
     print(result.summary(verbose=args.verbose))
     return _reduce_status(result, dry_run=args.dry_run)
 
@@ -163,9 +166,34 @@ def _quality_arguments(args):
     return {"bad_pixels": bad_pixels, "cosmic_rays": args.cosmic_rays}
 
 
+def _say_heard(args, files=(), said=()):
+    """Say what ccdproc and astropy said while the command ran, grouped by reason;
+    nothing more about the files ``said`` (the night's problems)."""
+    for line in args.heard.lines(files, said=said, verbose=getattr(args, "verbose", False)):
+        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+
+
+def _nothing_usable_status(plan, unusable):
+    """1, said on standard error, when there is no file or every file is a problem (none
+    could be read, or none used); else 0."""
+    files = set(plan["file"])
+    if files and not files <= set(unusable):
+        return 0
+    if not files:
+        why = "no file to reduce"
+    elif all(image_type == "unreadable" for image_type in plan["type"]):
+        why = f"none of the {len(files)} files could be read"
+    else:
+        why = f"none of the {len(files)} files could be used"
+    print(f"{_PROG}: error: {why}", file=sys.stderr)
+    return 1
+
+
 def _reduce_status(result, *, dry_run):
-    """1 when science frames were planned and none could be reduced, or when a master
-    that science frames need could not be built; else 0."""
+    """1 when no file could be used, when science frames were planned and none could be
+    reduced, or when a master that science frames need could not be built; else 0."""
+    if _nothing_usable_status(result.plan, result.problems["file"]):
+        return 1
     if dry_run:
         planned = result.plan[result.plan["type"] == "science"]
         if len(planned) and not (planned["status"] == "ok").any():
@@ -396,12 +424,6 @@ def build_parser():
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from tqdm import tqdm
-
-    tqdm.write(f"{_PROG}: warning: {message}", file=sys.stderr)
-
-
 class _OneLine(logging.Formatter):
     """``ccdproc-ext: warning: words``: one line, never a traceback."""
 
@@ -475,9 +497,12 @@ def main(argv=None):
     except SystemExit as exit:  # --help, --version or a usage error, already printed
         return exit.code
     logger, saved = _configure_logging(args)
-    with warnings.catch_warnings(), _terminate_as_interrupt():
-        warnings.showwarning = _show_warning
-        if getattr(args, "quiet", False):
+    quiet = getattr(args, "quiet", False)
+    # What ccdproc logs and warnings say is heard, and said at the end, grouped.
+    args.heard = HeardMessages(level=logging.ERROR if quiet else logging.WARNING,
+                               prefix=f"{_PROG}: warning: ")
+    with warnings.catch_warnings(), _terminate_as_interrupt(), args.heard:
+        if quiet:
             warnings.simplefilter("ignore")
         try:
             return args.run(args)
@@ -496,6 +521,7 @@ def main(argv=None):
                   "versions printed by 'ccdproc-ext --version'", file=sys.stderr)
             return 1
         finally:
+            _say_heard(args)  # what the command did not say itself
             logger.handlers[:], _, logger.propagate = saved
             logger.setLevel(saved[1])
 
