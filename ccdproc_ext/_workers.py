@@ -8,11 +8,13 @@ the same process, keep open, so it never sees the end of it, and stays for good 
 its memory (a few hundred megabytes each on a night of large frames).
 
 `start_worker`, the pool's initializer, ties each worker to its parent: on Linux the
-kernel kills the worker when its parent ends (``prctl(PR_SET_PDEATHSIG, SIGKILL)``);
-elsewhere a thread of the worker sees its parent change (the worker given to init, or
-to a sub-reaper) and ends the worker. Both are checked once after they are set, for a
-parent that ended before. What a worker was writing is left as a temporary file, which
-the next run of the night removes (see `ccdproc_ext.outputs`).
+kernel kills the worker when its parent ends (``prctl(PR_SET_PDEATHSIG, SIGKILL)``;
+strictly, when the parent's thread that started the worker ends: the night's pool is
+made and shut down by one thread, which outlives it); elsewhere a thread of the worker
+sees its parent change (the worker given to init, or to a sub-reaper) and ends the
+worker. A parent that ended before either was set is looked for once. What a worker was
+writing is left as a temporary file, which the next run of the night removes (see
+`ccdproc_ext.outputs`).
 """
 
 import ctypes
@@ -84,6 +86,8 @@ def _die_with_parent():
 
 def _alive(pid):
     """Whether process ``pid`` exists (a process of another user counts)."""
+    if os.name != "posix":  # os.kill(pid, 0) would end it on Windows
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
