@@ -167,3 +167,42 @@ def test_a_master_says_what_its_frames_said_once_per_reason(tmp_path):
     for verbose in (False, True):
         lines = result.summary(verbose=verbose).splitlines()
         assert len([line for line in lines if "masters/bias_01.fits" in line]) == 1
+
+
+def hear():
+    """ccdproc's log of two unreadable files (one twice) and a warning three times."""
+    import logging
+    import warnings
+
+    from ccdproc_ext._heard import HeardMessages
+
+    with warnings.catch_warnings(), HeardMessages() as heard:
+        warnings.simplefilter("always")
+        for name in ("RAW/sub/a.fits", "RAW/b.fits", "RAW/b.fits"):
+            logging.getLogger("ccdproc.image_collection").warning(
+                "unable to get FITS header for file %s: %s: cut.", name, name)
+        for _ in range(3):
+            warnings.warn("a card is not FITS standard", UserWarning, stacklevel=1)
+        logging.getLogger("ccdproc").info("not heard: below the level")
+    return heard
+
+
+FILES = ["a.fits", "sub/a.fits", "b.fits"]
+
+
+@pytest.mark.parametrize("said, verbose, expected", [
+    ((), False, ["unable to get FITS header for file (2 files, -v for each): sub/a.fits, "
+                 "b.fits", "a card is not FITS standard (3 times)"]),
+    ((), True, ["sub/a.fits: unable to get FITS header for file: cut",
+                "b.fits: unable to get FITS header for file: cut",
+                "a card is not FITS standard (3 times)"]),
+    (("b.fits",), False, ["sub/a.fits: unable to get FITS header for file: cut",
+                          "a card is not FITS standard (3 times)"]),
+])
+def test_heard_messages_are_said_by_file_and_reason(said, verbose, expected):
+    """What is heard is told apart by the file it names (the longest of the night's
+    names a path ends with), said once per file and reason, and not at all for a file
+    said already; what names no file is said once, with how many times it was heard."""
+    heard = hear()
+    assert heard.lines(FILES, said=said, verbose=verbose) == expected
+    assert heard.lines(FILES) == []  # said, and forgotten
