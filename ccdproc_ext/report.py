@@ -218,7 +218,13 @@ FILES_SHOWN = 6
 
 
 def files_shown(files):
-    """The first `FILES_SHOWN` of ``files`` joined by commas, and how many more."""
+    """The first ``FILES_SHOWN`` (six) of ``files`` joined by commas, and how many more.
+
+    Examples
+    --------
+    >>> files_shown([f"f{i}.fits" for i in range(8)])
+    'f0.fits, f1.fits, f2.fits, f3.fits, f4.fits, f5.fits and 2 more'
+    """
     shown = ", ".join(files[:FILES_SHOWN])
     if len(files) > FILES_SHOWN:
         shown += f" and {len(files) - FILES_SHOWN} more"
@@ -229,6 +235,21 @@ def grouped_lines(table, text_column, *, verbose=False):
     """Lines for people of a problem or note table: one per reason
     (`group_by_reason`), the files after it, or with ``verbose`` one per row, each
     file with its own words.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        With columns ``file``, ``kind`` and ``text_column``.
+    text_column : str
+        ``"problem"``, ``"note"``, or any column of words.
+    verbose : bool, optional
+        One line per row instead of one per reason. Default is ``False``.
+
+    Returns
+    -------
+    list of str
+        ``"reason (N files, -v for each): a.fits, b.fits ..."``, or ``"file: words"``
+        for a reason of one file.
 
     Examples
     --------
