@@ -3,18 +3,21 @@
 A `~concurrent.futures.ProcessPoolExecutor` shuts its workers down when the process that
 made it leaves normally, or is interrupted (Ctrl-C, or SIGTERM on the command line,
 which is handled the same way). Killed (SIGKILL, the out-of-memory killer), it leaves
-its workers behind: each waits for work on a pipe that its sister workers, forked from
-the same process, keep open, so it never sees the end of it, and stays for good with
-its memory (a few hundred megabytes each on a night of large frames).
+its workers behind for good, with their memory (a few hundred megabytes each on a night
+of large frames): a forked worker waits for work on a pipe that its sister workers keep
+open, so it never sees the end of it; a worker started by a fork server (Python's
+default on Linux from 3.12) is the server's child, and the server lives as long as its
+workers do.
 
-`start_worker`, the pool's initializer, ties each worker to its parent: on Linux the
-kernel kills the worker when its parent ends (``prctl(PR_SET_PDEATHSIG, SIGKILL)``;
-strictly, when the parent's thread that started the worker ends: the night's pool is
-made and shut down by one thread, which outlives it); elsewhere a thread of the worker
-sees its parent change (the worker given to init, or to a sub-reaper) and ends the
-worker. A parent that ended before either was set is looked for once. What a worker was
-writing is left as a temporary file, which the next run of the night removes (see
-`ccdproc_ext.outputs`).
+`start_worker`, the pool's initializer, ties each worker to the process that made the
+pool. A worker that process forked asks the kernel to kill it when its parent ends
+(Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; strictly, when the parent's thread that
+forked it ends: the night's pool is made and shut down by one thread, which outlives
+it). Any other worker (from a fork server, or on another system) watches that process
+from a thread, twice a second, and ends when it is gone. A process that ended before
+either was set up is looked for once. What a worker was writing is left as a temporary
+file, which the next run of the night removes (see `ccdproc_ext.outputs`). On Windows,
+where a process cannot be watched this way, only the pool's own shut-down ends them.
 """
 
 import ctypes
@@ -26,12 +29,12 @@ import time
 
 from ._allocator import reuse_freed_memory_for_good
 
-__all__ = ["start_worker", "watch_parent"]
+__all__ = ["start_worker", "watch_process"]
 
 #: ``prctl`` option (``<linux/prctl.h>``): the signal a process gets when its parent ends.
 _PR_SET_PDEATHSIG = 1
 
-#: How often, in seconds, a worker without ``PR_SET_PDEATHSIG`` looks for its parent.
+#: How often, in seconds, a watching worker looks for the process that made its pool.
 WATCH_INTERVAL = 0.5
 
 
@@ -47,25 +50,26 @@ def start_worker(parent_pid):
     # SIGTERM into an interruption); the pool ends a broken worker by SIGTERM: restore
     # the default, which ends it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if not _die_with_parent():
-        watch_parent(os.getppid())
-    if os.getppid() != parent_pid and not _alive(parent_pid):
-        os._exit(1)  # the parent ended before the worker could be tied to it
+    if not (os.getppid() == parent_pid and _die_with_parent()):
+        watch_process(parent_pid)
+    if _identity(parent_pid) is None:
+        os._exit(1)  # it ended before the worker could be tied to it
     reuse_freed_memory_for_good()  # the worker only reduces frames and ends with the night
 
 
-def watch_parent(parent_pid, interval=WATCH_INTERVAL):
-    """End this process, from a daemon thread, once its parent is no longer ``parent_pid``.
+def watch_process(pid, interval=WATCH_INTERVAL):
+    """End this process, from a daemon thread, once process ``pid`` has ended.
 
-    When a process ends, its children are given to another (init, or a sub-reaper):
-    their parent process id changes. Returns the thread.
+    Returns the thread.
     """
+    identity = _identity(pid)
+
     def watch():
-        while os.getppid() == parent_pid:
+        while identity is not None and _identity(pid) == identity:
             time.sleep(interval)
         os._exit(1)
 
-    thread = threading.Thread(target=watch, name="ccdproc_ext parent watch", daemon=True)
+    thread = threading.Thread(target=watch, name="ccdproc_ext watch", daemon=True)
     thread.start()
     return thread
 
@@ -84,14 +88,26 @@ def _die_with_parent():
         return False
 
 
-def _alive(pid):
-    """Whether process ``pid`` exists (a process of another user counts)."""
+def _identity(pid):
+    """What tells process ``pid`` from a later one given the same id (its start time,
+    where ``/proc`` says it; else ``True``), or ``None`` when it has ended (a process
+    that ended and waits for its parent to collect it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()  # the name may hold ')'
+    except FileNotFoundError:
+        if os.path.isdir(f"/proc/{os.getpid()}"):
+            return None
+    except OSError:
+        pass
+    else:
+        return None if fields[0] in ("Z", "X") else fields[19]
     if os.name != "posix":  # os.kill(pid, 0) would end it on Windows
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        return None
+    except PermissionError:  # another user's: it exists
+        pass
     return True

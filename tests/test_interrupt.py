@@ -231,14 +231,18 @@ def start_time(pid):
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
-def still_running(processes, within):
-    """The processes of ``{pid: start time}`` still running after up to ``within`` s."""
+def assert_all_end(processes, within=WORKERS_END_WITHIN):
+    """Assert that every process of ``{pid: start time}`` ends within ``within`` s; those
+    that do not are killed, not left behind by the test."""
     deadline = time.monotonic() + within
     while True:
         running = {pid for pid, start in processes.items() if start_time(pid) == start}
         if not running or time.monotonic() > deadline:
-            return running
+            break
         time.sleep(0.05)
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
+    assert running == set(), f"still running {within} s after: {sorted(running)}"
 
 
 needs_proc_children = pytest.mark.skipif(
@@ -286,7 +290,7 @@ def test_workers_end_when_the_command_is_killed(busy_night, tmp_path):
                                         tmp_path / "stderr.txt", signal.SIGKILL)
     assert process.wait(timeout=10) == -signal.SIGKILL
     assert len(workers) >= 2
-    assert still_running(workers, WORKERS_END_WITHIN) == set()
+    assert_all_end(workers)
 
 
 @needs_proc_children
@@ -298,7 +302,7 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(busy_night, tmp_path):
                                         signal.SIGTERM)
     assert process.wait(timeout=30) == 143
     assert len(workers) >= 2
-    assert still_running(workers, WORKERS_END_WITHIN) == set()
+    assert_all_end(workers)
     said = (tmp_path / "stderr.txt").read_text()
     assert said == "ccdproc-ext: terminated; run the same command again to resume\n"
     assert list(out.rglob("*.part")) == []  # no temporary file left
@@ -311,14 +315,14 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(busy_night, tmp_path):
 
 
 @needs_proc_children
-def test_watch_parent_ends_a_process_whose_parent_ended():
-    """The watch used where the kernel cannot kill a worker with its parent: a process
-    forks a child that watches it, and is killed; the child ends by itself."""
+def test_a_watching_process_ends_with_the_process_it_watches():
+    """The watch of workers the kernel cannot kill with their parent: a process forks a
+    child that watches it, and is killed; the child ends by itself."""
     code = ("import os, time\n"
-            "from ccdproc_ext._workers import watch_parent\n"
+            "from ccdproc_ext._workers import watch_process\n"
             "child = os.fork()\n"
             "if child == 0:\n"
-            "    watch_parent(os.getppid(), interval=0.05)\n"
+            "    watch_process(os.getppid(), interval=0.05)\n"
             "    time.sleep(60)\n"
             "    os._exit(0)\n"
             "print(child, flush=True)\n"
@@ -332,4 +336,31 @@ def test_watch_parent_ends_a_process_whose_parent_ended():
         parent.kill()
         parent.wait()
         parent.stdout.close()
-    assert still_running({child: start}, 5) == set()
+    assert_all_end({child: start})
+
+
+@needs_proc_children
+def test_workers_of_a_fork_server_end_with_the_process_that_made_the_pool():
+    """Workers started by a fork server (Python's default on Linux from 3.12) are its
+    children, and it lives as long as they do: they must watch the process that made
+    the pool. Killed, it leaves no worker, nor server, behind."""
+    code = ("import multiprocessing, os, time\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "from ccdproc_ext._workers import start_worker\n"
+            "if __name__ == '__main__':\n"
+            "    context = multiprocessing.get_context('forkserver')\n"
+            "    pool = ProcessPoolExecutor(2, mp_context=context, initializer=start_worker,\n"
+            "                               initargs=(os.getpid(),))\n"
+            "    print(sorted({pool.submit(os.getpid).result() for _ in range(4)}),\n"
+            "          flush=True)\n"
+            "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout.readline()  # the workers have run a task
+        processes = descendants(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    assert len(processes) >= 3  # the server and its workers (and a resource tracker)
+    assert_all_end(processes)
