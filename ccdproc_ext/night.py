@@ -644,31 +644,6 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
     masters.paths[(kind, name)] = path
 
 
-def _note_master_warnings(report, path, members, messages):
-    """The warnings given while a master was made, as its notes. What several of its
-    frames said for one reason is one note naming them (`~ccdproc_ext.report.group_by_reason`),
-    not one per frame, nor one line of every frame's words."""
-    from .report import files_shown, group_by_reason
-
-    file = f"masters/{path.name}"
-    by_name = {}
-    for member in members:
-        by_name.setdefault(Path(member).name, member)
-    of_frames = []
-    for message in messages:
-        head, sep, rest = str(message).partition(": ")
-        frame = by_name.get(Path(head).name) if sep else None
-        if frame is None:  # about the master, not one of its frames
-            report.note(file, type(message).__name__, without_path(message))
-        else:
-            of_frames.append((frame, type(message).__name__, rest))
-    for group in group_by_reason(_table(sorted(of_frames), ("file", "kind", "note")), "note"):
-        frames, texts = group["files"], set(group["texts"].values())
-        text = texts.pop() if len(texts) == 1 else group["reason"]
-        count = f"{len(frames)} frames: " if len(frames) > 1 else ""
-        report.note(file, group["kind"], f"{text} ({count}{files_shown(frames)})")
-
-
 def _master_extensions(name, members, needs, collection, options, report, masters):
     """The detector extensions of a master (``()`` for frames of one image) and its
     members that have them.
@@ -938,6 +913,31 @@ def _report_master_header(report, header, path, members, extension):
         report.note(file, "DataQualityWarning",
                     f"{header['NNANPIX']} pixel(s){extension} of its frames were NaN or "
                     "infinite, masked")
+
+
+def _note_master_warnings(report, path, members, messages):
+    """The warnings given while a master was made, as its notes. What several of its
+    frames said for one reason is one note naming them (`~ccdproc_ext.report.group_by_reason`),
+    not one per frame, nor one line of every frame's words."""
+    from .report import files_shown, group_by_reason
+
+    file = f"masters/{path.name}"
+    by_name = {}
+    for member in members:
+        by_name.setdefault(Path(member).name, member)
+    of_frames = []
+    for message in messages:
+        head, sep, rest = str(message).partition(": ")
+        frame = by_name.get(Path(head).name) if sep else None
+        if frame is None:  # about the master, not one of its frames
+            report.note(file, type(message).__name__, without_path(message))
+        else:
+            of_frames.append((frame, type(message).__name__, rest))
+    for group in group_by_reason(_table(sorted(of_frames), ("file", "kind", "note")), "note"):
+        frames, texts = group["files"], set(group["texts"].values())
+        text = texts.pop() if len(texts) == 1 else group["reason"]
+        count = f"{len(frames)} frames: " if len(frames) > 1 else ""
+        report.note(file, group["kind"], f"{text} ({count}{files_shown(frames)})")
 
 
 def _science_tasks(plan, collection, masters, options, report, result):
