@@ -14,12 +14,16 @@ message on standard error with exit status 1 (never a traceback)::
 """
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 from . import __version__
+from ._heard import HeardMessages
 from .exceptions import CcdprocExtError
 from .profiles import IMAGE_TYPES, available_profiles, get_profile, validate_profile
 
@@ -126,10 +130,11 @@ def _cmd_plan(args):
     columns = ["file", "type", "exposure", "filter", "bias", "dark", "dark_scale", "flat",
                "status", "problem"]
     plan[columns].pprint(max_lines=-1, max_width=-1)
-    problems = int((plan["status"] != "ok").sum())
+    unusable = plan["file"][plan["status"] != "ok"]
+    _say_heard(args, plan["file"], said=unusable)
     print(f"\n{len(plan)} frames, {len(plan.meta['masters'])} masters planned, "
-          f"{problems} with problems")
-    return 0
+          f"{len(unusable)} with problems")
+    return _nothing_usable_status(plan, unusable)
 
 
 def _cmd_reduce(args):
@@ -148,6 +153,7 @@ def _cmd_reduce(args):
     if args.dry_run:
         result.plan["file", "type", "bias", "dark", "dark_scale", "flat", "status",
                     "problem"].pprint(max_lines=-1, max_width=-1)
+    _say_heard(args, result.plan["file"], said=result.problems["file"])
     print(result.summary(verbose=args.verbose))
     return _reduce_status(result, dry_run=args.dry_run)
 
@@ -160,9 +166,34 @@ def _quality_arguments(args):
     return {"bad_pixels": bad_pixels, "cosmic_rays": args.cosmic_rays}
 
 
+def _say_heard(args, files=(), said=()):
+    """Say what ccdproc and astropy said while the command ran, grouped by reason;
+    nothing more about the files ``said`` (the night's problems)."""
+    for line in args.heard.lines(files, said=said, verbose=getattr(args, "verbose", False)):
+        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+
+
+def _nothing_usable_status(plan, unusable):
+    """1, said on standard error, when there is no file or every file is a problem (none
+    could be read, or none used); else 0."""
+    files = set(plan["file"])
+    if files and not files <= set(unusable):
+        return 0
+    if not files:
+        why = "no file to reduce"
+    elif all(image_type == "unreadable" for image_type in plan["type"]):
+        why = f"none of the {len(files)} files could be read"
+    else:
+        why = f"none of the {len(files)} files could be used"
+    print(f"{_PROG}: error: {why}", file=sys.stderr)
+    return 1
+
+
 def _reduce_status(result, *, dry_run):
-    """1 when science frames were planned and none could be reduced, or when a master
-    that science frames need could not be built; else 0."""
+    """1 when no file could be used, when science frames were planned and none could be
+    reduced, or when a master that science frames need could not be built; else 0."""
+    if _nothing_usable_status(result.plan, result.problems["file"]):
+        return 1
     if dry_run:
         planned = result.plan[result.plan["type"] == "science"]
         if len(planned) and not (planned["status"] == "ok").any():
@@ -393,12 +424,6 @@ def build_parser():
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from tqdm import tqdm
-
-    tqdm.write(f"{_PROG}: warning: {message}", file=sys.stderr)
-
-
 class _OneLine(logging.Formatter):
     """``ccdproc-ext: warning: words``: one line, never a traceback."""
 
@@ -436,6 +461,28 @@ def _configure_logging(args):
     return logger, saved
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Within this block, SIGTERM (``kill``, a batch system's time limit) stops the
+    command as Ctrl-C does: outputs whole or absent, the worker processes shut down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     """Run ``ccdproc-ext`` with ``argv`` (default: the process arguments).
 
@@ -443,33 +490,38 @@ def main(argv=None):
     -------
     int
         The exit status: 0 on success, 1 when the command failed, 2 for a usage error,
-        130 when interrupted (Ctrl-C).
+        130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # --help, --version or a usage error, already printed
         return exit.code
     logger, saved = _configure_logging(args)
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        if getattr(args, "quiet", False):
+    quiet = getattr(args, "quiet", False)
+    # What ccdproc logs and warnings say is heard, and said at the end, grouped.
+    args.heard = HeardMessages(level=logging.ERROR if quiet else logging.WARNING,
+                               prefix=f"{_PROG}: warning: ")
+    with warnings.catch_warnings(), _terminate_as_interrupt(), args.heard:
+        if quiet:
             warnings.simplefilter("ignore")
         try:
             return args.run(args)
         except (CcdprocExtError, OSError) as err:
             print(f"{_PROG}: error: {err}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # Outputs are written whole or not at all: the same command resumes the night.
-            print(f"{_PROG}: interrupted; run the same command again to resume",
-                  file=sys.stderr)
-            return 130
+            terminated = isinstance(interrupt, _Terminated)
+            print(f"{_PROG}: {'terminated' if terminated else 'interrupted'}; run the same "
+                  "command again to resume", file=sys.stderr)
+            return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
         except Exception as err:  # no traceback reaches the terminal
             print(f"{_PROG}: internal error: {type(err).__name__}: {err}\n"
                   f"{_PROG}: this is a bug; please report it with the command and the "
                   "versions printed by 'ccdproc-ext --version'", file=sys.stderr)
             return 1
         finally:
+            _say_heard(args)  # what the command did not say itself
             logger.handlers[:], _, logger.propagate = saved
             logger.setLevel(saved[1])
 

@@ -44,12 +44,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from ._allocator import (
-    freed_memory_reused,
-    give_back_freed_memory,
-    reuse_freed_memory_for_good,
-)
+from ._allocator import freed_memory_reused, give_back_freed_memory
 from ._warnings import CaughtWarnings
+from ._workers import start_worker
 from .collection import NightCollection
 from .exceptions import (
     CalibrationMatchError,
@@ -196,6 +193,8 @@ class NightResult:
         Problems and notes are grouped by reason, each file named once ("12 frames:
         truncated ..."); ``verbose=True`` gives every file's own words instead.
         """
+        from .report import grouped_lines  # the report's grouping, in lines
+
         counts = {}
         for image_type in self.plan["type"]:
             counts[image_type] = counts.get(image_type, 0) + 1
@@ -227,10 +226,12 @@ class NightResult:
         if self.problems is not None and len(self.problems):
             files = len(set(self.problems["file"]))
             lines.append(f"{files} frame(s) with problems:")
-            lines.extend(_grouped(self.problems, "problem", verbose))
+            lines.extend("  " + line for line in
+                         grouped_lines(self.problems, "problem", verbose=verbose))
         if self.notes is not None and len(self.notes):
             lines.append("notes:")
-            lines.extend(_grouped(self.notes, "note", verbose))
+            lines.extend("  " + line for line in
+                         grouped_lines(self.notes, "note", verbose=verbose))
         if self.output_dir is not None and not self.dry_run:
             lines.append(f"output: {self.output_dir}")
         return "\n".join(lines)
@@ -239,31 +240,6 @@ class NightResult:
         from .report import night_html_summary
 
         return night_html_summary(self)
-
-
-#: Files named in one line of a summary before "and N more".
-_FILES_SHOWN = 6
-
-
-def _grouped(table, column, verbose):
-    """The lines of a summary for a problems or notes table: one line per reason (the
-    grouping of the report, `ccdproc_ext.report.group_by_reason`), or with ``verbose``
-    one line per file with its own words."""
-    if verbose:
-        return [f"  {row['file']}: {row[column]}" for row in table]
-    from .report import group_by_reason
-
-    lines = []
-    for group in group_by_reason(table, column):
-        files = group["files"]
-        if len(files) == 1:
-            lines.append(f"  {files[0]}: {group['texts'][files[0]]}")
-            continue
-        shown = ", ".join(files[:_FILES_SHOWN])
-        if len(files) > _FILES_SHOWN:
-            shown += f" and {len(files) - _FILES_SHOWN} more"
-        lines.append(f"  {group['reason']} ({len(files)} files, -v for each): {shown}")
-    return lines
 
 
 def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite=False,
@@ -645,12 +621,11 @@ def _build_one_master(kind, master, rows, collection, options, report, masters):
                                      scale_dark=bool(np.isfinite(dark_scale)
                                                      and dark_scale != 1.0),
                                      extensions=extensions)
-            for message in caught.ours:
-                # Skipped frames and data quality are read from the master's header below,
-                # the same whether it was built now or found up to date.
-                if not isinstance(message, FrameSkippedWarning | DataQualityWarning):
-                    report.note(f"masters/{path.name}", type(message).__name__,
-                                without_path(message))
+            # Skipped frames and data quality are read from the master's header below,
+            # the same whether it was built now or found up to date.
+            _note_master_warnings(report, path, members, [
+                message for message in caught.ours
+                if not isinstance(message, FrameSkippedWarning | DataQualityWarning)])
             masters.built[name] = (load_master(path, options.profile) if extensions else
                                    MasterFrame.of(frame, options.profile, path=path)
                                    ).without_uncertainty()
@@ -957,6 +932,31 @@ def _report_master_header(report, header, path, members, extension):
                     "infinite, masked")
 
 
+def _note_master_warnings(report, path, members, messages):
+    """The warnings given while a master was made, as its notes. What several of its
+    frames said for one reason is one note naming them (`~ccdproc_ext.report.group_by_reason`),
+    not one per frame, nor one line of every frame's words."""
+    from .report import files_shown, group_by_reason
+
+    file = f"masters/{path.name}"
+    by_name = {}
+    for member in members:
+        by_name.setdefault(Path(member).name, member)
+    of_frames = []
+    for message in messages:
+        head, sep, rest = str(message).partition(": ")
+        frame = by_name.get(Path(head).name) if sep else None
+        if frame is None:  # about the master, not one of its frames
+            report.note(file, type(message).__name__, without_path(message))
+        else:
+            of_frames.append((frame, type(message).__name__, rest))
+    for group in group_by_reason(_table(sorted(of_frames), ("file", "kind", "note")), "note"):
+        frames, texts = group["files"], set(group["texts"].values())
+        text = texts.pop() if len(texts) == 1 else group["reason"]
+        count = f"{len(frames)} frames: " if len(frames) > 1 else ""
+        report.note(file, group["kind"], f"{text} ({count}{files_shown(frames)})")
+
+
 def _science_tasks(plan, collection, masters, options, report, result):
     """Stage 4: a task for every usable science frame whose masters were built."""
     tasks, used_names = [], set()
@@ -1033,7 +1033,7 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
         if workers > 1 and len(to_do) > 1:
             own_executor = executor = ProcessPoolExecutor(
                 min(workers, len(to_do)), mp_context=process_context(),
-                initializer=reuse_freed_memory_for_good)  # they end with the night
+                initializer=start_worker, initargs=(os.getpid(),))  # they end with it
     bar = tqdm(total=len(to_do), desc="science", unit="frame",
                disable=None if progress else True)
     try:

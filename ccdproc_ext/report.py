@@ -56,8 +56,8 @@ from .exceptions import CcdprocExtError, OutputError
 from .profiles import get_profile
 from .raw import _physical, _scaling, read_frame
 
-__all__ = ["REPORT_FOLDER", "REPORT_NAME", "group_by_reason", "night_html_summary",
-           "write_report"]
+__all__ = ["REPORT_FOLDER", "REPORT_NAME", "files_shown", "group_by_reason", "grouped_lines",
+           "night_html_summary", "write_report"]
 
 #: The report's file name in the output folder.
 REPORT_NAME = "report.html"
@@ -211,6 +211,69 @@ def group_by_reason(table, text_column):
         group["reason"] = reason or group["kind"]
         result.append(group)
     return result
+
+
+#: Files named in one line of grouped text before "and N more".
+FILES_SHOWN = 6
+
+
+def files_shown(files):
+    """The first ``FILES_SHOWN`` (six) of ``files`` joined by commas, and how many more.
+
+    Examples
+    --------
+    >>> files_shown([f"f{i}.fits" for i in range(8)])
+    'f0.fits, f1.fits, f2.fits, f3.fits, f4.fits, f5.fits and 2 more'
+    """
+    shown = ", ".join(files[:FILES_SHOWN])
+    if len(files) > FILES_SHOWN:
+        shown += f" and {len(files) - FILES_SHOWN} more"
+    return shown
+
+
+def grouped_lines(table, text_column, *, verbose=False):
+    """Lines for people of a problem or note table: one per reason
+    (`group_by_reason`), the files after it, or with ``verbose`` one per row, each
+    file with its own words.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        With columns ``file``, ``kind`` and ``text_column``.
+    text_column : str
+        ``"problem"``, ``"note"``, or any column of words.
+    verbose : bool, optional
+        One line per row instead of one per reason. Default is ``False``.
+
+    Returns
+    -------
+    list of str
+        ``"reason (N files, -v for each): a.fits, b.fits ..."``, or ``"file: words"``
+        for a reason of one file.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> notes = Table(rows=[("a.fits", "HeaderNote", "GAIN missing: 1 assumed"),
+    ...                     ("b.fits", "HeaderNote", "GAIN missing: 1 assumed")],
+    ...               names=["file", "kind", "note"])
+    >>> grouped_lines(notes, "note")
+    ['GAIN missing (2 files, -v for each): a.fits, b.fits']
+    >>> grouped_lines(notes, "note", verbose=True)
+    ['a.fits: GAIN missing: 1 assumed', 'b.fits: GAIN missing: 1 assumed']
+    """
+    if verbose:
+        return [f"{file}: {text}" for file, text in
+                zip(_column(table, "file"), _column(table, text_column), strict=True)]
+    lines = []
+    for group in group_by_reason(table, text_column):
+        files = group["files"]
+        if len(files) == 1:
+            lines.append(f"{files[0]}: {group['texts'][files[0]]}")
+        else:
+            lines.append(f"{group['reason']} ({len(files)} files, -v for each): "
+                         f"{files_shown(files)}")
+    return lines
 
 
 def _plural(n, word):

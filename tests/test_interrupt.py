@@ -194,3 +194,173 @@ def test_ctrl_c_on_the_command_line(night, tmp_path, monkeypatch, capsys):
     assert main(command) == 0
     assert f"science frames: 2 up to date, {N_SCIENCE - 2} written" in capsys.readouterr().out
     assert_same_outputs(out, reference)
+
+
+# ------------------------------------------------ the worker processes end with the command
+#: Seconds the worker processes of a killed command may take to end.
+WORKERS_END_WITHIN = 5
+
+
+def descendants(pid):
+    """The processes ``pid`` started and the processes they started, from ``/proc``:
+    ``{pid: start time}`` (the start time tells a process from a later one given the
+    same id)."""
+    found, parents = {}, [pid]
+    while parents:
+        for task in Path(f"/proc/{parents.pop()}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # the process or its thread ended meanwhile
+                continue
+            for child in children:
+                start = start_time(child)
+                if start is not None and child not in found:
+                    found[child] = start
+                    parents.append(child)
+    return found
+
+
+def start_time(pid):
+    """When process ``pid`` started (clock ticks after boot), or ``None`` when it is gone
+    or a zombie (ended, not yet collected by its new parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command's name, which may hold ')'
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def assert_all_end(processes, within=WORKERS_END_WITHIN):
+    """Assert that every process of ``{pid: start time}`` ends within ``within`` s; those
+    that do not are killed, not left behind by the test."""
+    deadline = time.monotonic() + within
+    while True:
+        running = {pid for pid, start in processes.items() if start_time(pid) == start}
+        if not running or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
+    assert running == set(), f"still running {within} s after: {sorted(running)}"
+
+
+needs_proc_children = pytest.mark.skipif(
+    not sys.platform.startswith("linux")
+    or not Path(f"/proc/self/task/{os.getpid()}/children").exists(),
+    reason="finds worker processes through Linux's /proc/PID/task/TID/children")
+
+
+@pytest.fixture(scope="module")
+def busy_night(tmp_path_factory):
+    """A night whose science frames keep two worker processes busy for several seconds
+    (L.A.Cosmic on each), with masters made in a moment."""
+    raw = tmp_path_factory.mktemp("busy") / "raw"
+    simulate_night(raw, PROFILE, shape=(128, 128), n_bias=3, n_dark=2, n_flat=3,
+                   filters=("R",), n_science=24, n_stars=5, seed=3)
+    return raw
+
+
+def start_and_signal(raw, out, log, signal_number):
+    """Start ``ccdproc-ext reduce`` with two workers; once its first science frame is
+    written, send it ``signal_number``. Returns (the command, its worker processes)."""
+    command = [sys.executable, "-m", "ccdproc_ext.cli", "reduce", str(raw), str(out),
+               "--profile", PROFILE, "--workers", "2", "--cosmic-rays", "--no-report", "-q"]
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 120
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if list((out / "science").glob("*.fits")):
+                workers = descendants(process.pid)
+                os.kill(process.pid, signal_number)
+                return process, workers
+            time.sleep(0.01)
+    except BaseException:
+        process.kill()
+        raise
+    process.kill()
+    pytest.fail(f"no science frame written before the command ended: {log.read_text()}")
+
+
+@needs_proc_children
+def test_workers_end_when_the_command_is_killed(busy_night, tmp_path):
+    """SIGKILL leaves no clean-up to the command: its workers must end by themselves."""
+    process, workers = start_and_signal(busy_night, tmp_path / "out",
+                                        tmp_path / "stderr.txt", signal.SIGKILL)
+    assert process.wait(timeout=10) == -signal.SIGKILL
+    assert len(workers) >= 2
+    assert_all_end(workers)
+
+
+@needs_proc_children
+def test_sigterm_ends_the_command_as_ctrl_c_does(busy_night, tmp_path):
+    """SIGTERM: the frames being calibrated are finished and written whole, the workers
+    end, and the command says how to resume, with exit status 143 (128 + SIGTERM)."""
+    out = tmp_path / "out"
+    process, workers = start_and_signal(busy_night, out, tmp_path / "stderr.txt",
+                                        signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    assert len(workers) >= 2
+    assert_all_end(workers)
+    said = (tmp_path / "stderr.txt").read_text()
+    assert said == "ccdproc-ext: terminated; run the same command again to resume\n"
+    assert list(out.rglob("*.part")) == []  # no temporary file left
+    written = sorted((out / "science").glob("*.fits"))
+    assert 1 <= len(written) < 24
+    for path in written:
+        with fits.open(path) as hdus:
+            assert hdus[0].data.shape == (128, 128)
+            assert "FLATCOR" in hdus[0].header
+
+
+@needs_proc_children
+def test_a_watching_process_ends_with_the_process_it_watches():
+    """The watch of workers the kernel cannot kill with their parent: a process forks a
+    child that watches it, and is killed; the child ends by itself."""
+    code = ("import os, time\n"
+            "from ccdproc_ext._workers import watch_process\n"
+            "child = os.fork()\n"
+            "if child == 0:\n"
+            "    watch_process(os.getppid(), interval=0.05)\n"
+            "    time.sleep(60)\n"
+            "    os._exit(0)\n"
+            "print(child, flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        child = int(parent.stdout.readline())
+        start = start_time(child)
+        assert start is not None
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    assert_all_end({child: start})
+
+
+@needs_proc_children
+def test_workers_of_a_fork_server_end_with_the_process_that_made_the_pool():
+    """Workers started by a fork server (Python's default on Linux from 3.12) are its
+    children, and it lives as long as they do: they must watch the process that made
+    the pool. Killed, it leaves no worker, nor server, behind."""
+    code = ("import multiprocessing, os, time\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "from ccdproc_ext._workers import start_worker\n"
+            "if __name__ == '__main__':\n"
+            "    context = multiprocessing.get_context('forkserver')\n"
+            "    pool = ProcessPoolExecutor(2, mp_context=context, initializer=start_worker,\n"
+            "                               initargs=(os.getpid(),))\n"
+            "    print(sorted({pool.submit(os.getpid).result() for _ in range(4)}),\n"
+            "          flush=True)\n"
+            "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout.readline()  # the workers have run a task
+        processes = descendants(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    assert len(processes) >= 3  # the server and its workers (and a resource tracker)
+    assert_all_end(processes)
