@@ -655,10 +655,12 @@ def _note_steps_done(report, file, members, collection):
     for member in members:
         if done_of.get(member):
             by_steps.setdefault(str(done_of[member]), []).append(member)
+    from .report import files_shown
+
     for steps, files in by_steps.items():
         report.note(file, "StepsDone",
                     f"made from frames whose {' and '.join(steps.split(','))} were done "
-                    f"before (their headers say so), not again: {', '.join(files)}")
+                    f"before (their headers say so), not again: {files_shown(files)}")
 
 
 def _master_extensions(name, members, needs, collection, options, report, masters):
