@@ -43,10 +43,25 @@ of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NL
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["FLAGS", "already_done", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
-           "mark_bad_pixels_applied", "mark_cosmic_rays", "mark_flat_normalised",
-           "mark_gain_corrected", "mark_mask_bits", "mark_master", "mark_processed",
-           "mark_step", "software_version"]
+__all__ = ["FLAGS", "already_done", "fits_text", "is_raw", "mark_bad_pixel_mask",
+           "mark_bad_pixels", "mark_bad_pixels_applied", "mark_cosmic_rays",
+           "mark_flat_normalised", "mark_gain_corrected", "mark_mask_bits", "mark_master",
+           "mark_processed", "mark_step", "software_version"]
+
+#: The characters a FITS header string may hold: printable ASCII (FITS standard 4.0,
+#: section 4.2.1), the space to the tilde.
+_PRINTABLE = frozenset(map(chr, range(0x20, 0x7F)))
+
+
+def fits_text(text):
+    """``text`` as a FITS header string may hold it: each character that is not printable
+    ASCII written as its Python escape (``\\x00``, ``\\xe9``, ``\\u03b1``).
+
+    >>> fits_text("M31\x00 Androm\u00e8de")
+    'M31\\x00 Androm\\xe8de'
+    """
+    return "".join(c if c in _PRINTABLE else ascii(c)[1:-1] for c in str(text))
+
 
 #: The processing flags, in the order the steps are applied.
 FLAGS = ("OVERSCAN", "TRIM", "ZEROCOR", "DARKCOR", "FLATCOR")

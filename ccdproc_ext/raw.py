@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 import re
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from ._warnings import ignoring
 from .exceptions import CcdprocExtWarning, FrameReadError
+from .provenance import fits_text
 
 __all__ = ["COMPRESSED_SUFFIXES", "FITS_SUFFIXES", "RawImage", "file_checksum",
            "header_unit", "inspect_frame", "is_fits_name", "open_image", "parse_unit",
@@ -137,6 +139,108 @@ def repair_cards(header):
             del header[index]
             header.insert(index, (keyword, value, comment))
     return notes
+
+
+def _escape_unprintable(header, hdus):
+    """Escape, in place, the cards of ``header`` holding characters FITS does not allow.
+
+    A control character (``\\x00``, a line feed ...) or a letter outside ASCII in a
+    card is beyond what astropy can read or fix: it raises on the card, and the whole
+    night would stop on one file. Such a card keeps its keyword and its place; its
+    value and comment, read from the card's own bytes in ``hdus`` (the HDUs the header
+    was read from), are cleaned by `_cleaned`: a control character becomes a space, a
+    letter outside ASCII its escape. Commentary cards are cleaned likewise.
+
+    Returns
+    -------
+    list of str
+        One sentence per card escaped, saying what it held and what it now holds.
+    """
+    notes, images = [], None
+    with ignoring(VerifyWarning):
+        for index, card in enumerate(header.cards):
+            if card.keyword in ("COMMENT", "HISTORY", ""):
+                text = str(card.value)
+                if not _printable(text):
+                    header[index] = _cleaned(text)
+                    notes.append(_escape_note(card.keyword, text))
+                continue
+            if _parses_or_is_fixable(card):
+                continue
+            if images is None:
+                images = [image for hdu in hdus for image in _card_images(hdu)]
+            value, comment = _value_and_comment(images, card.keyword)
+            keyword = card.keyword
+            with ignoring(AstropyUserWarning):
+                del header[index]
+                header.insert(index, (keyword, _cleaned(value), _cleaned(comment)))
+            notes.append(_escape_note(keyword, value))
+    return notes
+
+
+def _cleaned(text):
+    """``text`` as FITS allows it: each control character (``\\x00``, a line feed,
+    ``\\x7f`` ...) a space, since it says nothing (a C string's end, a stray key), and
+    each other character outside ASCII escaped (``\\xe9``); trailing spaces removed, as
+    FITS ignores them."""
+    spaced = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    return fits_text(spaced).rstrip(" ")
+
+
+def _escape_note(keyword, text):
+    """``OBJECT held characters FITS does not allow (\\x00): read as 'M31'``."""
+    escapes = ", ".join(sorted({fits_text(c) for c in text if not _printable(c)}))
+    return (f"{keyword} held characters FITS does not allow ({escapes}): read as "
+            f"'{_cleaned(text)}'")
+
+
+def _printable(text):
+    return all(" " <= c <= "~" for c in text)
+
+
+def _parses_or_is_fixable(card):
+    """Whether astropy reads ``card``, or can fix it (a copy is tried)."""
+    try:
+        card.value  # noqa: B018 - parsing is the test
+        return True
+    except VerifyError:
+        pass
+    try:
+        copy.copy(card).image  # noqa: B018 - the fix happens on access
+    except ValueError:  # "FITS header values must contain standard printable ASCII ..."
+        return False
+    return True
+
+
+def _card_images(hdu):
+    """The 80-character card images of ``hdu``'s header as the file holds them (bytes
+    read as Latin-1), from the open file (`~astropy.io.fits.PrimaryHDU.fileinfo`)."""
+    info = hdu.fileinfo()
+    if info is None:
+        return []
+    stream = info["file"]
+    stream.seek(info["hdrLoc"])
+    content = stream.read(info["datLoc"] - info["hdrLoc"]).decode("latin-1")
+    return [content[i:i + 80] for i in range(0, len(content), 80)]
+
+
+#: A string value, quotes doubled inside, then perhaps a comment.
+_STRING_CARD_RE = re.compile(r"^\s*'((?:[^']|'')*)'\s*(?:/\s?(.*))?$", re.DOTALL)
+
+
+def _value_and_comment(images, keyword):
+    """The value and comment of the first card ``keyword`` of ``images`` that holds a
+    character outside printable ASCII, as text (``("", "")`` when none does)."""
+    for image in images:
+        if image[:8].rstrip() == keyword and image[8:10] == "= " and \
+                not _printable(image):
+            text = image[10:]
+            match = _STRING_CARD_RE.match(text)
+            if match is not None:
+                return match.group(1).replace("''", "'"), (match.group(2) or "").strip(" ")
+            value, _, comment = text.partition("/")
+            return value.strip(" "), comment.strip(" ")
+    return "", ""
 
 
 def _expected_data_bytes(header):
@@ -342,6 +446,9 @@ class RawImage:
         shows them (they are not shown when reading).
     hdulist : `~astropy.io.fits.HDUList`
         The open file (for its other HDUs: a mask ...).
+    repairs : list of str
+        The cards of ``header`` whose characters FITS does not allow were escaped
+        (see `_escape_unprintable`): one sentence each.
     """
 
     path: Path
@@ -351,6 +458,7 @@ class RawImage:
     problem: str | None = None
     notices: list = dataclasses.field(default_factory=list)
     hdulist: fits.HDUList | None = None
+    repairs: list = dataclasses.field(default_factory=list)
 
 
 def _has_data(hdu):
@@ -424,8 +532,10 @@ def open_image(path, ext=0, *, source=None, **options):
             _open_raw(path if source is None else source, "header", path=path,
                       notices=notices, **options) as hdul:
         index, hdu = _choose_hdu(hdul, ext, path)
-        image = RawImage(path, index, hdu, _merged_header(hdul, index, hdu), notices=notices,
-                         hdulist=hdul)
+        header = _merged_header(hdul, index, hdu)
+        repairs = _escape_unprintable(header, [hdu, hdul[0]] if index else [hdu])
+        image = RawImage(path, index, hdu, header, notices=notices, hdulist=hdul,
+                         repairs=repairs)
         image.problem = _data_problem(image, size, compression)
         yield image
 
@@ -464,7 +574,7 @@ def _inspect(path, ext=0):
     """`inspect_frame`, and the `RawImage.notices` of the file."""
     with open_image(path, ext) as image:
         header, problem = image.header, image.problem
-    notes = repair_cards(header)
+    notes = [*image.repairs, *repair_cards(header)]
     note = None if problem else _squeeze_note(header)
     return header, problem, notes if note is None else [*notes, note], image.notices
 
@@ -568,7 +678,8 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
             data = np.asarray(_pixels(image, path, lambda hdu: hdu.data), dtype=dtype)
     else:
         data = _physical(data, scaling, dtype)
-    return _as_frame(data, header, path, profile, ext=image.index, unit=unit), digest
+    return _as_frame(data, header, path, profile, ext=image.index, unit=unit,
+                     repairs=image.repairs), digest
 
 
 #: The type of the stored values of each BITPIX (FITS stores them big-endian).
@@ -630,7 +741,7 @@ def _physical(stored, bzero, dtype):
     return np.add(stored, float(bzero), dtype=np.float64).astype(dtype, copy=False)
 
 
-def _as_frame(data, header, path, profile, *, ext, unit):
+def _as_frame(data, header, path, profile, *, ext, unit, repairs=()):
     if data.ndim > 2 and all(length == 1 for length in data.shape[:-2]):
         # Length-1 extra axes (Andor Solis writes NAXIS = 3, NAXIS3 = 1): one plane.
         data = data.reshape(data.shape[-2:])
@@ -648,7 +759,7 @@ def _as_frame(data, header, path, profile, *, ext, unit):
     # The scaling keywords describe the stored integers, not these pixels.
     for key in ("BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True)
-    for note in repair_cards(header):
+    for note in [*repairs, *repair_cards(header)]:
         header.add_history(f"ccdproc_ext: {note}")
     return CCDData(data, unit=unit, meta=header)
 

@@ -23,6 +23,7 @@ import pytest
 from astropy.io import fits
 
 import ccdproc_ext
+import ccdproc_ext.raw
 from ccdproc_ext import (
     CalibrationMatchError,
     CcdprocExtError,
@@ -689,3 +690,72 @@ def test_package_errors_and_warnings_are_importable():
     assert issubclass(FrameReadError, OSError) and issubclass(OutputError, OSError)
     assert issubclass(HeaderError, ValueError) and issubclass(DataQualityError, ValueError)
     assert issubclass(CalibrationMatchError, LookupError)
+
+
+# ------------------------------------------------- characters FITS does not allow
+def with_character(path, key, value, character):
+    """Write ``key = value`` in ``path``, then put ``character`` (bytes) where ``value``
+    has its ``#``: in the file's bytes, since astropy refuses to write such a card."""
+    rewrite(path, **{key: value})
+    image = fits.Card(key, value).image.encode().rstrip()
+    replace_bytes(path, image, image.replace(b"#", character))
+    return path
+
+
+@pytest.mark.parametrize("file, key, value, character, escape, read_as", [
+    ("object_R_001.fits", "OBJECT", "M31#field", b"\x00", r"\x00", "M31 field"),
+    ("object_R_001.fits", "FILTER", "R#", b"\x01", r"\x01", "R"),
+    ("bias_002.fits", "IMAGETYP", "BIAS FRAME#", b"\n", r"\n", "BIAS FRAME"),
+    ("object_R_002.fits", "DATE-OBS", "2024-03-05T02:00:00#", b"\r", r"\r",
+     "2024-03-05T02:00:00"),
+    ("object_R_002.fits", "OBSERVER", "A. Observer#", b"\x7f", r"\x7f", "A. Observer"),
+])
+def test_control_character_in_a_header_string(raw, tmp_path, file, key, value, character,
+                                              escape, read_as):
+    """The frame is read and used, the character replaced by a space in what is written,
+    and a note names the file and the keyword (astropy raised on the card: the whole
+    night stopped)."""
+    with_character(raw / file, key, value, character)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0, result.summary()
+    assert sorted(result.science["raw_file"]) == list(SCIENCE)
+    assert [tuple(n) for n in result.notes] == [
+        (file, "HeaderNote", f"{key} held characters FITS does not allow ({escape}): "
+                             f"read as '{read_as}'")]
+    if file in SCIENCE:
+        row = result.science[result.science["raw_file"] == file][0]
+        header = fits.getheader(row["output_file"])
+        assert header[key] == read_as
+        assert f"{key} held characters FITS does not allow" in str(header["HISTORY"])
+    else:
+        master = fits.getheader(tmp_path / "out" / "masters" / "bias_01.fits")
+        assert master["NCOMBINE"] == 3
+
+
+def test_control_character_from_the_command_line(raw, tmp_path, capsys):
+    with_character(raw / SCIENCE[0], "OBJECT", "M31#field", b"\x00")
+    assert main(["plan", str(raw), "--profile", PROFILE]) == 0
+    captured = capsys.readouterr()
+    assert "0 with problems" in captured.out and "error" not in captured.err
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--workers", "1", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert r"OBJECT held characters FITS does not allow (\x00)" in captured.out
+    assert "science frames: 2 written" in captured.out
+    assert "Traceback" not in captured.err and "internal error" not in captured.err
+
+
+def test_control_character_in_a_commentary_card(raw):
+    path = raw / SCIENCE[0]
+    with fits.open(path) as hdul:
+        header = hdul[0].header.copy()
+        data = hdul[0].data.copy()
+    header["HISTORY"] = "taken by #"
+    fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+    image = fits.Card("HISTORY", "taken by #").image.encode().rstrip()
+    replace_bytes(path, image, image.replace(b"#", b"\x00"))
+    header, problem, notes = ccdproc_ext.raw.inspect_frame(path)
+    assert problem is None
+    assert notes == [r"HISTORY held characters FITS does not allow (\x00): read as "
+                     "'taken by'"]
+    assert header["HISTORY"][-1] == "taken by"
