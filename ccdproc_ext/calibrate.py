@@ -57,6 +57,7 @@ from .profiles import get_profile
 from .profiles.sections import parse_fits_section
 from .provenance import (
     already_done,
+    file_name_of,
     is_raw,
     mark_bad_pixels,
     mark_bad_pixels_applied,
@@ -196,7 +197,7 @@ def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
         mask_name, checksum = bad_pixel_mask.name, bad_pixel_mask.checksum
         bad_pixel_mask = bad_pixel_mask.ccd.data
     elif isinstance(bad_pixel_mask, CCDData):
-        mask_name = str(bad_pixel_mask.meta.get("FILENAME", "in-memory mask"))
+        mask_name = file_name_of(bad_pixel_mask.meta.get("FILENAME", "in-memory mask"))
         bad_pixel_mask = bad_pixel_mask.data
     bad = np.asarray(bad_pixel_mask) != 0
     if bad.shape != ccd.shape:
@@ -577,7 +578,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         name = name or Path(ccd).name
         ccd = read_frame(ccd, profile, dtype=dtype)
     else:
-        name = name or str(ccd.meta.get("FILENAME", "frame"))
+        name = name or file_name_of(ccd.meta.get("FILENAME", "frame"))
         if ccd.data.dtype != dtype:
             ccd = ccd.copy()
             ccd.data = ccd.data.astype(dtype)

@@ -759,3 +759,79 @@ def test_control_character_in_a_commentary_card(raw):
     assert notes == [r"HISTORY held characters FITS does not allow (\x00): read as "
                      "'taken by'"]
     assert header["HISTORY"][-1] == "taken by"
+
+
+# ------------------------------------------------------------- file names outside ASCII
+@pytest.mark.parametrize("name, value", [
+    ("object_R_001.fits", "object_R_001.fits"),      # printable ASCII: as it is
+    ("objét.fits", "obj%C3%A9t.fits"),               # UTF-8 bytes, percent-encoded
+    ("50%_flat.fits", "50%25_flat.fits"),            # the percent sign itself
+    ("M 31 (best).fits", "M 31 (best).fits"),
+    ("Hα\nline.fits", "H%CE%B1%0Aline.fits"),
+])
+def test_file_names_are_written_as_printable_ascii_that_reads_back(name, value):
+    from ccdproc_ext.provenance import file_name_of, file_name_value
+
+    assert file_name_value(name) == value
+    assert file_name_of(value) == name
+    header = fits.Header()
+    header["RAWFILE"] = value  # astropy accepts it: printable ASCII
+    assert file_name_of(header["RAWFILE"]) == name
+
+
+def test_non_ascii_file_names_in_a_night(raw, tmp_path):
+    """Frames named outside ASCII are combined, calibrated and left out by name: the
+    names are written percent-encoded and read back (astropy refused the names: every
+    frame depending on the bias failed)."""
+    (raw / "bias_002.fits").rename(raw / "bias_é.fits")
+    rewrite(raw / "bias_003.fits", data=np.full(SHAPE, np.nan, dtype=np.float32))
+    (raw / "bias_003.fits").rename(raw / "bias_ü%.fits")
+    (raw / SCIENCE[1]).rename(raw / "objét.fits")
+    out = tmp_path / "nuit_étoilée"
+    result = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert [tuple(p) for p in result.problems] == [
+        ("bias_ü%.fits", "DataQualityError",
+         "left out of master bias_01: no pixel is finite (all NaN or infinite)")]
+    master = fits.getheader(out / "masters" / "bias_01.fits")
+    assert (master["IMCMB001"], master["IMCMB002"]) == ("bias_001.fits", "bias_%C3%A9.fits")
+    assert master.comments["IMCMB002"] == "encoded; reads bias_e.fits"
+    assert master["SKIP001"] == "bias_%C3%BC%25.fits"
+    by_raw = {row["raw_file"]: row for row in result.science}
+    assert sorted(by_raw) == [SCIENCE[0], "objét.fits"]
+    header = fits.getheader(by_raw["objét.fits"]["output_file"])
+    assert header["RAWFILE"] == "obj%C3%A9t.fits"
+    assert header.comments["RAWFILE"] == "encoded; reads objet.fits"
+    # A re-run finds the frame left out by the name in the master's header.
+    again = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert set(again.science["status"]) == {"up to date"}
+    assert [tuple(p) for p in again.problems] == [tuple(p) for p in result.problems]
+
+
+def test_non_ascii_names_with_a_library(raw, tmp_path):
+    """A night reduced into a library from a folder named outside ASCII; a night of
+    science frames alone then finds its masters there."""
+    (raw / "bias_002.fits").rename(raw / "bias_é.fits")
+    science = tmp_path / "sciénce"
+    science.mkdir()
+    for name in SCIENCE:
+        (raw / name).rename(science / name.replace("object", "objét"))
+    library = tmp_path / "bibliothèque" / "calibrations.db"
+    first = reduce_night(raw, tmp_path / "réduit", PROFILE, library=library,
+                         progress=False, workers=1)
+    assert len(first.problems) == 0
+    assert ccdproc_ext.CalibrationLibrary(library).verify() == []
+    result = reduce_night(science, tmp_path / "réduit-2", PROFILE, library=library,
+                          progress=False, workers=1)
+    assert len(result.problems) == 0, result.summary()
+    assert sorted(result.science["raw_file"]) == ["objét_R_001.fits", "objét_R_002.fits"]
+    assert set(result.plan.meta["masters"]["origin"]) == {"library"}
+
+
+def test_non_ascii_file_name_from_the_command_line(raw, tmp_path, capsys):
+    (raw / "bias_002.fits").rename(raw / "bias_é.fits")
+    (raw / SCIENCE[1]).rename(raw / "objét.fits")
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--quiet", "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "science frames: 2 written" in captured.out
+    assert "problem" not in captured.out and captured.err == ""
