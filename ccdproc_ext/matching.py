@@ -44,6 +44,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
 
+from .calibrate import dark_scale_problem
 from .exceptions import CalibrationMatchError
 from .library import CalibrationLibrary, night_date, validity_text
 
@@ -461,6 +462,9 @@ def _by_exposure(frame, pool, night, details, *, has_bias):
                 "still holds the bias level")
         if chosen <= 0:
             raise CalibrationMatchError(head + f"a {chosen:g} s dark cannot be scaled")
+        problem = dark_scale_problem(exposure, chosen)
+        if problem:  # the reason first: the command line groups problems by it
+            raise CalibrationMatchError(f"{problem}; the closest dark is {chosen:g} s")
         details["scale"] = exposure / chosen
         rule = f"scaled {chosen:g} s -> {exposure:g} s (no dark within {tolerance:g} s"
         if len(near) > 1:

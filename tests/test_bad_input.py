@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.nddata import CCDData
 
 import ccdproc_ext
 import ccdproc_ext.raw
@@ -835,3 +836,64 @@ def test_non_ascii_file_name_from_the_command_line(raw, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "science frames: 2 written" in captured.out
     assert "problem" not in captured.out and captured.err == ""
+
+
+# ----------------------------------------------------- outputs that are not numbers
+def test_absurd_exposure_time_is_a_problem_not_a_frame_of_infinities(raw, tmp_path):
+    """EXPTIME = 1e300 would scale the 60 s dark by 1.7e298: every pixel infinite, and
+    the frame was called written."""
+    rewrite(raw / SCIENCE[0], EXPTIME=1e300)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, scale_darks=True,
+                          progress=False, workers=1)
+    assert [(p["file"], p["kind"]) for p in result.problems] == [
+        (SCIENCE[0], "CalibrationMatchError")]
+    assert result.problems["problem"][0] == (
+        "dark scale beyond what a night can hold: 1.67e+298 (1e+300 s / 60 s), while an "
+        "exposure is above 0 and at most a day (86400 s); the closest dark is 60 s")
+    assert list(result.science["raw_file"]) == [SCIENCE[1]]
+    assert not (tmp_path / "out" / "science" / SCIENCE[0]).exists()
+    with pytest.raises(CalibrationMatchError, match="beyond what a night can hold"):
+        reduce_night(raw, tmp_path / "strict", PROFILE, scale_darks=True, strict=True,
+                     progress=False, workers=1)
+
+
+def test_absurd_exposure_time_from_the_command_line(raw, tmp_path, capsys):
+    for name in SCIENCE:
+        rewrite(raw / name, EXPTIME=1e300)
+    status = main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                   "--scale-darks", "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "dark scale beyond what a night can hold (2 files" in captured.out
+    assert "none of the 2 science frames could be reduced" in captured.err
+
+
+def _frame(value, **cards):
+    return CCDData(np.full((10, 12), value, dtype=np.float32), unit="adu",
+                   meta=fits.Header(cards))
+
+
+def test_calibrated_frame_that_is_not_finite_is_refused():
+    """A dark whose exposure is 1e-300 s scales by 6e301 in float32: infinities. The
+    bound on the exposure cannot see it; the check of the output does."""
+    raw = _frame(1000.0, EXPTIME=60.0)
+    dark = _frame(5.0, EXPTIME=1e-300)
+    with pytest.raises(DataQualityError, match=r"frame: 120 of the 120 calibrated pixels "
+                                               r"are not finite \(more than 1%\)"):
+        ccdproc_ext.calibrate_frame(raw, "generic", master_dark=dark, scale_dark=True)
+    with pytest.raises(DataQualityError, match="beyond what a night can hold"):
+        ccdproc_ext.calibrate_frame(_frame(1000.0, EXPTIME=1e300), "generic",
+                                    master_dark=_frame(5.0, EXPTIME=60.0), scale_dark=True)
+
+
+def test_a_few_pixels_not_finite_after_calibration_are_masked():
+    """One pixel of a master dark infinite (a master made elsewhere): that pixel of the
+    frame is masked, the frame kept (1 of 120 is within 1%)."""
+    dark = _frame(5.0, EXPTIME=60.0)
+    dark.data[3, 4] = np.inf
+    calibrated = ccdproc_ext.calibrate_frame(_frame(1000.0, EXPTIME=60.0), "generic",
+                                             master_dark=dark)
+    assert np.count_nonzero(~np.isfinite(calibrated.data)) == 1
+    assert calibrated.mask is not None
+    assert np.argwhere(calibrated.mask).tolist() == [[3, 4]]
+    assert calibrated.data[0, 0] == 995.0
