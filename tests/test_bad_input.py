@@ -897,3 +897,59 @@ def test_a_few_pixels_not_finite_after_calibration_are_masked():
     assert calibrated.mask is not None
     assert np.argwhere(calibrated.mask).tolist() == [[3, 4]]
     assert calibrated.data[0, 0] == 995.0
+
+
+# ------------------------------------------------- library masters that fail verification
+def _truncate_master(path):
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def _tamper_master(path):
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].data[0, 0] += 1
+
+
+@pytest.mark.parametrize("kind, name, spoil, words", [
+    ("bias", "bias_01", _truncate_master, "changed since it was registered"),
+    ("dark", "dark_60s_01", Path.unlink, "file missing"),
+    ("flat", "flat_R_01", _tamper_master, "changed since it was registered"),
+])
+def test_library_master_that_fails_verification(raw, tmp_path, capsys, kind, name, spoil,
+                                                words):
+    """The night of science frames alone needs the library's master: one that cannot be
+    verified is a calibration missing, never a step left out (the frames were written
+    without it)."""
+    science = tmp_path / "science"
+    science.mkdir()
+    for file in SCIENCE:
+        (raw / file).rename(science / file)
+    library = tmp_path / "calibrations.db"
+    reduce_night(raw, tmp_path / "calibrations", PROFILE, library=library, progress=False,
+                 workers=1)
+    spoil(tmp_path / "calibrations" / "masters" / f"{name}.fits")
+    result = reduce_night(science, tmp_path / "out", PROFILE, library=library,
+                          progress=False, workers=1)
+    assert len(result.science) == 0
+    problems = {Path(str(p["file"])).name: p for p in result.problems}
+    assert sorted(problems) == sorted([f"{name}.fits", *SCIENCE])
+    assert problems[f"{name}.fits"]["problem"].startswith(
+        f"library master {name} not used: {words}")
+    for file in SCIENCE:
+        assert problems[file]["kind"] == "CalibrationMatchError"
+        assert problems[file]["problem"].startswith(
+            f"library master {name}@2024-03-05 cannot be used: {words}")
+        assert problems[file]["problem"].endswith(
+            f"no other {kind} of the library fits the frame")
+    assert not any("not " + {"bias": "bias-subtracted", "dark": "dark-subtracted",
+                             "flat": "flat-fielded"}[kind] in note
+                   for note in result.plan.meta["notes"])
+    assert not list((tmp_path / "out" / "science").glob("*.fits"))
+    with pytest.raises(CalibrationMatchError, match=f"library master {name}"):
+        reduce_night(science, tmp_path / "strict", PROFILE, library=library, strict=True,
+                     progress=False, workers=1)
+    status = main(["reduce", str(science), str(tmp_path / "cli"), "--profile", PROFILE,
+                   "--library", str(library), "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert f"library master {name}@2024-03-05 cannot be used" in captured.out
+    assert "none of the 2 science frames could be reduced" in captured.err
