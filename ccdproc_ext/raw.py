@@ -371,11 +371,59 @@ def _open_raw(source, what, *, path=None, notices=None, **options):
         raise
     except Exception as err:  # whatever astropy raises, the file is bad
         # (a BITPIX of 17 is a KeyError, a cut gzip stream an EOFError ...)
+        problem = _first_header_problem(path)
+        if problem is not None:
+            raise FrameReadError(f"{path}: {problem}") from None
         raise FrameReadError(f"{path}: cannot read the FITS {what} ({_reason(err)})") from None
     finally:
         if notices is not None:
             notices.extend(w.message for w in caught if issubclass(w.category, AstropyUserWarning)
                            and "header keyword is invalid" in str(w.message))
+
+
+#: How far `_first_header_problem` looks for the END card: 36 blocks, 1296 cards.
+_HEADER_LIMIT = 36 * _FITS_BLOCK
+
+
+def _first_header_problem(path):
+    """What is wrong with the first header of a file astropy could not open, in the
+    words of a header's own cards, or ``None`` when they do not tell.
+
+    astropy says "Header missing END card" of a header cut short, or the name of the
+    first ``NAXISn`` card it lacks; this says that the header has no END card, and
+    which of the axes ``NAXIS`` announces have no card.
+    """
+    opener = {None: open, "gzip": gzip.open, "bzip2": bz2.open}.get(_compression(path))
+    if opener is None:
+        return None
+    try:
+        with opener(path, "rb") as stream:
+            content = stream.read(_HEADER_LIMIT)
+    except (OSError, EOFError):
+        return None
+    images = [content[i:i + 80] for i in range(0, len(content) - 79, 80)]
+    if not images or not images[0].startswith(b"SIMPLE  ="):
+        return None  # not a FITS header at all: astropy's words say so
+    ends = [i for i, image in enumerate(images) if image.rstrip() == b"END"]
+    cards = images[:ends[0]] if ends else images
+    keywords = {image[:8].decode("latin-1").rstrip() for image in cards}
+    naxis = _header_integer(cards, "NAXIS")
+    missing = [f"NAXIS{i}" for i in range(1, (naxis or 0) + 1) if f"NAXIS{i}" not in keywords]
+    axes = f"; NAXIS = {naxis} but it has no {', '.join(missing)} card" if missing else ""
+    if not ends and len(content) < _HEADER_LIMIT:
+        return f"truncated or damaged: the header has no END card{axes}"
+    if missing:
+        return f"the header says NAXIS = {naxis} but has no {', '.join(missing)} card"
+    return None
+
+
+def _header_integer(images, keyword):
+    """The integer value of the card ``keyword`` among card ``images``, or ``None``."""
+    for image in images:
+        if image[:8].decode("latin-1").rstrip() == keyword and image[8:10] == b"= ":
+            text = image[10:].decode("latin-1").partition("/")[0].strip()
+            return int(text) if text.isdigit() else None
+    return None
 
 
 @contextlib.contextmanager

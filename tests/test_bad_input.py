@@ -142,6 +142,22 @@ def _three_dimensional(raw):
     return path.name
 
 
+def _header_without_end(raw):
+    # The file ends inside its header, after NAXIS1: padded to a block, no END card.
+    content = (raw / SCIENCE[0]).read_bytes()
+    cut = content[:content.index(b"NAXIS2  =")].ljust(2880, b" ")
+    (raw / "object_R_009.fits").write_bytes(cut)
+    return "object_R_009.fits"
+
+
+def _header_without_naxis2(raw):
+    content = (raw / SCIENCE[0]).read_bytes()
+    card = content.index(b"NAXIS2  =")
+    header = content[:card] + content[card + 80:2880] + b" " * 80
+    (raw / "object_R_009.fits").write_bytes(header + content[2880:])
+    return "object_R_009.fits"
+
+
 def _no_exposure(raw):
     path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
     rewrite(path, EXPTIME=None, **{"DATE-OBS": "2024-03-05T02:00:00"})
@@ -194,6 +210,10 @@ def _all_nan(raw):
     (_truncated_gzip, FrameReadError, "cannot read the FITS header"),
     (_bad_bitpix, FrameReadError, "BITPIX = 17 is not a FITS pixel type"),
     (_three_dimensional, FrameReadError, "3-dimensional; a 2-D image is expected"),
+    (_header_without_end, FrameReadError, "truncated or damaged: the header has no END "
+                                          "card; NAXIS = 2 but it has no NAXIS2 card"),
+    (_header_without_naxis2, FrameReadError, "the header says NAXIS = 2 but has no NAXIS2 "
+                                             "card"),
     (_no_exposure, HeaderError, "none of the keywords EXPTIME, EXPOSURE is in the header"),
     (_exposure_not_a_number, HeaderError, "keyword EXPTIME = 'sixty' is not a number"),
     (_no_image_type, HeaderError, "no image-type keyword and no file pattern matches"),
