@@ -11,6 +11,7 @@ files, decimal commas) are reduced from a read-only copy whose checksums must no
 """
 
 import builtins
+import errno
 import gzip
 import hashlib
 import os
@@ -973,3 +974,41 @@ def test_library_master_that_fails_verification(raw, tmp_path, capsys, kind, nam
     assert status == 1
     assert f"library master {name}@2024-03-05 cannot be used" in captured.out
     assert "none of the 2 science frames could be reduced" in captured.err
+
+
+# ------------------------------------------------------------- outputs and edited plans
+def test_output_that_cannot_be_replaced(raw, tmp_path, monkeypatch, capsys):
+    """An existing output that cannot be replaced (immutable: even root gets EPERM) with
+    overwrite: a problem naming the file, and the command exits 1, since the file left
+    there is the older one (it was an InternalError, and exit 0)."""
+    out = tmp_path / "out"
+    reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    target = out / "science" / SCIENCE[0]
+    before = target.read_bytes()
+    replace = os.replace
+
+    def refuse(source, destination, *args, **kwargs):
+        if Path(destination) == target:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    result = reduce_night(raw, out, PROFILE, overwrite=True, progress=False, workers=1)
+    assert [tuple(p) for p in result.problems] == [
+        (SCIENCE[0], "OutputError",
+         f"science/{SCIENCE[0]} cannot be written: Operation not permitted")]
+    assert list(result.science["raw_file"]) == [SCIENCE[1]]
+    assert target.read_bytes() == before
+    # No temporary file is left beside the outputs.
+    assert sorted(p.name for p in (out / "science").iterdir()) == list(SCIENCE)
+    with pytest.raises(OutputError, match=f"{SCIENCE[0]} cannot be written"):
+        reduce_night(raw, out, PROFILE, overwrite=True, strict=True, progress=False,
+                     workers=1)
+    status = main(["reduce", str(raw), str(out), "--profile", PROFILE, "--overwrite",
+                   "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert f"science/{SCIENCE[0]} cannot be written: Operation not permitted" in \
+        captured.out
+    assert captured.err == ("ccdproc-ext: error: 1 output(s) could not be written: "
+                            f"{SCIENCE[0]}\n")
