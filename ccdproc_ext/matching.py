@@ -314,6 +314,9 @@ class _Night:
 #: The rule of a calibration whose only possible masters cannot be built.
 _NOT_BUILDABLE = "no master that can be built"
 
+#: The rule of a calibration whose library masters fail verification (see `_Library`).
+_LIBRARY_UNUSABLE = "library master unusable"
+
 
 def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
     """Pick the master of ``kind`` for ``frame``: (master row or None, details dict).
@@ -550,7 +553,7 @@ def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
             master, details = night.library.choose(calibration, frame, options)
             failure = None
         except _LibraryMasterUnusable as err:
-            failure = failure or ("library master unusable", str(err))
+            failure = failure or (_LIBRARY_UNUSABLE, str(err))
             library_words = str(err) if failure[1] != str(err) else ""
         except CalibrationMatchError as err:
             library_words = str(err)
@@ -943,7 +946,7 @@ def _night_notes(frames, present, rows):
     unless the library gave every science frame one."""
     if "science" not in present:
         return []
-    # A science frame that has a problem is not reduced at all: it lacks nothing here.
+    # A frame whose library master is unusable is not reduced without it: not counted.
     return [_MISSING_NOTES[kind] for kind in ("bias", "dark", "flat") if kind not in present
-            and any(r["type"] == "science" and r["status"] == "ok" and not r[kind]
-                    for r in rows)]
+            and any(r["type"] == "science" and not r[kind]
+                    and r[f"{kind}_rule"] != _LIBRARY_UNUSABLE for r in rows)]
