@@ -1012,3 +1012,53 @@ def test_output_that_cannot_be_replaced(raw, tmp_path, monkeypatch, capsys):
         captured.out
     assert captured.err == ("ccdproc-ext: error: 1 output(s) could not be written: "
                             f"{SCIENCE[0]}\n")
+
+
+@pytest.fixture
+def plan_file(raw, tmp_path):
+    """The night's plan, written to edit; returns its path and its number of columns."""
+    from ccdproc_ext.plans import write_plan
+
+    plan = reduce_night(raw, tmp_path / "dry", PROFILE, dry_run=True).plan
+    path = tmp_path / "plan.ecsv"
+    write_plan(plan, path)
+    return path, len(plan.colnames)
+
+
+@pytest.mark.parametrize("change, n_values", [
+    (lambda values: values[:-3], -3),               # three values fewer
+    (lambda values: [*values, "1.0", "extra"], 2),  # two more
+])
+def test_ragged_plan_is_one_line_naming_the_row(raw, tmp_path, plan_file, capsys, change,
+                                                n_values):
+    """A row of an edited plan with more or fewer values than columns: one line naming
+    the row, its file and its line (astropy's words were several lines of every value)."""
+    path, n_columns = plan_file
+    lines = path.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines) if line.startswith("bias_002.fits "))
+    lines[number] = " ".join(change(lines[number].split(" ")))
+    path.write_text("\n".join(lines) + "\n")
+    words = (f"{path}: cannot be read as a plan: row 2 (bias_002.fits), line {number + 1}: "
+             f"{n_columns + n_values} values for the {n_columns} columns of the plan")
+    with pytest.raises(CalibrationMatchError) as caught:
+        reduce_night(raw, tmp_path / "out", PROFILE, plan=path, progress=False)
+    assert str(caught.value) == words
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--plan", str(path), "--quiet"]) == 1
+    assert capsys.readouterr().err == f"ccdproc-ext: error: {words}\n"
+
+
+def test_plan_without_rows_is_refused(raw, tmp_path, plan_file, capsys):
+    """A plan whose rows were all removed reduces nothing: an error, not exit 0."""
+    path, _ = plan_file
+    lines = path.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    path.write_text("\n".join(lines[:header + 1]) + "\n")
+    with pytest.raises(CalibrationMatchError, match="the plan has no row: nothing to reduce"):
+        reduce_night(raw, tmp_path / "out", PROFILE, plan=path, progress=False)
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--plan", str(path), "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"ccdproc-ext: error: {path}: the plan has no row: "
+                                       "nothing to reduce (a plan lists the frames to "
+                                       "reduce, one per row)\n")
+    assert not (tmp_path / "out").exists()
