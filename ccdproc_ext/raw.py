@@ -207,7 +207,7 @@ def _parses_or_is_fixable(card):
         pass
     try:
         copy.copy(card).image  # noqa: B018 - the fix happens on access
-    except ValueError:  # "FITS header values must contain standard printable ASCII ..."
+    except (ValueError, VerifyError):  # "... must contain standard printable ASCII"
         return False
     return True
 
@@ -230,17 +230,33 @@ _STRING_CARD_RE = re.compile(r"^\s*'((?:[^']|'')*)'\s*(?:/\s?(.*))?$", re.DOTALL
 
 def _value_and_comment(images, keyword):
     """The value and comment of the first card ``keyword`` of ``images`` that holds a
-    character outside printable ASCII, as text (``("", "")`` when none does)."""
-    for image in images:
-        if image[:8].rstrip() == keyword and image[8:10] == "= " and \
-                not _printable(image):
-            text = image[10:]
-            match = _STRING_CARD_RE.match(text)
-            if match is not None:
-                return match.group(1).replace("''", "'"), (match.group(2) or "").strip(" ")
-            value, _, comment = text.partition("/")
-            return value.strip(" "), comment.strip(" ")
+    character outside printable ASCII, as text (``("", "")`` when none does). A long
+    string goes on over the ``CONTINUE`` cards that follow it (each piece but the last
+    ending with ``&``)."""
+    for index, image in enumerate(images):
+        if image[:8].rstrip() != keyword or image[8:10] != "= ":
+            continue
+        pieces = [image[10:]]
+        for follower in images[index + 1:]:
+            if follower[:8].rstrip() != "CONTINUE":
+                break
+            pieces.append(follower[8:])
+        if all(_printable(piece) for piece in pieces):
+            continue  # a card of the same keyword that astropy reads
+        parsed = [_value_text(piece) for piece in pieces]
+        value = "".join(text.removesuffix("&") for text, _ in parsed[:-1]) + parsed[-1][0]
+        return value, " ".join(comment for _, comment in parsed if comment)
     return "", ""
+
+
+def _value_text(text):
+    """``(value, comment)`` of the text after a card's ``= ``: a quoted string
+    (doubled quotes undone), or the text up to the comment's ``/``."""
+    match = _STRING_CARD_RE.match(text)
+    if match is not None:
+        return match.group(1).replace("''", "'"), (match.group(2) or "").strip(" ")
+    value, _, comment = text.partition("/")
+    return value.strip(" "), comment.strip(" ")
 
 
 def _expected_data_bytes(header):

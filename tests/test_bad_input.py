@@ -767,6 +767,22 @@ def test_control_character_from_the_command_line(raw, tmp_path, capsys):
     assert "Traceback" not in captured.err and "internal error" not in captured.err
 
 
+def test_control_character_in_a_long_string(raw):
+    """A string long enough for CONTINUE cards, a control character in its second."""
+    path = raw / SCIENCE[0]
+    text = "the field of M31, " * 5 + "#end"
+    rewrite(path, OBJECT=text)
+    content = path.read_bytes()
+    assert content.count(b"#end") == 1
+    assert content.index(b"#end") > content.index(b"CONTINUE")
+    path.write_bytes(content.replace(b"#end", b"\x01end"))
+    header, problem, notes = ccdproc_ext.raw.inspect_frame(path)
+    assert problem is None
+    assert header["OBJECT"] == "the field of M31, " * 5 + " end"
+    assert notes == [r"OBJECT held characters FITS does not allow (\x01): read as "
+                     f"'{header['OBJECT']}'"]
+
+
 def test_control_character_in_a_commentary_card(raw):
     path = raw / SCIENCE[0]
     with fits.open(path) as hdul:
