@@ -1078,3 +1078,37 @@ def test_plan_without_rows_is_refused(raw, tmp_path, plan_file, capsys):
                                        "nothing to reduce (a plan lists the frames to "
                                        "reduce, one per row)\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_dark_scale_bound_refuses_no_real_frame(real_data):
+    """The bound's premise on real headers (six cameras): every exposure of a dark, flat
+    or science frame lies within a day, so no real frame is refused, with any dark of its
+    camera."""
+    import csv
+
+    from ccdproc_ext.calibrate import dark_scale_problem
+
+    root = real_data.parent / "headers"
+    if not (root / "labels.csv").is_file():
+        pytest.skip("no real headers beside the real frames")
+    profile = ccdproc_ext.get_profile("generic")
+    exposures = {}
+    with open(root / "labels.csv", newline="") as stream:
+        for row in csv.DictReader(stream):
+            if row["expected_type"] == "bias":
+                continue
+            text = (root / row["instrument_slug"] / row["file"]).read_text()
+            header = fits.Header.fromstring(text.split("--- HDU")[0], sep="\n")
+            try:
+                exposure = profile.exposure_time(header, path=row["file"])
+            except HeaderError:  # one camera writes no exposure time at all
+                continue
+            exposures.setdefault(row["instrument_slug"], []).append(
+                (row["expected_type"], exposure))
+    assert sum(map(len, exposures.values())) >= 100
+    for frames in exposures.values():
+        assert all(0 < exposure <= 86400 for _, exposure in frames)
+        darks = {exposure for kind, exposure in frames if kind == "dark"}
+        for _, exposure in frames:
+            for dark in darks:
+                assert dark_scale_problem(exposure, dark) is None, (exposure, dark)
