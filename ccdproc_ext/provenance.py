@@ -58,11 +58,11 @@ _PRINTABLE = frozenset(map(chr, range(0x20, 0x7F)))
 
 
 def fits_text(text):
-    """``text`` as a FITS header string may hold it: each character that is not printable
-    ASCII written as its Python escape (``\\x00``, ``\\xe9``, ``\\u03b1``).
+    r"""``text`` as a FITS header string may hold it: each character that is not printable
+    ASCII written as its Python escape (``\x00``, ``\xe9``, ``\u03b1``).
 
-    >>> fits_text("M31\x00 Androm\u00e8de")
-    'M31\\x00 Androm\\xe8de'
+    >>> print(fits_text("M31\x00 Androm\u00e8de"))
+    M31\x00 Androm\xe8de
     """
     return "".join(c if c in _PRINTABLE else ascii(c)[1:-1] for c in str(text))
 

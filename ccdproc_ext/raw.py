@@ -27,7 +27,6 @@ import hashlib
 import io
 import os
 import re
-import unicodedata
 import warnings
 from pathlib import Path
 
@@ -39,8 +38,8 @@ from astropy.nddata import CCDData
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ._warnings import ignoring
+from .cards import clean_unprintable
 from .exceptions import CcdprocExtWarning, FrameReadError
-from .provenance import fits_text
 
 __all__ = ["COMPRESSED_SUFFIXES", "FITS_SUFFIXES", "RawImage", "file_checksum",
            "header_unit", "inspect_frame", "is_fits_name", "open_image", "parse_unit",
@@ -139,124 +138,6 @@ def repair_cards(header):
             del header[index]
             header.insert(index, (keyword, value, comment))
     return notes
-
-
-def _escape_unprintable(header, hdus):
-    """Escape, in place, the cards of ``header`` holding characters FITS does not allow.
-
-    A control character (``\\x00``, a line feed ...) or a letter outside ASCII in a
-    card is beyond what astropy can read or fix: it raises on the card, and the whole
-    night would stop on one file. Such a card keeps its keyword and its place; its
-    value and comment, read from the card's own bytes in ``hdus`` (the HDUs the header
-    was read from), are cleaned by `_cleaned`: a control character becomes a space, a
-    letter outside ASCII its escape. Commentary cards are cleaned likewise.
-
-    Returns
-    -------
-    list of str
-        One sentence per card escaped, saying what it held and what it now holds.
-    """
-    notes, images = [], None
-    with ignoring(VerifyWarning):
-        for index, card in enumerate(header.cards):
-            if card.keyword in ("COMMENT", "HISTORY", ""):
-                text = str(card.value)
-                if not _printable(text):
-                    header[index] = _cleaned(text)
-                    notes.append(_escape_note(card.keyword, text))
-                continue
-            if _parses_or_is_fixable(card):
-                continue
-            if images is None:
-                images = [image for hdu in hdus for image in _card_images(hdu)]
-            value, comment = _value_and_comment(images, card.keyword)
-            keyword = card.keyword
-            with ignoring(AstropyUserWarning):
-                del header[index]
-                header.insert(index, (keyword, _cleaned(value), _cleaned(comment)))
-            notes.append(_escape_note(keyword, value))
-    return notes
-
-
-def _cleaned(text):
-    """``text`` as FITS allows it: each control character (``\\x00``, a line feed,
-    ``\\x7f`` ...) a space, since it says nothing (a C string's end, a stray key), and
-    each other character outside ASCII escaped (``\\xe9``); trailing spaces removed, as
-    FITS ignores them."""
-    spaced = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
-    return fits_text(spaced).rstrip(" ")
-
-
-def _escape_note(keyword, text):
-    """``OBJECT held characters FITS does not allow (\\x00): read as 'M31'``."""
-    escapes = ", ".join(sorted({fits_text(c) for c in text if not _printable(c)}))
-    return (f"{keyword} held characters FITS does not allow ({escapes}): read as "
-            f"'{_cleaned(text)}'")
-
-
-def _printable(text):
-    return all(" " <= c <= "~" for c in text)
-
-
-def _parses_or_is_fixable(card):
-    """Whether astropy reads ``card``, or can fix it (a copy is tried)."""
-    try:
-        card.value  # noqa: B018 - parsing is the test
-        return True
-    except VerifyError:
-        pass
-    try:
-        copy.copy(card).image  # noqa: B018 - the fix happens on access
-    except (ValueError, VerifyError):  # "... must contain standard printable ASCII"
-        return False
-    return True
-
-
-def _card_images(hdu):
-    """The 80-character card images of ``hdu``'s header as the file holds them (bytes
-    read as Latin-1), from the open file (`~astropy.io.fits.PrimaryHDU.fileinfo`)."""
-    info = hdu.fileinfo()
-    if info is None:
-        return []
-    stream = info["file"]
-    stream.seek(info["hdrLoc"])
-    content = stream.read(info["datLoc"] - info["hdrLoc"]).decode("latin-1")
-    return [content[i:i + 80] for i in range(0, len(content), 80)]
-
-
-#: A string value, quotes doubled inside, then perhaps a comment.
-_STRING_CARD_RE = re.compile(r"^\s*'((?:[^']|'')*)'\s*(?:/\s?(.*))?$", re.DOTALL)
-
-
-def _value_and_comment(images, keyword):
-    """The value and comment of the first card ``keyword`` of ``images`` that holds a
-    character outside printable ASCII, as text (``("", "")`` when none does). A long
-    string goes on over the ``CONTINUE`` cards that follow it (each piece but the last
-    ending with ``&``)."""
-    for index, image in enumerate(images):
-        if image[:8].rstrip() != keyword or image[8:10] != "= ":
-            continue
-        pieces = [image[10:]]
-        for follower in images[index + 1:]:
-            if follower[:8].rstrip() != "CONTINUE":
-                break
-            pieces.append(follower[8:])
-        if all(_printable(piece) for piece in pieces):
-            continue  # a card of the same keyword that astropy reads
-        parsed = [_value_text(piece) for piece in pieces]
-        value = "".join(text.removesuffix("&") for text, _ in parsed[:-1]) + parsed[-1][0]
-        return value, " ".join(comment for _, comment in parsed if comment)
-    return "", ""
-
-
-def _value_text(text):
-    """``(value, comment)`` of the text after a card's ``= ``: a quoted string
-    (doubled quotes undone), or the text up to the comment's ``/``."""
-    match = _STRING_CARD_RE.match(text)
-    if match is not None:
-        return match.group(1).replace("''", "'"), (match.group(2) or "").strip(" ")
-    value, _, comment = text.partition("/")
-    return value.strip(" "), comment.strip(" ")
 
 
 def _expected_data_bytes(header):
@@ -511,8 +392,8 @@ class RawImage:
     hdulist : `~astropy.io.fits.HDUList`
         The open file (for its other HDUs: a mask ...).
     repairs : list of str
-        The cards of ``header`` whose characters FITS does not allow were escaped
-        (see `_escape_unprintable`): one sentence each.
+        The cards of ``header`` whose characters FITS does not allow were cleaned
+        (see `~ccdproc_ext.cards.clean_unprintable`): one sentence each.
     """
 
     path: Path
@@ -597,7 +478,7 @@ def open_image(path, ext=0, *, source=None, **options):
                       notices=notices, **options) as hdul:
         index, hdu = _choose_hdu(hdul, ext, path)
         header = _merged_header(hdul, index, hdu)
-        repairs = _escape_unprintable(header, [hdu, hdul[0]] if index else [hdu])
+        repairs = clean_unprintable(header, [hdu, hdul[0]] if index else [hdu])
         image = RawImage(path, index, hdu, header, notices=notices, hdulist=hdul,
                          repairs=repairs)
         image.problem = _data_problem(image, size, compression)
