@@ -63,7 +63,10 @@ def clean_unprintable(header, hdus):
     >>> header["OBJECT"]
     'M31'
     """
-    notes, images = [], None
+    images = [image for hdu in hdus for image in _card_images(hdu)]
+    if images and _UNPRINTABLE_RE.search("".join(images)) is None:
+        return []  # the usual header, told from its bytes without parsing a card
+    notes = []
     with ignoring(VerifyWarning):
         for index, card in enumerate(header.cards):
             if card.keyword in ("COMMENT", "HISTORY", ""):
@@ -74,8 +77,6 @@ def clean_unprintable(header, hdus):
                 continue
             if _parses_or_is_fixable(card):
                 continue
-            if images is None:
-                images = [image for hdu in hdus for image in _card_images(hdu)]
             value, comment = _value_and_comment(images, card.keyword)
             keyword = card.keyword
             with ignoring(AstropyUserWarning):
@@ -101,8 +102,12 @@ def _escape_note(keyword, text):
             f"'{_cleaned(text)}'")
 
 
+#: A character a FITS header may not hold: anything but the space to the tilde.
+_UNPRINTABLE_RE = re.compile(r"[^ -~]")
+
+
 def _printable(text):
-    return all(" " <= c <= "~" for c in text)
+    return _UNPRINTABLE_RE.search(text) is None
 
 
 def _parses_or_is_fixable(card):
