@@ -529,9 +529,12 @@ def check_finite(ccd, name):
         When fewer than `MIN_FINITE_FRACTION` of the pixels are finite, naming the
         frame and the count.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(ccd.data.sum()):  # one pass; a pixel not finite makes it so
+            return
     finite = np.isfinite(ccd.data)
     n_bad = finite.size - int(np.count_nonzero(finite))
-    if not n_bad:
+    if not n_bad:  # (the sum overflowed, the pixels are finite)
         return
     if n_bad > (1 - MIN_FINITE_FRACTION) * finite.size:
         raise DataQualityError(

@@ -910,6 +910,13 @@ def _frame(value, **cards):
                    meta=fits.Header(cards))
 
 
+def test_large_finite_pixels_are_not_taken_for_infinities():
+    """Pixels near float32's largest value: their sum overflows, they are finite."""
+    calibrated = ccdproc_ext.calibrate_frame(_frame(3e37, EXPTIME=60.0), "generic")
+    assert np.isfinite(calibrated.data).all()
+    assert calibrated.mask is None or not np.asarray(calibrated.mask).any()
+
+
 def test_calibrated_frame_that_is_not_finite_is_refused():
     """A dark whose exposure is 1e-300 s scales by 6e301 in float32: infinities. The
     bound on the exposure cannot see it; the check of the output does."""
