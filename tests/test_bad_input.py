@@ -839,6 +839,11 @@ def test_non_ascii_file_names_in_a_night(raw, tmp_path):
     header = fits.getheader(by_raw["objét.fits"]["output_file"])
     assert header["RAWFILE"] == "obj%C3%A9t.fits"
     assert header.comments["RAWFILE"] == "encoded; reads objet.fits"
+    # The report is written and finds the raw frame by its name (its picture before
+    # calibration).
+    assert len(result.notes) == 0
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert 'alt="objét.fits raw"' in report
     # A re-run finds the frame left out by the name in the master's header.
     again = reduce_night(raw, out, PROFILE, progress=False, workers=1)
     assert set(again.science["status"]) == {"up to date"}
