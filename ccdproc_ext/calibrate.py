@@ -58,6 +58,7 @@ from .profiles.sections import parse_fits_section
 from .provenance import (
     already_done,
     done_by,
+    file_name_of,
     is_raw,
     mark_bad_pixels,
     mark_bad_pixels_applied,
@@ -71,7 +72,8 @@ from .raw import read_frame
 # MasterFrame lives in masters.py, which imports calibrate_frame only inside the function
 # that uses it: importing MasterFrame here, at module level, makes no import cycle.
 
-__all__ = ["apply_bad_pixel_mask", "calibrate_frame", "mask_bad_pixels", "overscan_and_trim",
+__all__ = ["LONGEST_EXPOSURE", "MIN_FINITE_FRACTION", "apply_bad_pixel_mask", "calibrate_frame",
+           "check_finite", "dark_scale_problem", "mask_bad_pixels", "overscan_and_trim",
            "raw_mask_bits", "shift_reference_pixel"]
 
 
@@ -210,7 +212,7 @@ def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
         mask_name, checksum = bad_pixel_mask.name, bad_pixel_mask.checksum
         bad_pixel_mask = bad_pixel_mask.ccd.data
     elif isinstance(bad_pixel_mask, CCDData):
-        mask_name = str(bad_pixel_mask.meta.get("FILENAME", "in-memory mask"))
+        mask_name = file_name_of(bad_pixel_mask.meta.get("FILENAME", "in-memory mask"))
         bad_pixel_mask = bad_pixel_mask.data
     bad = np.asarray(bad_pixel_mask) != 0
     if bad.shape != ccd.shape:
@@ -547,6 +549,63 @@ def shift_reference_pixel(header, x_offset, y_offset):
             header[key] = value - offset
 
 
+#: The longest exposure (s) a frame of one night can have: a day. A dark scaled to a
+#: longer one says that the frame's exposure time is not one a night can hold (an
+#: ``EXPTIME`` of 1e300 scales a 60 s dark by 1.7e298, and every pixel becomes
+#: infinite): the frame is refused, not calibrated.
+LONGEST_EXPOSURE = 86400.0
+
+#: The fraction of a calibrated frame's pixels that must be finite. The raw frame's own
+#: NaN and infinite pixels were replaced before the steps (`mask_bad_pixels`), so a
+#: pixel that is not finite after them was made so by the arithmetic (an overflow, a
+#: division by zero): a few are masked; more say the calibration itself went wrong, and
+#: the frame is refused rather than written.
+MIN_FINITE_FRACTION = 0.99
+
+
+def dark_scale_problem(exposure, dark_exposure):
+    """Why a dark of ``dark_exposure`` seconds cannot be scaled to ``exposure`` seconds,
+    in words, or ``None`` when it can (see `LONGEST_EXPOSURE`)."""
+    scale = exposure / dark_exposure
+    if not 0 < exposure <= LONGEST_EXPOSURE or not np.isfinite(scale):
+        return (f"dark scale beyond what a night can hold: {scale:.3g} ({exposure:g} s / "
+                f"{dark_exposure:g} s), while an exposure is above 0 and at most a day "
+                f"({LONGEST_EXPOSURE:g} s)")
+    return None
+
+
+def check_finite(ccd, name):
+    """Mask, in place, the pixels of a calibrated frame that are not finite, and refuse
+    the frame when they are more than a few (see `MIN_FINITE_FRACTION`).
+
+    Raises
+    ------
+    DataQualityError
+        When fewer than `MIN_FINITE_FRACTION` of the pixels are finite, naming the
+        frame and the count.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(ccd.data.sum()):  # one pass; a pixel not finite makes it so
+            return
+    finite = np.isfinite(ccd.data)
+    n_bad = finite.size - int(np.count_nonzero(finite))
+    if not n_bad:  # (the sum overflowed, the pixels are finite)
+        return
+    if n_bad > (1 - MIN_FINITE_FRACTION) * finite.size:
+        raise DataQualityError(
+            f"{name}: {n_bad} of the {finite.size} calibrated pixels are not finite "
+            f"(more than {1 - MIN_FINITE_FRACTION:.0%}): the calibration overflowed or "
+            f"divided by zero ({_steps_said(ccd.meta)}); not written")
+    ccd.mask = ~finite if ccd.mask is None else (np.asarray(ccd.mask, bool) | ~finite)
+
+
+def _steps_said(header):
+    """The steps a frame went through, as its flags say: ``DARKSCL = 1.7e+298`` ..."""
+    cards = [f"{key} = {header[key]!r}" for key in ("ZEROCOR", "DARKCOR", "DARKSCL",
+                                                      "FLATCOR") if key in header]
+    return ", ".join(cards) or "no master applied"
+
+
 def _dark_exposure_and_scale(header, profile, dark, name, exposure_time, scale_dark):
     """The frame's exposure and whether the dark is scaled to it."""
     exposure = exposure_time if exposure_time is not None else \
@@ -632,7 +691,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         name = name or Path(ccd).name
         ccd = read_frame(ccd, profile, dtype=dtype)
     else:
-        name = name or str(ccd.meta.get("FILENAME", "frame"))
+        name = name or file_name_of(ccd.meta.get("FILENAME", "frame"))
         if ccd.data.dtype != dtype:
             ccd = ccd.copy()
             ccd.data = ccd.data.astype(dtype)
@@ -670,6 +729,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         result.meta["BUNIT"] = result.unit.to_string()
     if result.data.dtype != dtype:
         result.data = result.data.astype(dtype)
+    check_finite(result, name)
     mark_processed(result.meta, profile.name)
     return result
 
@@ -713,11 +773,18 @@ def _subtract_dark(ccd, dark, exposure, scale, name, dtype):
     (`MasterFrame.scaled`), flagged ``DARKCOR``, the factor in ``DARKSCL``."""
     _check_shape(ccd.shape, dark, name)
     if scale:
-        dark = dark.scaled(exposure / dark.exposure)
-    # The dark is not scaled again: its exposure is given for the history card.
-    result = ccdproc.subtract_dark(ccd, dark.prepare(dtype),
-                                   dark_exposure=dark.exposure * u.s,
-                                   data_exposure=exposure * u.s, scale=False)
+        problem = dark_scale_problem(exposure, dark.exposure)
+        if problem:
+            raise DataQualityError(f"{name}: {problem}")
+    # A product beyond the pixel type (a dark of 1e-300 s scaled) is not warned about
+    # here: check_finite refuses the frame, naming it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if scale:
+            dark = dark.scaled(exposure / dark.exposure)
+        # The dark is not scaled again: its exposure is given for the history card.
+        result = ccdproc.subtract_dark(ccd, dark.prepare(dtype),
+                                       dark_exposure=dark.exposure * u.s,
+                                       data_exposure=exposure * u.s, scale=False)
     mark_step(result.meta, "DARKCOR", dark.name, DARKSUM=dark.checksum,
               DARKSCL=round(float(dark.scale), 6))
     return result

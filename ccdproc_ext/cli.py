@@ -191,7 +191,8 @@ def _nothing_usable_status(plan, unusable):
 
 def _reduce_status(result, *, dry_run):
     """1 when no file could be used, when science frames were planned and none could be
-    reduced, or when a master that science frames need could not be built; else 0."""
+    reduced, when an output could not be written, or when a master that science frames
+    need could not be built; else 0."""
     if _nothing_usable_status(result.plan, result.problems["file"]):
         return 1
     if dry_run:
@@ -204,6 +205,11 @@ def _reduce_status(result, *, dry_run):
     if result.n_science_planned and result.n_science_reduced == 0:
         print(f"{_PROG}: error: none of the {result.n_science_planned} science frames could "
               "be reduced", file=sys.stderr)
+        return 1
+    unwritten = [str(p["file"]) for p in result.problems if p["kind"] == "OutputError"]
+    if unwritten:  # an output left as it was may be an older one: never a success
+        print(f"{_PROG}: error: {len(unwritten)} output(s) could not be written: "
+              + ", ".join(unwritten), file=sys.stderr)
         return 1
     if result.unbuilt_masters:
         print(f"{_PROG}: error: {len(result.unbuilt_masters)} master(s) that science frames "

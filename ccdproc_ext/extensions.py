@@ -32,7 +32,7 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from .exceptions import CalibrationMatchError, FrameReadError
 from .outputs import write_hdus
-from .provenance import mark_mask_bits
+from .provenance import mark_mask_bits, set_file_name
 from .raw import file_checksum, header_unit, inspect_frame, open_image, read_frame, repair_cards
 
 __all__ = ["MultiMaster", "check_extensions_readable", "check_same_extensions",
@@ -201,7 +201,7 @@ def read_extension(path, name, profile=None, *, dtype=np.float32):
     path = Path(path)
     frame = read_frame(path, None if profile is None else profile.for_extension(name),
                        dtype=dtype, ext=_index_of(path, name))
-    frame.meta["FILENAME"] = path.name
+    set_file_name(frame.meta, "FILENAME", path.name)
     return frame
 
 

@@ -57,7 +57,7 @@ from .exceptions import (
 )
 from .outputs import PARTIAL_SUFFIX, write_atomic
 from .profiles import get_profile
-from .provenance import mark_flat_normalised, mark_master
+from .provenance import file_name_of, mark_flat_normalised, mark_master, set_file_name
 from .quality import check_calibration_frames, frame_sample
 from .raw import file_checksum, header_unit, read_frame, read_header
 
@@ -304,7 +304,7 @@ def _frames(frames):
     items = []
     for i, frame in enumerate(frames):
         if isinstance(frame, CCDData):
-            items.append((str(frame.meta.get("FILENAME", f"frame {i + 1}")), frame))
+            items.append((file_name_of(frame.meta.get("FILENAME", f"frame {i + 1}")), frame))
         else:
             items.append((Path(frame).name, Path(frame)))
     if not items:
@@ -522,7 +522,7 @@ def _combine(names, prepared, kind, combine_options, skipped, workers, spill):
 def _finish(master, output_file):
     if output_file is not None:
         output_file = Path(output_file)
-        master.meta["FILENAME"] = output_file.name
+        set_file_name(master.meta, "FILENAME", output_file.name)
         write_atomic(master, output_file, uncertainty=True, mask=True)
     return master
 

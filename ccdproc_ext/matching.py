@@ -44,6 +44,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
 
+from .calibrate import dark_scale_problem
 from .exceptions import CalibrationMatchError
 from .library import CalibrationLibrary, night_date, validity_text
 
@@ -313,6 +314,9 @@ class _Night:
 #: The rule of a calibration whose only possible masters cannot be built.
 _NOT_BUILDABLE = "no master that can be built"
 
+#: The rule of a calibration whose library masters fail verification (see `_Library`).
+_LIBRARY_UNUSABLE = "library master unusable"
+
 
 def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
     """Pick the master of ``kind`` for ``frame``: (master row or None, details dict).
@@ -479,6 +483,9 @@ def _by_exposure(frame, pool, night, details, *, has_bias):
                 "still holds the bias level")
         if chosen <= 0:
             raise CalibrationMatchError(head + f"a {chosen:g} s dark cannot be scaled")
+        problem = dark_scale_problem(exposure, chosen)
+        if problem:  # the reason first: the command line groups problems by it
+            raise CalibrationMatchError(f"{problem}; the closest dark is {chosen:g} s")
         details["scale"] = exposure / chosen
         rule = f"scaled {chosen:g} s -> {exposure:g} s (no dark within {tolerance:g} s"
         if len(near) > 1:
@@ -559,6 +566,11 @@ class _Unbuildable(CalibrationMatchError):
     """The only masters a frame could get cannot be built."""
 
 
+class _LibraryMasterUnusable(CalibrationMatchError):
+    """The library masters that fit a frame are there, but fail verification (file
+    missing or changed): a calibration missing, not a step to leave out."""
+
+
 def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
     """Choose ``calibration`` for one frame and write it into ``row``; returns the
     problem in words, or ``""``.
@@ -580,6 +592,9 @@ def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
         try:
             master, details = night.library.choose(calibration, frame, options)
             failure = None
+        except _LibraryMasterUnusable as err:
+            failure = failure or (_LIBRARY_UNUSABLE, str(err))
+            library_words = str(err) if failure[1] != str(err) else ""
         except CalibrationMatchError as err:
             library_words = str(err)
     if forced is not None:
@@ -698,12 +713,13 @@ class _Library:
             self.tables[kind] = (_masters_table(rows), facts, by_name)
         return self.tables[kind]
 
-    def view(self, kind, frame):
-        """A night-like view whose masters are the library's usable ones for ``frame``."""
+    def view(self, kind, frame, refused=()):
+        """A night-like view whose masters are the library's for ``frame`` (within the
+        validity window), but those ``refused``."""
         table, facts, by_name = self.candidates(kind)
         days = self.library.validity.get(kind)
         distance = np.abs(np.asarray(table["mjd"], dtype=float) - float(frame["mjd"]))
-        keep = [str(name) not in self.refused and (days is None or bool(d <= days))
+        keep = [str(name) not in refused and (days is None or bool(d <= days))
                 for name, d in zip(table["name"], distance, strict=True)]
         view = copy.copy(self.night)
         view.masters = table[np.array(keep, dtype=bool)] if len(table) else table
@@ -727,22 +743,20 @@ class _Library:
 
     def choose(self, kind, frame, options):
         """The nearest usable library master of ``kind`` for ``frame``, or a
-        `CalibrationMatchError` saying why there is none."""
-        days = self.library.validity.get(kind)
+        `CalibrationMatchError` saying why there is none: `_LibraryMasterUnusable` when
+        the masters that fit the frame are there but cannot be verified."""
         while True:
-            view = self.view(kind, frame)
-            if not len(view.masters):
-                when = "" if days is None else f" within {validity_text(days)}"
-                if days is not None and not np.isfinite(frame["mjd"]):
-                    when = " (the frame has no date to compare)"
-                raise CalibrationMatchError(f"library {self.library.path.name}: no {kind} "
-                                            f"of profile {self.night.profile.name}{when}")
+            view = self.view(kind, frame, self.refused)
             try:
-                master, details = _choose(kind, frame, view, **options)
-            except CalibrationMatchError as err:
-                raise CalibrationMatchError(
-                    f"library {self.library.path.name} ({validity_text(days)}): {err}") \
-                    from None
+                master, details = self._nearest(kind, frame, view, options)
+            except CalibrationMatchError:
+                unusable = self._nearest_refused(kind, frame, options)
+                if unusable is None:
+                    raise
+                raise _LibraryMasterUnusable(
+                    f"library master {unusable} cannot be used: "
+                    f"{self.checked[unusable].partition(': ')[2]}; no other {kind} of the "
+                    "library fits the frame") from None
             name = str(master["name"])
             problem = self.check(name, view.entries[name])
             if problem:
@@ -752,6 +766,36 @@ class _Library:
                     if part not in ("same group", "nearest in time")]
             details["rule"] = self.rule_of(name, master, frame, "; ".join(rest))
             return master, details
+
+    def _nearest(self, kind, frame, view, options):
+        """`_choose` among the masters of ``view``; its error says it is the library's."""
+        days = self.library.validity.get(kind)
+        if not len(view.masters):
+            when = "" if days is None else f" within {validity_text(days)}"
+            if days is not None and not np.isfinite(frame["mjd"]):
+                when = " (the frame has no date to compare)"
+            raise CalibrationMatchError(f"library {self.library.path.name}: no {kind} "
+                                        f"of profile {self.night.profile.name}{when}")
+        try:
+            return _choose(kind, frame, view, **options)
+        except CalibrationMatchError as err:
+            raise CalibrationMatchError(
+                f"library {self.library.path.name} ({validity_text(days)}): {err}") \
+                from None
+
+    def _nearest_refused(self, kind, frame, options):
+        """The name of the master the library would give ``frame`` were the refused
+        ones (file missing or changed) usable, or ``None`` when none of them fits it."""
+        table = self.candidates(kind)[0]
+        usable = {str(name) for name in table["name"] if str(name) not in self.refused}
+        view = self.view(kind, frame, usable)
+        if not len(view.masters):
+            return None
+        try:
+            master, _ = _choose(kind, frame, view, **options)
+        except CalibrationMatchError:
+            return None
+        return str(master["name"])
 
     def check(self, name, entry):
         """Whether the file of a library master can be used; refuses it when not."""
@@ -949,6 +993,8 @@ def _night_notes(frames, present, rows):
     unless the library gave every science frame one."""
     if "science" not in present:
         return []
+    # A frame whose library master is unusable is not reduced without it: not counted.
     return [_MISSING_NOTES[kind] for kind in ("bias", "dark", "flat") if kind not in present
             and any(r["type"] == "science" and not r[kind]
+                    and r[f"{kind}_rule"] != _LIBRARY_UNUSABLE
                     and not r[f"{kind}_rule"].startswith("done before") for r in rows)]

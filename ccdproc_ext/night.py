@@ -86,6 +86,7 @@ from .outputs import (
 )
 from .plans import PlanEdits, record_edit
 from .profiles import get_profile
+from .provenance import file_name_of
 from .science import (
     MasterRef,
     ScienceOutcome,
@@ -899,9 +900,10 @@ def _report_master(report, master, path, members):
     of multi-extension frames): the same on every run."""
     header = master.ccd.meta  # the first extension's: the frames combined are the same
     if header.get("NCOMBINE", 0) == 1:
+        single = file_name_of(header.get("IMCMB001", "?"))
         report.note(f"masters/{path.name}", "DataQualityWarning",
-                    f"made from a single frame ({header.get('IMCMB001', '?')}): nothing "
-                    "could be rejected and its noise is that of one frame")
+                    f"made from a single frame ({single}): nothing could be rejected and "
+                    "its noise is that of one frame")
     if isinstance(master, MultiMaster):
         for extension, frame in master.frames.items():
             _report_master_header(report, frame.ccd.meta, path, members,
@@ -918,7 +920,7 @@ def _report_master_header(report, header, path, members, extension):
         by_name.setdefault(Path(member).name, member)
     i = 1
     while f"SKIP{i:03d}" in header:
-        left_out = str(header[f"SKIP{i:03d}"])
+        left_out = file_name_of(header[f"SKIP{i:03d}"])
         kind, _, why = str(header.get(f"SKIPW{i:03d}", "")).partition(": ")
         report.problem(by_name.get(left_out, left_out),
                        error_class(kind or "CcdprocExtError")(

@@ -167,8 +167,12 @@ def prepare_output_dir(output_dir):
 def write_table(table, path):
     """Write an astropy Table as ECSV, atomically."""
     temporary = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    table.write(temporary, format="ascii.ecsv", overwrite=True)
-    os.replace(temporary, path)
+    try:
+        table.write(temporary, format="ascii.ecsv", overwrite=True)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise _not_written(path, err) from None
 
 
 def write_atomic(ccd, path, *, dtype=np.float32, uncertainty=False, mask=False):
@@ -215,20 +219,39 @@ def write_hdus(hdus, path):
     Returns
     -------
     `pathlib.Path`
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written or replaced (a full disk, an existing output
+        that is read-only or immutable), naming it.
     """
     path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX,
-                                     dir=path.parent)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX,
+                                         dir=path.parent)
+    except OSError as err:
+        raise _not_written(path, err) from None
     os.close(fd)
     try:
         fits.HDUList(hdus).writeto(temporary, overwrite=True, output_verify="silentfix")
         # mkstemp makes the file private (0600); an output is as readable as any new file.
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _not_written(path, err) from None
         raise
     return path
+
+
+def _not_written(path, err):
+    """The `OutputError` of an output that cannot be written: the file (also by its
+    folder and name, which remain when a report shortens the path) and the reason (an
+    immutable file says 'Operation not permitted')."""
+    return OutputError(f"{path}: {path.parent.name}/{path.name} cannot be written: "
+                       f"{err.strerror or err}")
 
 
 @functools.cache

@@ -25,12 +25,14 @@ row and the column, before anything is written. What the user changed is in the 
 Other columns (rules, distances, notes) are recomputed; editing them changes nothing.
 """
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.ascii import InconsistentTableError
 from astropy.table import Table
 
 from .exceptions import CalibrationMatchError, CcdprocExtError
@@ -69,24 +71,71 @@ def read_plan(plan):
     Raises
     ------
     CalibrationMatchError
-        If the file cannot be read or lacks the ``file`` or ``type`` column.
+        If the file cannot be read (a row with more or fewer values than the plan has
+        columns is named), lacks the ``file`` or ``type`` column, or has no row.
     """
     if isinstance(plan, Table):
         table = plan
     else:
-        try:
-            table = Table.read(plan, format="ascii.ecsv" if str(plan).endswith(".ecsv")
-                               else None)
-        except (OSError, ValueError) as err:
-            raise CalibrationMatchError(f"{plan}: cannot be read as a plan: {err}") from None
-        except Exception as err:  # astropy's readers raise many types on bad text
-            raise CalibrationMatchError(f"{plan}: cannot be read as a plan "
-                                        f"({type(err).__name__}: {err})") from None
+        table = _read_table(plan)
     missing = [name for name in ("file", "type") if name not in table.colnames]
     if missing:
         raise CalibrationMatchError(f"{_name(plan)}: the plan has no column "
                                     f"{', '.join(repr(m) for m in missing)}")
+    if not len(table):
+        raise CalibrationMatchError(f"{_name(plan)}: the plan has no row: nothing to "
+                                    "reduce (a plan lists the frames to reduce, one per row)")
     return table
+
+
+def _read_table(path):
+    """The table of a plan file; whatever astropy raises is one line naming the file."""
+    try:
+        return Table.read(path, format="ascii.ecsv" if str(path).endswith(".ecsv") else None)
+    except InconsistentTableError as err:
+        words = _ragged_row(path) or _first_line(err)
+        raise CalibrationMatchError(f"{path}: cannot be read as a plan: {words}") from None
+    except (OSError, ValueError) as err:
+        raise CalibrationMatchError(f"{path}: cannot be read as a plan: "
+                                    f"{_first_line(err)}") from None
+    except Exception as err:  # astropy's readers raise many types on bad text
+        raise CalibrationMatchError(f"{path}: cannot be read as a plan "
+                                    f"({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _first_line(err):
+    """An error's first line: astropy adds lines of every value read."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _ragged_row(path):
+    """The first row of an ECSV plan whose number of values is not its number of
+    columns, in words (``row 2 (bias_002.fits), line 44: 27 values for the 30
+    columns``), or ``None`` when none is found.
+
+    ECSV rows are values separated by spaces, quoted with ``"`` where needed; the first
+    line that is not a ``#`` comment holds the column names.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    numbered = [(number, line) for number, line in enumerate(lines, start=1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        names, *rows = csv.reader((line for _, line in numbered), delimiter=" ",
+                                  quotechar='"', skipinitialspace=True)
+    except (ValueError, csv.Error):  # no line, or quotes that do not close
+        return None
+    line_numbers = [number for number, _ in numbered[1:]]
+    # (a quote left open joins lines: there are then fewer rows than lines)
+    for row_number, (line_number, values) in enumerate(zip(line_numbers, rows, strict=False),
+                                                       start=1):
+        if len(values) != len(names):
+            return (f"row {row_number} ({values[0] if values else 'empty'}), line "
+                    f"{line_number}: {len(values)} values for the {len(names)} columns "
+                    "of the plan")
+    return None
 
 
 def _name(plan):

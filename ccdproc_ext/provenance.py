@@ -40,13 +40,69 @@ reason in ``SKIPW001``); a master flat the level it was divided by (``FLATNORM``
 of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NLOWPIX``).
 """
 
+import unicodedata
+from urllib.parse import quote, unquote
+
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["FLAGS", "already_done", "done_by", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
+__all__ = ["FLAGS", "already_done", "done_by", "file_name_of", "file_name_value",
+           "fits_text", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
            "mark_bad_pixels_applied", "mark_cosmic_rays", "mark_flat_normalised",
            "mark_gain_corrected", "mark_mask_bits", "mark_master", "mark_processed",
-           "mark_step", "software_version"]
+           "mark_step", "set_file_name", "software_version"]
+
+#: The characters a FITS header string may hold: printable ASCII (FITS standard 4.0,
+#: section 4.2.1), the space to the tilde.
+_PRINTABLE = frozenset(map(chr, range(0x20, 0x7F)))
+
+
+def fits_text(text):
+    r"""``text`` as a FITS header string may hold it: each character that is not printable
+    ASCII written as its Python escape (``\x00``, ``\xe9``, ``\u03b1``).
+
+    >>> print(fits_text("M31\x00 Androm\u00e8de"))
+    M31\x00 Androm\xe8de
+    """
+    return "".join(c if c in _PRINTABLE else ascii(c)[1:-1] for c in str(text))
+
+
+#: Printable ASCII but the percent sign: what `file_name_value` leaves as it is.
+_NAME_SAFE = "".join(sorted(_PRINTABLE - {"%"}))
+
+
+def file_name_value(name):
+    """A file name as a header value: printable ASCII that reads back as the name.
+
+    FITS headers hold printable ASCII only, and file names may hold any character. A
+    name of printable ASCII without ``%`` is written as it is; any other character is
+    percent-encoded as its UTF-8 bytes (as in a URI: ``objét.fits`` is written
+    ``obj%C3%A9t.fits``), so that `file_name_of` gives the name back exactly.
+    """
+    return quote(str(name), safe=_NAME_SAFE)
+
+
+def file_name_of(value):
+    """The file name a header value written by `file_name_value` stands for."""
+    return unquote(str(value))
+
+
+def _readable(name):
+    """A readable ASCII approximation of a name (``objét.fits``: ``objet.fits``), for
+    the comment of a card whose value is percent-encoded."""
+    decomposed = unicodedata.normalize("NFKD", str(name))
+    return "".join(c if c in _PRINTABLE else "?" for c in decomposed
+                   if not unicodedata.combining(c))
+
+
+def set_file_name(header, key, name, comment=""):
+    """Write the file ``name`` as ``key`` (see `file_name_value`); when it had to be
+    encoded, the comment is a readable approximation of it."""
+    value = file_name_value(name)
+    if value != name:
+        comment = f"encoded; reads {_readable(name)}"
+    _set(header, key, value, comment)
+
 
 #: The processing flags, in the order the steps are applied.
 FLAGS = ("OVERSCAN", "TRIM", "ZEROCOR", "DARKCOR", "FLATCOR")
@@ -201,7 +257,8 @@ def mark_master(header, kind, names, method, *, not_finite=0, skipped=()):
     kind : str
         ``"bias"``, ``"dark"`` or ``"flat"`` (``MASTTYPE``).
     names : list of str
-        The files combined (``IMCMB001`` ..., ``NCOMBINE``).
+        The files combined (``IMCMB001`` ..., ``NCOMBINE``), each written by
+        `file_name_value`.
     method : str
         How they were combined (``COMBMETH``).
     not_finite : int, optional
@@ -219,10 +276,11 @@ def mark_master(header, kind, names, method, *, not_finite=0, skipped=()):
     _set(header, "COMBMETH", method, "how the frames were combined")
     _set(header, "MASTTYPE", kind, "kind of master calibration frame")
     for i, name in enumerate(names, start=1):
-        _set(header, f"IMCMB{i:03d}", name, "combined file")
+        set_file_name(header, f"IMCMB{i:03d}", name, "combined file")
     for i, (name, why) in enumerate(skipped, start=1):
-        _set(header, f"SKIP{i:03d}", name, "file left out")
-        header[f"SKIPW{i:03d}"] = why  # no comment: the reason may be long (CONTINUE cards)
+        set_file_name(header, f"SKIP{i:03d}", name, "file left out")
+        # no comment: the reason may be long (CONTINUE cards)
+        header[f"SKIPW{i:03d}"] = fits_text(why)
 
 
 def mark_flat_normalised(header, norm, mean, min_value, n_low):
@@ -238,7 +296,7 @@ def mark_flat_normalised(header, norm, mean, min_value, n_low):
 def mark_bad_pixels_applied(header, name, checksum, n_bad):
     """Write ``BPMFILE`` (the bad-pixel mask applied), ``BPMSUM`` (its checksum) and
     ``NBADPIX`` (the pixels it masked)."""
-    _set(header, "BPMFILE", name, "bad-pixel mask applied")
+    set_file_name(header, "BPMFILE", name, "bad-pixel mask applied")
     if checksum:
         _set(header, "BPMSUM", checksum, "BLAKE2b of the bad-pixel mask (first 16 hex)")
     _set(header, "NBADPIX", n_bad, "pixels masked by the bad-pixel mask")
@@ -276,7 +334,7 @@ def mark_bad_pixel_mask(header, *, dark=None, flat=None, n_hot=None, n_low=None,
     _set(header, "BPMB2", "low in the master flat", "meaning of value 2")
     _set(header, "BPMB4", "bad in the user's mask file", "meaning of value 4")
     if user is not None:
-        _set(header, "BPMUSER", user, "the user's mask file this copies")
+        set_file_name(header, "BPMUSER", user, "the user's mask file this copies")
         _set(header, "NUSERPIX", n_user, "bad pixels in it (value 4)")
     if n_hot is not None:
         _set(header, "BPMDARK", dark or "", "master dark the hot pixels come from")

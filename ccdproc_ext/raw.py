@@ -38,6 +38,7 @@ from astropy.nddata import CCDData
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ._warnings import ignoring
+from .cards import clean_unprintable
 from .exceptions import CcdprocExtWarning, FrameReadError
 
 __all__ = ["COMPRESSED_SUFFIXES", "FITS_SUFFIXES", "RawImage", "file_checksum",
@@ -267,11 +268,59 @@ def _open_raw(source, what, *, path=None, notices=None, **options):
         raise
     except Exception as err:  # whatever astropy raises, the file is bad
         # (a BITPIX of 17 is a KeyError, a cut gzip stream an EOFError ...)
+        problem = _first_header_problem(path)
+        if problem is not None:
+            raise FrameReadError(f"{path}: {problem}") from None
         raise FrameReadError(f"{path}: cannot read the FITS {what} ({_reason(err)})") from None
     finally:
         if notices is not None:
             notices.extend(w.message for w in caught if issubclass(w.category, AstropyUserWarning)
                            and "header keyword is invalid" in str(w.message))
+
+
+#: How far `_first_header_problem` looks for the END card: 36 blocks, 1296 cards.
+_HEADER_LIMIT = 36 * _FITS_BLOCK
+
+
+def _first_header_problem(path):
+    """What is wrong with the first header of a file astropy could not open, in the
+    words of a header's own cards, or ``None`` when they do not tell.
+
+    astropy says "Header missing END card" of a header cut short, or the name of the
+    first ``NAXISn`` card it lacks; this says that the header has no END card, and
+    which of the axes ``NAXIS`` announces have no card.
+    """
+    opener = {None: open, "gzip": gzip.open, "bzip2": bz2.open}.get(_compression(path))
+    if opener is None:
+        return None
+    try:
+        with opener(path, "rb") as stream:
+            content = stream.read(_HEADER_LIMIT)
+    except (OSError, EOFError):
+        return None
+    images = [content[i:i + 80] for i in range(0, len(content) - 79, 80)]
+    if not images or not images[0].startswith(b"SIMPLE  ="):
+        return None  # not a FITS header at all: astropy's words say so
+    ends = [i for i, image in enumerate(images) if image.rstrip() == b"END"]
+    cards = images[:ends[0]] if ends else images
+    keywords = {image[:8].decode("latin-1").rstrip() for image in cards}
+    naxis = _header_integer(cards, "NAXIS")
+    missing = [f"NAXIS{i}" for i in range(1, (naxis or 0) + 1) if f"NAXIS{i}" not in keywords]
+    axes = f"; NAXIS = {naxis} but it has no {', '.join(missing)} card" if missing else ""
+    if not ends and len(content) < _HEADER_LIMIT:
+        return f"truncated or damaged: the header has no END card{axes}"
+    if missing:
+        return f"the header says NAXIS = {naxis} but has no {', '.join(missing)} card"
+    return None
+
+
+def _header_integer(images, keyword):
+    """The integer value of the card ``keyword`` among card ``images``, or ``None``."""
+    for image in images:
+        if image[:8].decode("latin-1").rstrip() == keyword and image[8:10] == b"= ":
+            text = image[10:].decode("latin-1").partition("/")[0].strip()
+            return int(text) if text.isdigit() else None
+    return None
 
 
 @contextlib.contextmanager
@@ -342,6 +391,9 @@ class RawImage:
         shows them (they are not shown when reading).
     hdulist : `~astropy.io.fits.HDUList`
         The open file (for its other HDUs: a mask ...).
+    repairs : list of str
+        The cards of ``header`` whose characters FITS does not allow were cleaned
+        (see `~ccdproc_ext.cards.clean_unprintable`): one sentence each.
     """
 
     path: Path
@@ -351,6 +403,7 @@ class RawImage:
     problem: str | None = None
     notices: list = dataclasses.field(default_factory=list)
     hdulist: fits.HDUList | None = None
+    repairs: list = dataclasses.field(default_factory=list)
 
 
 def _has_data(hdu):
@@ -424,8 +477,10 @@ def open_image(path, ext=0, *, source=None, **options):
             _open_raw(path if source is None else source, "header", path=path,
                       notices=notices, **options) as hdul:
         index, hdu = _choose_hdu(hdul, ext, path)
-        image = RawImage(path, index, hdu, _merged_header(hdul, index, hdu), notices=notices,
-                         hdulist=hdul)
+        header = _merged_header(hdul, index, hdu)
+        repairs = clean_unprintable(header, [hdu, hdul[0]] if index else [hdu])
+        image = RawImage(path, index, hdu, header, notices=notices, hdulist=hdul,
+                         repairs=repairs)
         image.problem = _data_problem(image, size, compression)
         yield image
 
@@ -464,7 +519,7 @@ def _inspect(path, ext=0):
     """`inspect_frame`, and the `RawImage.notices` of the file."""
     with open_image(path, ext) as image:
         header, problem = image.header, image.problem
-    notes = repair_cards(header)
+    notes = [*image.repairs, *repair_cards(header)]
     note = None if problem else _squeeze_note(header)
     return header, problem, notes if note is None else [*notes, note], image.notices
 
@@ -568,7 +623,8 @@ def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
             data = np.asarray(_pixels(image, path, lambda hdu: hdu.data), dtype=dtype)
     else:
         data = _physical(data, scaling, dtype)
-    return _as_frame(data, header, path, profile, ext=image.index, unit=unit), digest
+    return _as_frame(data, header, path, profile, ext=image.index, unit=unit,
+                     repairs=image.repairs), digest
 
 
 #: The type of the stored values of each BITPIX (FITS stores them big-endian).
@@ -630,7 +686,7 @@ def _physical(stored, bzero, dtype):
     return np.add(stored, float(bzero), dtype=np.float64).astype(dtype, copy=False)
 
 
-def _as_frame(data, header, path, profile, *, ext, unit):
+def _as_frame(data, header, path, profile, *, ext, unit, repairs=()):
     if data.ndim > 2 and all(length == 1 for length in data.shape[:-2]):
         # Length-1 extra axes (Andor Solis writes NAXIS = 3, NAXIS3 = 1): one plane.
         data = data.reshape(data.shape[-2:])
@@ -648,7 +704,7 @@ def _as_frame(data, header, path, profile, *, ext, unit):
     # The scaling keywords describe the stored integers, not these pixels.
     for key in ("BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True)
-    for note in repair_cards(header):
+    for note in [*repairs, *repair_cards(header)]:
         header.add_history(f"ccdproc_ext: {note}")
     return CCDData(data, unit=unit, meta=header)
 

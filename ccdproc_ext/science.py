@@ -49,7 +49,7 @@ from .extensions import (
     write_extensions,
 )
 from .outputs import file_stamp, frame_hdus, up_to_date, write_hdus
-from .provenance import mark_cosmic_rays, mark_mask_bits
+from .provenance import file_name_value, mark_cosmic_rays, mark_mask_bits, set_file_name
 from .quality import (
     BPM_HOT,
     BPM_LOW,
@@ -242,7 +242,7 @@ def _calibrate(task):
     raw, raw_checksum = _read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
     calibrated, bits, _, _ = _calibrated_image(raw, task.profile, masters, task, name)
     header = calibrated.meta
-    header["RAWFILE"] = (name, "raw frame this was calibrated from")
+    set_file_name(header, "RAWFILE", name, "raw frame this was calibrated from")
     header["RAWSUM"] = (raw_checksum[:16], "BLAKE2b of the raw file (first 16 hex)")
     header["RECIPE"] = (task.recipe, "hash of the inputs and settings")
     _write(calibrated, bits, task, with_mask=task.write_uncertainty or header["NMASKED"] > 0)
@@ -299,7 +299,7 @@ def _calibrate_extensions(task, masters, extensions):
                 counts[key] = counts.get(key, 0) + int(header[key])
         frames[extension], masks[extension] = calibrated, bits
     first = next(iter(frames.values())).meta
-    cards = {"RAWFILE": (name, "raw frame this was calibrated from"),
+    cards = {"RAWFILE": (file_name_value(name), "raw frame this was calibrated from"),
              "RAWSUM": (file_checksum(task.raw_path)[:16],
                         "BLAKE2b of the raw file (first 16 hex)"),
              "RECIPE": (task.recipe, "hash of the inputs and settings")}

@@ -11,6 +11,7 @@ files, decimal commas) are reduced from a read-only copy whose checksums must no
 """
 
 import builtins
+import errno
 import gzip
 import hashlib
 import os
@@ -21,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.nddata import CCDData
 
 import ccdproc_ext
+import ccdproc_ext.raw
 from ccdproc_ext import (
     CalibrationMatchError,
     CcdprocExtError,
@@ -140,6 +143,22 @@ def _three_dimensional(raw):
     return path.name
 
 
+def _header_without_end(raw):
+    # The file ends inside its header, after NAXIS1: padded to a block, no END card.
+    content = (raw / SCIENCE[0]).read_bytes()
+    cut = content[:content.index(b"NAXIS2  =")].ljust(2880, b" ")
+    (raw / "object_R_009.fits").write_bytes(cut)
+    return "object_R_009.fits"
+
+
+def _header_without_naxis2(raw):
+    content = (raw / SCIENCE[0]).read_bytes()
+    card = content.index(b"NAXIS2  =")
+    header = content[:card] + content[card + 80:2880] + b" " * 80
+    (raw / "object_R_009.fits").write_bytes(header + content[2880:])
+    return "object_R_009.fits"
+
+
 def _no_exposure(raw):
     path = shutil.copy(raw / SCIENCE[0], raw / "object_R_009.fits")
     rewrite(path, EXPTIME=None, **{"DATE-OBS": "2024-03-05T02:00:00"})
@@ -192,6 +211,10 @@ def _all_nan(raw):
     (_truncated_gzip, FrameReadError, "cannot read the FITS header"),
     (_bad_bitpix, FrameReadError, "BITPIX = 17 is not a FITS pixel type"),
     (_three_dimensional, FrameReadError, "3-dimensional; a 2-D image is expected"),
+    (_header_without_end, FrameReadError, "truncated or damaged: the header has no END "
+                                          "card; NAXIS = 2 but it has no NAXIS2 card"),
+    (_header_without_naxis2, FrameReadError, "the header says NAXIS = 2 but has no NAXIS2 "
+                                             "card"),
     (_no_exposure, HeaderError, "none of the keywords EXPTIME, EXPOSURE is in the header"),
     (_exposure_not_a_number, HeaderError, "keyword EXPTIME = 'sixty' is not a number"),
     (_no_image_type, HeaderError, "no image-type keyword and no file pattern matches"),
@@ -690,3 +713,415 @@ def test_package_errors_and_warnings_are_importable():
     assert issubclass(FrameReadError, OSError) and issubclass(OutputError, OSError)
     assert issubclass(HeaderError, ValueError) and issubclass(DataQualityError, ValueError)
     assert issubclass(CalibrationMatchError, LookupError)
+
+
+# ------------------------------------------------- characters FITS does not allow
+def with_character(path, key, value, character):
+    """Write ``key = value`` in ``path``, then put ``character`` (bytes) where ``value``
+    has its ``#``: in the file's bytes, since astropy refuses to write such a card."""
+    rewrite(path, **{key: value})
+    image = fits.Card(key, value).image.encode().rstrip()
+    replace_bytes(path, image, image.replace(b"#", character))
+    return path
+
+
+@pytest.mark.parametrize("file, key, value, character, escape, read_as", [
+    ("object_R_001.fits", "OBJECT", "M31#field", b"\x00", r"\x00", "M31 field"),
+    ("object_R_001.fits", "FILTER", "R#", b"\x01", r"\x01", "R"),
+    ("bias_002.fits", "IMAGETYP", "BIAS FRAME#", b"\n", r"\n", "BIAS FRAME"),
+    ("object_R_002.fits", "DATE-OBS", "2024-03-05T02:00:00#", b"\r", r"\r",
+     "2024-03-05T02:00:00"),
+    ("object_R_002.fits", "OBSERVER", "A. Observer#", b"\x7f", r"\x7f", "A. Observer"),
+])
+def test_control_character_in_a_header_string(raw, tmp_path, file, key, value, character,
+                                              escape, read_as):
+    """The frame is read and used, the character replaced by a space in what is written,
+    and a note names the file and the keyword (astropy raised on the card: the whole
+    night stopped)."""
+    with_character(raw / file, key, value, character)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, progress=False, workers=1)
+    assert len(result.problems) == 0, result.summary()
+    assert sorted(result.science["raw_file"]) == list(SCIENCE)
+    assert [tuple(n) for n in result.notes] == [
+        (file, "HeaderNote", f"{key} held characters FITS does not allow ({escape}): "
+                             f"read as '{read_as}'")]
+    if file in SCIENCE:
+        row = result.science[result.science["raw_file"] == file][0]
+        header = fits.getheader(row["output_file"])
+        assert header[key] == read_as
+        assert f"{key} held characters FITS does not allow" in str(header["HISTORY"])
+    else:
+        master = fits.getheader(tmp_path / "out" / "masters" / "bias_01.fits")
+        assert master["NCOMBINE"] == 3
+
+
+def test_control_character_from_the_command_line(raw, tmp_path, capsys):
+    with_character(raw / SCIENCE[0], "OBJECT", "M31#field", b"\x00")
+    assert main(["plan", str(raw), "--profile", PROFILE]) == 0
+    captured = capsys.readouterr()
+    assert "0 with problems" in captured.out and "error" not in captured.err
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--workers", "1", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert r"OBJECT held characters FITS does not allow (\x00)" in captured.out
+    assert "science frames: 2 written" in captured.out
+    assert "Traceback" not in captured.err and "internal error" not in captured.err
+
+
+def test_control_character_in_a_long_string(raw):
+    """A string long enough for CONTINUE cards, a control character in its second."""
+    path = raw / SCIENCE[0]
+    text = "the field of M31, " * 5 + "#end"
+    rewrite(path, OBJECT=text)
+    content = path.read_bytes()
+    assert content.count(b"#end") == 1
+    assert content.index(b"#end") > content.index(b"CONTINUE")
+    path.write_bytes(content.replace(b"#end", b"\x01end"))
+    header, problem, notes = ccdproc_ext.raw.inspect_frame(path)
+    assert problem is None
+    assert header["OBJECT"] == "the field of M31, " * 5 + " end"
+    assert notes == [r"OBJECT held characters FITS does not allow (\x01): read as "
+                     f"'{header['OBJECT']}'"]
+
+
+def test_control_character_in_a_commentary_card(raw):
+    path = raw / SCIENCE[0]
+    with fits.open(path) as hdul:
+        header = hdul[0].header.copy()
+        data = hdul[0].data.copy()
+    header["HISTORY"] = "taken by #"
+    fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+    image = fits.Card("HISTORY", "taken by #").image.encode().rstrip()
+    replace_bytes(path, image, image.replace(b"#", b"\x00"))
+    header, problem, notes = ccdproc_ext.raw.inspect_frame(path)
+    assert problem is None
+    assert notes == [r"HISTORY held characters FITS does not allow (\x00): read as "
+                     "'taken by'"]
+    assert header["HISTORY"][-1] == "taken by"
+
+
+# ------------------------------------------------------------- file names outside ASCII
+@pytest.mark.parametrize("name, value", [
+    ("object_R_001.fits", "object_R_001.fits"),      # printable ASCII: as it is
+    ("objét.fits", "obj%C3%A9t.fits"),               # UTF-8 bytes, percent-encoded
+    ("50%_flat.fits", "50%25_flat.fits"),            # the percent sign itself
+    ("M 31 (best).fits", "M 31 (best).fits"),
+    ("Hα\nline.fits", "H%CE%B1%0Aline.fits"),
+])
+def test_file_names_are_written_as_printable_ascii_that_reads_back(name, value):
+    from ccdproc_ext.provenance import file_name_of, file_name_value
+
+    assert file_name_value(name) == value
+    assert file_name_of(value) == name
+    header = fits.Header()
+    header["RAWFILE"] = value  # astropy accepts it: printable ASCII
+    assert file_name_of(header["RAWFILE"]) == name
+
+
+def test_non_ascii_file_names_in_a_night(raw, tmp_path):
+    """Frames named outside ASCII are combined, calibrated and left out by name: the
+    names are written percent-encoded and read back (astropy refused the names: every
+    frame depending on the bias failed)."""
+    (raw / "bias_002.fits").rename(raw / "bias_é.fits")
+    rewrite(raw / "bias_003.fits", data=np.full(SHAPE, np.nan, dtype=np.float32))
+    (raw / "bias_003.fits").rename(raw / "bias_ü%.fits")
+    (raw / SCIENCE[1]).rename(raw / "objét.fits")
+    out = tmp_path / "nuit_étoilée"
+    result = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert [tuple(p) for p in result.problems] == [
+        ("bias_ü%.fits", "DataQualityError",
+         "left out of master bias_01: no pixel is finite (all NaN or infinite)")]
+    master = fits.getheader(out / "masters" / "bias_01.fits")
+    assert (master["IMCMB001"], master["IMCMB002"]) == ("bias_001.fits", "bias_%C3%A9.fits")
+    assert master.comments["IMCMB002"] == "encoded; reads bias_e.fits"
+    assert master["SKIP001"] == "bias_%C3%BC%25.fits"
+    by_raw = {row["raw_file"]: row for row in result.science}
+    assert sorted(by_raw) == [SCIENCE[0], "objét.fits"]
+    header = fits.getheader(by_raw["objét.fits"]["output_file"])
+    assert header["RAWFILE"] == "obj%C3%A9t.fits"
+    assert header.comments["RAWFILE"] == "encoded; reads objet.fits"
+    # The report is written and finds the raw frame by its name (its picture before
+    # calibration).
+    assert len(result.notes) == 0
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert 'alt="objét.fits raw"' in report
+    # A re-run finds the frame left out by the name in the master's header.
+    again = reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    assert set(again.science["status"]) == {"up to date"}
+    assert [tuple(p) for p in again.problems] == [tuple(p) for p in result.problems]
+
+
+def test_non_ascii_names_with_a_library(raw, tmp_path):
+    """A night reduced into a library from a folder named outside ASCII; a night of
+    science frames alone then finds its masters there."""
+    (raw / "bias_002.fits").rename(raw / "bias_é.fits")
+    science = tmp_path / "sciénce"
+    science.mkdir()
+    for name in SCIENCE:
+        (raw / name).rename(science / name.replace("object", "objét"))
+    library = tmp_path / "bibliothèque" / "calibrations.db"
+    first = reduce_night(raw, tmp_path / "réduit", PROFILE, library=library,
+                         progress=False, workers=1)
+    assert len(first.problems) == 0
+    assert ccdproc_ext.CalibrationLibrary(library).verify() == []
+    result = reduce_night(science, tmp_path / "réduit-2", PROFILE, library=library,
+                          progress=False, workers=1)
+    assert len(result.problems) == 0, result.summary()
+    assert sorted(result.science["raw_file"]) == ["objét_R_001.fits", "objét_R_002.fits"]
+    assert set(result.plan.meta["masters"]["origin"]) == {"library"}
+
+
+def test_non_ascii_file_name_from_the_command_line(raw, tmp_path, capsys):
+    (raw / "bias_002.fits").rename(raw / "bias_é.fits")
+    (raw / SCIENCE[1]).rename(raw / "objét.fits")
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--quiet", "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "science frames: 2 written" in captured.out
+    assert "problem" not in captured.out and captured.err == ""
+
+
+# ----------------------------------------------------- outputs that are not numbers
+def test_absurd_exposure_time_is_a_problem_not_a_frame_of_infinities(raw, tmp_path):
+    """EXPTIME = 1e300 would scale the 60 s dark by 1.7e298: every pixel infinite, and
+    the frame was called written."""
+    rewrite(raw / SCIENCE[0], EXPTIME=1e300)
+    result = reduce_night(raw, tmp_path / "out", PROFILE, scale_darks=True,
+                          progress=False, workers=1)
+    assert [(p["file"], p["kind"]) for p in result.problems] == [
+        (SCIENCE[0], "CalibrationMatchError")]
+    assert result.problems["problem"][0] == (
+        "dark scale beyond what a night can hold: 1.67e+298 (1e+300 s / 60 s), while an "
+        "exposure is above 0 and at most a day (86400 s); the closest dark is 60 s")
+    assert list(result.science["raw_file"]) == [SCIENCE[1]]
+    assert not (tmp_path / "out" / "science" / SCIENCE[0]).exists()
+    with pytest.raises(CalibrationMatchError, match="beyond what a night can hold"):
+        reduce_night(raw, tmp_path / "strict", PROFILE, scale_darks=True, strict=True,
+                     progress=False, workers=1)
+
+
+def test_absurd_exposure_time_from_the_command_line(raw, tmp_path, capsys):
+    for name in SCIENCE:
+        rewrite(raw / name, EXPTIME=1e300)
+    status = main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                   "--scale-darks", "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "dark scale beyond what a night can hold (2 files" in captured.out
+    assert "none of the 2 science frames could be reduced" in captured.err
+
+
+def _frame(value, **cards):
+    return CCDData(np.full((10, 12), value, dtype=np.float32), unit="adu",
+                   meta=fits.Header(cards))
+
+
+def test_large_finite_pixels_are_not_taken_for_infinities():
+    """Pixels near float32's largest value: their sum overflows, they are finite."""
+    calibrated = ccdproc_ext.calibrate_frame(_frame(3e37, EXPTIME=60.0), "generic")
+    assert np.isfinite(calibrated.data).all()
+    assert calibrated.mask is None or not np.asarray(calibrated.mask).any()
+
+
+def test_calibrated_frame_that_is_not_finite_is_refused():
+    """A dark whose exposure is 1e-300 s scales by 6e301 in float32: infinities. The
+    bound on the exposure cannot see it; the check of the output does."""
+    raw = _frame(1000.0, EXPTIME=60.0)
+    dark = _frame(5.0, EXPTIME=1e-300)
+    with pytest.raises(DataQualityError, match=r"frame: 120 of the 120 calibrated pixels "
+                                               r"are not finite \(more than 1%\)"):
+        ccdproc_ext.calibrate_frame(raw, "generic", master_dark=dark, scale_dark=True)
+    with pytest.raises(DataQualityError, match="beyond what a night can hold"):
+        ccdproc_ext.calibrate_frame(_frame(1000.0, EXPTIME=1e300), "generic",
+                                    master_dark=_frame(5.0, EXPTIME=60.0), scale_dark=True)
+
+
+def test_a_few_pixels_not_finite_after_calibration_are_masked():
+    """One pixel of a master dark infinite (a master made elsewhere): that pixel of the
+    frame is masked, the frame kept (1 of 120 is within 1%)."""
+    dark = _frame(5.0, EXPTIME=60.0)
+    dark.data[3, 4] = np.inf
+    calibrated = ccdproc_ext.calibrate_frame(_frame(1000.0, EXPTIME=60.0), "generic",
+                                             master_dark=dark)
+    assert np.count_nonzero(~np.isfinite(calibrated.data)) == 1
+    assert calibrated.mask is not None
+    assert np.argwhere(calibrated.mask).tolist() == [[3, 4]]
+    assert calibrated.data[0, 0] == 995.0
+
+
+# ------------------------------------------------- library masters that fail verification
+def _truncate_master(path):
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def _tamper_master(path):
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].data[0, 0] += 1
+
+
+@pytest.mark.parametrize("kind, name, spoil, words", [
+    ("bias", "bias_01", _truncate_master, "changed since it was registered"),
+    ("dark", "dark_60s_01", Path.unlink, "file missing"),
+    ("flat", "flat_R_01", _tamper_master, "changed since it was registered"),
+])
+def test_library_master_that_fails_verification(raw, tmp_path, capsys, kind, name, spoil,
+                                                words):
+    """The night of science frames alone needs the library's master: one that cannot be
+    verified is a calibration missing, never a step left out (the frames were written
+    without it)."""
+    science = tmp_path / "science"
+    science.mkdir()
+    for file in SCIENCE:
+        (raw / file).rename(science / file)
+    library = tmp_path / "calibrations.db"
+    reduce_night(raw, tmp_path / "calibrations", PROFILE, library=library, progress=False,
+                 workers=1)
+    spoil(tmp_path / "calibrations" / "masters" / f"{name}.fits")
+    result = reduce_night(science, tmp_path / "out", PROFILE, library=library,
+                          progress=False, workers=1)
+    assert len(result.science) == 0
+    problems = {Path(str(p["file"])).name: p for p in result.problems}
+    assert sorted(problems) == sorted([f"{name}.fits", *SCIENCE])
+    assert problems[f"{name}.fits"]["problem"].startswith(
+        f"library master {name} not used: {words}")
+    for file in SCIENCE:
+        assert problems[file]["kind"] == "CalibrationMatchError"
+        assert problems[file]["problem"].startswith(
+            f"library master {name}@2024-03-05 cannot be used: {words}")
+        assert problems[file]["problem"].endswith(
+            f"no other {kind} of the library fits the frame")
+    assert not any("not " + {"bias": "bias-subtracted", "dark": "dark-subtracted",
+                             "flat": "flat-fielded"}[kind] in note
+                   for note in result.plan.meta["notes"])
+    assert not list((tmp_path / "out" / "science").glob("*.fits"))
+    with pytest.raises(CalibrationMatchError, match=f"library master {name}"):
+        reduce_night(science, tmp_path / "strict", PROFILE, library=library, strict=True,
+                     progress=False, workers=1)
+    status = main(["reduce", str(science), str(tmp_path / "cli"), "--profile", PROFILE,
+                   "--library", str(library), "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert f"library master {name}@2024-03-05 cannot be used" in captured.out
+    assert "none of the 2 science frames could be reduced" in captured.err
+
+
+# ------------------------------------------------------------- outputs and edited plans
+def test_output_that_cannot_be_replaced(raw, tmp_path, monkeypatch, capsys):
+    """An existing output that cannot be replaced (immutable: even root gets EPERM) with
+    overwrite: a problem naming the file, and the command exits 1, since the file left
+    there is the older one (it was an InternalError, and exit 0)."""
+    out = tmp_path / "out"
+    reduce_night(raw, out, PROFILE, progress=False, workers=1)
+    target = out / "science" / SCIENCE[0]
+    before = target.read_bytes()
+    replace = os.replace
+
+    def refuse(source, destination, *args, **kwargs):
+        if Path(destination) == target:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    result = reduce_night(raw, out, PROFILE, overwrite=True, progress=False, workers=1)
+    assert [tuple(p) for p in result.problems] == [
+        (SCIENCE[0], "OutputError",
+         f"science/{SCIENCE[0]} cannot be written: Operation not permitted")]
+    assert list(result.science["raw_file"]) == [SCIENCE[1]]
+    assert target.read_bytes() == before
+    # No temporary file is left beside the outputs.
+    assert sorted(p.name for p in (out / "science").iterdir()) == list(SCIENCE)
+    with pytest.raises(OutputError, match=f"{SCIENCE[0]} cannot be written"):
+        reduce_night(raw, out, PROFILE, overwrite=True, strict=True, progress=False,
+                     workers=1)
+    status = main(["reduce", str(raw), str(out), "--profile", PROFILE, "--overwrite",
+                   "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert f"science/{SCIENCE[0]} cannot be written: Operation not permitted" in \
+        captured.out
+    assert captured.err == ("ccdproc-ext: error: 1 output(s) could not be written: "
+                            f"{SCIENCE[0]}\n")
+
+
+@pytest.fixture
+def plan_file(raw, tmp_path):
+    """The night's plan, written to edit; returns its path and its number of columns."""
+    from ccdproc_ext.plans import write_plan
+
+    plan = reduce_night(raw, tmp_path / "dry", PROFILE, dry_run=True).plan
+    path = tmp_path / "plan.ecsv"
+    write_plan(plan, path)
+    return path, len(plan.colnames)
+
+
+@pytest.mark.parametrize("change, n_values", [
+    (lambda values: values[:-3], -3),               # three values fewer
+    (lambda values: [*values, "1.0", "extra"], 2),  # two more
+])
+def test_ragged_plan_is_one_line_naming_the_row(raw, tmp_path, plan_file, capsys, change,
+                                                n_values):
+    """A row of an edited plan with more or fewer values than columns: one line naming
+    the row, its file and its line (astropy's words were several lines of every value)."""
+    path, n_columns = plan_file
+    lines = path.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines) if line.startswith("bias_002.fits "))
+    lines[number] = " ".join(change(lines[number].split(" ")))
+    path.write_text("\n".join(lines) + "\n")
+    words = (f"{path}: cannot be read as a plan: row 2 (bias_002.fits), line {number + 1}: "
+             f"{n_columns + n_values} values for the {n_columns} columns of the plan")
+    with pytest.raises(CalibrationMatchError) as caught:
+        reduce_night(raw, tmp_path / "out", PROFILE, plan=path, progress=False)
+    assert str(caught.value) == words
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--plan", str(path), "--quiet"]) == 1
+    assert capsys.readouterr().err == f"ccdproc-ext: error: {words}\n"
+
+
+def test_plan_without_rows_is_refused(raw, tmp_path, plan_file, capsys):
+    """A plan whose rows were all removed reduces nothing: an error, not exit 0."""
+    path, _ = plan_file
+    lines = path.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    path.write_text("\n".join(lines[:header + 1]) + "\n")
+    with pytest.raises(CalibrationMatchError, match="the plan has no row: nothing to reduce"):
+        reduce_night(raw, tmp_path / "out", PROFILE, plan=path, progress=False)
+    assert main(["reduce", str(raw), str(tmp_path / "out"), "--profile", PROFILE,
+                 "--plan", str(path), "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"ccdproc-ext: error: {path}: the plan has no row: "
+                                       "nothing to reduce (a plan lists the frames to "
+                                       "reduce, one per row)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_dark_scale_bound_refuses_no_real_frame(real_data):
+    """The bound's premise on real headers (six cameras): every exposure of a dark, flat
+    or science frame lies within a day, so no real frame is refused, with any dark of its
+    camera."""
+    import csv
+
+    from ccdproc_ext.calibrate import dark_scale_problem
+
+    root = real_data.parent / "headers"
+    if not (root / "labels.csv").is_file():
+        pytest.skip("no real headers beside the real frames")
+    profile = ccdproc_ext.get_profile("generic")
+    exposures = {}
+    with open(root / "labels.csv", newline="") as stream:
+        for row in csv.DictReader(stream):
+            if row["expected_type"] == "bias":
+                continue
+            text = (root / row["instrument_slug"] / row["file"]).read_text()
+            header = fits.Header.fromstring(text.split("--- HDU")[0], sep="\n")
+            try:
+                exposure = profile.exposure_time(header, path=row["file"])
+            except HeaderError:  # one camera writes no exposure time at all
+                continue
+            exposures.setdefault(row["instrument_slug"], []).append(
+                (row["expected_type"], exposure))
+    assert sum(map(len, exposures.values())) >= 100
+    for frames in exposures.values():
+        assert all(0 < exposure <= 86400 for _, exposure in frames)
+        darks = {exposure for kind, exposure in frames if kind == "dark"}
+        for _, exposure in frames:
+            for dark in darks:
+                assert dark_scale_problem(exposure, dark) is None, (exposure, dark)

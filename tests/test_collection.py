@@ -265,7 +265,7 @@ def _truncated_header(path):
     (_not_fits, "cannot read the FITS header"),
     (_short, "shorter than one FITS block"),
     (_empty, "the file is empty"),
-    (_truncated_header, "cannot read the FITS header (Header missing END card"),
+    (_truncated_header, "truncated or damaged: the header has no END card"),
 ])
 def test_unreadable_file_is_reported_not_fatal(tmp_path, caplog, make_bad, problem):
     write_frame(tmp_path / "bias_1.fits", frame_cards("Bias Frame"))

@@ -339,9 +339,13 @@ def test_command_line(tmp_path, library_of_one_night, capsys):
     science_night(tmp_path / "raw2", "2024-03-02T01:00:00")
     status = main(["reduce", str(tmp_path / "raw2"), str(tmp_path / "out2"), "--library",
                    library, "-q", "--workers", "1"])
-    out = capsys.readouterr().out
-    # The library's bias is missing: the frames are reduced without bias, and it is said.
-    assert status == 0
-    assert "library master bias_01 not used: file missing" in out
-    assert "no bias frames: science frames not bias-subtracted" in out
-    assert "2 written" in out
+    captured = capsys.readouterr()
+    # The library's bias is missing: a calibration missing, not a step to leave out. No
+    # frame is written without its bias, and the exit status says nothing was reduced.
+    assert status == 1
+    assert "library master bias_01 not used: file missing" in captured.out
+    assert "library master bias_01@2024-03-01 cannot be used" in captured.out
+    assert "not bias-subtracted" not in captured.out
+    assert "none of the 2 science frames could be reduced" in captured.err
+    assert "Traceback" not in captured.err
+    assert not list((tmp_path / "out2" / "science").glob("*.fits"))
