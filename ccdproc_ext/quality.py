@@ -800,8 +800,13 @@ def _lacosmic(data, mask, unit, options):
     """`ccdproc.cosmicray_lacosmic` on an image: the hits among its pixels not masked,
     and its cleaned values (in electrons)."""
     import ccdproc
+    from threadpoolctl import threadpool_limits
 
-    found = ccdproc.cosmicray_lacosmic(CCDData(data, unit=unit, mask=mask), **options)
+    # Frames are calibrated in parallel, one a core: astroscrappy's OpenMP threads on top
+    # of them oversubscribe the cores and wait for each other spinning. One thread each
+    # (L.A.Cosmic 2.5 times faster on a busy machine of two cores).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        found = ccdproc.cosmicray_lacosmic(CCDData(data, unit=unit, mask=mask), **options)
     return np.asarray(found.mask, bool) & ~mask, found.data
 
 

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
-from photutils.psf import CircularGaussianPSF, MoffatPSF, make_psf_model_image
 from scipy import ndimage
 
 from ccdproc_ext import quality, reduce_night
 from ccdproc_ext.quality import cosmic_ray_settings, detect_cosmic_rays
 from ccdproc_ext.science import sky_statistics
+
+# photutils' PSF models and PSF images came with photutils 2.0.
+pytest.importorskip("photutils", minversion="2.0")
+from photutils.psf import CircularGaussianPSF, MoffatPSF, make_psf_model_image
 
 SHAPE = (400, 500)
 SKY = 400.0  # e-
