@@ -810,13 +810,12 @@ def _lacosmic(data, mask, unit, options):
     return np.asarray(found.mask, bool) & ~mask, found.data
 
 
-#: Hits are looked for in boxes around the pixels whose Laplacian could reach this
-#: fraction of L.A.Cosmic's detection limit (its noise taken as low as it can be) ...
-SEED_FRACTION = 1.0
-#: ... these boxes reaching this many pixels beyond them: more than L.A.Cosmic's
-#: filters reach (its 9-pixel medians and the neighbours it adds, iteration after
-#: iteration), so that what it finds within is what it finds in the whole frame.
-BOX_MARGIN = 12
+#: Hits are looked for in boxes reaching this many pixels beyond the pixels that can be
+#: hits (see `search_boxes`): as far as L.A.Cosmic's filters reach from a hit (its
+#: 7-pixel medians of the Laplacian and the noise, the 5- and 9-pixel medians of its fine
+#: structure), so that what it finds within is what it finds in the whole frame (a test
+#: compares the two; 6 pixels was one hit pixel off on a frame of 2048 x 2048).
+BOX_MARGIN = 8
 #: The boxes are made of cells of this many pixels a side ...
 BOX_CELL = 4
 #: ... and the whole frame is searched when they would cover more than this fraction.
@@ -828,19 +827,19 @@ def search_boxes(data, *, gain, read_noise, sigclip=CR_SIGCLIP):
     pixel that could be one, or ``None`` when they would cover most of the frame.
 
     A pixel is a hit for L.A.Cosmic only when its Laplacian (of the frame sampled twice
-    as finely, as L.A.Cosmic computes it) is above ``sigclip`` times its noise model.
-    Its noise is taken here from the lowest of its four neighbours (in electrons, with
-    the read noise), which is below L.A.Cosmic's (from the median of the frame's level
-    over 7 pixels) but where the frame drops that steeply, and the limit is
-    `SEED_FRACTION` of ``sigclip``: a pixel that can pass L.A.Cosmic's test passes this
-    one. The boxes reach `BOX_MARGIN` pixels beyond such pixels: L.A.Cosmic run on them
-    finds the hits it finds in the whole frame (a test compares the two), at a fraction
-    of the cost on a frame of sky with sparse stars.
+    as finely, as L.A.Cosmic computes it) less its median is above ``sigclip`` times its
+    noise model, or when it is next to such a pixel. Its noise is taken here from the
+    lowest of its four neighbours (in electrons, with the read noise), which is at most
+    L.A.Cosmic's (from the median of the frame's level over 7 pixels) unless the frame
+    drops steeply around it, and its Laplacian is not lessened by its median: a pixel
+    that can pass L.A.Cosmic's test passes this one. The boxes reach `BOX_MARGIN`
+    pixels beyond such pixels: L.A.Cosmic run on them finds the hits it finds in the
+    whole frame, at a fraction of the cost on a frame of sky with sparse stars.
     """
     from scipy import ndimage
 
     electrons = np.asarray(data, dtype=np.float32) * np.float32(gain)
-    seeds = _laplacian_bound(electrons, read_noise) > SEED_FRACTION * sigclip
+    seeds = _laplacian_bound(electrons, read_noise) > sigclip
     ny, nx = seeds.shape
     cy, cx = -(-ny // BOX_CELL), -(-nx // BOX_CELL)
     padded = np.zeros((cy * BOX_CELL, cx * BOX_CELL), bool)
