@@ -234,3 +234,22 @@ def test_reduce_night_finds_hits_and_writes_the_settings(tmp_path):
                                                    rel=1e-3)
         assert (header["CRSIGMA"], header["CRFSMODE"], header["CRNITER"]) == \
             (4.5, "median", 2)
+
+
+def test_star_peaks_are_those_of_photutils_find_peaks():
+    """The peaks measure_fwhm fits are looked for among the pixels above the threshold
+    only: the same peaks as photutils' find_peaks over the whole frame."""
+    from photutils.detection import find_peaks
+
+    frame, _, _, _ = star_field("moffat", 3.0, 250, 1.0, 9)
+    bad = np.zeros(SHAPE, bool)
+    bad[100:110, 200:260] = True  # a masked band across stars
+    threshold = SKY + 20 * np.sqrt(SKY + READ_NOISE**2)
+    table = find_peaks(np.where(bad, 0.0, frame), threshold, box_size=11, border_width=8,
+                       mask=bad)
+    expected = sorted(zip(table["y_peak"].tolist(), table["x_peak"].tolist(), strict=True))
+    found = quality._peaks(frame, bad, threshold, box=11, border=8)
+    assert len(expected) > 50
+    assert sorted(found) == expected
+    values = [frame[y, x] for y, x in found]
+    assert values == sorted(values, reverse=True)  # brightest first
