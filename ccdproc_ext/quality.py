@@ -838,8 +838,7 @@ def search_boxes(data, *, gain, read_noise, sigclip=CR_SIGCLIP):
     """
     from scipy import ndimage
 
-    electrons = np.asarray(data, dtype=np.float32) * np.float32(gain)
-    seeds = _laplacian_bound(electrons, read_noise) > sigclip
+    seeds = _laplacian_bound(data, gain, read_noise) > sigclip
     ny, nx = seeds.shape
     cy, cx = -(-ny // BOX_CELL), -(-nx // BOX_CELL)
     padded = np.zeros((cy * BOX_CELL, cx * BOX_CELL), bool)
@@ -855,15 +854,16 @@ def search_boxes(data, *, gain, read_noise, sigclip=CR_SIGCLIP):
     return None if area > BOX_MAX_FRACTION * ny * nx else boxes
 
 
-def _laplacian_bound(electrons, read_noise):
-    """L.A.Cosmic's Laplacian over noise (its ``s``) of every pixel, the noise of each
-    taken from the lowest of its four neighbours (so, as a rule, above L.A.Cosmic's).
-    Computed in bands of rows that stay in the processor's cache."""
-    bound = np.zeros(electrons.shape, np.float32)
-    for start in range(1, electrons.shape[0] - 1, 64):
-        stop = min(start + 64, electrons.shape[0] - 1)
-        bound[start:stop, 1:-1] = _band_laplacian(electrons[start - 1:stop + 1],
-                                                  np.float32(read_noise) ** 2)
+def _laplacian_bound(data, gain, read_noise):
+    """L.A.Cosmic's Laplacian over noise (its ``s``) of every pixel, in electrons (``data``
+    times ``gain``), the noise of each taken from the lowest of its four neighbours (so,
+    as a rule, above L.A.Cosmic's). Computed in bands of rows that stay in the
+    processor's cache."""
+    bound = np.zeros(data.shape, np.float32)
+    for start in range(1, data.shape[0] - 1, 64):
+        stop = min(start + 64, data.shape[0] - 1)
+        band = np.multiply(data[start - 1:stop + 1], gain, dtype=np.float32)
+        bound[start:stop, 1:-1] = _band_laplacian(band, np.float32(read_noise) ** 2)
     return bound
 
 
