@@ -23,7 +23,9 @@ Calibration frames
 Cosmic rays
     `detect_cosmic_rays` runs `ccdproc.cosmicray_lacosmic` (L.A.Cosmic, through
     astroscrappy) on a calibrated frame, in electrons, with the camera's gain, read noise
-    and saturation and a PSF width measured on the frame's stars (`measure_fwhm`).
+    and saturation; `cosmic_ray_settings` chooses its contrast limit from the FWHM of the
+    frame's stars (`star_fwhms`). It is run on the boxes of the frame where a hit can be
+    (`search_boxes`), and a group of hits that is a star's core is given back.
 """
 
 import warnings
@@ -728,7 +730,11 @@ def detect_cosmic_rays(ccd, *, gain, read_noise, saturation=None, psffwhm=DEFAUL
 
     `ccdproc.cosmicray_lacosmic` works in electrons: a frame in ADU is given with its
     ``gain`` and ``gain_apply=True`` (ccdproc's documented way), a frame in electrons
-    with a gain of 1. The result stays in the frame's own unit.
+    with a gain of 1. The result stays in the frame's own unit. It is run once, on the
+    boxes of the frame where a hit can be (`search_boxes`) laid side by side, or on the
+    whole frame when they cover most of it: the same hits either way. A group of hits
+    whose brightest pixel is a star's core (its neighbours a third as bright on average)
+    is given back.
 
     Parameters
     ----------
