@@ -87,6 +87,7 @@ from .outputs import (
 from .plans import PlanEdits, record_edit
 from .profiles import get_profile
 from .provenance import file_name_of
+from .quality import cosmic_ray_rule
 from .science import (
     MasterRef,
     ScienceOutcome,
@@ -355,6 +356,8 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     # Where the raw frames are, for the report's pictures of them before calibration.
     plan.meta["raw_folder"] = str(Path(collection.location).resolve()) \
         if collection.location else ""
+    if cosmic_rays:
+        plan.meta["cosmic_rays"] = cosmic_ray_rule(clean=cosmic_rays == "clean")
     night_log = _NightLog(strict, output_dir)
     night_log.read_plan(plan)
     _read_library_problems(night_log, plan)

@@ -20,7 +20,8 @@ NNANPIX   pixels of the input that were not finite (masked)
 NSATUR    pixels at or above the saturation level (masked)
 BPMFILE   the bad-pixel mask applied (BPMSUM: checksum, NBADPIX: pixels it masked)
 NCRPIX    pixels masked as cosmic-ray hits (CRCLEAN: whether they were replaced;
-          CRFWHM, CRGAIN, CRRDNOIS, CRSIGMA: what L.A.Cosmic was given)
+          CRFWHM, CRFWHMSR, CRFWHMLO, CRGAIN, CRRDNOIS, CRSIGMA, CROBJLIM,
+          CRFSMODE, CRNITER: what L.A.Cosmic was given, chosen from the frame)
 ========  ==========================================================
 
 The ``MASK`` extension of a calibrated frame holds one bit per reason a pixel is masked,
@@ -302,16 +303,28 @@ def mark_bad_pixels_applied(header, name, checksum, n_bad):
     _set(header, "NBADPIX", n_bad, "pixels masked by the bad-pixel mask")
 
 
-def mark_cosmic_rays(header, n_hits, *, clean, fwhm, gain, read_noise, sigclip):
+def mark_cosmic_rays(header, n_hits, *, clean, settings):
     """Write ``NCRPIX`` (pixels masked as cosmic-ray hits), ``CRCLEAN`` (replaced or
-    not) and what L.A.Cosmic was given (``CRFWHM``, ``CRGAIN``, ``CRRDNOIS``,
-    ``CRSIGMA``)."""
+    not) and what L.A.Cosmic was given (``settings``, a
+    `~ccdproc_ext.quality.CosmicRaySettings`): ``CRFWHM`` (and ``CRFWHMSR``, whether it
+    was measured on the frame's stars), ``CRGAIN``, ``CRRDNOIS``, ``CRSIGMA``,
+    ``CRFWHMLO`` (the sharpest star), ``CROBJLIM``, ``CRFSMODE`` and ``CRNITER``."""
     _set(header, "NCRPIX", n_hits, "cosmic-ray pixels (L.A.Cosmic), masked")
     _set(header, "CRCLEAN", bool(clean), "cosmic-ray pixels replaced by cleaned values")
-    _set(header, "CRFWHM", round(float(fwhm), 3), "PSF FWHM given to L.A.Cosmic (pixels)")
-    _set(header, "CRGAIN", round(float(gain), 4), "gain given to L.A.Cosmic (e-/ADU)")
-    _set(header, "CRRDNOIS", round(float(read_noise), 4), "read noise given to L.A.Cosmic (e-)")
-    _set(header, "CRSIGMA", float(sigclip), "L.A.Cosmic detection limit (sigma)")
+    _set(header, "CRFWHM", round(float(settings.fwhm), 3),
+         "PSF FWHM given to L.A.Cosmic (pixels)")
+    _set(header, "CRFWHMSR", "measured" if settings.fwhm_measured else "default",
+         "CRFWHM measured on the frame's stars or default")
+    _set(header, "CRGAIN", round(float(settings.gain), 4), "gain given to L.A.Cosmic (e-/ADU)")
+    _set(header, "CRRDNOIS", round(float(settings.read_noise), 4),
+         "read noise given to L.A.Cosmic (e-)")
+    _set(header, "CRSIGMA", float(settings.sigclip), "L.A.Cosmic detection limit (sigma)")
+    _set(header, "CRFWHMLO", round(float(settings.sharpest_fwhm), 3),
+         "FWHM of the sharpest star measured (pixels)")
+    _set(header, "CROBJLIM", round(float(settings.objlim), 3),
+         "L.A.Cosmic contrast limit, from CRFWHMLO")
+    _set(header, "CRFSMODE", settings.fsmode, "L.A.Cosmic fine-structure model")
+    _set(header, "CRNITER", int(settings.niter), "L.A.Cosmic iterations")
 
 
 def mark_mask_bits(header, bits):

@@ -701,6 +701,34 @@ def _masters_section(night, pictures):
     return "\n".join(parts)
 
 
+def _bad_pixel_masks_section(night):
+    """What each bad-pixel mask of the night masks: hot pixels (master dark) and low ones
+    (master flat), each a number of pixels and a fraction of the frame, from the mask's
+    header (``NHOTPIX``, ``NLOWFLAT``)."""
+    rows = []
+    for path in sorted((night.folder / "masters").glob("bpm_*.fits")):
+        try:
+            header = fits.getheader(path)
+        except (OSError, ValueError) as error:
+            rows.append([_e(path.stem), f"cannot be read: {_e(str(error))}", ""])
+            continue
+        size = int(header.get("NAXIS1", 0)) * int(header.get("NAXIS2", 0))
+        rows.append([_e(path.stem)] + [_masked_fraction(header.get(card), size)
+                                       for card in ("NHOTPIX", "NLOWFLAT")])
+    if not rows:
+        return ""
+    return ("<h3>Bad-pixel masks</h3>"
+            + _table_html(["mask", "hot in the master dark", "low in the master flat"], rows,
+                          numeric=(1, 2)))
+
+
+def _masked_fraction(count, size):
+    """``"1234 (0.118 %)"``: a number of masked pixels and its share of the frame."""
+    if not isinstance(count, int) or not size:
+        return ""
+    return f"{count} ({100 * count / size:.3g} %)"
+
+
 # ------------------------------------------------------------------------- the plan
 _TYPE_ORDER = ("bias", "dark", "flat", "science")
 
@@ -991,7 +1019,8 @@ def write_report(output_dir):
         ("problems", "Problems", _problems_section(night)),
         ("notes", "Notes", _notes_section(night)),
         ("plan", "Plan", _plan_section(night)),
-        ("masters", "Masters", _masters_section(night, pictures)),
+        ("masters", "Masters", _masters_section(night, pictures)
+         + _bad_pixel_masks_section(night)),
         ("sky", "Sky", _sky_section(night, pictures)),
         ("science", "Science frames", _science_section(night, pictures)),
     ]

@@ -54,13 +54,12 @@ from .quality import (
     BPM_HOT,
     BPM_LOW,
     BPM_USER,
-    DEFAULT_FWHM,
     MASK_BITS,
     NOT_FINITE,
     SATURATED,
+    cosmic_ray_settings,
     detect_cosmic_rays,
     mask_bits,
-    measure_fwhm,
     noise_model,
     trimmed_like,
 )
@@ -377,8 +376,10 @@ def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
     """Cosmic-ray hits found (and replaced, for ``"clean"``) in a calibrated frame.
 
     L.A.Cosmic is given the profile's gain and read noise (measured from the sky when the
-    profile gives none, with a warning that becomes a note), the saturation level, and
-    the FWHM of the frame's stars (`DEFAULT_FWHM` when too few can be measured).
+    profile gives none, with a warning that becomes a note), the saturation level, the
+    FWHM of the frame's stars (`~ccdproc_ext.quality.DEFAULT_FWHM` when too few can be
+    measured) and the contrast limit that FWHM calls for
+    (`~ccdproc_ext.quality.cosmic_ray_settings`).
     """
     profile = task.profile
     in_electrons = calibrated.unit is not None and calibrated.unit.is_equivalent("electron")
@@ -391,14 +392,16 @@ def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
     saturation = _saturation(profile, raw_header, name)
     if saturation is not None and in_electrons:
         saturation = None if adu_gain is None else saturation * adu_gain
-    fwhm = measure_fwhm(calibrated.data, mask=calibrated.mask, sky=sky, noise=noise)
-    if fwhm is None:
-        fwhm = DEFAULT_FWHM
+    settings = cosmic_ray_settings(calibrated, gain=gain, read_noise=read_noise,
+                                   saturation=saturation, sky=sky, noise=noise)
     clean = str(task.cosmic_rays).lower() == "clean"
-    result, hits = detect_cosmic_rays(calibrated, gain=gain, read_noise=read_noise,
-                                      saturation=saturation, psffwhm=fwhm, clean=clean)
-    mark_cosmic_rays(result.meta, int(np.count_nonzero(hits)), clean=clean, fwhm=fwhm,
-                     gain=gain, read_noise=read_noise, sigclip=4.5)
+    result, hits = detect_cosmic_rays(
+        calibrated, gain=settings.gain, read_noise=settings.read_noise,
+        saturation=settings.saturation, psffwhm=settings.fwhm, clean=clean,
+        sigclip=settings.sigclip, objlim=settings.objlim, fsmode=settings.fsmode,
+        niter=settings.niter)
+    mark_cosmic_rays(result.meta, int(np.count_nonzero(hits)), clean=clean,
+                     settings=settings)
     return result, hits
 
 
