@@ -1,0 +1,603 @@
+"""A profile drafted from a night: what the default call inferred, as a file to correct.
+
+The default call (`~ccdproc_ext.reduce_night` with the ``generic`` profile) works out
+most of what a profile says about a camera: which keyword holds the frame type and which
+words mean what, where the exposure, filter, date, temperature and binning are, the
+sections, saturation and gain keywords. `draft_profile` writes that down as a profile of
+the camera, and `draft_profile_text` as TOML in the documented schema, every value with a
+comment saying what it was inferred from, for the user to correct and contribute.
+
+A draft starts from the ``generic`` profile as the night applies it
+(`~ccdproc_ext.NightCollection.night_profile`) and narrows it to what the night shows:
+the keywords its headers hold (in the generic order, so that the same keyword wins), the
+image-type words seen, the file patterns that match its files. Narrowing never changes
+what the night's frames are: a draft left as it is reduces the night exactly as the
+default call does. Where narrowing would change a frame's type, the generic rule is kept
+and the comment says so.
+"""
+
+import dataclasses
+import math
+import os
+import re
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+from ..exceptions import HeaderError, ProfileError
+from ..headers import card_value, is_blank
+from .model import IMAGE_TYPES, OBJECT_WORDS, SCHEMA_VERSION, InstrumentProfile
+
+__all__ = ["draft_profile", "draft_profile_text"]
+
+#: The profile the default call uses, which a draft narrows.
+_BASE = "generic"
+
+#: The keyword lists of ``[keywords]``, with the profile attribute each one fills.
+_KEYWORD_LISTS = (
+    ("image_type", "image_type_keywords"),
+    ("exposure_time", "exposure_time_keywords"),
+    ("filter", "filter_keywords"),
+    ("date_obs", "date_obs_keywords"),
+    ("time_obs", "time_obs_keywords"),
+    ("binning", "binning_keywords"),
+    ("temperature", "temperature_keywords"),
+    ("set_temperature", "set_temperature_keywords"),
+)
+
+#: Lines of a comment are wrapped at this width (TOML itself has no limit).
+_WIDTH = 88
+
+#: How many examples (file names, values) a comment names before "...".
+_EXAMPLES = 3
+
+
+def draft_profile(raw, *, name=None):
+    """The profile of a camera as the default call inferred it from one night.
+
+    Parameters
+    ----------
+    raw : str, `pathlib.Path`, list of paths or `~ccdproc.ImageFileCollection`
+        The night's raw frames, as `~ccdproc_ext.reduce_night` takes them.
+    name : str or None, optional
+        The profile's name: lower case letters, digits, ``-``, ``_`` and ``.``. Default
+        is ``None``: made from the ``INSTRUME`` keyword most frames hold, else from the
+        folder's name.
+
+    Returns
+    -------
+    `~ccdproc_ext.InstrumentProfile`
+        The ``generic`` profile narrowed to what the night shows; reducing the night
+        with it gives the plan and the pixels of the default call.
+
+    Raises
+    ------
+    ProfileError
+        When no frame of ``raw`` has a header that can be read, or ``name`` is not a
+        profile name.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import ccdproc_ext
+    >>> from ccdproc_ext.simulate import simulate_night
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = simulate_night(folder, "maxim-ccdsoft", shape=(16, 16), n_bias=2, n_dark=1,
+    ...                        filters=("R",), n_flat=2, n_science=1)
+    ...     draft = ccdproc_ext.draft_profile(folder, name="my-camera")
+    >>> draft.image_type_keywords, draft.image_type_words["flat"]
+    (('IMAGETYP',), ('flat field',))
+    """
+    return _draft(raw, name).profile()
+
+
+def draft_profile_text(raw, *, name=None):
+    """`draft_profile` as the text of a TOML profile file, each value commented.
+
+    The comments say what each value was inferred from (``IMAGETYP on 48 of 48
+    frames``), and where a choice was a guess, what else it could be.
+
+    Parameters
+    ----------
+    raw, name
+        As for `draft_profile`.
+
+    Returns
+    -------
+    str
+        A profile in the schema of the "Contributing a profile" page, which
+        `~ccdproc_ext.validate_profile` accepts.
+    """
+    return _draft(raw, name).text()
+
+
+# ------------------------------------------------------------------------ the draft
+@dataclasses.dataclass
+class _Draft:
+    """The TOML document of a draft and the comment lines of each of its keys."""
+
+    source: str
+    data: dict = dataclasses.field(default_factory=dict)
+    comments: dict = dataclasses.field(default_factory=dict)
+    heading: list = dataclasses.field(default_factory=list)
+
+    def put(self, table, key, value, *comment):
+        """Set ``table.key`` (``table`` ``""`` for the top level), with its comment."""
+        (self.data.setdefault(table, {}) if table else self.data)[key] = value
+        self.comments[(table, key)] = [line for line in comment if line]
+
+    def remark(self, table, *comment):
+        """Comment lines for a key left out of ``table`` (said above the table)."""
+        self.data.setdefault(table, {})
+        self.comments.setdefault((table, None), []).extend(comment)
+
+    def profile(self):
+        return InstrumentProfile.from_dict(self.data, source=self.source)
+
+    def text(self):
+        self.profile()  # a draft that does not load is a bug here, not a file to write
+        return toml_text(self.data, self.comments, self.heading)
+
+
+def _night(raw):
+    """The night as the default call reads it."""
+    # Imported here: the collection itself is built on the profiles.
+    from ..collection import NightCollection
+
+    return NightCollection(raw, profile=_BASE, keywords=[])
+
+
+def _draft(raw, name):
+    night = _night(raw)
+    frames = night.frames
+    if len(frames) == 0:
+        raise ProfileError(f"{_label(raw)}: no frame whose header can be read: nothing to "
+                           "draft a profile from")
+    headers = {str(file): night.header(str(file)) for file in frames["file"]}
+    base = night.night_profile
+    draft = _Draft(source=f"<draft of {_label(raw)}>")
+    _top(draft, raw, headers, name)
+    _keywords(draft, base, headers)
+    _types(draft, base, night, headers)
+    _detector(draft, night, headers)
+    _matching(draft, night)
+    return draft
+
+
+def _label(raw):
+    """The night in messages: its folder's name (never a whole path), or a count."""
+    location = getattr(raw, "location", raw)
+    if isinstance(location, str | os.PathLike) and str(location):
+        return Path(location).name or str(location)
+    return f"{len(raw)} files" if isinstance(raw, list | tuple) else "the night"
+
+
+def _count(n, total, what="frames"):
+    return f"{n} of {total} {what}" if n != total else f"all {total} {what}"
+
+
+def _examples(names):
+    names = sorted(names)
+    shown = ", ".join(names[:_EXAMPLES])
+    return shown + (f" and {len(names) - _EXAMPLES} more" if len(names) > _EXAMPLES else "")
+
+
+# -------------------------------------------------------------------- the top level
+_NAME_CHARACTERS = re.compile(r"[^a-z0-9_.-]+")
+
+
+def _profile_name(raw, headers):
+    """A name from the ``INSTRUME`` most frames hold, else from the folder's name."""
+    instruments = Counter(" ".join(str(card_value(h, "INSTRUME")[0]).split())
+                          for h in headers.values()
+                          if "INSTRUME" in h and not is_blank(card_value(h, "INSTRUME")[0]))
+    for text in ([instruments.most_common(1)[0][0]] if instruments else []) + [_label(raw)]:
+        name = _NAME_CHARACTERS.sub("-", text.lower()).strip("-_.")
+        if name:
+            return name
+    return "my-camera"
+
+
+def _top(draft, raw, headers, name):
+    chosen = name if name is not None else _profile_name(raw, headers)
+    label, total = _label(raw), len(headers)
+    draft.heading = [
+        f"A draft of a profile, from the {total} frames of {label}: what the default "
+        "call (the generic profile) inferred from their headers and file names. Each "
+        "value says what it was inferred from. Left as it is, it reduces this night as "
+        "the default call does; correct what is wrong, check it with 'ccdproc-ext "
+        "profiles validate', and reduce with 'ccdproc-ext reduce RAW OUT --profile FILE'.",
+    ]
+    draft.put("", "schema_version", SCHEMA_VERSION)
+    draft.put("", "name", chosen,
+              "the name the profile is known by: "
+              + ("given" if name is not None else "made from INSTRUME, else the folder's "
+                 "name") + "; choose one specific to your observatory before contributing")
+    draft.put("", "description", f"Drafted from the frames of {label}",
+              "one line saying which camera this is: say it in your words")
+    draft.put("", "source", f"the headers and file names of {_count(total, total)} of "
+              f"{label}, as the default call read them")
+    units = Counter(" ".join(str(card_value(h, "BUNIT")[0]).split()) for h in headers.values()
+                    if "BUNIT" in h and not is_blank(card_value(h, "BUNIT")[0]))
+    said = (f"BUNIT on {_count(sum(units.values()), total)} ("
+            + ", ".join(repr(u) for u in sorted(units)) + "), which wins over this"
+            if units else "no BUNIT in any header")
+    draft.put("", "unit", "adu", f"{said}; 'adu', the generic unit, for the others")
+    draft.put("", "transposed", False, "the generic profile turns no frame: a guess, "
+              "true if your camera stores its frames turned")
+
+
+# ---------------------------------------------------------------------- [keywords]
+def _entry_keys(entry):
+    return [key.strip() for key in entry.split(",")]
+
+
+def _narrowed_entry(kind, entry, headers):
+    """``(entry as the draft writes it, frames that have it)``, or ``(None, 0)``.
+
+    A binning pair counts where both keywords are there (as it is read); a list of
+    filter wheels keeps the wheels present when at least two are (one wheel alone would
+    be read as a plain keyword, not as wheels).
+    """
+    keys = _entry_keys(entry)
+    if kind == "binning":
+        n = sum(all(k in h for k in keys) for h in headers.values())
+        return (entry, n) if n else (None, 0)
+    present = [k for k in keys if any(k in h for h in headers.values())]
+    n = sum(any(k in h for k in present) for h in headers.values())
+    if not present:
+        return None, 0
+    if len(keys) > 1 and len(present) < 2:
+        return entry, n
+    return ",".join(present), n
+
+
+def _keywords(draft, base, headers):
+    total = len(headers)
+    for kind, attribute in _KEYWORD_LISTS:
+        generic = getattr(base, attribute)
+        found = [(e, n) for e, n in (_narrowed_entry(kind, entry, headers)
+                                     for entry in generic) if e is not None]
+        if not found:
+            draft.put("keywords", kind, list(generic),
+                      "none of these in any header: the generic list, so that a frame "
+                      "that has one is read; leave out what your camera never writes")
+            continue
+        said = "; ".join(f"{e} on {_count(n, total)}" for e, n in found)
+        order = (" (read in this order: the first one a frame has wins)"
+                 if len(found) > 1 else "")
+        lacking = sum(not any(all(k in h for k in _entry_keys(e)) if kind == "binning"
+                              else any(k in h for k in _entry_keys(e)) for e, _ in found)
+                      for h in headers.values())
+        more = (f"; {lacking} frames have none of the generic list"
+                if lacking else "")
+        draft.put("keywords", kind, [e for e, _ in found], said + order + more)
+
+
+# ------------------------------------------------------- [image_types] and patterns
+def _frame_evidence(base, night, headers):
+    """For each frame: ``(file, header, exposure, FrameType of the default call)``."""
+    folders = bool(night.location)
+    found = []
+    for row in night.frames:
+        file = str(row["file"])
+        header = headers[file]
+        try:
+            exposure = base.exposure_time(header)
+        except HeaderError:
+            exposure = None
+        found.append((file, header, exposure,
+                      base.classify_frame(header, file, exposure=exposure, folders=folders)))
+    return found
+
+
+def _words_seen(base, evidence):
+    """``{type: Counter of the words of the image-type keyword}``, and ``Counter of the
+    keyword's words that are no type``."""
+    words, unknown = {}, Counter()
+    for _, header, _, _ in evidence:
+        image_type, key, word = base.header_type(header)
+        if key is None or is_blank(word):
+            continue
+        text = " ".join(str(word).split())
+        if image_type is None:
+            unknown[text] += 1
+        else:
+            words.setdefault(image_type, Counter())[text] += 1
+    for *_, frame in evidence:
+        # OBJECT names a calibration with the profile's words as well as its own.
+        if frame.rule.startswith("OBJECT = "):
+            word = " ".join(frame.rule.removeprefix("OBJECT = ").split())
+            if word.lower() not in OBJECT_WORDS[frame.image_type]:
+                words.setdefault(frame.image_type, Counter())[word] += 1
+    return words, unknown
+
+
+def _patterns_seen(base, evidence):
+    """``{type: {pattern: files whose name or folder it matches}}``."""
+    found = {}
+    for image_type in IMAGE_TYPES:
+        for pattern in base.file_patterns.get(image_type, ()):
+            alone = dataclasses.replace(base, file_patterns={image_type: (pattern,)})
+            files = [file for file, *_ in evidence if alone.classify_path(file)]
+            if files:
+                found.setdefault(image_type, {})[pattern] = files
+    return found
+
+
+def _types(draft, base, night, headers):
+    evidence = _frame_evidence(base, night, headers)
+    words, unknown = _words_seen(base, evidence)
+    patterns = _patterns_seen(base, evidence)
+    narrowed_words = {t: tuple(dict.fromkeys(w.lower() for w in words[t]))
+                      for t in IMAGE_TYPES if t in words}
+    narrowed_patterns = {t: tuple(patterns[t]) for t in IMAGE_TYPES if t in patterns}
+    kept = _faithful_types(base, evidence, narrowed_words, narrowed_patterns,
+                           bool(night.location))
+    word_table, pattern_table, fallbacks = kept
+    by_type = Counter(frame.image_type for *_, frame in evidence)
+    decided = {t: Counter(frame.rule for *_, frame in evidence if frame.image_type == t)
+               for t in IMAGE_TYPES}
+    for image_type in IMAGE_TYPES:
+        if image_type in word_table:
+            draft.put("image_types", image_type, list(word_table[image_type]),
+                      *_words_comment(image_type, words, word_table, fallbacks["words"]))
+        if image_type in pattern_table:
+            draft.put("file_patterns", image_type, list(pattern_table[image_type]),
+                      *_patterns_comment(image_type, patterns, pattern_table, decided,
+                                         fallbacks["patterns"]))
+    draft.remark("image_types", *_types_remarks(evidence, unknown, by_type))
+
+
+def _faithful_types(base, evidence, words, patterns, folders):
+    """The narrowed words and patterns, or the generic ones where narrowing changes the
+    type, rule or notes of a frame: ``(words, patterns, {"words": bool, "patterns":
+    bool})`` (whether the generic ones were kept)."""
+    generic_words = dict(base.image_type_words)
+    generic_patterns = dict(base.file_patterns)
+    if not words:  # no image-type word in the night: nothing to narrow to
+        words, no_words = generic_words, True
+    else:
+        no_words = False
+    if not patterns:
+        patterns, no_patterns = generic_patterns, True
+    else:
+        no_patterns = False
+    for use_words, use_patterns in ((words, patterns), (generic_words, patterns),
+                                    (generic_words, generic_patterns)):
+        candidate = dataclasses.replace(base, image_type_words=use_words,
+                                        file_patterns=use_patterns)
+        if _same_types(candidate, evidence, folders):
+            break
+    return use_words, use_patterns, {
+        "words": "none seen" if no_words else use_words is generic_words,
+        "patterns": "none seen" if no_patterns else use_patterns is generic_patterns}
+
+
+def _same_types(candidate, evidence, folders):
+    """Whether ``candidate`` gives every frame the type, rule and notes it had."""
+    return all(candidate.classify_frame(header, file, exposure=exposure,
+                                        folders=folders) == frame
+               for file, header, exposure, frame in evidence)
+
+
+def _words_comment(image_type, words, table, fallback):
+    if fallback == "none seen":
+        return ["no frame has an image-type keyword: the generic words, so that a frame "
+                "that has one is read"]
+    seen = words.get(image_type, Counter())
+    lines = ["; ".join(f"{w!r} on {n} frames -> {image_type}" for w, n in seen.items())
+             or f"no frame of this night says {image_type}"]
+    if fallback:
+        lines.append("the generic words are kept: the words seen alone would change the "
+                     "type of some frame (a file name or OBJECT word read with them)")
+    return lines
+
+
+def _patterns_comment(image_type, patterns, table, decided, fallback):
+    if fallback == "none seen":
+        return ["no file or folder name of this night matches a generic pattern: the "
+                "generic patterns, for nights whose names say the type"]
+    lines = []
+    for pattern, files in patterns.get(image_type, {}).items():
+        lines.append(f"{pattern!r} matches {len(files)} file or folder names "
+                     f"({_examples(files)})")
+    n_decided = decided[image_type].get("file name", 0)
+    if n_decided:
+        lines.append(f"the name decided the type of {n_decided} {image_type} frames "
+                     "(their header says no calibration type)")
+    if fallback:
+        lines.append("the generic patterns are kept: the patterns seen alone would "
+                     "change the type of some frame")
+    return lines
+
+
+def _types_remarks(evidence, unknown, by_type):
+    """What the tables of types do not say: guessed frames, words of no type."""
+    lines = ["frames of each type: " + ", ".join(f"{by_type.get(t, 0)} {t}"
+                                                  for t in IMAGE_TYPES)]
+    guessed = [file for file, *_, frame in evidence if frame.rule == "guessed"]
+    if guessed:
+        lines.append(f"{len(guessed)} frames ({_examples(guessed)}) have no type in their "
+                     "header or name: the default call guessed science (exposure above "
+                     "0 s), a guess no profile states. If they are science frames, a "
+                     "pattern such as science = [\"name*\"] in [file_patterns] says so; if "
+                     "not, name their type there")
+    for word, n in unknown.items():
+        lines.append(f"{word!r} on {n} frames is no type of the generic profile: such "
+                     "frames are not reduced; add the word to a type to reduce them")
+    by_object = [file for file, *_, frame in evidence if frame.rule.startswith("OBJECT")]
+    if by_object:
+        lines.append(f"{len(by_object)} frames ({_examples(by_object)}) are typed by "
+                     "their OBJECT, which every profile reads")
+    return lines
+
+
+# ---------------------------------------------------------------------- [detector]
+def _values_seen(headers, key):
+    return Counter(str(card_value(h, key)[0]).strip() for h in headers.values() if key in h)
+
+
+def _keywords_present(keywords, headers):
+    return [k for k in keywords if any(k in h for h in headers.values())]
+
+
+def _detector(draft, night, headers):
+    base, total = night.night_profile, len(headers)
+    for key, generic in (("overscan", base.overscan), ("trim", base.trim)):
+        present = _keywords_present(generic.keywords, headers)
+        if not present:
+            draft.remark("detector", f"no {key}: no {' or '.join(generic.keywords)} in any "
+                         "header, and the generic profile has no fixed section; if your "
+                         f"frames have one, write it as {key} = \"[x1:x2,y1:y2]\"")
+            continue
+        seen = "; ".join(f"{k} on {_count(sum(k in h for h in headers.values()), total)} ("
+                         + _examples(repr(v) for v in _values_seen(headers, k)) + ")"
+                         for k in present)
+        draft.put("detector", key, {"keyword": present, "required": False},
+                  f"{seen}; a frame without it has no {key} (required = false), as in "
+                  "the generic profile")
+    if base.overscan is not None and _keywords_present(base.overscan.keywords, headers):
+        draft.put("detector", "overscan_axis", base.overscan_axis,
+                  "one overscan level per row: the generic choice, not inferred")
+        draft.put("detector", "overscan_method", base.overscan_method,
+                  "the generic choice, not inferred")
+    for key in ("gain", "read_noise", "saturation"):
+        _detector_value(draft, night, headers, key)
+
+
+def _detector_value(draft, night, headers, key):
+    generic = getattr(night.profile, key)
+    used = getattr(night.night_profile, key)
+    total = len(headers)
+    lines = [f"{k} = {_examples(_values_seen(headers, k))} is not a level: left out, as "
+             "the default call leaves it out for this night"
+             for k in generic.keywords if used is None or k not in used.keywords
+             if any(k in h for h in headers.values())]
+    present = _keywords_present(used.keywords if used is not None else (), headers)
+    if not present:
+        draft.remark("detector", f"{key.replace('_', ' ')}: " + "; ".join(
+            [*lines, f"none of {', '.join(generic.keywords)} in any header, so none; "
+                     f"write {key} = {{ value = ..., unit = "
+                     f"\"{generic.unit.to_string()}\" }} if you know it"]))
+        return
+    seen = "; ".join(f"{k} on {_count(sum(k in h for h in headers.values()), total)} "
+                     f"({_examples(_values_seen(headers, k))})" for k in present)
+    draft.put("detector", key, {"keyword": present, "unit": used.unit.to_string()},
+              seen, *lines, "the unit is the generic one: check that the camera's "
+              "number is in it")
+
+
+# ---------------------------------------------------------------------- [matching]
+def _matching(draft, night):
+    base = night.night_profile
+    plan = night.plan()
+    scaled = [str(row["file"]) for row in plan
+              if row["dark"] and math.isfinite(row["dark_scale"]) and row["dark_scale"] != 1]
+    darks = sorted({float(e) for e in night.frames_of_type("dark")["exposure"]})
+    said = (f"{len(scaled)} frames of this night get a scaled dark ({_examples(scaled)})"
+            if scaled else "no frame of this night gets a scaled dark")
+    draft.put("matching", "dark_tolerance", base.dark_tolerance,
+              "seconds: the generic choice, not inferred")
+    draft.put("matching", "scale_darks", base.scale_darks,
+              "the generic choice (dark current grows with exposure), not inferred: "
+              f"darks of {', '.join(f'{e:g}' for e in darks) or 'no'} s; {said}; write "
+              "false for a camera with amplifier glow")
+    draft.put("matching", "match_keywords", list(base.match_keywords),
+              "the generic choice: none; name the read-out mode or gain setting keyword "
+              "if calibrations must share it")
+    draft.put("matching", "temperature_tolerance", base.temperature_tolerance,
+              "degrees Celsius: the generic choice, not inferred")
+
+
+# ------------------------------------------------------------------ writing TOML
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n",
+            "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(text):
+    """``text`` as a TOML basic string, with TOML's escapes.
+
+    Examples
+    --------
+    >>> print(toml_string('Light "Frame"\\t1'))
+    "Light \\"Frame\\"\\t1"
+    """
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value):
+    """A value of a profile (string, boolean, number, list, table) as TOML text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no place in a profile")
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    raise TypeError(f"{type(value).__name__} is no TOML value of a profile")
+
+
+def toml_key(key):
+    """A key as TOML writes it: bare when it can be, else quoted."""
+    return key if _BARE_KEY.match(key) else toml_string(key)
+
+
+def _comment_lines(lines):
+    """Comment lines, wrapped; characters a TOML comment may not hold are replaced."""
+    out = []
+    for line in lines:
+        clean = "".join(c if c == "\t" or (ord(c) >= 0x20 and ord(c) != 0x7F) else "?"
+                        for c in line)
+        out.extend("# " + part for part in textwrap.wrap(
+            clean, _WIDTH - 2, break_long_words=False, break_on_hyphens=False) or [""])
+    return out
+
+
+def toml_text(data, comments=None, heading=()):
+    """A profile document (top-level keys, then one table per key holding a dict) as
+    TOML text, each key preceded by its comment lines.
+
+    Parameters
+    ----------
+    data : dict
+        The document, as `tomllib.loads` would return it.
+    comments : dict or None, optional
+        ``{(table, key): [lines]}``, ``table`` ``""`` for the top level; ``(table,
+        None)`` for lines above the table. Default is ``None``.
+    heading : sequence of str, optional
+        Lines at the top of the file.
+    """
+    comments = comments or {}
+    lines = _comment_lines(heading)
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.extend(_comment_lines(comments.get(("", key), ())))
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+    for table, entries in tables:
+        lines.append("")
+        lines.extend(_comment_lines(comments.get((table, None), ())))
+        lines.append(f"[{toml_key(table)}]")
+        for key, value in entries.items():
+            lines.extend(_comment_lines(comments.get((table, key), ())))
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
