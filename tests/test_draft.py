@@ -13,10 +13,13 @@ import tomllib
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 import ccdproc_ext
 from ccdproc_ext import draft_profile, reduce_night, validate_profile
+from ccdproc_ext.cli import main
 from ccdproc_ext.profiles.draft import draft_profile_text, toml_text
+from ccdproc_ext.simulate import simulate_night
 
 
 # --------------------------------------------------------------------- helpers
@@ -159,3 +162,123 @@ def test_draft_of_a_real_folder_reduces_it_as_the_default_call(real_night, tmp_p
     science frames alike."""
     _, raw, draft, default = real_night
     _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
+
+
+# ------------------------------------------------------------------- edited drafts
+#: The unknown word the night's flats carry, and their filter wheel's second name.
+FLAT_WORD, FILTER_NAMES = "SKYFLATS", {"V": "Johnson V", "R": "Cousins R"}
+
+
+@pytest.fixture(scope="module")
+def night_to_correct(tmp_path_factory):
+    """A night whose names say nothing, whose flats carry a word no profile knows, and
+    whose frames name their filter twice (``FILTER`` and ``FILTNAME``): its draft, and
+    the default call's reduction of it."""
+    folder = tmp_path_factory.mktemp("night")
+    simulated = folder / "simulated"
+    simulate_night(simulated, "maxim-ccdsoft", shape=(24, 28), n_bias=3, n_dark=2,
+                   dark_exposures=(2.0, 60.0), filters=("V", "R"), n_flat=2,
+                   n_science=1)
+    raw = folder / "raw"
+    raw.mkdir()
+    for number, path in enumerate(sorted(simulated.iterdir())):
+        with fits.open(path) as hdul:
+            header = hdul[0].header
+            if header["IMAGETYP"].strip().lower() == "flat field":
+                header["IMAGETYP"] = FLAT_WORD
+                header.remove("OBJECT", ignore_missing=True)  # 'flat' would say it
+            if header.get("FILTER"):
+                header["FILTNAME"] = FILTER_NAMES[header["FILTER"]]
+            hdul.writeto(raw / f"frame_{number:03d}.fits")
+    draft = _write_draft(raw, folder / "draft.toml")
+    return raw, draft, _reduce(raw, folder / "default")
+
+
+def _edited(draft, tmp_path, old, new):
+    text = draft.read_text()
+    assert old in text
+    edited = tmp_path / "edited.toml"
+    edited.write_text(text.replace(old, new, 1))
+    assert validate_profile(edited) == []
+    return edited
+
+
+def test_unedited_draft_of_a_night_to_correct_reduces_as_the_default_call(
+        night_to_correct, tmp_path):
+    raw, draft, default = night_to_correct
+    assert f"'{FLAT_WORD}' on 4 frames is no type" in draft.read_text()
+    _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
+
+
+def test_edited_type_words_type_exactly_the_frames_that_carry_them(night_to_correct,
+                                                                   tmp_path):
+    raw, draft, default = night_to_correct
+    edited = _edited(draft, tmp_path, "[image_types]\n",
+                     f'[image_types]\nflat = ["{FLAT_WORD.lower()}"]\n')
+    result = _reduce(raw, tmp_path / "out", edited)
+    carrying = {path.name for path in raw.iterdir()
+                if fits.getheader(path)["IMAGETYP"] == FLAT_WORD}
+    changed = {str(row["file"]) for row, before in zip(result.plan, default.plan,
+                                                        strict=True)
+               if row["type"] != before["type"]}
+    assert changed == carrying
+    assert set(result.plan[np.isin(result.plan["file"], sorted(carrying))]["type"]) == {"flat"}
+    science = result.plan[result.plan["type"] == "science"]
+    assert all(science["flat"]) and not any(
+        default.plan[default.plan["type"] == "science"]["flat"])
+
+
+def test_edited_filter_keyword_names_the_filters_it_holds(night_to_correct, tmp_path):
+    raw, draft, default = night_to_correct
+    edited = _edited(draft, tmp_path, 'filter = ["FILTER", "FILTNAME"]',
+                     'filter = ["FILTNAME"]')
+    result = _reduce(raw, tmp_path / "out", edited)
+    for row, before in zip(result.plan, default.plan, strict=True):
+        expected = FILTER_NAMES.get(str(before["filter"]), "")
+        assert row["filter"] == expected, row["file"]
+    # Only the filter and what is named after it differ; the pixels are the same.
+    assert set(_plan_differences(default.plan, result.plan)) <= {"filter", "flat", "bpm"}
+    assert {k: v.tolist() for k, v in _pixels(result).items()} == \
+        {k: v.tolist() for k, v in _pixels(default).items()}
+
+
+def test_edited_trim_section_trims_every_output_to_it(night_to_correct, tmp_path):
+    raw, draft, default = night_to_correct
+    edited = _edited(draft, tmp_path, "[detector]\n", '[detector]\ntrim = "[1:20,*]"\n')
+    result = _reduce(raw, tmp_path / "out", edited)
+    assert _plan_differences(default.plan, result.plan) == {}
+    pixels = _pixels(result)
+    assert pixels and {data.shape for data in pixels.values()} == {(24, 20)}
+    assert {data.shape for data in _pixels(default).values()} == {(24, 28)}
+
+
+# ------------------------------------------------------------------ command line
+def test_command_line_drafts_validates_and_shows(night_to_correct, tmp_path, capsys):
+    raw, _, _ = night_to_correct
+    output = tmp_path / "camera.toml"
+    assert main(["profiles", "draft", str(raw), "-o", str(output), "--name", "my-cam"]) == 0
+    assert main(["profiles", "validate", str(output)]) == 0
+    assert main(["profiles", "show", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{output}: valid" in printed
+    assert "my-cam: Drafted from the frames of raw" in printed
+    # Printed without -o: the same document.
+    assert main(["profiles", "draft", str(raw), "--name", "my-cam"]) == 0
+    assert tomllib.loads(capsys.readouterr().out) == tomllib.loads(output.read_text())
+
+
+def test_command_line_never_writes_over_a_draft(night_to_correct, tmp_path, capsys):
+    raw, _, _ = night_to_correct
+    output = tmp_path / "camera.toml"
+    output.write_text("# my corrections\n")
+    assert main(["profiles", "draft", str(raw), "-o", str(output)]) == 1
+    assert f"{output}: the file exists" in capsys.readouterr().err
+    assert output.read_text() == "# my corrections\n"
+
+
+def test_draft_of_a_folder_without_frames_says_so(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.warns(AstropyUserWarning, match="no FITS files"), \
+            pytest.raises(ccdproc_ext.ProfileError, match="empty: no frame"):
+        draft_profile(empty)

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..exceptions import HeaderError, ProfileError
-from ..headers import card_value, is_blank
+from ..headers import card_value, first_filled, is_blank
 from .model import IMAGE_TYPES, OBJECT_WORDS, SCHEMA_VERSION, InstrumentProfile
 
 __all__ = ["draft_profile", "draft_profile_text"]
@@ -174,6 +174,10 @@ def _label(raw):
 
 def _count(n, total, what="frames"):
     return f"{n} of {total} {what}" if n != total else f"all {total} {what}"
+
+
+def _frames(n):
+    return f"{n} frame" if n == 1 else f"{n} frames"
 
 
 def _examples(names):
@@ -338,6 +342,10 @@ def _types(draft, base, night, headers):
     by_type = Counter(frame.image_type for *_, frame in evidence)
     decided = {t: Counter(frame.rule for *_, frame in evidence if frame.image_type == t)
                for t in IMAGE_TYPES}
+    for table, kept in (("image_types", fallbacks["words"]),
+                        ("file_patterns", fallbacks["patterns"])):
+        if kept == "none seen":
+            draft.remark(table, _NONE_SEEN[table])
     for image_type in IMAGE_TYPES:
         if image_type in word_table:
             draft.put("image_types", image_type, list(word_table[image_type]),
@@ -381,10 +389,18 @@ def _same_types(candidate, evidence, folders):
                for file, header, exposure, frame in evidence)
 
 
+#: Why a table of types is the generic one, when the night shows nothing to narrow to.
+_NONE_SEEN = {
+    "image_types": "no frame has an image-type keyword: the generic words, so that a "
+                   "frame that has one is read",
+    "file_patterns": "no file or folder name of this night matches a generic pattern: "
+                     "the generic patterns, for nights whose names say the type",
+}
+
+
 def _words_comment(image_type, words, table, fallback):
     if fallback == "none seen":
-        return ["no frame has an image-type keyword: the generic words, so that a frame "
-                "that has one is read"]
+        return []
     seen = words.get(image_type, Counter())
     lines = ["; ".join(f"{w!r} on {n} frames -> {image_type}" for w, n in seen.items())
              or f"no frame of this night says {image_type}"]
@@ -396,8 +412,7 @@ def _words_comment(image_type, words, table, fallback):
 
 def _patterns_comment(image_type, patterns, table, decided, fallback):
     if fallback == "none seen":
-        return ["no file or folder name of this night matches a generic pattern: the "
-                "generic patterns, for nights whose names say the type"]
+        return []
     lines = []
     for pattern, files in patterns.get(image_type, {}).items():
         lines.append(f"{pattern!r} matches {len(files)} file or folder names "
@@ -418,11 +433,15 @@ def _types_remarks(evidence, unknown, by_type):
                                                   for t in IMAGE_TYPES)]
     guessed = [file for file, *_, frame in evidence if frame.rule == "guessed"]
     if guessed:
-        lines.append(f"{len(guessed)} frames ({_examples(guessed)}) have no type in their "
-                     "header or name: the default call guessed science (exposure above "
-                     "0 s), a guess no profile states. If they are science frames, a "
-                     "pattern such as science = [\"name*\"] in [file_patterns] says so; if "
-                     "not, name their type there")
+        # The names' common start, character by character (a prefix of names, not paths).
+        stem = os.path.commonprefix([Path(file).name for file in guessed])  # noqa: RUF071
+        pattern = f"{stem}*" if stem else "*"
+        lines.append(f"{_frames(len(guessed))} ({_examples(guessed)}) have no type in "
+                     "their header or name: the default call guessed science (exposure "
+                     "above 0 s), a guess no profile states. If they are science frames, "
+                     f"science = [\"{pattern}\"] in [file_patterns] says so (the plan then "
+                     "gives 'file name' as their rule instead of 'guessed'); if not, name "
+                     "their type there")
     for word, n in unknown.items():
         lines.append(f"{word!r} on {n} frames is no type of the generic profile: such "
                      "frames are not reduced; add the word to a type to reduce them")
@@ -467,25 +486,42 @@ def _detector(draft, night, headers):
 
 
 def _detector_value(draft, night, headers, key):
-    generic = getattr(night.profile, key)
-    used = getattr(night.night_profile, key)
-    total = len(headers)
-    lines = [f"{k} = {_examples(_values_seen(headers, k))} is not a level: left out, as "
-             "the default call leaves it out for this night"
-             for k in generic.keywords if used is None or k not in used.keywords
-             if any(k in h for h in headers.values())]
+    """``gain``, ``read_noise`` or ``saturation``: the keywords of the generic profile
+    the night holds, less those the night says are no saturation level."""
+    generic, used = getattr(night.profile, key), getattr(night.night_profile, key)
+    # The night's own reasons (see NightCollection.night_profile), not found again here.
+    dropped = list(night._saturation_not_levels().values()) if key == "saturation" else []
     present = _keywords_present(used.keywords if used is not None else (), headers)
+    what = key.replace("_", " ")
     if not present:
-        draft.remark("detector", f"{key.replace('_', ' ')}: " + "; ".join(
-            [*lines, f"none of {', '.join(generic.keywords)} in any header, so none; "
-                     f"write {key} = {{ value = ..., unit = "
-                     f"\"{generic.unit.to_string()}\" }} if you know it"]))
+        absent = ("" if dropped else
+                  f"none of {', '.join(generic.keywords)} in any header, so ")
+        draft.remark("detector", f"{what}: " + "; ".join(
+            [*dropped, f"{absent}none; write {key} = {{ value = ..., unit = "
+                       f"\"{generic.unit.to_string()}\" }} if you know it"]))
         return
+    total = len(headers)
     seen = "; ".join(f"{k} on {_count(sum(k in h for h in headers.values()), total)} "
                      f"({_examples(_values_seen(headers, k))})" for k in present)
-    draft.put("detector", key, {"keyword": present, "unit": used.unit.to_string()},
-              seen, *lines, "the unit is the generic one: check that the camera's "
-              "number is in it")
+    lines = [seen, *dropped]
+    if key == "gain" and _not_above_zero(headers, present):
+        lines.append("a gain not above 0 electron/adu is no gain: likely the camera's gain "
+                     "setting, which some cameras write as GAIN; if so, leave gain out or "
+                     "give the value of the camera's manual")
+    lines.append(f"the unit is the generic one ({used.unit.to_string()}): check that the "
+                 "camera's number is in it")
+    draft.put("detector", key, {"keyword": present, "unit": used.unit.to_string()}, *lines)
+
+
+def _not_above_zero(headers, keywords):
+    for header in headers.values():
+        key, value = first_filled(header, keywords)
+        try:
+            if key is not None and float(str(value).replace(",", ".")) <= 0:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 # ---------------------------------------------------------------------- [matching]
@@ -495,7 +531,8 @@ def _matching(draft, night):
     scaled = [str(row["file"]) for row in plan
               if row["dark"] and math.isfinite(row["dark_scale"]) and row["dark_scale"] != 1]
     darks = sorted({float(e) for e in night.frames_of_type("dark")["exposure"]})
-    said = (f"{len(scaled)} frames of this night get a scaled dark ({_examples(scaled)})"
+    said = (f"{_frames(len(scaled))} of this night "
+            f"{'gets' if len(scaled) == 1 else 'get'} a scaled dark ({_examples(scaled)})"
             if scaled else "no frame of this night gets a scaled dark")
     draft.put("matching", "dark_tolerance", base.dark_tolerance,
               "seconds: the generic choice, not inferred")
