@@ -21,6 +21,8 @@ from ccdproc_ext.cli import main
 from ccdproc_ext.profiles.draft import draft_profile_text, toml_text
 from ccdproc_ext.simulate import simulate_night
 
+from .test_real_headers import _file_name, _pixels_for, _write, corpus  # noqa: F401 (a fixture)
+
 
 # --------------------------------------------------------------------- helpers
 def _write_draft(raw, path, **kwargs):
@@ -63,17 +65,18 @@ def _master_pixels(result):
 
 
 def _assert_same_reduction(default, drafted):
+    """Assert the same plan and pixels; returns how many images were compared."""
     assert _plan_differences(default.plan, drafted.plan) == {}
     assert default.plan.meta["notes"] == drafted.plan.meta["notes"]
     default_pixels, drafted_pixels = _pixels(default), _pixels(drafted)
     default_masters, drafted_masters = _master_pixels(default), _master_pixels(drafted)
-    assert default_pixels or default_masters  # the comparison is of something
     assert default_pixels.keys() == drafted_pixels.keys()
     for file, data in default_pixels.items():
         np.testing.assert_array_equal(drafted_pixels[file], data, err_msg=file)
     assert default_masters.keys() == drafted_masters.keys()
     for key, data in default_masters.items():
         np.testing.assert_array_equal(drafted_masters[key], data, err_msg=str(key))
+    return len(default_pixels) + len(default_masters)
 
 
 # ---------------------------------------------------------------- TOML writing
@@ -161,7 +164,7 @@ def test_draft_of_a_real_folder_reduces_it_as_the_default_call(real_night, tmp_p
     """The same plan (every column, every note) and the same pixels, masters and
     science frames alike."""
     _, raw, draft, default = real_night
-    _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
+    assert _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
 
 
 # ------------------------------------------------------------------- edited drafts
@@ -207,7 +210,7 @@ def test_unedited_draft_of_a_night_to_correct_reduces_as_the_default_call(
         night_to_correct, tmp_path):
     raw, draft, default = night_to_correct
     assert f"'{FLAT_WORD}' on 4 frames is no type" in draft.read_text()
-    _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
+    assert _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
 
 
 def test_edited_type_words_type_exactly_the_frames_that_carry_them(night_to_correct,
@@ -282,3 +285,66 @@ def test_draft_of_a_folder_without_frames_says_so(tmp_path):
     with pytest.warns(AstropyUserWarning, match="no FITS files"), \
             pytest.raises(ccdproc_ext.ProfileError, match="empty: no frame"):
         draft_profile(empty)
+
+
+# -------------------------------------------------------------- the header corpus
+#: The keywords each camera of the header corpus writes, from the corpus's README
+#: ("keywords seen"), in the order the generic profile reads them; ``None``: the draft
+#: keeps the generic list whole, as the camera writes none of it or writes it unreadable
+#: (Palomar's dates, '25/08/105', are no dates: the night says so naming every keyword).
+CORPUS = {
+    "palomar200-d80-ircam": {"image_type": ("IMAGETYP",), "exposure_time": None,
+                             "filter": ("FILTER",), "date_obs": None},
+    "sbu-sbig-st402-ccdsoft5": {"image_type": ("IMAGETYP",),
+                                "exposure_time": ("EXPTIME", "EXPOSURE"),
+                                "binning": ("XBINNING,YBINNING", "CCDXBIN,CCDYBIN"),
+                                "temperature": ("SET-TEMP", "CCD-TEMP", "TEMPERAT")},
+    "sbu-sbig-stl1001-ccdsoft5": {"image_type": ("IMAGETYP",),
+                                  "exposure_time": ("EXPTIME", "EXPOSURE"),
+                                  "filter": ("FILTER",)},
+    "uoft-atik-maxim6": {"image_type": ("IMAGETYP",), "exposure_time": ("EXPTIME", "EXPOSURE"),
+                         # The guide camera's frame gives no temperature.
+                         "filter": None, "binning": ("XBINNING,YBINNING",),
+                         "temperature": None},
+    # FILTER on the frames of 2013 only.
+    "uoft-sbig-st7-maxim4": {"image_type": ("IMAGETYP",), "exposure_time": ("EXPTIME",),
+                             "filter": None, "date_obs": ("DATE-OBS",)},
+    "uzpw50-qhy268m": {"image_type": ("IMAGETYP",), "exposure_time": ("EXPTIME", "EXPOSURE"),
+                       "filter": ("FILTER",), "temperature": ("SET-TEMP", "CCD-TEMP")},
+}
+
+
+def _night_of_pixels(raw, rows, rng):
+    """The frames of one camera's headers with pixels that suit their labelled type (as
+    the corpus's own test of the default call makes them)."""
+    raw.mkdir(parents=True)
+    for label, headers in rows:
+        header = headers[0]
+        exposure = float(str(header.get("EXPTIME", header.get("EXPOSURE", 0)))
+                         .replace(",", ".") or 0)
+        _write(raw / _file_name(label), header,
+               _pixels_for(header, label["expected_type"], exposure, rng))
+
+
+def test_drafts_of_the_header_corpus_validate_and_reduce_as_the_default_call(
+        corpus, tmp_path):  # noqa: F811 (the fixture of test_real_headers)
+    """One draft per camera: it validates, names the keywords the camera writes, and
+    reduces the camera's night to the default call's plan and pixels."""
+    assert set(corpus) == set(CORPUS)
+    rng = np.random.default_rng(11)
+    generic = ccdproc_ext.get_profile("generic")
+    compared = 0
+    for instrument, rows in sorted(corpus.items()):
+        raw = tmp_path / instrument / "raw"
+        _night_of_pixels(raw, rows, rng)
+        draft = _write_draft(raw, tmp_path / instrument / "draft.toml")
+        assert validate_profile(draft) == [], instrument
+        profile = ccdproc_ext.get_profile(draft)
+        for kind, keywords in CORPUS[instrument].items():
+            expected = getattr(generic, f"{kind}_keywords") if keywords is None else keywords
+            assert getattr(profile, f"{kind}_keywords") == expected, (instrument, kind)
+        print(f"{instrument}: {profile.describe()}")
+        compared += _assert_same_reduction(
+            _reduce(raw, tmp_path / instrument / "default"),
+            _reduce(raw, tmp_path / instrument / "drafted", draft))
+    assert compared

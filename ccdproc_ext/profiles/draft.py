@@ -24,6 +24,8 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from ..exceptions import HeaderError, ProfileError
 from ..headers import card_value, first_filled, is_blank
 from .model import IMAGE_TYPES, OBJECT_WORDS, SCHEMA_VERSION, InstrumentProfile
@@ -44,6 +46,11 @@ _KEYWORD_LISTS = (
     ("temperature", "temperature_keywords"),
     ("set_temperature", "set_temperature_keywords"),
 )
+
+#: The keyword lists the night names whole when some frame has none of them (a problem
+#: of the frame, or a night note): the others are said missing only where they matter
+#: (see `_unread`).
+_EVERY_FRAME = ("image_type", "exposure_time", "binning")
 
 #: Lines of a comment are wrapped at this width (TOML itself has no limit).
 _WIDTH = 88
@@ -157,7 +164,7 @@ def _draft(raw, name):
     base = night.night_profile
     draft = _Draft(source=f"<draft of {_label(raw)}>")
     _top(draft, raw, headers, name)
-    _keywords(draft, base, headers)
+    _keywords(draft, base, night, headers)
     _types(draft, base, night, headers)
     _detector(draft, night, headers)
     _matching(draft, night)
@@ -256,8 +263,24 @@ def _narrowed_entry(kind, entry, headers):
     return ",".join(present), n
 
 
-def _keywords(draft, base, headers):
+def _unread(kind, frames):
+    """Frames whose value of ``kind`` the default call could not read, where the night
+    says so (`~ccdproc_ext.NightCollection.night_notes`, naming every keyword looked for):
+    a date, a temperature that other frames give, a filter of a flat or science frame."""
+    if kind in ("date_obs", "time_obs"):
+        return int(np.count_nonzero(frames["date_obs"] == ""))
+    if kind == "temperature":
+        known = np.isfinite(np.asarray(frames["temperature"], dtype=float))
+        return int(np.count_nonzero(~known)) if known.any() else 0
+    if kind == "filter":
+        return int(np.count_nonzero(np.isin(frames["type"], ("flat", "science"))
+                                    & (frames["filter"] == "")))
+    return 0
+
+
+def _keywords(draft, base, night, headers):
     total = len(headers)
+    usable = night.frames[night.frames["type"] != ""]
     for kind, attribute in _KEYWORD_LISTS:
         generic = getattr(base, attribute)
         found = [(e, n) for e, n in (_narrowed_entry(kind, entry, headers)
@@ -268,14 +291,23 @@ def _keywords(draft, base, headers):
                       "that has one is read; leave out what your camera never writes")
             continue
         said = "; ".join(f"{e} on {_count(n, total)}" for e, n in found)
-        order = (" (read in this order: the first one a frame has wins)"
-                 if len(found) > 1 else "")
         lacking = sum(not any(all(k in h for k in _entry_keys(e)) if kind == "binning"
                               else any(k in h for k in _entry_keys(e)) for e, _ in found)
-                      for h in headers.values())
-        more = (f"; {lacking} frames have none of the generic list"
-                if lacking else "")
-        draft.put("keywords", kind, [e for e, _ in found], said + order + more)
+                      for h in headers.values()) if kind in _EVERY_FRAME else 0
+        unread = _unread(kind, usable)
+        if lacking or unread:
+            # What the night says of those frames names every keyword looked for: a
+            # narrower list would say it of fewer.
+            why = (f"{_frames(lacking)} have none of them" if lacking else
+                   f"{_frames(unread)} give no value the default call could read")
+            draft.put("keywords", kind, list(generic),
+                      f"{said}; {why}: the generic list, as the default call looks them "
+                      f"up; narrow it to {[e for e, _ in found]} once you have checked "
+                      "those frames")
+            continue
+        order = (" (read in this order: the first one a frame has wins)"
+                 if len(found) > 1 else "")
+        draft.put("keywords", kind, [e for e, _ in found], said + order)
 
 
 # ------------------------------------------------------- [image_types] and patterns
