@@ -18,7 +18,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 import ccdproc_ext
 from ccdproc_ext import draft_profile, reduce_night, validate_profile
 from ccdproc_ext.cli import main
-from ccdproc_ext.profiles.draft import draft_profile_text, toml_text
+from ccdproc_ext.profiles.draft import _toml_text, draft_profile_text
 from ccdproc_ext.simulate import simulate_night
 
 from .test_real_headers import _file_name, _pixels_for, _write, corpus  # noqa: F401 (a fixture)
@@ -98,7 +98,7 @@ def test_written_toml_reads_back_exactly():
     }
     comments = {("", "name"): ["a comment with a\nnewline and a \x00 in it"],
                 ("detector", None): ["above the table"]}
-    assert tomllib.loads(toml_text(data, comments, ["heading"])) == data
+    assert tomllib.loads(_toml_text(data, comments, ["heading"])) == data
 
 
 # ------------------------------------------------------------ the shared folders
@@ -112,7 +112,9 @@ REAL = {
                   "science": ("light frame",)},
         "patterns": {"flat": ("*flat*",)},
         "comments": ["IMAGETYP on all 52 frames", "'Light Frame' on 10 frames -> science",
-                     "the name decided the type of 10 flat frames"],
+                     "the name decided the type of 10 flat frames",
+                     # The README: no overscan.
+                     "no BIASSEC in any header, and no edge column or row"],
     },
     "dot-tircam2": {
         "keywords": {"exposure_time": ("EXPTIME",), "filter": ("FILTER1,FILTER2",)},
@@ -165,6 +167,17 @@ def test_draft_of_a_real_folder_reduces_it_as_the_default_call(real_night, tmp_p
     science frames alike."""
     _, raw, draft, default = real_night
     assert _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))
+
+
+def test_draft_points_at_an_overscan_no_header_names(tmp_path):
+    """A camera with an overscan and no BIASSEC (Palomar LFC's, simulated): the draft
+    keeps the default call's choice (no overscan) and names the columns."""
+    simulate_night(tmp_path / "raw", "palomar-lfc", shape=(40, 2080), n_bias=3, n_dark=1,
+                   filters=("R",), n_flat=2, n_science=1)
+    text = " ".join(draft_profile_text(tmp_path / "raw").replace("\n# ", " ").split())
+    assert "columns 2056 to 2080 of flat_R_001.fits" in text
+    assert f'write overscan = "{ccdproc_ext.get_profile("palomar-lfc").overscan.fits}"' in text
+    assert draft_profile(tmp_path / "raw").overscan is None
 
 
 # ------------------------------------------------------------------- edited drafts

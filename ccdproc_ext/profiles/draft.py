@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exceptions import HeaderError, ProfileError
+from ..exceptions import CcdprocExtError, HeaderError, ProfileError
 from ..headers import card_value, first_filled, is_blank
+from ..raw import read_frame
 from .model import IMAGE_TYPES, OBJECT_WORDS, SCHEMA_VERSION, InstrumentProfile
 
 __all__ = ["draft_profile", "draft_profile_text"]
@@ -35,17 +36,9 @@ __all__ = ["draft_profile", "draft_profile_text"]
 #: The profile the default call uses, which a draft narrows.
 _BASE = "generic"
 
-#: The keyword lists of ``[keywords]``, with the profile attribute each one fills.
-_KEYWORD_LISTS = (
-    ("image_type", "image_type_keywords"),
-    ("exposure_time", "exposure_time_keywords"),
-    ("filter", "filter_keywords"),
-    ("date_obs", "date_obs_keywords"),
-    ("time_obs", "time_obs_keywords"),
-    ("binning", "binning_keywords"),
-    ("temperature", "temperature_keywords"),
-    ("set_temperature", "set_temperature_keywords"),
-)
+#: The keyword lists of ``[keywords]``; each fills the profile's ``KIND_keywords``.
+_KEYWORD_LISTS = ("image_type", "exposure_time", "filter", "date_obs", "time_obs",
+                  "binning", "temperature", "set_temperature")
 
 #: The keyword lists the night names whole when some frame has none of them (a problem
 #: of the frame, or a night note): the others are said missing only where they matter
@@ -143,19 +136,14 @@ class _Draft:
 
     def text(self):
         self.profile()  # a draft that does not load is a bug here, not a file to write
-        return toml_text(self.data, self.comments, self.heading)
-
-
-def _night(raw):
-    """The night as the default call reads it."""
-    # Imported here: the collection itself is built on the profiles.
-    from ..collection import NightCollection
-
-    return NightCollection(raw, profile=_BASE, keywords=[])
+        return _toml_text(self.data, self.comments, self.heading)
 
 
 def _draft(raw, name):
-    night = _night(raw)
+    # Imported here: the collection itself is built on the profiles.
+    from ..collection import NightCollection
+
+    night = NightCollection(raw, profile=_BASE, keywords=[])  # as the default call reads it
     frames = night.frames
     if len(frames) == 0:
         raise ProfileError(f"{_label(raw)}: no frame whose header can be read: nothing to "
@@ -281,8 +269,8 @@ def _unread(kind, frames):
 def _keywords(draft, base, night, headers):
     total = len(headers)
     usable = night.frames[night.frames["type"] != ""]
-    for kind, attribute in _KEYWORD_LISTS:
-        generic = getattr(base, attribute)
+    for kind in _KEYWORD_LISTS:
+        generic = getattr(base, f"{kind}_keywords")
         found = [(e, n) for e, n in (_narrowed_entry(kind, entry, headers)
                                      for entry in generic) if e is not None]
         if not found:
@@ -298,8 +286,8 @@ def _keywords(draft, base, night, headers):
         if lacking or unread:
             # What the night says of those frames names every keyword looked for: a
             # narrower list would say it of fewer.
-            why = (f"{_frames(lacking)} have none of them" if lacking else
-                   f"{_frames(unread)} give no value the default call could read")
+            why = (f"{_frames(lacking)} without any of them" if lacking else
+                   f"{_frames(unread)} without a value the default call could read")
             draft.put("keywords", kind, list(generic),
                       f"{said}; {why}: the generic list, as the default call looks them "
                       f"up; narrow it to {[e for e, _ in found]} once you have checked "
@@ -365,26 +353,22 @@ def _types(draft, base, night, headers):
     evidence = _frame_evidence(base, night, headers)
     words, unknown = _words_seen(base, evidence)
     patterns = _patterns_seen(base, evidence)
-    narrowed_words = {t: tuple(dict.fromkeys(w.lower() for w in words[t]))
-                      for t in IMAGE_TYPES if t in words}
-    narrowed_patterns = {t: tuple(patterns[t]) for t in IMAGE_TYPES if t in patterns}
-    kept = _faithful_types(base, evidence, narrowed_words, narrowed_patterns,
-                           bool(night.location))
-    word_table, pattern_table, fallbacks = kept
+    word_table, pattern_table, fallbacks = _faithful_types(
+        base, evidence, {t: tuple(dict.fromkeys(w.lower() for w in words[t])) for t in words},
+        {t: tuple(patterns[t]) for t in patterns}, bool(night.location))
     by_type = Counter(frame.image_type for *_, frame in evidence)
     decided = {t: Counter(frame.rule for *_, frame in evidence if frame.image_type == t)
                for t in IMAGE_TYPES}
-    for table, kept in (("image_types", fallbacks["words"]),
-                        ("file_patterns", fallbacks["patterns"])):
+    for table, kept in zip(_NONE_SEEN, fallbacks.values(), strict=True):
         if kept == "none seen":
             draft.remark(table, _NONE_SEEN[table])
     for image_type in IMAGE_TYPES:
         if image_type in word_table:
             draft.put("image_types", image_type, list(word_table[image_type]),
-                      *_words_comment(image_type, words, word_table, fallbacks["words"]))
+                      *_words_comment(image_type, words, fallbacks["words"]))
         if image_type in pattern_table:
             draft.put("file_patterns", image_type, list(pattern_table[image_type]),
-                      *_patterns_comment(image_type, patterns, pattern_table, decided,
+                      *_patterns_comment(image_type, patterns, decided,
                                          fallbacks["patterns"]))
     draft.remark("image_types", *_types_remarks(evidence, unknown, by_type))
 
@@ -393,16 +377,10 @@ def _faithful_types(base, evidence, words, patterns, folders):
     """The narrowed words and patterns, or the generic ones where narrowing changes the
     type, rule or notes of a frame: ``(words, patterns, {"words": bool, "patterns":
     bool})`` (whether the generic ones were kept)."""
-    generic_words = dict(base.image_type_words)
-    generic_patterns = dict(base.file_patterns)
-    if not words:  # no image-type word in the night: nothing to narrow to
-        words, no_words = generic_words, True
-    else:
-        no_words = False
-    if not patterns:
-        patterns, no_patterns = generic_patterns, True
-    else:
-        no_patterns = False
+    generic_words, generic_patterns = dict(base.image_type_words), dict(base.file_patterns)
+    # Nothing seen is nothing to narrow to.
+    no_words, no_patterns = not words, not patterns
+    words, patterns = words or generic_words, patterns or generic_patterns
     for use_words, use_patterns in ((words, patterns), (generic_words, patterns),
                                     (generic_words, generic_patterns)):
         candidate = dataclasses.replace(base, image_type_words=use_words,
@@ -430,7 +408,7 @@ _NONE_SEEN = {
 }
 
 
-def _words_comment(image_type, words, table, fallback):
+def _words_comment(image_type, words, fallback):
     if fallback == "none seen":
         return []
     seen = words.get(image_type, Counter())
@@ -442,7 +420,7 @@ def _words_comment(image_type, words, table, fallback):
     return lines
 
 
-def _patterns_comment(image_type, patterns, table, decided, fallback):
+def _patterns_comment(image_type, patterns, decided, fallback):
     if fallback == "none seen":
         return []
     lines = []
@@ -498,9 +476,12 @@ def _detector(draft, night, headers):
     for key, generic in (("overscan", base.overscan), ("trim", base.trim)):
         present = _keywords_present(generic.keywords, headers)
         if not present:
-            draft.remark("detector", f"no {key}: no {' or '.join(generic.keywords)} in any "
-                         "header, and the generic profile has no fixed section; if your "
-                         f"frames have one, write it as {key} = \"[x1:x2,y1:y2]\"")
+            said = f"no {key}: no {' or '.join(generic.keywords)} in any header"
+            if key == "overscan":
+                draft.remark("detector", f"{said}, {_overscan_in_pixels(night)}")
+            else:
+                draft.remark("detector", f"{said}; if your frames are to be trimmed, write "
+                             f"{key} = \"[x1:x2,y1:y2]\" (the part to keep)")
             continue
         seen = "; ".join(f"{k} on {_count(sum(k in h for h in headers.values()), total)} ("
                          + _examples(repr(v) for v in _values_seen(headers, k)) + ")"
@@ -515,6 +496,63 @@ def _detector(draft, night, headers):
                   "the generic choice, not inferred")
     for key in ("gain", "read_noise", "saturation"):
         _detector_value(draft, night, headers, key)
+
+
+#: An edge column (or row) of a lit frame at most this fraction of the way from the bias
+#: level to the frame's level is counted at the bias level: an overscan sees no light.
+_DARK_EDGE = 0.2
+#: The light must stand this many times the bias noise above the bias for edges to tell.
+_LIGHT_OVER_NOISE = 20.0
+
+
+def _overscan_in_pixels(night):
+    """Words to follow "no BIASSEC in any header,": the edge columns or rows of a lit
+    frame at the level of a bias (an overscan no header names), or none. The premise,
+    checked: a bias and a lit frame of one shape, with light well above the bias noise;
+    without it the pixels are said to tell nothing."""
+    lit = next((row for image_type in ("flat", "science")
+                for row in night.frames_of_type(image_type)), None)
+    bias = next(iter(night.frames_of_type("bias")), None)
+    if lit is None or bias is None:
+        return "and no bias and lit frame to compare their edges"
+    try:
+        data = read_frame(night.path(str(lit["file"])), dtype=np.float64).data
+        zero = read_frame(night.path(str(bias["file"])), dtype=np.float64).data
+    except CcdprocExtError:
+        return "and the pixels were not compared (a frame could not be read)"
+    if data.ndim != 2 or data.shape != zero.shape:
+        return "and the pixels were not compared (the bias and lit frames differ in shape)"
+    bias_level = float(np.median(zero))
+    noise = 1.4826 * float(np.median(np.abs(zero - bias_level)))
+    light = float(np.median(data)) - bias_level
+    if not light > _LIGHT_OVER_NOISE * max(noise, 1.0):
+        return f"and {lit['file']} has too little light to tell an overscan from its edges"
+    threshold = bias_level + _DARK_EDGE * light
+    found = [(axis, edge) for axis, levels in (("columns", np.median(data, axis=0)),
+                                                ("rows", np.median(data, axis=1)))
+             for edge in _dark_edges(levels < threshold)]
+    if not found:
+        return (f"and no edge column or row of {lit['file']} has the level of the bias "
+                f"{bias['file']}: none")
+    ny, nx = data.shape
+    sections = [f"[{a}:{b},*]" if axis == "columns" else f"[*,{a}:{b}]"
+                for axis, (a, b) in found]
+    return (f"but {' and '.join(f'{axis} {a} to {b}' for axis, (a, b) in found)} "
+            f"of {lit['file']} ({ny} x {nx}) have the level of the bias {bias['file']} "
+            f"(about {bias_level:.0f} against {bias_level + light:.0f}): an overscan? If "
+            f"so, write overscan = \"{sections[0]}\" and a trim that leaves it out; "
+            f"this draft keeps the default call's choice")
+
+
+def _dark_edges(dark):
+    """``(first, last)`` (1-based, inclusive) of the runs of ``dark`` at either end of
+    the axis, when they are not the whole axis."""
+    n = len(dark)
+    if dark.all() or not n:
+        return []
+    left = int(np.argmin(dark))  # the first one that is not dark
+    right = int(np.argmin(dark[::-1]))
+    return ([(1, left)] if left else []) + ([(n - right + 1, n)] if right else [])
 
 
 def _detector_value(draft, night, headers, key):
@@ -581,35 +619,32 @@ def _matching(draft, night):
 
 # ------------------------------------------------------------------ writing TOML
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n",
-            "\f": "\\f", "\r": "\\r"}
+_CONTROL = [*range(0x20), 0x7F]
+#: TOML's escapes in a basic string: its short ones, else \uXXXX for a control character.
+_ESCAPES = {i: f"\\u{i:04X}" for i in _CONTROL} | {
+    ord(c): e for c, e in {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t",
+                           "\n": "\\n", "\f": "\\f", "\r": "\\r"}.items()}
+#: A comment may hold no control character but the tab.
+_NOT_IN_COMMENTS = {i: "?" for i in _CONTROL if i != ord("\t")}
 
 
-def toml_string(text):
+def _toml_string(text):
     """``text`` as a TOML basic string, with TOML's escapes.
 
     Examples
     --------
-    >>> print(toml_string('Light "Frame"\\t1'))
+    >>> print(_toml_string('Light "Frame"\\t1'))
     "Light \\"Frame\\"\\t1"
     """
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
+    return '"' + text.translate(_ESCAPES) + '"'
 
 
-def toml_value(value):
+def _toml_value(value):
     """A value of a profile (string, boolean, number, list, table) as TOML text."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return toml_string(value)
+        return _toml_string(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -617,56 +652,45 @@ def toml_value(value):
             raise ValueError(f"{value!r} has no place in a profile")
         return repr(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
                                 for k, v in value.items()) + " }"
     raise TypeError(f"{type(value).__name__} is no TOML value of a profile")
 
 
-def toml_key(key):
+def _toml_key(key):
     """A key as TOML writes it: bare when it can be, else quoted."""
-    return key if _BARE_KEY.match(key) else toml_string(key)
+    return key if _BARE_KEY.match(key) else _toml_string(key)
 
 
 def _comment_lines(lines):
     """Comment lines, wrapped; characters a TOML comment may not hold are replaced."""
     out = []
     for line in lines:
-        clean = "".join(c if c == "\t" or (ord(c) >= 0x20 and ord(c) != 0x7F) else "?"
-                        for c in line)
         out.extend("# " + part for part in textwrap.wrap(
-            clean, _WIDTH - 2, break_long_words=False, break_on_hyphens=False) or [""])
+            line.translate(_NOT_IN_COMMENTS), _WIDTH - 2, break_long_words=False,
+            break_on_hyphens=False) or [""])
     return out
 
 
-def toml_text(data, comments=None, heading=()):
-    """A profile document (top-level keys, then one table per key holding a dict) as
-    TOML text, each key preceded by its comment lines.
-
-    Parameters
-    ----------
-    data : dict
-        The document, as `tomllib.loads` would return it.
-    comments : dict or None, optional
-        ``{(table, key): [lines]}``, ``table`` ``""`` for the top level; ``(table,
-        None)`` for lines above the table. Default is ``None``.
-    heading : sequence of str, optional
-        Lines at the top of the file.
-    """
+def _toml_text(data, comments=None, heading=()):
+    """A profile document ``data`` (as `tomllib.loads` returns it: top-level keys, then
+    tables) as TOML text, after the ``heading`` lines; ``comments[(table, key)]`` (table
+    ``""`` for the top level, key ``None`` above the table) are the lines before a key."""
     comments = comments or {}
     lines = _comment_lines(heading)
     tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
     for key, value in data.items():
         if not isinstance(value, dict):
             lines.extend(_comment_lines(comments.get(("", key), ())))
-            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for table, entries in tables:
         lines.append("")
         lines.extend(_comment_lines(comments.get((table, None), ())))
-        lines.append(f"[{toml_key(table)}]")
+        lines.append(f"[{_toml_key(table)}]")
         for key, value in entries.items():
             lines.extend(_comment_lines(comments.get((table, key), ())))
-            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
