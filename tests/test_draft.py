@@ -361,3 +361,9 @@ def test_drafts_of_the_header_corpus_validate_and_reduce_as_the_default_call(
             _reduce(raw, tmp_path / instrument / "default"),
             _reduce(raw, tmp_path / instrument / "drafted", draft))
     assert compared
+
+
+def test_draft_with_a_name_that_is_no_profile_name_says_which_key(night_to_correct):
+    raw, _, _ = night_to_correct
+    with pytest.raises(ccdproc_ext.ProfileError, match=r"draft of raw.*key 'name'"):
+        draft_profile(raw, name="My Camera")

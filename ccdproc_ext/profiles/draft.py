@@ -12,8 +12,10 @@ A draft starts from the ``generic`` profile as the night applies it
 the keywords its headers hold (in the generic order, so that the same keyword wins), the
 image-type words seen, the file patterns that match its files. Narrowing never changes
 what the night's frames are: a draft left as it is reduces the night exactly as the
-default call does. Where narrowing would change a frame's type, the generic rule is kept
-and the comment says so.
+default call does. Where narrowing would change what the night says of a frame (its type,
+or a note naming the keywords looked for), the generic rule is kept and the comment says
+so. What the default call chose rather than inferred (whether darks scale, the
+tolerances) is the generic choice, and said to be.
 """
 
 import dataclasses
