@@ -18,6 +18,7 @@ so. What the default call chose rather than inferred (whether darks scale, the
 tolerances) is the generic choice, and said to be.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import CcdprocExtError, HeaderError, ProfileError
-from ..headers import card_value, first_filled, is_blank
+from ..headers import card_value, first_filled, header_float, is_blank
 from ..raw import read_frame
 from .model import IMAGE_TYPES, OBJECT_WORDS, SCHEMA_VERSION, InstrumentProfile
 
@@ -37,7 +38,6 @@ __all__ = ["draft_profile", "draft_profile_text"]
 
 #: The profile the default call uses, which a draft narrows.
 _BASE = "generic"
-
 #: The keyword lists of ``[keywords]``; each fills the profile's ``KIND_keywords``.
 _KEYWORD_LISTS = ("image_type", "exposure_time", "filter", "date_obs", "time_obs",
                   "binning", "temperature", "set_temperature")
@@ -49,7 +49,6 @@ _EVERY_FRAME = ("image_type", "exposure_time", "binning")
 
 #: Lines of a comment are wrapped at this width (TOML itself has no limit).
 _WIDTH = 88
-
 #: How many examples (file names, values) a comment names before "...".
 _EXAMPLES = 3
 
@@ -120,7 +119,7 @@ class _Draft:
 
     source: str
     data: dict = dataclasses.field(default_factory=dict)
-    comments: dict = dataclasses.field(default_factory=dict)
+    comments: dict = dataclasses.field(default_factory=dict)  # {(table, key): [lines]}
     heading: list = dataclasses.field(default_factory=list)
 
     def put(self, table, key, value, *comment):
@@ -169,8 +168,8 @@ def _label(raw):
     return f"{len(raw)} files" if isinstance(raw, list | tuple) else "the night"
 
 
-def _count(n, total, what="frames"):
-    return f"{n} of {total} {what}" if n != total else f"all {total} {what}"
+def _count(n, total):
+    return f"{n} of {total} frames" if n != total else f"all {total} frames"
 
 
 def _frames(n):
@@ -253,6 +252,14 @@ def _narrowed_entry(kind, entry, headers):
     return ",".join(present), n
 
 
+def _gives(header, entry):
+    """Whether ``header`` has a value of ``entry`` (not blank; both cards of a pair)."""
+    keys = _entry_keys(entry)
+    if len(keys) == 2 and not all(k in header for k in keys):
+        return False
+    return first_filled(header, keys)[0] is not None
+
+
 def _unread(kind, frames):
     """Frames whose value of ``kind`` the default call could not read, where the night
     says so (`~ccdproc_ext.NightCollection.night_notes`, naming every keyword looked for):
@@ -281,8 +288,7 @@ def _keywords(draft, base, night, headers):
                       "that has one is read; leave out what your camera never writes")
             continue
         said = "; ".join(f"{e} on {_count(n, total)}" for e, n in found)
-        lacking = sum(not any(all(k in h for k in _entry_keys(e)) if kind == "binning"
-                              else any(k in h for k in _entry_keys(e)) for e, _ in found)
+        lacking = sum(not any(_gives(h, e) for e, _ in found)
                       for h in headers.values()) if kind in _EVERY_FRAME else 0
         unread = _unread(kind, usable)
         if lacking or unread:
@@ -303,11 +309,8 @@ def _keywords(draft, base, night, headers):
 # ------------------------------------------------------- [image_types] and patterns
 def _frame_evidence(base, night, headers):
     """For each frame: ``(file, header, exposure, FrameType of the default call)``."""
-    folders = bool(night.location)
-    found = []
-    for row in night.frames:
-        file = str(row["file"])
-        header = headers[file]
+    folders, found = bool(night.location), []
+    for file, header in headers.items():  # in the order of the night's frames
         try:
             exposure = base.exposure_time(header)
         except HeaderError:
@@ -491,11 +494,11 @@ def _detector(draft, night, headers):
         draft.put("detector", key, {"keyword": present, "required": False},
                   f"{seen}; a frame without it has no {key} (required = false), as in "
                   "the generic profile")
-    if base.overscan is not None and _keywords_present(base.overscan.keywords, headers):
-        draft.put("detector", "overscan_axis", base.overscan_axis,
-                  "one overscan level per row: the generic choice, not inferred")
-        draft.put("detector", "overscan_method", base.overscan_method,
-                  "the generic choice, not inferred")
+        if key == "overscan":
+            draft.put("detector", "overscan_axis", base.overscan_axis,
+                      "one overscan level per row: the generic choice, not inferred")
+            draft.put("detector", "overscan_method", base.overscan_method,
+                      "the generic choice, not inferred")
     for key in ("gain", "read_noise", "saturation"):
         _detector_value(draft, night, headers, key)
 
@@ -587,12 +590,10 @@ def _detector_value(draft, night, headers, key):
 
 def _not_above_zero(headers, keywords):
     for header in headers.values():
-        key, value = first_filled(header, keywords)
-        try:
-            if key is not None and float(str(value).replace(",", ".")) <= 0:
+        with contextlib.suppress(HeaderError):  # not a number: no gain to doubt
+            value = header_float(header, keywords, required=False)
+            if value is not None and value <= 0:
                 return True
-        except ValueError:
-            continue
     return False
 
 
