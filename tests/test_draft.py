@@ -367,3 +367,19 @@ def test_draft_with_a_name_that_is_no_profile_name_says_which_key(night_to_corre
     raw, _, _ = night_to_correct
     with pytest.raises(ccdproc_ext.ProfileError, match=r"draft of raw.*key 'name'"):
         draft_profile(raw, name="My Camera")
+
+
+def test_a_blank_type_card_keeps_the_generic_keywords(tmp_path):
+    """A frame whose IMAGETYP is blank has no type keyword for the default call, which
+    names every keyword it looked for: the draft keeps them all, and the same plan."""
+    raw = tmp_path / "raw"
+    simulate_night(raw, "maxim-ccdsoft", shape=(16, 16), n_bias=2, n_dark=1,
+                   filters=("R",), n_flat=2, n_science=2)
+    science = sorted(raw.glob("object*"))[0]
+    fits.setval(science, "IMAGETYP", value="")
+    draft = _write_draft(raw, tmp_path / "draft.toml")
+    generic = ccdproc_ext.get_profile("generic")
+    assert ccdproc_ext.get_profile(draft).image_type_keywords == \
+        generic.image_type_keywords
+    assert _assert_same_reduction(_reduce(raw, tmp_path / "default"),
+                                  _reduce(raw, tmp_path / "drafted", draft))
