@@ -383,3 +383,26 @@ def test_a_blank_type_card_keeps_the_generic_keywords(tmp_path):
         generic.image_type_keywords
     assert _assert_same_reduction(_reduce(raw, tmp_path / "default"),
                                   _reduce(raw, tmp_path / "drafted", draft))
+
+
+def test_words_a_file_name_needs_are_kept(tmp_path):
+    """Flats named ``skyflat_*`` and typed 'Light Frame': the name says flat through the
+    generic flat word 'skyflat', so the draft keeps the generic words (and says why)
+    rather than the words seen alone, which would make them science frames."""
+    raw = tmp_path / "raw"
+    simulate_night(raw, "maxim-ccdsoft", shape=(16, 16), n_bias=2, n_dark=1,
+                   filters=("R",), n_flat=2, n_science=1)
+    for number, flat in enumerate(sorted(raw.glob("flat*"))):
+        with fits.open(flat) as hdul:
+            hdul[0].header["IMAGETYP"] = "Light Frame"
+            hdul[0].header.remove("OBJECT", ignore_missing=True)
+            hdul.writeto(raw / f"skyflat_{number}.fits")
+        flat.unlink()
+    draft = _write_draft(raw, tmp_path / "draft.toml")
+    profile = ccdproc_ext.get_profile(draft)
+    assert "skyflat" in profile.image_type_words["flat"]
+    assert "the generic words are kept" in draft.read_text()
+    default = _reduce(raw, tmp_path / "default")
+    assert set(default.plan[np.char.startswith(default.plan["file"].astype(str),
+                                               "skyflat")]["type"]) == {"flat"}
+    assert _assert_same_reduction(default, _reduce(raw, tmp_path / "drafted", draft))

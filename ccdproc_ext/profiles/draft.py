@@ -364,24 +364,24 @@ def _types(draft, base, night, headers):
     by_type = Counter(frame.image_type for *_, frame in evidence)
     decided = {t: Counter(frame.rule for *_, frame in evidence if frame.image_type == t)
                for t in IMAGE_TYPES}
-    for table, kept in zip(_NONE_SEEN, fallbacks.values(), strict=True):
-        if kept == "none seen":
-            draft.remark(table, _NONE_SEEN[table])
+    for table, narrowed in fallbacks.items():
+        if narrowed != "narrowed":
+            draft.remark(table, _GENERIC_KEPT[table, narrowed])
     for image_type in IMAGE_TYPES:
         if image_type in word_table:
             draft.put("image_types", image_type, list(word_table[image_type]),
-                      *_words_comment(image_type, words, fallbacks["words"]))
+                      *_words_comment(image_type, words, fallbacks["image_types"]))
         if image_type in pattern_table:
             draft.put("file_patterns", image_type, list(pattern_table[image_type]),
                       *_patterns_comment(image_type, patterns, decided,
-                                         fallbacks["patterns"]))
+                                         fallbacks["file_patterns"]))
     draft.remark("image_types", *_types_remarks(evidence, unknown, by_type))
 
 
 def _faithful_types(base, evidence, words, patterns, folders):
     """The narrowed words and patterns, or the generic ones where narrowing changes the
-    type, rule or notes of a frame: ``(words, patterns, {"words": bool, "patterns":
-    bool})`` (whether the generic ones were kept)."""
+    type, rule or notes of a frame: ``(words, patterns, {table: "narrowed", "none seen"
+    or "kept"})``."""
     generic_words, generic_patterns = dict(base.image_type_words), dict(base.file_patterns)
     # Nothing seen is nothing to narrow to.
     no_words, no_patterns = not words, not patterns
@@ -392,9 +392,12 @@ def _faithful_types(base, evidence, words, patterns, folders):
                                         file_patterns=use_patterns)
         if _same_types(candidate, evidence, folders):
             break
+    def how(none_seen, kept):
+        return "none seen" if none_seen else "kept" if kept else "narrowed"
+
     return use_words, use_patterns, {
-        "words": "none seen" if no_words else use_words is generic_words,
-        "patterns": "none seen" if no_patterns else use_patterns is generic_patterns}
+        "image_types": how(no_words, use_words is generic_words),
+        "file_patterns": how(no_patterns, use_patterns is generic_patterns)}
 
 
 def _same_types(candidate, evidence, folders):
@@ -404,41 +407,38 @@ def _same_types(candidate, evidence, folders):
                for file, header, exposure, frame in evidence)
 
 
-#: Why a table of types is the generic one, when the night shows nothing to narrow to.
-_NONE_SEEN = {
-    "image_types": "no frame has an image-type keyword: the generic words, so that a "
-                   "frame that has one is read",
-    "file_patterns": "no file or folder name of this night matches a generic pattern: "
-                     "the generic patterns, for nights whose names say the type",
+#: Why a table of types is the generic one: the night shows nothing to narrow it to, or
+#: narrowing it would change the type of a frame.
+_GENERIC_KEPT = {
+    ("image_types", "none seen"): "no frame has an image-type keyword: the generic "
+                                  "words, so that a frame that has one is read",
+    ("file_patterns", "none seen"): "no file or folder name of this night matches a "
+                                    "generic pattern: the generic patterns, for nights "
+                                    "whose names say the type",
+    ("image_types", "kept"): "the generic words are kept: the words seen alone would "
+                             "change the type of some frame (a file name or OBJECT word "
+                             "is read with them)",
+    ("file_patterns", "kept"): "the generic patterns are kept: the patterns seen alone "
+                               "would change the type of some frame",
 }
 
 
 def _words_comment(image_type, words, fallback):
-    if fallback == "none seen":
-        return []
     seen = words.get(image_type, Counter())
-    lines = ["; ".join(f"{w!r} on {n} frames -> {image_type}" for w, n in seen.items())
-             or f"no frame of this night says {image_type}"]
-    if fallback:
-        lines.append("the generic words are kept: the words seen alone would change the "
-                     "type of some frame (a file name or OBJECT word read with them)")
-    return lines
+    return [] if fallback == "none seen" else [
+        "; ".join(f"{w!r} on {n} frames -> {image_type}" for w, n in seen.items())
+        or f"no frame of this night says {image_type}"]
 
 
 def _patterns_comment(image_type, patterns, decided, fallback):
     if fallback == "none seen":
         return []
-    lines = []
-    for pattern, files in patterns.get(image_type, {}).items():
-        lines.append(f"{pattern!r} matches {len(files)} file or folder names "
-                     f"({_examples(files)})")
+    lines = [f"{pattern!r} matches {len(files)} file or folder names ({_examples(files)})"
+             for pattern, files in patterns.get(image_type, {}).items()]
     n_decided = decided[image_type].get("file name", 0)
     if n_decided:
         lines.append(f"the name decided the type of {n_decided} {image_type} frames "
                      "(their header says no calibration type)")
-    if fallback:
-        lines.append("the generic patterns are kept: the patterns seen alone would "
-                     "change the type of some frame")
     return lines
 
 
