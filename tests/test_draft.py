@@ -103,14 +103,15 @@ def test_written_toml_reads_back_exactly():
 
 # ------------------------------------------------------------ the shared folders
 #: What each real folder's headers and names say, written from their README and their
-#: headers: the keywords mapped, and the words and patterns of each type.
+#: headers: the keywords mapped, and the words and patterns of each type (words
+#: ``None``: the folder has no image-type keyword, the draft keeps the generic words).
 REAL = {
     "sbig-stl1001e": {
         "keywords": {"image_type": ("IMAGETYP",), "exposure_time": ("EXPTIME", "EXPOSURE"),
                      "filter": ("FILTER",), "set_temperature": ("SET-TEMP",)},
         "words": {"bias": ("bias frame",), "dark": ("dark frame",),
                   "science": ("light frame",)},
-        "patterns": {"flat": ("*flat*",)},
+        "patterns": {"bias": ("*bias*",), "dark": ("*dark*",), "flat": ("*flat*",)},
         "comments": ["IMAGETYP on all 52 frames", "'Light Frame' on 10 frames -> science",
                      "the name decided the type of 10 flat frames",
                      # The README: no overscan.
@@ -118,7 +119,7 @@ REAL = {
     },
     "dot-tircam2": {
         "keywords": {"exposure_time": ("EXPTIME",), "filter": ("FILTER1,FILTER2",)},
-        "words": {},
+        "words": None,
         "patterns": {"bias": ("*bias*",), "flat": ("*flat*",)},
         "comments": ["5 frames (IC310_1.fits", "guessed science",
                      "no frame has an image-type keyword"],
@@ -126,7 +127,7 @@ REAL = {
     "zwo-asi178": {
         "keywords": {"exposure_time": ("EXPTIME", "EXPOSURE"),
                      "binning": ("XBINNING,YBINNING",), "temperature": ("CCD-TEMP",)},
-        "words": {},
+        "words": None,
         "patterns": {"bias": ("*bias*",), "dark": ("*dark*",), "flat": ("*flat*",)},
         "comments": ["GAIN on all 25 frames"],
     },
@@ -149,12 +150,11 @@ def test_draft_of_a_real_folder_validates_and_names_what_it_mapped(real_night):
     profile = ccdproc_ext.get_profile(draft)
     for kind, keywords in expected["keywords"].items():
         assert getattr(profile, f"{kind}_keywords") == keywords, kind
-    assert dict(profile.image_type_words) == expected["words"] or \
-        not expected["words"]
-    for image_type, words in expected["words"].items():
-        assert profile.image_type_words[image_type] == words
-    for image_type, patterns in expected["patterns"].items():
-        assert profile.file_patterns[image_type] == patterns
+    words = expected["words"]
+    if words is None:
+        words = dict(ccdproc_ext.get_profile("generic").image_type_words)
+    assert dict(profile.image_type_words) == words
+    assert dict(profile.file_patterns) == expected["patterns"]
     text = " ".join(draft.read_text().replace("\n# ", " ").split())
     for said in expected["comments"]:
         assert said in text
