@@ -21,6 +21,7 @@ from .night import NightResult, reduce_night
 from .profiles import (
     InstrumentProfile,
     available_profiles,
+    draft_profile,
     get_profile,
     validate_profile,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "build_plan",
     "calibrate_frame",
     "combine",
+    "draft_profile",
     "find_nearest_dark_exposure",
     "get_profile",
     "make_master_bias",

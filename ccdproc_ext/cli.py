@@ -7,6 +7,7 @@ message on standard error with exit status 1 (never a traceback)::
     ccdproc-ext profiles list
     ccdproc-ext profiles show palomar-lfc
     ccdproc-ext profiles validate my-camera.toml
+    ccdproc-ext profiles draft RAW -o my-camera.toml
     ccdproc-ext plan RAW --profile maxim-ccdsoft --type 'flat-*=flat'
     ccdproc-ext reduce RAW OUT --profile palomar-lfc --workers 2
     ccdproc-ext demo OUTDIR
@@ -64,10 +65,27 @@ def _profiles_validate(args):
     return status
 
 
+def _profiles_draft(args):
+    from .profiles import draft_profile_text
+
+    text = draft_profile_text(args.raw, name=args.name)
+    if args.output is None:
+        print(text, end="")
+        return 0
+    output = Path(args.output)
+    if output.exists():
+        # A draft is made to be edited: never write over one.
+        raise CcdprocExtError(f"{output}: the file exists; remove it or choose another name")
+    output.write_text(text, encoding="utf-8")
+    print(f"{output}: the draft of a profile for {args.raw}; check its values, then "
+          f"'{_PROG} profiles validate {output}'")
+    return 0
+
+
 def _add_profiles_commands(commands):
     profiles = commands.add_parser(
-        "profiles", help="list, show and validate instrument profiles",
-        description="List, show and validate instrument profiles.")
+        "profiles", help="list, show, validate and draft instrument profiles",
+        description="List, show, validate and draft instrument profiles.")
     actions = profiles.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="the available profiles, one per line")
@@ -84,6 +102,18 @@ def _add_profiles_commands(commands):
                     "line and exits with status 1.")
     validate.add_argument("files", metavar="FILE", nargs="+", help="a TOML profile file")
     validate.set_defaults(run=_profiles_validate)
+
+    draft = actions.add_parser(
+        "draft", help="a profile of what the default call infers from a night",
+        description="Write a profile, in TOML, of what the default call (the generic "
+                    "profile) infers from the frames of RAW, each value with a comment "
+                    "saying what it was inferred from, for you to correct.")
+    draft.add_argument("raw", metavar="RAW", help="the folder of the night's raw frames")
+    draft.add_argument("-o", "--output", metavar="FILE", default=None,
+                       help="the TOML file to write (it must not exist); default: print")
+    draft.add_argument("--name", default=None,
+                       help="the profile's name (default: from INSTRUME or the folder)")
+    draft.set_defaults(run=_profiles_draft)
 
 
 # ------------------------------------------------------------------ night commands
