@@ -606,7 +606,7 @@ class NightCollection(ImageFileCollection):
             return None
         return None if value is None else (key, value)
 
-    def _saturation_not_levels(self):
+    def saturation_not_levels(self):
         """``{keyword: why}`` for the saturation keywords that are no saturation level in
         this night: a value not above 0 (``DATAMAX = 0`` for "not set"), or values that
         differ from frame to frame of one group (shape and binning): a statistic of each
@@ -638,7 +638,7 @@ class NightCollection(ImageFileCollection):
         one number above the bias for frames read out alike; checked here on every
         frame of the night, where one frame alone cannot tell."""
         spec = self.profile.saturation
-        not_levels = self._saturation_not_levels()
+        not_levels = self.saturation_not_levels()
         if not not_levels:
             return self.profile
         keywords = tuple(k for k in spec.keywords if k not in not_levels)
@@ -674,7 +674,7 @@ class NightCollection(ImageFileCollection):
                     "binning": self.profile.binning_keywords,
                     "temperature": self.profile.temperature_keywords}
         notes = [f"{why}: saturated pixels are not masked by it"
-                 for why in self._saturation_not_levels().values()]
+                 for why in self.saturation_not_levels().values()]
         for what, missing in lacking.items():
             n_missing = int(np.count_nonzero(missing))
             if n_missing:

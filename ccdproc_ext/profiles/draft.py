@@ -565,7 +565,7 @@ def _detector_value(draft, night, headers, key):
     the night holds, less those the night says are no saturation level."""
     generic, used = getattr(night.profile, key), getattr(night.night_profile, key)
     # The night's own reasons (see NightCollection.night_profile), not found again here.
-    dropped = list(night._saturation_not_levels().values()) if key == "saturation" else []
+    dropped = list(night.saturation_not_levels().values()) if key == "saturation" else []
     present = _keywords_present(used.keywords if used is not None else (), headers)
     what = key.replace("_", " ")
     if not present:
