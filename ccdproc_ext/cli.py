@@ -220,21 +220,22 @@ def _nothing_usable_status(plan, unusable):
 
 
 def _reduce_status(result, *, dry_run):
-    """1 when no file could be used, when science frames were planned and none could be
-    reduced, when an output could not be written, or when a master that science frames
-    need could not be built; else 0."""
-    if _nothing_usable_status(result.plan, result.problems["file"]):
-        return 1
+    """1 when science frames were planned and none could be reduced, when no file could
+    be used, when an output could not be written, or when a master that science frames
+    need could not be built; else 0. The first of these that holds is said: the science
+    frames, when there are some, are what a night is for."""
     if dry_run:
         planned = result.plan[result.plan["type"] == "science"]
         if len(planned) and not (planned["status"] == "ok").any():
             print(f"{_PROG}: error: none of the {len(planned)} science frames can be reduced",
                   file=sys.stderr)
             return 1
-        return 0
+        return _nothing_usable_status(result.plan, result.problems["file"])
     if result.n_science_planned and result.n_science_reduced == 0:
         print(f"{_PROG}: error: none of the {result.n_science_planned} science frames could "
               "be reduced", file=sys.stderr)
+        return 1
+    if _nothing_usable_status(result.plan, result.problems["file"]):
         return 1
     unwritten = [str(p["file"]) for p in result.problems if p["kind"] == "OutputError"]
     if unwritten:  # an output left as it was may be an older one: never a success
