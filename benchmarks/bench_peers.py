@@ -335,6 +335,7 @@ def compare_outputs(ours, peer):
 
 # ---------------------------------------------------------------------------- the report
 def _median(runs, key):
+    """The median of one cost over a reducer's runs."""
     return statistics.median(run[key] for run in runs)
 
 
@@ -345,6 +346,7 @@ def print_table(results):
           f"{'x ours':>7} {'peak MB':>8} {'x ours':>7}")
     for reducer, runs in results.items():
         if not runs:
+            print(f"{reducer:<8} no successful run")
             continue
         cells = [f"{reducer:<8} {len(runs):>4}"]
         for key, scale in (("wall", 1), ("cpu", 1), ("maxrss_kib", 1 / 1024)):
@@ -412,6 +414,9 @@ def _warm_up(raw):
 def run_all(args, root):
     """Make the night, run the reducers in turn, print the table and the residuals."""
     reducers = _available(args.only or REDUCERS)
+    if not reducers:
+        print("nothing to run")
+        return
     raw = root / "raw"
     counts = {"biases": args.n_bias, "darks": args.n_dark, "flats": args.n_flat,
               "lights": args.n_light}
