@@ -17,11 +17,13 @@ Reducers, and where each writes (all under the run's temporary folder):
 
 ours
     ``ccdproc-ext reduce RAW OUT`` with its defaults (bias, dark, flat, bad-pixel mask,
-    report). Science frames: ``OUT/science/<raw name>.fits``.
+    report; as many worker processes as cores). Science frames: ``OUT/science/*.fits``,
+    named after the raw files (``lights_light_001.fits``), 32-bit float.
 siril
     ``siril-cli -d WORK -s benchmarks/siril_mono.ssf``: Siril's ``Mono_Preprocessing.ssf``
-    without the final registration and stacking. ``WORK/biases`` etc. hold symbolic links
-    to the raw files (Siril's ``..`` must not lead back into the raw folder). Science frames:
+    without the final registration and stacking (Siril uses all cores). ``WORK/biases``
+    etc. hold symbolic links to the raw files (Siril's ``..`` must not lead back into the
+    raw folder). Science frames:
     ``WORK/process/pp_light_00001.fit`` ... (32-bit float in [0, 1]; Siril numbers the
     converted frames in the order of the sorted raw names; its rows may be stored bottom-up,
     so both orientations are compared).
@@ -32,8 +34,8 @@ iraf
     ``benchmarks/iraf_ccdred.dat`` (``IMAGETYP`` words to ccdred's types). ``ccdproc``
     writes new files, never the raw ones: calibrated darks and flats, ``Zero.fits``,
     ``Dark.fits``, ``Flat.fits`` and the science frames ``WORK/sci_<raw name>.fits``
-    (32-bit real). ``irafcl`` exits 0 when a task fails, so its log is searched for
-    ``ERROR`` and for missing outputs.
+    (32-bit real); one process at a time. ``irafcl`` exits 0 when a task fails, so its
+    log is searched for ``ERROR`` lines and for missing outputs.
 
 Each run is one process tree started by a small Python wrapper that reports the tree's
 wall time, CPU time (user + system, ``getrusage(RUSAGE_CHILDREN)``) and peak memory
