@@ -21,7 +21,7 @@ from ccdproc_ext.cli import main
 from ccdproc_ext.profiles.draft import _toml_text, draft_profile_text
 from ccdproc_ext.simulate import simulate_night
 
-from .test_real_headers import _file_name, _pixels_for, _write, corpus  # noqa: F401 (a fixture)
+from .test_real_headers import corpus, night_of_pixels  # noqa: F401 (corpus: a fixture)
 
 
 # --------------------------------------------------------------------- helpers
@@ -327,18 +327,6 @@ CORPUS = {
 }
 
 
-def _night_of_pixels(raw, rows, rng):
-    """The frames of one camera's headers with pixels that suit their labelled type (as
-    the corpus's own test of the default call makes them)."""
-    raw.mkdir(parents=True)
-    for label, headers in rows:
-        header = headers[0]
-        exposure = float(str(header.get("EXPTIME", header.get("EXPOSURE", 0)))
-                         .replace(",", ".") or 0)
-        _write(raw / _file_name(label), header,
-               _pixels_for(header, label["expected_type"], exposure, rng))
-
-
 def test_drafts_of_the_header_corpus_validate_and_reduce_as_the_default_call(
         corpus, tmp_path):  # noqa: F811 (the fixture of test_real_headers)
     """One draft per camera: it validates, names the keywords the camera writes, and
@@ -349,7 +337,7 @@ def test_drafts_of_the_header_corpus_validate_and_reduce_as_the_default_call(
     compared = 0
     for instrument, rows in sorted(corpus.items()):
         raw = tmp_path / instrument / "raw"
-        _night_of_pixels(raw, rows, rng)
+        night_of_pixels(raw, rows, rng)
         draft = _write_draft(raw, tmp_path / instrument / "draft.toml")
         assert validate_profile(draft) == [], instrument
         profile = ccdproc_ext.get_profile(draft)

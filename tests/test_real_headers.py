@@ -193,19 +193,25 @@ NOT_REDUCIBLE = {
 }
 
 
+def night_of_pixels(raw, rows, rng):
+    """The frames of one camera's headers (``rows`` of the corpus) in the folder ``raw``,
+    with pixels that suit their labelled type."""
+    raw.mkdir(parents=True)
+    for label, headers in rows:
+        header = headers[0]
+        exposure = float(str(header.get("EXPTIME", header.get("EXPOSURE", 0)))
+                         .replace(",", ".") or 0)
+        _write(raw / _file_name(label), header,
+               _pixels_for(header, label["expected_type"], exposure, rng))
+
+
 def test_default_call_over_each_instruments_headers(corpus, tmp_path):
     """Pixels that suit each labelled type, the whole default reduce_night: every science
     (and arc) frame whose calibrations the folder holds is written, nothing raises."""
     rng = np.random.default_rng(7)
     for instrument, rows in sorted(corpus.items()):
         raw = tmp_path / instrument / "raw"
-        raw.mkdir(parents=True)
-        for label, headers in rows:
-            header = headers[0]
-            exposure = float(str(header.get("EXPTIME", header.get("EXPOSURE", 0)))
-                             .replace(",", ".") or 0)
-            _write(raw / _file_name(label), header,
-                   _pixels_for(header, label["expected_type"], exposure, rng))
+        night_of_pixels(raw, rows, rng)
         result = reduce_night(raw, tmp_path / instrument / "out", progress=False,
                               report=False)
         written = set(result.science["raw_file"][result.science["status"] == "written"])
