@@ -455,7 +455,8 @@ def _flatness(data):
     for i in range(bins_y):
         for j in range(bins_x):
             box = data[edges_y[i]:edges_y[i + 1], edges_x[j]:edges_x[j + 1]]
-            box = box[np.isfinite(box)]
+            # (in float64 whatever the flat's type: a median of an even count averages)
+            box = np.asarray(box[np.isfinite(box)], dtype=float)
             if box.size:
                 grid[i, j] = np.median(box)
     centre = np.nanmedian(grid) if np.isfinite(grid).any() else math.nan
@@ -619,7 +620,9 @@ def _master_pictures(name, kind, data, stats, pictures, histograms):
 
 
 def _read_master(path):
-    """The pixels, header and mask of a master; `~ccdproc_ext.FrameReadError` if damaged."""
+    """The pixels (float32, as read: the statistics and pictures are taken from samples
+    in float64, not from a float64 copy of the frame), header and mask of a master;
+    `~ccdproc_ext.FrameReadError` if damaged."""
     frame = read_frame(path)  # a missing, truncated or non-FITS file: FrameReadError
     mask = None
     with warnings.catch_warnings():
@@ -629,7 +632,7 @@ def _read_master(path):
                 mask = np.asarray(hdul["MASK"].data, dtype=bool)
     if frame.data.ndim != 2 or (mask is not None and mask.shape != frame.data.shape):
         raise OutputError(f"{path}: not a 2-D image with a mask of its shape")
-    return np.asarray(frame.data, dtype=float), frame.meta, mask
+    return frame.data, frame.meta, mask
 
 
 def _format(value, digits=4):
