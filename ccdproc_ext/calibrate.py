@@ -687,12 +687,16 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     ((10, 2048), '[1:2048,1:10]')
     """
     profile = get_profile(profile if profile is not None else "generic")
+    # A frame read (or converted) here is this function's own: it is not copied before
+    # the steps, and it is freed as soon as a step has made new pixels.
+    own = True
     if not isinstance(ccd, CCDData):
         name = name or Path(ccd).name
         ccd = read_frame(ccd, profile, dtype=dtype)
     else:
         name = name or file_name_of(ccd.meta.get("FILENAME", "frame"))
-        if ccd.data.dtype != dtype:
+        own = ccd.data.dtype != dtype
+        if own:
             ccd = ccd.copy()
             ccd.data = ccd.data.astype(dtype)
     ccd = mask_bad_pixels(ccd, profile, name=name)
@@ -703,9 +707,10 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     _check_units(ccd, (bias, dark), name)
 
     result = overscan_and_trim(ccd, profile, name=name)
-    if result is ccd:
+    if result is ccd and not own:
         result = ccd.copy()  # never hand back (or later change) the caller's object
     result = _zero_based(result, name)
+    del ccd
     if create_deviation:
         gain = _detector_value(profile, "gain", raw_header, name, "create_deviation")
         read_noise = _detector_value(profile, "read_noise", raw_header, name,

@@ -27,8 +27,10 @@ noise is that of one frame. Levels (a flat's scale, its mean, the master flat's
 normalisation) are of finite pixels only: a few NaN never make a level NaN.
 """
 
+import collections
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import tempfile
@@ -59,7 +61,7 @@ from .outputs import PARTIAL_SUFFIX, write_atomic
 from .profiles import get_profile
 from .provenance import file_name_of, mark_flat_normalised, mark_master, set_file_name
 from .quality import check_calibration_frames, frame_sample
-from .raw import file_checksum, header_unit, read_frame, read_header
+from .raw import file_checksum, header_unit, read_header
 
 # Import order: calibrate.py imports MasterFrame from here at module level; this module
 # uses calibrate_frame only inside `_prepare`, where it is imported, so that neither
@@ -346,8 +348,9 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
             calibration[key] = master.without_uncertainty()
 
     def calibrated(name, frame):
-        ccd = frame if isinstance(frame, CCDData) else read_frame(frame, profile)
-        result = calibrate_frame(ccd, profile, name=name, **calibration)
+        # A path is read by calibrate_frame, which lets the raw pixels go after the first
+        # step: a frame in the chain holds two frames' worth at most, not three.
+        result = calibrate_frame(frame, profile, name=name, **calibration)
         value = None if check is None else check(result, name)
         # The sample for comparing frames is taken here, while the frame is in memory.
         return result, (value, None if compare_as is None else frame_sample(result))
@@ -359,10 +362,7 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
     left_out = []
     workers = _workers(workers, len(frames))
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        if pool is None:
-            outcomes = (functools.partial(calibrated, *item) for item in frames)
-        else:
-            outcomes = [pool.submit(calibrated, *item).result for item in frames]
+        outcomes = _in_order(pool, workers, calibrated, frames)
         try:
             first = None  # the first frame kept: a master is made of frames alike
             for (name, _), outcome in zip(frames, outcomes, strict=True):
@@ -380,6 +380,7 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
                                                         file=name, error=err))
                     continue
                 prepared.append(frame if spill is None else spill.keep(frame, name))
+                del frame  # (one spilled is not kept while the next frame is waited for)
                 checked.append(value)
                 samples.append(sample)
                 names.append(name)
@@ -396,6 +397,26 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
         raise type(err)(f"none of the {len(skipped)} frames could be used: " + "; ".join(
             f"{name}: {_reason(error, name)}" for name, error in skipped))
     return names, prepared, skipped, checked
+
+
+def _in_order(pool, workers, function, items):
+    """A callable giving ``function(*item)`` for each of ``items``, in order; with a
+    ``pool``, computed by its ``workers`` threads ahead of the caller.
+
+    At most ``workers`` items are computed ahead, and the next is started when the
+    caller comes back for it: calibrated frames wait in memory until they are taken
+    (held, or spilled to a file) a few at a time, not all of them until the last is done.
+    """
+    if pool is None:
+        for item in items:
+            yield functools.partial(function, *item)
+        return
+    items = iter(items)
+    pending = collections.deque(pool.submit(function, *item)
+                                for item in itertools.islice(items, workers))
+    while pending:
+        yield pending.popleft().result
+        pending.extend(pool.submit(function, *item) for item in itertools.islice(items, 1))
 
 
 def _check_alike(frame, first, name):

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 
 from ._allocator import freed_memory_reused, give_back_freed_memory
@@ -80,6 +79,7 @@ from .outputs import (
     output_name,
     prepare_output_dir,
     recipe,
+    recorded_header,
     up_to_date,
     write_atomic,
     write_table,
@@ -1026,9 +1026,10 @@ def _run_tasks(night_tasks, masters, options, report, *, executor, progress):
     to_do = []
     for index, night_task in enumerate(night_tasks):
         task = night_task.task
-        if not options.overwrite and up_to_date(task.output, task.recipe):
-            outcomes[index] = ScienceOutcome.from_header("up to date",
-                                                         fits.getheader(task.output))
+        # Decided from the output's recorded recipe, its header read once.
+        header = None if options.overwrite else recorded_header(task.output, task.recipe)
+        if header is not None:
+            outcomes[index] = ScienceOutcome.from_header("up to date", header)
         else:
             to_do.append(index)
     if not to_do:

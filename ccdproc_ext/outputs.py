@@ -30,8 +30,8 @@ from .exceptions import OutputError
 from .raw import FITS_SUFFIXES
 
 __all__ = ["FITS_SUFFIXES", "check_output_dir", "check_raw_files", "file_stamp", "inside",
-           "output_name", "prepare_output_dir", "recipe", "up_to_date", "write_atomic",
-           "write_hdus", "write_table"]
+           "output_name", "prepare_output_dir", "recipe", "recorded_header", "up_to_date",
+           "write_atomic", "write_hdus", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,22 @@ def file_stamp(path):
 
 def up_to_date(path, expected_recipe):
     """Whether ``path`` exists and was made by ``expected_recipe``."""
-    if not path.exists():
-        return False
+    return recorded_header(path, expected_recipe) is not None
+
+
+def recorded_header(path, expected_recipe):
+    """The primary header of ``path`` when the file exists and was made by
+    ``expected_recipe`` (its ``RECIPE`` card), else ``None``.
+
+    Only the header's bytes are read and parsed, not the file's structure (a re-run of a
+    night reads one per output, and what the night records of an output is in it).
+    """
     try:
-        return fits.getval(path, "RECIPE") == expected_recipe
-    except (OSError, KeyError):
-        return False
+        with open(path, "rb") as stream:
+            header = fits.Header.fromfile(stream)
+    except (OSError, ValueError, EOFError):  # missing, or not a complete FITS header
+        return None
+    return header if header.get("RECIPE") == expected_recipe else None
 
 
 # ------------------------------------------------------------------------ names

@@ -53,6 +53,7 @@ from astropy.time import Time
 from astropy.visualization import ZScaleInterval
 
 from .exceptions import CcdprocExtError, OutputError
+from .outputs import file_stamp, recipe
 from .profiles import get_profile
 from .raw import _physical, _scaling, read_frame
 
@@ -68,6 +69,10 @@ _THUMBNAIL_SIZE = 192  # pixels along the longer side of a science thumbnail
 _MASTER_SAMPLE = 400  # pixels along the longer side of a master's picture
 _FLATNESS_BINS = 8  # a flat is cut into this many boxes along each side to see its shape
 _REDUCED = ("written", "up to date")
+#: The PNG text chunk holding what a thumbnail was drawn from.
+_PICTURE_KEY = "ccdproc_ext-drawn-from"
+#: Part of every picture's key: thumbnails of an older drawing are drawn again.
+_PICTURE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- reading
@@ -367,14 +372,28 @@ def _page(title, sections):
 
 # ------------------------------------------------------------------------- pictures
 class _Pictures:
-    """The pictures folder: safe, unique file names, and ``src`` paths for the page."""
+    """The pictures folder: safe, unique file names, ``src`` paths for the page, and the
+    thumbnails of an earlier report kept where the file they show has not changed.
+
+    A thumbnail is drawn with a key (`_thumbnail_key`: the file it shows, as
+    `~ccdproc_ext.outputs.file_stamp` sees it, and how it is drawn), written in the PNG
+    itself (`_drawn_with` reads it); a later report that asks for the same picture with
+    the same key finds it and neither reads the file nor draws it again (a night of
+    thousands of frames re-run with everything up to date would otherwise spend most of
+    its time drawing the same thumbnails). `finish` removes the pictures the page no
+    longer shows.
+    """
 
     def __init__(self, folder):
         self.folder = folder
         self.used = set()
         folder.mkdir(exist_ok=True)
-        for old in folder.glob("*.png"):  # pictures of an earlier report
-            old.unlink()
+
+    def finish(self):
+        """Remove the pictures of earlier reports that this one does not show."""
+        for old in self.folder.glob("*.png"):
+            if old.name.lower() not in self.used:
+                old.unlink()
 
     def path(self, stem):
         stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", stem).lstrip(".") or "picture"
@@ -390,6 +409,24 @@ class _Pictures:
         size = f' width="{width}" class="pixels"' if width else ""
         return (f'<img src="{quote(f"{self.folder.name}/{path.name}")}" alt="{_e(alt)}"'
                 f'{size} loading="lazy">')
+
+
+def _drawn_with(path):
+    """The key a thumbnail was drawn with (see `_Pictures`), or ``None``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get(_PICTURE_KEY)
+    except (OSError, ValueError, AttributeError):  # none, damaged, or not a PNG
+        return None
+
+
+def _thumbnail_key(path, profile=None):
+    """What a thumbnail of the file ``path`` depends on: the file (name, size, time), how
+    thumbnails are drawn, and the profile that turns it."""
+    return recipe("thumbnail", _PICTURE_VERSION, _THUMBNAIL_SIZE, file_stamp(path),
+                  None if profile is None else profile.name)
 
 
 def _sample(data, size):
@@ -481,7 +518,8 @@ def _flatness(data):
     for i in range(bins_y):
         for j in range(bins_x):
             box = data[edges_y[i]:edges_y[i + 1], edges_x[j]:edges_x[j + 1]]
-            box = box[np.isfinite(box)]
+            # (in float64 whatever the flat's type: a median of an even count averages)
+            box = np.asarray(box[np.isfinite(box)], dtype=float)
             if box.size:
                 grid[i, j] = np.median(box)
     centre = np.nanmedian(grid) if np.isfinite(grid).any() else math.nan
@@ -514,12 +552,13 @@ def _image_png(data, path, *, size, cmap="gray", limits=None):
     return _sample_png(_sample(data, size)[0], path, cmap=cmap, limits=limits)
 
 
-def _sample_png(small, path, *, cmap="gray", limits=None):
-    """`_image_png` of pixels already sampled."""
+def _sample_png(small, path, *, cmap="gray", limits=None, key=None):
+    """`_image_png` of pixels already sampled; a grey one records ``key`` (see
+    `_Pictures`)."""
     low, high = limits if limits is not None else _limits(small)
     pixels = np.nan_to_num(small, nan=low)
     if cmap == "gray":
-        _gray_png(pixels, low, high, path)
+        _gray_png(pixels, low, high, path, key=key)
     else:
         from matplotlib.image import imsave
 
@@ -527,18 +566,24 @@ def _sample_png(small, path, *, cmap="gray", limits=None):
     return path, (low, high)
 
 
-def _gray_png(pixels, low, high, path):
+def _gray_png(pixels, low, high, path, *, key=None):
     """What ``matplotlib.image.imsave(cmap="gray", origin="lower")`` draws, written as a
     one-channel PNG: the grey levels of its red, green and blue, a quarter of its bytes
-    to compress (the longest step of a report with many frames)."""
+    to compress (the longest step of a report with many frames). ``key``, if given, is
+    written in a text chunk."""
     from matplotlib.cm import ScalarMappable
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     mappable = ScalarMappable(cmap="gray")
     mappable.set_clim(low, high)
     grey = mappable.to_rgba(pixels[::-1], bytes=True)[..., 0]
+    info = None
+    if key is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(_PICTURE_KEY, key)
     # (a 2-D array of bytes is a one-channel, "L", image)
-    Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8)).save(path, format="png")
+    Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8)).save(path, format="png",
+                                                                      pnginfo=info)
 
 
 #: Bins of a master's histogram, over its z-scale range widened by half on each side.
@@ -638,7 +683,9 @@ def _master_pictures(name, kind, data, stats, pictures, histograms):
 
 
 def _read_master(path):
-    """The pixels, header and mask of a master; `~ccdproc_ext.FrameReadError` if damaged."""
+    """The pixels (float32, as read: the statistics and pictures are taken from samples
+    in float64, not from a float64 copy of the frame), header and mask of a master;
+    `~ccdproc_ext.FrameReadError` if damaged."""
     frame = read_frame(path)  # a missing, truncated or non-FITS file: FrameReadError
     mask = None
     with warnings.catch_warnings():
@@ -648,7 +695,7 @@ def _read_master(path):
                 mask = np.asarray(hdul["MASK"].data, dtype=bool)
     if frame.data.ndim != 2 or (mask is not None and mask.shape != frame.data.shape):
         raise OutputError(f"{path}: not a 2-D image with a mask of its shape")
-    return np.asarray(frame.data, dtype=float), frame.meta, mask
+    return frame.data, frame.meta, mask
 
 
 def _format(value, digits=4):
@@ -903,16 +950,33 @@ def _sky_section(night, pictures):
             f"frame(s), one colour per filter.</p>")
 
 
-def _raw_thumbnail(night, raw_file, path, profile):
-    """A thumbnail of the raw frame, or ``None`` when it cannot be read."""
+def _raw_thumbnail(night, raw_file, pictures, stem, profile):
+    """A thumbnail of the raw frame (kept from an earlier report when the file has not
+    changed), or ``None`` when it cannot be read."""
     folder = night.raw_folder
     if folder is None or not (folder / raw_file).is_file():
         return None
+    path = pictures.path(f"raw_{stem}")
+    key = _thumbnail_key(folder / raw_file, profile)
+    if _drawn_with(path) == key:
+        return path
     try:
         pixels = _file_sample(folder / raw_file, _THUMBNAIL_SIZE, profile)
     except (CcdprocExtError, OSError, ValueError):
         return None
-    return _sample_png(pixels, path)[0]
+    return _sample_png(pixels, path, key=key)[0]
+
+
+def _calibrated_thumbnail(night, output_file, pictures, stem):
+    """A thumbnail of a science output, kept from an earlier report when the file has not
+    changed; `~ccdproc_ext.FrameReadError` (or `OSError`, `ValueError`) when it cannot
+    be read."""
+    source = night.folder / output_file
+    path = pictures.path(f"science_{stem}")
+    key = _thumbnail_key(source) if source.is_file() else None
+    if key is not None and _drawn_with(path) == key:
+        return path
+    return _sample_png(_file_sample(source, _THUMBNAIL_SIZE), path, key=key)[0]
 
 
 def _profile(night):
@@ -931,14 +995,13 @@ def _science_section(night, pictures):
     for row in rows:
         stem = Path(row["output_file"]).name.split(".")[0]
         try:
-            calibrated = _file_sample(night.folder / row["output_file"], _THUMBNAIL_SIZE)
+            after = _calibrated_thumbnail(night, row["output_file"], pictures, stem)
         except (CcdprocExtError, OSError, ValueError) as error:
             figures.append(f"<figure><figcaption><code>{_e(row['output_file'])}</code>: "
                            f'<span class="problem">cannot be read: {_e(str(error))}</span>'
                            "</figcaption></figure>")
             continue
-        after, _ = _sample_png(calibrated, pictures.path(f"science_{stem}"))
-        before = _raw_thumbnail(night, row["raw_file"], pictures.path(f"raw_{stem}"), profile)
+        before = _raw_thumbnail(night, row["raw_file"], pictures, stem, profile)
         images = pictures.img(after, f"{row['raw_file']} calibrated", width=_THUMBNAIL_SIZE)
         if before is not None:
             images = (pictures.img(before, f"{row['raw_file']} raw", width=_THUMBNAIL_SIZE)
@@ -1028,6 +1091,7 @@ def write_report(output_dir):
     temporary = path.with_name(f".{REPORT_NAME}.partial")
     temporary.write_text(_page(title, sections), encoding="utf-8")
     os.replace(temporary, path)
+    pictures.finish()
     return path
 
 

@@ -358,27 +358,27 @@ def test_a_frame_left_out_is_warned_about_while_other_threads_read(raw, monkeypa
     import time
     import warnings
 
-    import ccdproc_ext.masters
+    import ccdproc_ext.calibrate
 
     path = raw / "bias_002.fits"
     path.write_bytes(path.read_bytes()[:2880 + 500])
     frames = sorted(raw.glob("bias_*.fits"))
-    read_frame = ccdproc_ext.masters.read_frame
+    read_frame = ccdproc_ext.calibrate.read_frame  # (the frames of a master are read there)
     bad_found = threading.Event()
 
-    def slow_read(frame, profile):
+    def slow_read(frame, profile, **options):
         if Path(frame).name == "bias_002.fits":
             try:
-                return read_frame(frame, profile)
+                return read_frame(frame, profile, **options)
             finally:
                 bad_found.set()
         if Path(frame).name != "bias_001.fits":
             with warnings.catch_warnings(record=True):  # held while the bad one is found
                 bad_found.wait(5)
                 time.sleep(0.3)
-        return read_frame(frame, profile)
+        return read_frame(frame, profile, **options)
 
-    monkeypatch.setattr(ccdproc_ext.masters, "read_frame", slow_read)
+    monkeypatch.setattr(ccdproc_ext.calibrate, "read_frame", slow_read)
     with pytest.warns(FrameSkippedWarning, match=r"bias_002\.fits left out: truncated"):
         master = make_master_bias(frames, PROFILE, skip_bad_frames=True, workers=3)
     assert master.meta["SKIP001"] == "bias_002.fits"
