@@ -411,9 +411,9 @@ def frame_sample(ccd):
     column_step = max(1, data.shape[1] // _PROFILE_COLUMNS)
     columns = _good_values(data[:, ::column_step],
                            None if mask is None else mask[:, ::column_step])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a row without a good pixel
-        row_medians = bn.nanmedian(columns, axis=1)
+    # bottleneck gives NaN for a row without a good pixel, and no warning: no
+    # warnings.catch_warnings, which is not thread-safe, in the calibrating threads.
+    row_medians = bn.nanmedian(columns, axis=1)
     return FrameSample(rows=rows, level=level, row_medians=row_medians)
 
 
@@ -620,10 +620,9 @@ def _excess_pixels(fraction, usual, kind):
 def _profiles(pixels, row_medians):
     """The medians of the columns of a residual sample, and of its rows (``row_medians``,
     the residual of the frame's row medians; ``None`` when unknown)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column without a good pixel
-        # Along contiguous memory: bottleneck's median across rows is slower.
-        columns = bn.nanmedian(np.ascontiguousarray(pixels.T), axis=1)
+    # Along contiguous memory: bottleneck's median across rows is slower. (A column
+    # without a good pixel is NaN, with no warning from bottleneck.)
+    columns = bn.nanmedian(np.ascontiguousarray(pixels.T), axis=1)
     return {"columns": columns, "rows": row_medians}
 
 
