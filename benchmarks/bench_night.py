@@ -61,12 +61,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _folders import work_folder
 from _memory import memory_kib  # benchmarks/ is sys.path[0] when run as a script
 
 PROFILE = "palomar-lfc"
@@ -499,18 +499,8 @@ def main(argv=None):
                      f"fixed columns); only the rows may change, got {shape[1]}")
     workers_all = os.cpu_count() or 1
 
-    if args.keep:
-        root = Path(args.keep).resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        if any(root.iterdir()):
-            parser.error(f"--keep {root}: the folder is not empty")
-    else:
-        root = Path(tempfile.mkdtemp(prefix="bench_night_"))
-    try:
-        _benchmark(root, shape, workers_all, keep=bool(args.keep), wait=args.wait)
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+    with work_folder(args.keep, "bench_night_", parser) as root:
+            _benchmark(root, shape, workers_all, keep=bool(args.keep), wait=args.wait)
 
 
 def _benchmark(root, shape, workers_all, *, keep, wait):

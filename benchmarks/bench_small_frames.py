@@ -31,13 +31,12 @@ Usage::
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _folders import work_folder
 from _memory import memory_kib  # benchmarks/ is sys.path[0] when run as a script
 
 NIGHT = {
@@ -117,18 +116,8 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DIR", default=None,
                         help="work in DIR (empty or new) and keep the night and its outputs")
     args = parser.parse_args(argv)
-    if args.keep:
-        root = Path(args.keep).resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        if any(root.iterdir()):
-            parser.error(f"--keep {root}: the folder is not empty")
-    else:
-        root = Path(tempfile.mkdtemp(prefix="bench_small_frames_"))
-    try:
-        _benchmark(root, args)
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+    with work_folder(args.keep, "bench_small_frames_", parser) as root:
+            _benchmark(root, args)
 
 
 def _benchmark(root, args):
