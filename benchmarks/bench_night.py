@@ -176,7 +176,11 @@ def _run_guide(raw, out):
 
 def _run_reduce_night(raw, out, workers):
     """reduce_night in full; then its science step again; then with nothing to do."""
+    import ccdproc_ext
     from ccdproc_ext import reduce_night
+
+    if hasattr(ccdproc_ext, "tune_allocator"):
+        ccdproc_ext.tune_allocator()  # as the command does in its own process
 
     parameters = inspect.signature(reduce_night).parameters
     executor = None

@@ -10,6 +10,7 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
+from ._allocator import tune_allocator
 from .calibrate import calibrate_frame
 from .collection import NightCollection
 from .combine import combine
@@ -43,6 +44,7 @@ __all__ = [
     "make_master_dark",
     "make_master_flat",
     "reduce_night",
+    "tune_allocator",
     "validate_profile",
 ]
 __all__ += exceptions.__all__  # noqa: F405

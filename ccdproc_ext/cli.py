@@ -24,7 +24,9 @@ import warnings
 from pathlib import Path
 
 from . import __version__
+from ._allocator import tune_allocator
 from ._heard import HeardMessages
+from ._warnings import SavedFilters
 from .exceptions import CcdprocExtError
 from .profiles import IMAGE_TYPES, available_profiles, get_profile, validate_profile
 
@@ -529,6 +531,7 @@ def main(argv=None):
         The exit status: 0 on success, 1 when the command failed, 2 for a usage error,
         130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
+    tune_allocator()  # the command owns its process (see ccdproc_ext.tune_allocator)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # --help, --version or a usage error, already printed
@@ -538,7 +541,7 @@ def main(argv=None):
     # What ccdproc logs and warnings say is heard, and said at the end, grouped.
     args.heard = HeardMessages(level=logging.ERROR if quiet else logging.WARNING,
                                prefix=f"{_PROG}: warning: ")
-    with warnings.catch_warnings(), _terminate_as_interrupt(), args.heard:
+    with SavedFilters(), _terminate_as_interrupt(), args.heard:
         if quiet:
             warnings.simplefilter("ignore")
         try:

@@ -44,8 +44,11 @@ of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NL
 import unicodedata
 from urllib.parse import quote, unquote
 
+import ccdproc
 from astropy.io import fits
 from astropy.time import Time
+
+from . import __version__
 
 __all__ = ["FLAGS", "already_done", "done_by", "file_name_of", "file_name_value",
            "fits_text", "is_raw", "mark_bad_pixel_mask", "mark_bad_pixels",
@@ -127,10 +130,6 @@ _COMMENTS = {
 
 def software_version():
     """``'ccdproc_ext X with ccdproc Y'``, written in CCDPROC."""
-    import ccdproc
-
-    from . import __version__
-
     return f"ccdproc_ext {__version__} with ccdproc {ccdproc.__version__}"
 
 

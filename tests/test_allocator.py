@@ -20,7 +20,7 @@ PROLOGUE = """
 import resource
 import numpy as np
 from ccdproc_ext._allocator import (freed_memory_reused, give_back_freed_memory,
-                                    reuse_freed_memory_for_good)
+                                    reuse_freed_memory_for_good, tune_allocator)
 
 SIZE = 48 * 2**20  # a frame above glibc's largest mmap threshold (32 MiB)
 
@@ -52,8 +52,43 @@ def _run(body):
 PAGES = 48 * 2**20 // os.sysconf("SC_PAGE_SIZE")
 
 
+def test_a_users_process_is_left_as_it_is_unless_asked():
+    numbers = _run("""
+        with freed_memory_reused():
+            fault_a_frame()
+            print("inside", fault_a_frame())
+        print("previous", int(tune_allocator()))
+        with freed_memory_reused():
+            fault_a_frame()
+            print("asked", fault_a_frame())
+        print("previous_again", int(tune_allocator(False)))
+        with freed_memory_reused():
+            fault_a_frame()
+            print("no_longer", fault_a_frame())
+    """)
+    assert numbers["inside"] > 0.9 * PAGES  # glibc's defaults: a new mapping per frame
+    assert numbers["previous"] == 0
+    assert numbers["asked"] < 0.02 * PAGES
+    assert numbers["previous_again"] == 1
+    assert numbers["no_longer"] > 0.9 * PAGES
+
+
+def test_the_command_owns_its_process():
+    numbers = _run("""
+        import contextlib, io
+        from ccdproc_ext.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["--version"])
+        with freed_memory_reused():
+            fault_a_frame()
+            print("inside", fault_a_frame())
+    """)
+    assert numbers["inside"] < 0.02 * PAGES
+
+
 def test_a_frame_freed_in_a_block_is_reused_and_given_back_after():
     numbers = _run("""
+        tune_allocator()
         fault_a_frame()
         print("outside", fault_a_frame())
         with freed_memory_reused():
@@ -75,6 +110,7 @@ def test_a_frame_freed_in_a_block_is_reused_and_given_back_after():
 
 def test_nested_blocks_keep_the_settings_until_the_last_is_left():
     numbers = _run("""
+        tune_allocator()
         with freed_memory_reused():
             with freed_memory_reused():
                 fault_a_frame()
@@ -105,6 +141,7 @@ def test_the_users_own_tuning_is_left_alone():
     env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.check=0",
                NUMPY_MADVISE_HUGEPAGE="0")
     output = subprocess.run([sys.executable, "-c", PROLOGUE + textwrap.dedent("""
+        tune_allocator()
         with freed_memory_reused():
             fault_a_frame()
             print("inside", fault_a_frame())
