@@ -287,10 +287,6 @@ def _file_sample(path, size, profile=None):
     return _sample(read_frame(path, profile).data, size)[0]
 
 
-_CAPTIONS = ("image, z-scale", "histogram, median in red",
-             "large-scale shape: box medians / median")
-
-
 def _read_master(path):
     """The pixels (float32, as read: the statistics and pictures are taken from samples
     in float64, not from a float64 copy of the frame), header and mask of a master;
@@ -309,6 +305,10 @@ def _read_master(path):
 
 def _format(value, digits=4):
     return "" if not np.isfinite(value) else f"{value:.{digits}g}"
+
+
+_CAPTIONS = ("image, z-scale", "histogram, median in red",
+             "large-scale shape: box medians / median")
 
 
 def _masters_section(night, pictures):
