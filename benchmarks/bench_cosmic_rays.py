@@ -32,15 +32,16 @@ from astropy.io import fits
 
 from ccdproc_ext import (
     calibrate_frame,
+    cosmic_rays,
     make_master_bias,
     make_master_dark,
     make_master_flat,
-    quality,
 )
+from ccdproc_ext.bpm import make_bad_pixel_mask
+from ccdproc_ext.cosmic_rays import cosmic_ray_settings, detect_cosmic_rays
 from ccdproc_ext.masters import MasterFrame
 from ccdproc_ext.outputs import write_atomic
 from ccdproc_ext.profiles import get_profile
-from ccdproc_ext.quality import cosmic_ray_settings, detect_cosmic_rays, make_bad_pixel_mask
 from ccdproc_ext.science import (
     MasterRef,
     ScienceTask,
@@ -124,14 +125,14 @@ def main(argv=None):
                                            sky=sky, noise=noise)
             parts["settings"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            boxes = quality.search_boxes(ccd.data, gain=night.gain,
+            boxes = cosmic_rays.search_boxes(ccd.data, gain=night.gain,
                                          read_noise=night.read_noise)
             parts["boxes"].append(time.perf_counter() - start)
             parts["covered"].append(_covered(boxes, ccd.shape))
             truth = night.cosmic_rays[raw.name]
-            for name, search in (("in boxes", quality.search_boxes),
+            for name, search in (("in boxes", cosmic_rays.search_boxes),
                                  ("whole frame", lambda *args, **kwargs: None)):
-                quality.search_boxes, original = search, quality.search_boxes
+                cosmic_rays.search_boxes, original = search, cosmic_rays.search_boxes
                 try:
                     start = time.perf_counter()
                     _, found = detect_cosmic_rays(
@@ -139,7 +140,7 @@ def main(argv=None):
                         psffwhm=settings.fwhm, objlim=settings.objlim, niter=settings.niter)
                     parts[name].append(time.perf_counter() - start)
                 finally:
-                    quality.search_boxes = original
+                    cosmic_rays.search_boxes = original
                 recall = "recall boxes" if name == "in boxes" else "recall whole"
                 parts[recall].append((found & truth).sum() / truth.sum())
         clear_master_cache()

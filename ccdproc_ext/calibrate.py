@@ -45,6 +45,7 @@ from astropy.modeling import models
 from astropy.nddata import CCDData
 from ccdproc.utils.slices import slice_from_string
 
+from .bpm import load_bad_pixel_mask
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtWarning,
@@ -66,7 +67,7 @@ from .provenance import (
     mark_processed,
     mark_step,
 )
-from .quality import load_bad_pixel_mask, mask_bits
+from .quality import mask_bits
 from .raw import read_frame
 
 # MasterFrame lives in masters.py, which imports calibrate_frame only inside the function

@@ -47,6 +47,7 @@ from ._allocator import freed_memory_reused, give_back_freed_memory
 from ._warnings import CaughtWarnings
 from ._workers import start_worker
 from .collection import NightCollection
+from .cosmic_rays import cosmic_ray_rule
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtError,
@@ -87,7 +88,6 @@ from .outputs import (
 from .plans import PlanEdits, record_edit
 from .profiles import get_profile
 from .provenance import file_name_of
-from .quality import cosmic_ray_rule
 from .science import (
     MasterRef,
     ScienceOutcome,
@@ -865,7 +865,7 @@ def _safe_stem(file_name):
 
 def _bad_pixel_mask(path, lower, options):
     """Make (or find up to date) one bad-pixel mask; returns it as a `MasterFrame`."""
-    from .quality import (
+    from .bpm import (
         HOT_MIN_RATE,
         HOT_SIGMA,
         LOW_BOX,

@@ -35,7 +35,9 @@ from photutils.background import Background2D, MedianBackground
 
 from ._allocator import freed_memory_reused
 from ._warnings import CaughtWarnings
+from .bpm import BPM_HOT, BPM_LOW, BPM_USER
 from .calibrate import _detector_value, calibrate_frame, raw_mask_bits
+from .cosmic_rays import cosmic_ray_settings, detect_cosmic_rays, noise_model
 from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
 from .extensions import (
     check_extensions_readable,
@@ -50,19 +52,7 @@ from .extensions import (
 )
 from .outputs import file_stamp, frame_hdus, up_to_date, write_hdus
 from .provenance import file_name_value, mark_cosmic_rays, mark_mask_bits, set_file_name
-from .quality import (
-    BPM_HOT,
-    BPM_LOW,
-    BPM_USER,
-    MASK_BITS,
-    NOT_FINITE,
-    SATURATED,
-    cosmic_ray_settings,
-    detect_cosmic_rays,
-    mask_bits,
-    noise_model,
-    trimmed_like,
-)
+from .quality import MASK_BITS, NOT_FINITE, SATURATED, mask_bits, trimmed_like
 from .raw import _read_frame_and_checksum, file_checksum
 
 __all__ = ["MasterRef", "ScienceOutcome", "ScienceTask", "process_context", "run_task",

@@ -16,8 +16,8 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from scipy import ndimage
 
-from ccdproc_ext import quality, reduce_night
-from ccdproc_ext.quality import cosmic_ray_settings, detect_cosmic_rays
+from ccdproc_ext import cosmic_rays, reduce_night
+from ccdproc_ext.cosmic_rays import cosmic_ray_settings, detect_cosmic_rays
 from ccdproc_ext.science import sky_statistics
 
 # photutils' PSF models and PSF images came with photutils 2.0.
@@ -166,7 +166,7 @@ def test_boxes_find_what_the_whole_frame_finds(monkeypatch):
     be hits: the same hits, and the same cleaned values, as ccdproc.cosmicray_lacosmic
     run over the whole frame."""
     frame, _, hits, _ = star_field("gaussian", 3.0, 20, 1.0, 7, n_hits=30)
-    boxes = quality.search_boxes(frame, gain=1.0, read_noise=READ_NOISE)
+    boxes = cosmic_rays.search_boxes(frame, gain=1.0, read_noise=READ_NOISE)
     assert boxes is not None
     covered = np.zeros(SHAPE, bool)
     for box in boxes:
@@ -174,7 +174,7 @@ def test_boxes_find_what_the_whole_frame_finds(monkeypatch):
     assert covered.mean() < 0.5  # boxes, not the frame
     assert covered[hits].all()
     _, cleaned, found = _settings_and_hits(frame, 1.0, clean=True)
-    monkeypatch.setattr(quality, "search_boxes", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cosmic_rays, "search_boxes", lambda *args, **kwargs: None)
     settings, whole_cleaned, whole = _settings_and_hits(frame, 1.0, clean=True)
     assert np.count_nonzero(found) > 0.95 * hits.sum()
     assert np.array_equal(found, whole)
@@ -248,7 +248,7 @@ def test_star_peaks_are_those_of_photutils_find_peaks():
     table = find_peaks(np.where(bad, 0.0, frame), threshold, box_size=11, border_width=8,
                        mask=bad)
     expected = sorted(zip(table["y_peak"].tolist(), table["x_peak"].tolist(), strict=True))
-    found = quality._peaks(frame, bad, threshold, box=11, border=8)
+    found = cosmic_rays._peaks(frame, bad, threshold, box=11, border=8)
     assert len(expected) > 50
     assert sorted(found) == expected
     values = [frame[y, x] for y, x in found]
