@@ -6,7 +6,7 @@ a header with a keyword twice is warned about as ccdproc's collection does
 cannot parse. Printed as they come, they name each file again beside the night's own
 problems and notes, which are grouped by reason. The command line gathers them here
 instead (`HeardMessages`) and says them at its end the same way
-(`~ccdproc_ext.report.grouped_lines`): one line per reason with the files after it, and
+(`~ccdproc_ext.log.grouped_lines`): one line per reason with the files after it, and
 nothing more about a file the night lists as a problem (its problem says it).
 """
 
@@ -16,6 +16,10 @@ import re
 import sys
 import warnings
 from collections import Counter
+
+from astropy.table import Table
+
+from .log import grouped_lines
 
 __all__ = ["HeardMessages"]
 
@@ -88,13 +92,9 @@ class HeardMessages(logging.Handler):
         -------
         list of str
             One line per reason, with the files it was said of (see
-            `~ccdproc_ext.report.grouped_lines`), then each message about no file once,
+            `~ccdproc_ext.log.grouped_lines`), then each message about no file once,
             with how many times it was heard.
         """
-        from astropy.table import Table
-
-        from .report import grouped_lines
-
         finder = _FileFinder(files)
         said = set(said)
         of_files, of_none = {}, Counter()

@@ -44,6 +44,7 @@ import numpy as np
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
 from astropy.wcs import FITSFixedWarning
+from ccdproc import ImageFileCollection
 
 from ._allocator import freed_memory_reused
 from ._warnings import ignoring
@@ -67,8 +68,8 @@ from .raw import file_checksum, header_unit, read_header
 # uses calibrate_frame only inside `_prepare`, where it is imported, so that neither
 # module needs the other half-built.
 
-__all__ = ["DEFAULT_COMBINE", "MasterFrame", "make_master_bias", "make_master_dark",
-           "make_master_flat"]
+__all__ = ["DEFAULT_COMBINE", "BuiltMaster", "LeftOut", "MasterFrame", "build_master",
+           "make_master_bias", "make_master_dark", "make_master_flat"]
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,6 @@ def _in_type(ccd, dtype):
 
 def _frames(frames):
     """Turn paths, CCDData, or a collection into a list of (name, CCDData-or-path)."""
-    from ccdproc import ImageFileCollection
-
     if isinstance(frames, ImageFileCollection):
         frames = [Path(frames.location or "", f) for f in frames.files]
     if isinstance(frames, str | Path | CCDData):
@@ -388,7 +387,7 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
     for warning in left_out:
-        warnings.warn(warning, stacklevel=4)
+        warnings.warn(warning, stacklevel=5)
     if compare_as is not None:
         _leave_out_deviating(compare_as, names, prepared, checked, samples, skipped,
                              spill, skip_bad_frames)
@@ -444,7 +443,7 @@ def _leave_out_deviating(kind, names, prepared, checked, samples, skipped, spill
     group = check_calibration_frames(samples, names, kind)
     if group.note:
         warnings.warn(CcdprocExtWarning(f"master {kind} from {_first_names(names)}: "
-                                        f"{group.note}"), stacklevel=5)
+                                        f"{group.note}"), stacklevel=6)
     deviating = group.left_out
     left_out = [(names[index], DataQualityError(f"{names[index]}: {reason}"))
                 for index, reason in deviating]
@@ -457,7 +456,7 @@ def _leave_out_deviating(kind, names, prepared, checked, samples, skipped, spill
     for name, err in left_out:
         skipped.append((name, err))
         warnings.warn(FrameSkippedWarning(f"{name} left out: {_reason(err, name)}",
-                                          file=name, error=err), stacklevel=5)
+                                          file=name, error=err), stacklevel=6)
 
 
 class _Spill:
@@ -530,14 +529,14 @@ def _combine(names, prepared, kind, combine_options, skipped, workers, spill):
     if len(prepared) == 1:
         warnings.warn(DataQualityWarning(
             f"master {kind} made from a single frame ({names[0]}): nothing can be "
-            "rejected and its noise is that of one frame"), stacklevel=4)
+            "rejected and its noise is that of one frame"), stacklevel=5)
     master = combine(prepared, **options)
     not_finite = sum(int(header.get("NNANPIX", 0)) for header in spill.headers)
     method = options["method"] + (" sigma-clipped" if options.get("sigma_clip") else "")
+    left_out = tuple(LeftOut(name, err, _reason(err, name)) for name, err in skipped)
     mark_master(master.meta, kind, names, method, not_finite=not_finite,
-                skipped=[(name, f"{type(err).__name__}: {_reason(err, name)}")
-                         for name, err in skipped])
-    return master
+                skipped=[(item.file, f"{item.kind}: {item.reason}") for item in left_out])
+    return BuiltMaster(master, left_out)
 
 
 def _finish(master, output_file):
@@ -602,14 +601,11 @@ def make_master_bias(frames, profile="generic", *, combine_options=None, output_
     DataQualityWarning
         When the master is made from a single frame.
     """
-    profile = get_profile(profile)
-    with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
-        names, prepared, skipped, _ = _prepare(_frames(frames), profile,
-                                               skip_bad_frames=skip_bad_frames,
-                                               workers=workers, spill=spill,
-                                               compare_as="bias" if check_frames else None)
-        master = _combine(names, prepared, "bias", combine_options, skipped, workers, spill)
-    return _finish(master, output_file)
+    built = _build("bias", frames, get_profile(profile), combine_options=combine_options,
+                   skip_bad_frames=skip_bad_frames, workers=workers, mem_limit=mem_limit,
+                   temporary_dir=_temporary_dir(temporary_dir, output_file),
+                   check_frames=check_frames)
+    return _finish(built.ccd, output_file)
 
 
 def make_master_dark(frames, profile="generic", *, master_bias=None, combine_options=None,
@@ -636,22 +632,12 @@ def make_master_dark(frames, profile="generic", *, master_bias=None, combine_opt
         The master dark in ADU for its exposure time (written in the profile's exposure
         keyword).
     """
-    profile = get_profile(profile)
-    items = _frames(frames)
-    bias = MasterFrame.of(master_bias, profile)
-    with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
-        names, prepared, skipped, _ = _prepare(items, profile, master_bias=bias,
-                                               skip_bad_frames=skip_bad_frames,
-                                               workers=workers, spill=spill,
-                                               compare_as="dark" if check_frames else None)
-        exposures = {profile.exposure_time(header, path=name) for name, header in
-                     zip(names, spill.headers, strict=True)}
-        if len(exposures) > 1:
-            raise CalibrationMatchError(f"darks of several exposure times "
-                                        f"({sorted(exposures)} s) cannot be combined into "
-                                        "one master dark")
-        master = _combine(names, prepared, "dark", combine_options, skipped, workers, spill)
-    return _finish(master, output_file)
+    built = _build("dark", frames, get_profile(profile), master_bias=master_bias,
+                   combine_options=combine_options, skip_bad_frames=skip_bad_frames,
+                   workers=workers, mem_limit=mem_limit,
+                   temporary_dir=_temporary_dir(temporary_dir, output_file),
+                   check_frames=check_frames)
+    return _finish(built.ccd, output_file)
 
 
 def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark=None,
@@ -702,25 +688,81 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     DataQualityWarning
         When pixels are below ``min_value`` (masked), or the flat is a single frame.
     """
-    profile = get_profile(profile)
-    with _Spill(mem_limit / 2, _temporary_dir(temporary_dir, output_file)) as spill:
+    built = _build("flat", frames, get_profile(profile), master_bias=master_bias,
+                   master_dark=master_dark, scale_dark=scale_dark,
+                   combine_options=combine_options, min_value=min_value,
+                   skip_bad_frames=skip_bad_frames, workers=workers, mem_limit=mem_limit,
+                   temporary_dir=_temporary_dir(temporary_dir, output_file),
+                   check_frames=check_frames)
+    return _finish(built.ccd, output_file)
+
+
+def build_master(kind, frames, profile, *, master_bias=None, master_dark=None,
+                 scale_dark=None, combine_options=None, skip_bad_frames=False, workers=None,
+                 temporary_dir=None):
+    """A master of ``kind`` and the frames it left out, not written.
+
+    What `make_master_bias`, `make_master_dark` and `make_master_flat` make, with the
+    frames left out returned beside it rather than read back from its header.
+
+    Parameters
+    ----------
+    kind : {"bias", "dark", "flat"}
+        The kind of master.
+    frames : list of paths or `~astropy.nddata.CCDData`
+        Its raw frames.
+    profile : `~ccdproc_ext.InstrumentProfile`
+        The camera.
+    master_bias, master_dark, scale_dark, combine_options, skip_bad_frames, workers, \
+temporary_dir
+        As for `make_master_flat` (a bias takes no lower master, a dark no master dark
+        and no ``scale_dark``). Default is ``None`` (``False`` for ``skip_bad_frames``).
+
+    Returns
+    -------
+    `BuiltMaster`
+    """
+    lower = {"bias": {}, "dark": {"master_bias": master_bias},
+             "flat": {"master_bias": master_bias, "master_dark": master_dark,
+                      "scale_dark": scale_dark}}[kind]
+    return _build(kind, frames, profile, combine_options=combine_options,
+                  skip_bad_frames=skip_bad_frames, workers=workers, mem_limit=_MEM_LIMIT,
+                  temporary_dir=temporary_dir, check_frames=True, **lower)
+
+
+def _build(kind, frames, profile, *, combine_options, skip_bad_frames, workers, mem_limit,
+           temporary_dir, check_frames, min_value=0.1, **lower):
+    """The master of ``kind`` (``lower``: its lower masters, and a flat's
+    ``scale_dark``), not written: a `BuiltMaster`."""
+    items = _frames(frames)
+    for key in ("master_bias", "master_dark"):
+        if key in lower:
+            lower[key] = MasterFrame.of(lower[key], profile)
+    with _Spill(mem_limit / 2, temporary_dir) as spill:
         names, prepared, skipped, checked = _prepare(
-            _frames(frames), profile, master_bias=MasterFrame.of(master_bias, profile),
-            master_dark=MasterFrame.of(master_dark, profile), scale_dark=scale_dark,
-            skip_bad_frames=skip_bad_frames, check=_check_flat, workers=workers,
-            spill=spill, compare_as="flat" if check_frames else None)
-        filters = {profile.filter_name(header) for header in spill.headers}
-        if len(filters) > 1:
-            raise CalibrationMatchError(f"flats of several filters "
-                                        f"({', '.join(map(str, filters))}) cannot be "
-                                        "combined into one master flat")
-        # Flats are scaled by their inverse median (measured by _check_flat, in the
-        # threads that calibrate them, instead of by combine one after the other).
-        options = {"scale": np.array(checked)}
-        options.update(combine_options or {})
-        master = _combine(names, prepared, "flat", options, skipped, workers, spill)
-    _normalise_flat(master, names, min_value)
-    return _finish(master, output_file)
+            items, profile, skip_bad_frames=skip_bad_frames,
+            check=_check_flat if kind == "flat" else None, workers=workers, spill=spill,
+            compare_as=kind if check_frames else None, **lower)
+        if kind == "dark":
+            exposures = {profile.exposure_time(header, path=name) for name, header in
+                         zip(names, spill.headers, strict=True)}
+            if len(exposures) > 1:
+                raise CalibrationMatchError(f"darks of several exposure times "
+                                            f"({sorted(exposures)} s) cannot be combined "
+                                            "into one master dark")
+        if kind == "flat":
+            filters = {profile.filter_name(header) for header in spill.headers}
+            if len(filters) > 1:
+                raise CalibrationMatchError(f"flats of several filters "
+                                            f"({', '.join(map(str, filters))}) cannot be "
+                                            "combined into one master flat")
+            # Flats are scaled by their inverse median (measured by _check_flat, in the
+            # threads that calibrate them, instead of by combine one after the other).
+            combine_options = {"scale": np.array(checked), **(combine_options or {})}
+        built = _combine(names, prepared, kind, combine_options, skipped, workers, spill)
+    if kind == "flat":
+        _normalise_flat(built.ccd, names, min_value)
+    return built
 
 
 def _normalise_flat(master, names, min_value):
@@ -766,7 +808,7 @@ def _normalise_flat(master, names, min_value):
             warnings.warn(DataQualityWarning(
                 f"master flat from {names[0]}{' ...' if len(names) > 1 else ''}: {n_low} "
                 f"pixel(s) ({n_low / master.data.size:.2%}) are below {min_value:g} of the "
-                "mean (zero, negative or nearly so); they are masked"), stacklevel=3)
+                "mean (zero, negative or nearly so); they are masked"), stacklevel=4)
 
 
 def _first_names(names):
@@ -798,3 +840,28 @@ def _inverse_median(data):
     every pixel, the same number, when all are finite)."""
     finite = np.isfinite(data)
     return 1.0 / median_of_all(data if finite.all() else data[finite])
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A frame left out of a master: its ``file`` (name), the ``error`` that says why,
+    and the ``reason`` in words, without the file's name."""
+
+    file: str
+    error: CcdprocExtError
+    reason: str
+
+    @property
+    def kind(self):
+        """The name of the error's class, e.g. ``"FrameReadError"``."""
+        return type(self.error).__name__
+
+
+@dataclass(frozen=True)
+class BuiltMaster:
+    """A master as `build_master` returns it: the frame (``ccd``, a
+    `~astropy.nddata.CCDData`) and the frames it left out (``left_out``, `LeftOut`
+    records, also written in its header as ``SKIP001``, ``SKIPW001`` ... for people)."""
+
+    ccd: CCDData
+    left_out: tuple = ()

@@ -26,19 +26,18 @@ Other columns (rules, distances, notes) are recomputed; editing them changes not
 """
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.io.ascii import InconsistentTableError
 from astropy.table import Table
 
-from .exceptions import CalibrationMatchError, CcdprocExtError
+from .collection import NightCollection
+from .exceptions import CalibrationMatchError
 from .profiles import IMAGE_TYPES
 
-__all__ = ["PlanEdits", "read_plan", "write_plan"]
+__all__ = ["EDIT_CARD", "PlanEdits", "read_plan", "write_plan"]
 
 #: The header card of a science frame whose plan the user changed.
 EDIT_CARD = "PLANEDIT"
@@ -214,8 +213,6 @@ class PlanEdits:
     def apply(self, collection):
         """The night as the plan has it: frames retyped (read again with
         ``image_types``) and removed ones left out. ``collection`` is not changed."""
-        from .collection import NightCollection
-
         if self.types:
             files = [*collection.files, *(p["file"] for p in collection.problems)]
             collection = NightCollection(
@@ -243,24 +240,3 @@ class PlanEdits:
             edits.append(str(edit))
         plan["edit"] = edits
         return plan
-
-
-def record_edit(path, edit):
-    """Write ``edit`` (the plan's ``edit`` of a frame) into the header of the output
-    ``path`` as ``PLANEDIT``, through a temporary file and a rename; nothing is written
-    when the card already says so."""
-    path = Path(path)
-    with fits.open(path) as hdul:
-        if hdul[0].header.get(EDIT_CARD) == edit:
-            return
-        # A long edit continues on CONTINUE cards, where a comment would be cut.
-        hdul[0].header[EDIT_CARD] = (edit, "changed in the user's plan") \
-            if len(edit) <= 36 else edit
-        partial = path.with_name(f".{path.name}.planedit.part")
-        try:
-            hdul.writeto(partial, overwrite=True)
-            os.replace(partial, path)
-        except OSError as err:
-            partial.unlink(missing_ok=True)
-            raise CcdprocExtError(f"{path}: cannot record the plan's edit: "
-                                  f"{err.strerror or err}") from None

@@ -39,7 +39,6 @@ untouched and no figure stays in memory.
 import html
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -56,6 +55,7 @@ from ._night_folder import (
     reduced_science_rows,
 )
 from .exceptions import CcdprocExtError, OutputError
+from .log import group_by_reason
 from .pictures import (
     THUMBNAIL_SIZE,
     HistogramPicture,
@@ -69,8 +69,7 @@ from .pictures import sample_pixels as _sample  # (the readers below sample as i
 from .profiles import get_profile
 from .raw import _physical, _scaling, read_frame
 
-__all__ = ["REPORT_FOLDER", "REPORT_NAME", "files_shown", "group_by_reason", "grouped_lines",
-           "night_html_summary", "write_report"]
+__all__ = ["REPORT_FOLDER", "REPORT_NAME", "night_html_summary", "write_report"]
 
 #: The report's file name in the output folder.
 REPORT_NAME = "report.html"
@@ -82,143 +81,6 @@ REPORT_FOLDER = "report"
 def _column(table, name):
     return [cell_text(value) for value in table[name]] if name in table.colnames \
         else [""] * len(table)
-
-
-# ------------------------------------------------------------------------- grouping
-def _clause(text, file):
-    """The first clause of a problem or note, without the file's own name."""
-    clause = re.split(r": |; ", text, maxsplit=1)[0].strip()
-    name = Path(file).name
-    if name and name in clause and clause != name:
-        clause = clause.replace(name, "").strip()
-    return clause
-
-
-def _reason_key(clause):
-    """What makes two clauses the same reason: words, not numbers or bracketed detail."""
-    clause = re.sub(r"\([^)]*\)", "", clause)
-    return re.sub(r"\d+", "#", " ".join(clause.split())).lower()
-
-
-def group_by_reason(table, text_column):
-    """Group the rows of a problem or note table by reason, each file listed once.
-
-    The reason of a row is its kind (``FrameReadError``...) and the first clause of its
-    text (up to the first ``:`` or ``;``), numbers and bracketed detail aside: twelve
-    files ``truncated: the data unit needs ... bytes`` are one reason whatever their
-    lengths.
-
-    Parameters
-    ----------
-    table : `~astropy.table.Table`
-        With columns ``file``, ``kind`` and ``text_column``.
-    text_column : str
-        ``"problem"`` or ``"note"``.
-
-    Returns
-    -------
-    list of dict
-        One per reason, in the order of their first row: ``kind``, ``reason`` (the
-        clause, or its common words when the clauses differ in numbers), ``files`` (each
-        once) and ``texts`` (``file -> full text``).
-
-    Examples
-    --------
-    >>> from astropy.table import Table
-    >>> problems = Table(rows=[("a.fits", "FrameReadError", "truncated: needs 10 bytes"),
-    ...                        ("b.fits", "FrameReadError", "truncated: needs 20 bytes")],
-    ...                  names=["file", "kind", "problem"])
-    >>> [(g["reason"], g["files"]) for g in group_by_reason(problems, "problem")]
-    [('truncated', ['a.fits', 'b.fits'])]
-    """
-    groups = {}
-    files = _column(table, "file")
-    kinds = _column(table, "kind")
-    texts = _column(table, text_column)
-    for file, kind, text in zip(files, kinds, texts, strict=True):
-        clause = _clause(text, file)
-        group = groups.setdefault((kind, _reason_key(clause)),
-                                  {"kind": kind, "clauses": [], "files": [], "texts": {}})
-        if file in group["texts"]:
-            group["texts"][file] += "; " + text
-            continue
-        group["clauses"].append(clause)
-        group["files"].append(file)
-        group["texts"][file] = text
-    result = []
-    for group in groups.values():
-        clauses = group.pop("clauses")
-        if len(set(clauses)) == 1:
-            reason = clauses[0]
-        else:  # the same words around different numbers or names: keep the words
-            reason = " ".join(re.sub(r"\([^)]*\)", "", clauses[0]).split())
-            reason = re.sub(r"\d+(?:[.,]\d+)*", "…", reason)
-        group["reason"] = reason or group["kind"]
-        result.append(group)
-    return result
-
-
-#: Files named in one line of grouped text before "and N more".
-FILES_SHOWN = 6
-
-
-def files_shown(files):
-    """The first ``FILES_SHOWN`` (six) of ``files`` joined by commas, and how many more.
-
-    Examples
-    --------
-    >>> files_shown([f"f{i}.fits" for i in range(8)])
-    'f0.fits, f1.fits, f2.fits, f3.fits, f4.fits, f5.fits and 2 more'
-    """
-    shown = ", ".join(files[:FILES_SHOWN])
-    if len(files) > FILES_SHOWN:
-        shown += f" and {len(files) - FILES_SHOWN} more"
-    return shown
-
-
-def grouped_lines(table, text_column, *, verbose=False):
-    """Lines for people of a problem or note table: one per reason
-    (`group_by_reason`), the files after it, or with ``verbose`` one per row, each
-    file with its own words.
-
-    Parameters
-    ----------
-    table : `~astropy.table.Table`
-        With columns ``file``, ``kind`` and ``text_column``.
-    text_column : str
-        ``"problem"``, ``"note"``, or any column of words.
-    verbose : bool, optional
-        One line per row instead of one per reason. Default is ``False``.
-
-    Returns
-    -------
-    list of str
-        ``"reason (N files, -v for each): a.fits, b.fits ..."``, or ``"file: words"``
-        for a reason of one file.
-
-    Examples
-    --------
-    >>> from astropy.table import Table
-    >>> notes = Table(rows=[("a.fits", "HeaderNote", "GAIN missing: 1 assumed"),
-    ...                     ("b.fits", "HeaderNote", "GAIN missing: 1 assumed")],
-    ...               names=["file", "kind", "note"])
-    >>> grouped_lines(notes, "note")
-    ['GAIN missing (2 files, -v for each): a.fits, b.fits']
-    >>> grouped_lines(notes, "note", verbose=True)
-    ['a.fits: GAIN missing: 1 assumed', 'b.fits: GAIN missing: 1 assumed']
-    """
-    if verbose:
-        return [f"{file}: {text}" for file, text in
-                zip(_column(table, "file"), _column(table, text_column), strict=True)]
-    lines = []
-    for group in group_by_reason(table, text_column):
-        files = group["files"]
-        if len(files) == 1:
-            lines.append(f"{files[0]}: {group['texts'][files[0]]}")
-        else:
-            lines.append(f"{group['reason']} ({len(files)} files, -v for each): "
-                         f"{files_shown(files)}")
-    return lines
 
 
 def _plural(n, word):

@@ -50,7 +50,9 @@ from .extensions import (
     read_extension,
     write_extensions,
 )
+from .log import without_path
 from .outputs import file_stamp, frame_hdus, up_to_date, write_hdus
+from .plans import EDIT_CARD
 from .provenance import file_name_value, mark_cosmic_rays, mark_mask_bits, set_file_name
 from .quality import MASK_BITS, NOT_FINITE, SATURATED, mask_bits, trimmed_like
 from .raw import _read_frame_and_checksum, file_checksum
@@ -88,6 +90,8 @@ class ScienceTask:
     dtype: object = np.float32
     #: False, True (find and mask cosmic-ray hits) or "clean" (and replace them).
     cosmic_rays: object = False
+    #: What the user's plan changed for this frame (``PLANEDIT`` of its header), or "".
+    plan_edit: str = ""
 
     @property
     def keeps_uncertainty(self):
@@ -299,6 +303,7 @@ def _calibrate_extensions(task, masters, extensions):
                              "mean of the extensions' sky noise")
     cards.update({key: (value, "sum over the extensions") for key, value in counts.items()})
     header = file_header(primary_header(task.raw_path), first, **cards)
+    _mark_plan_edit(header, task.plan_edit)
     for frame in frames.values():
         frame.meta["RAWFILE"], frame.meta["RECIPE"] = cards["RAWFILE"], cards["RECIPE"]
     with_mask = task.write_uncertainty or counts.get("NMASKED", 0) > 0
@@ -312,10 +317,18 @@ def _write(calibrated, bits, task, *, with_mask):
     """Write the output atomically (through a temporary name and a rename), its ``MASK``
     extension the bits, their meaning in its header."""
     hdus = frame_hdus(calibrated, dtype=task.dtype, uncertainty=task.write_uncertainty)
+    _mark_plan_edit(hdus[0].header, task.plan_edit)
     if with_mask:
         hdus.append(fits.ImageHDU(np.asarray(bits, dtype=np.uint8), name="MASK"))
         mark_mask_bits(hdus[-1].header, MASK_BITS)
     write_hdus(hdus, Path(task.output))
+
+
+def _mark_plan_edit(header, edit):
+    """Write what the user's plan changed for the frame (``PLANEDIT``), if anything; a
+    long edit continues on CONTINUE cards, where a comment would be cut."""
+    if edit:
+        header[EDIT_CARD] = (edit, "changed in the user's plan") if len(edit) <= 36 else edit
 
 
 def _mask_bits(calibrated, raw, profile, masters, hits, name):
@@ -393,13 +406,6 @@ def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
     mark_cosmic_rays(result.meta, int(np.count_nonzero(hits)), clean=clean,
                      settings=settings)
     return result, hits
-
-
-def without_path(err):
-    """An error's words without the full path of the file it starts with."""
-    text = str(err)
-    head, sep, rest = text.partition(": ")
-    return rest if sep and "/" in head.replace("\\", "/") else text
 
 
 # ------------------------------------------------------------------ sky statistics

@@ -127,11 +127,11 @@ def test_workers_started_by_a_fork_server(serial_night, tmp_path, monkeypatch):
     """As from Python 3.12: workers that inherit nothing read the masters themselves."""
     import multiprocessing
 
-    import ccdproc_ext.night
+    import ccdproc_ext.night_science
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork server on this platform")
-    monkeypatch.setattr(ccdproc_ext.night, "process_context",
+    monkeypatch.setattr(ccdproc_ext.night_science, "process_context",
                         lambda: multiprocessing.get_context("forkserver"))
     result = _reduce_again(serial_night, tmp_path, workers=2)
     _assert_same_science(serial_night[1], result)

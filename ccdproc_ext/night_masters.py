@@ -1,0 +1,413 @@
+"""The masters of a night: built from its frames, or found up to date, or taken from
+the calibration library, bias first, then darks, then flats.
+
+`build_masters` is stage 3 of `~ccdproc_ext.reduce_night`. Each master of the plan is
+combined by `~ccdproc_ext.masters.build_master` from its usable frames (each extension
+apart, for multi-extension frames) and written to ``masters/<name>.fits``; a master whose
+file is up to date (its recipe: the frames, the lower masters and the settings) is read
+instead. What a master left out comes back with it (`~ccdproc_ext.masters.LeftOut`),
+and each frame left out is a problem of the night; a master that cannot be built is a
+problem of each of its frames, and of each science frame that needed it.
+"""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._warnings import CaughtWarnings
+from .exceptions import (
+    CalibrationMatchError,
+    CcdprocExtError,
+    DataQualityWarning,
+    FrameSkippedWarning,
+    InternalError,
+    error_class,
+)
+from .extensions import (
+    MultiMaster,
+    check_extensions_readable,
+    check_same_extensions,
+    detector_extensions,
+    extensions_of,
+    file_header,
+    load_master,
+    primary_header,
+    read_extension,
+    write_extensions,
+)
+from .log import files_shown, group_by_reason, plan_row_error, table_of, without_path
+from .masters import LeftOut, MasterFrame, build_master
+from .outputs import file_stamp, inside, recipe, up_to_date, write_atomic
+from .provenance import file_name_of, fits_text
+
+__all__ = ["MASTER_KINDS", "NightMasters", "build_masters"]
+
+logger = logging.getLogger(__name__)
+
+#: The order masters are built in: each kind needs the ones before it.
+MASTER_KINDS = ("bias", "dark", "flat")
+
+
+@dataclass
+class NightMasters:
+    """The masters of a night as they are built: in memory, on disk, or failed.
+
+    Attributes
+    ----------
+    built : dict
+        ``name -> MasterFrame`` (without uncertainty).
+    paths : dict
+        ``(kind, name) -> path``.
+    failed : dict
+        ``name -> CcdprocExtError``: why a master could not be built.
+    bpm_of : dict
+        ``(dark name, flat name) -> name`` of the bad-pixel mask of that pair.
+    """
+
+    built: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)
+    bpm_of: dict = field(default_factory=dict)
+
+    def path(self, kind, name):
+        """The file of the master ``name`` of ``kind``."""
+        return self.paths[(kind, name)]
+
+    def by_file_stem(self):
+        """``file stem -> MasterFrame``, as `~ccdproc_ext.science.prepare_masters` looks
+        masters up; a stem two files share (a library master named like one of the
+        night's) maps to ``None``, and that master is read from its file."""
+        stems = {}
+        for (_, name), path in self.paths.items():
+            stem = Path(path).stem
+            stems[stem] = None if stem in stems else self.built.get(name)
+        return stems
+
+
+def build_masters(plan, collection, options, log, *, progress):
+    """Every master of the plan, bias first, each from its usable frames.
+
+    Parameters
+    ----------
+    plan : `~astropy.table.Table`
+        The night's plan, its masters in ``plan.meta["masters"]``.
+    collection : `~ccdproc_ext.NightCollection`
+        The night's frames.
+    options
+        The night's settings (``profile``, ``overwrite``, ``strict``, ``workers``,
+        ``combine_options``, ``keeps_uncertainty``, ``settings()``).
+    log : `~ccdproc_ext.log.NightLog`
+        Where the problems and notes of the masters go.
+    progress : bool
+        Show a progress bar (on a terminal).
+
+    Returns
+    -------
+    `NightMasters`
+    """
+    table = plan.meta["masters"]
+    rows = {row["file"]: row for row in plan}
+    masters = NightMasters()
+    with tqdm(total=len(table), desc="masters", unit="master",
+              disable=None if progress else True) as bar:
+        for kind in MASTER_KINDS:
+            for master in table[table["kind"] == kind]:
+                if master["origin"] == "library":
+                    _load_library_master(kind, master, options, log, masters)
+                else:
+                    _build_one_master(kind, master, rows, collection, options, log,
+                                      masters)
+                bar.update(1)
+    return masters
+
+
+def _load_library_master(kind, master, options, log, masters):
+    """A master of the calibration library that the plan chose: read, not built. The plan
+    checked its checksum; the science tasks check it has not changed since."""
+    name, path = str(master["name"]), Path(str(master["path"]))
+    try:
+        masters.built[name] = load_master(path, options.profile).without_uncertainty()
+    except Exception as err:  # an unreadable master must not end the night
+        err = log.unexpected(err, f"master {name}")
+        if options.strict:
+            raise err
+        masters.failed[name] = err
+        return
+    masters.paths[(kind, name)] = path
+
+
+def _usable_members(kind, master, rows, log, masters):
+    """The frames of a master that can be used and the names of its lower masters, or
+    ``None`` (the master failed, said in ``masters.failed``)."""
+    name = master["name"]
+    files = master["files"].split(",")
+    members = [f for f in files if rows[f]["status"] == "ok"]
+    if not members:  # its frames need a calibration that is missing: said in the plan
+        first = rows[files[0]]
+        masters.failed[name] = type(plan_row_error(first))(
+            f"none of its frames could be used ({files[0]}: {first['problem']})")
+        return None
+    first = rows[members[0]]
+    needs = {k: first[k] for k in ("bias", "dark") if kind != "bias" and first[k]}
+    missing = [needs[k] for k in needs if needs[k] not in masters.built]
+    if missing:
+        cause = masters.failed.get(missing[0], CcdprocExtError())
+        masters.failed[name] = type(cause)(f"its master {', '.join(missing)} could not be "
+                                           "built")
+        for member in members:
+            log.problem(member, type(cause)(f"master {name} not built: "
+                                                  f"{masters.failed[name]}"))
+        return None
+    return members, needs
+
+
+def _build_one_master(kind, master, rows, collection, options, log, masters):
+    name = master["name"]
+    usable = _usable_members(kind, master, rows, log, masters)
+    if usable is None:
+        return
+    members, needs = usable
+    extensions, members = _master_extensions(name, members, needs, collection, options,
+                                             log, masters)
+    if not members:
+        return
+    folder = log.output_dir / "masters"
+    path = inside(folder / f"{name}.fits", folder)
+    _note_steps_done(log, f"masters/{path.name}", members, collection)
+    dark_scale = rows[members[0]]["dark_scale"]
+    master_recipe = recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
+                           [file_stamp(collection.path(f)) for f in members],
+                           {k: masters.built[v].checksum for k, v in needs.items()},
+                           dark_scale if kind == "flat" else None)
+    try:
+        if options.overwrite or not up_to_date(path, master_recipe):
+            with CaughtWarnings() as caught:
+                frame, left_out = _make_master(
+                    kind, [collection.path(f) for f in members],
+                    {k: masters.built[v] for k, v in needs.items()}, path, master_recipe,
+                    options, scale_dark=bool(np.isfinite(dark_scale) and dark_scale != 1.0),
+                    extensions=extensions)
+            # Frames left out come back with the master; data quality is read from the
+            # master's header below, the same whether it was built now or found up to date.
+            _note_master_warnings(log, path, members, [
+                message for message in caught.ours
+                if not isinstance(message, FrameSkippedWarning | DataQualityWarning)])
+            masters.built[name] = (load_master(path, options.profile) if extensions else
+                                   MasterFrame.of(frame, options.profile, path=path)
+                                   ).without_uncertainty()
+        else:
+            masters.built[name] = load_master(path, options.profile).without_uncertainty()
+            left_out = _recorded_left_out(masters.built[name])
+        check_same_extensions(f"masters/{path.name}", extensions_of(masters.built[name]),
+                              extensions, "its frames")
+    except Exception as err:  # a bug must not end the night
+        err = log.unexpected(err, f"master {name}")
+        if options.strict:
+            raise err if not isinstance(err, InternalError) else \
+                InternalError(f"master {name}: {err}") from None
+        masters.failed[name] = err
+        logger.info("master %s not built: %s", name, err)
+        for member in members:
+            log.problem(member, type(err)(f"master {name} not built: {err}"))
+        return
+    _report_master(log, masters.built[name], path, members, left_out)
+    masters.paths[(kind, name)] = path
+
+
+def _recorded_left_out(master):
+    """The frames a master found up to date left out, ``extension -> (LeftOut, ...)``
+    (``None`` for a master of one image).
+
+    A master built by an earlier run is only its file: what it left out is what its
+    header lists (``SKIP001``, ``SKIPW001 = 'kind: why'`` ...), read here and nowhere
+    else, so that a resumed night has the problems of an uninterrupted one.
+    """
+    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
+    recorded = {}
+    for extension, frame in frames.items():
+        header, left_out, i = frame.ccd.meta, [], 1
+        while f"SKIP{i:03d}" in header:
+            kind, _, why = str(header.get(f"SKIPW{i:03d}", "")).partition(": ")
+            left_out.append(LeftOut(file_name_of(header[f"SKIP{i:03d}"]),
+                                    error_class(kind or "CcdprocExtError")(why), why))
+            i += 1
+        recorded[extension] = tuple(left_out)
+    return recorded
+
+
+def _note_steps_done(log, file, members, collection):
+    """A master's note naming its frames whose headers say a calibration was done before
+    they came (``CALSTAT``, IRAF's flags): it was not done again (see the plan)."""
+    done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
+    by_steps = {}
+    for member in members:
+        if done_of.get(member):
+            by_steps.setdefault(str(done_of[member]), []).append(member)
+    for steps, files in by_steps.items():
+        log.note(file, "StepsDone",
+                       f"made from frames whose {' and '.join(steps.split(','))} were done "
+                       f"before (their headers say so), not again: {files_shown(files)}")
+
+
+def _master_extensions(name, members, needs, collection, options, log, masters):
+    """The detector extensions of a master (``()`` for frames of one image) and its
+    members that have them.
+
+    The master's extensions are those most of its frames have (the profile's, when it
+    names them); a frame with other extensions, or one of them unreadable, is a problem
+    and left out. Lower masters with other extensions fail the master.
+    """
+    found = {}
+    for member in members:
+        try:
+            found[member] = detector_extensions(collection.path(member), options.profile)
+            check_extensions_readable(collection.path(member), found[member])
+        except CcdprocExtError as err:
+            found.pop(member, None)
+            log.problem(member, err)
+    extensions = Counter(found.values()).most_common(1)[0][0] if found else ()
+    kept = []
+    for member, names in found.items():
+        try:
+            check_same_extensions(member, names, extensions, f"its master {name}",
+                                  path=collection.path(member))
+        except CalibrationMatchError as err:
+            log.problem(member, err)
+            continue
+        kept.append(member)
+    try:
+        for lower in needs.values():
+            check_same_extensions(f"master {name}", extensions,
+                                  extensions_of(masters.built[lower]), f"its master {lower}")
+    except CalibrationMatchError as err:
+        if options.strict:
+            raise
+        masters.failed[name] = err
+        for member in kept:
+            log.problem(member, CalibrationMatchError(f"master {name} not built: "
+                                                            f"{without_path(err)}"))
+        return extensions, []
+    if not kept and members:
+        masters.failed[name] = CalibrationMatchError("none of its frames could be used")
+    return extensions, kept
+
+
+def _make_master(kind, paths, lower, path, master_recipe, options, *, scale_dark,
+                 extensions=()):
+    """Combine one master and write it; its uncertainty only when it is written.
+
+    Returns the master (its first extension's, for multi-extension frames) and the frames
+    it left out, ``extension -> (LeftOut, ...)`` (``None`` for a master of one image).
+    A master of multi-extension frames is combined extension by extension
+    (`_make_master_extensions`) and its file has the same extensions.
+    """
+    combine_options = {"compute_uncertainty": options.keeps_uncertainty,
+                       **options.combine_options}
+    common = {"combine_options": combine_options, "skip_bad_frames": not options.strict,
+              "workers": options.workers, "temporary_dir": path.parent}
+    if extensions:
+        return _make_master_extensions(kind, paths, extensions, lower, path, master_recipe,
+                                       options, scale_dark=scale_dark, common=common)
+    built = _combine_master(kind, paths, options.profile, lower, scale_dark, common)
+    master = built.ccd
+    master.meta["RECIPE"] = (master_recipe, "hash of the inputs and settings")
+    master.meta["FILENAME"] = path.name
+    write_atomic(master, path, uncertainty=options.keeps_uncertainty,
+                 mask=master.mask is not None and bool(master.mask.any()))
+    return master, {None: built.left_out}
+
+
+def _combine_master(kind, frames, profile, lower, scale_dark, common):
+    """One master of ``kind`` from ``frames`` (paths, or the frames of one extension): a
+    `~ccdproc_ext.masters.BuiltMaster`."""
+    if kind == "flat":
+        return build_master(kind, frames, profile, master_bias=lower.get("bias"),
+                            master_dark=lower.get("dark"), scale_dark=scale_dark, **common)
+    return build_master(kind, frames, profile, master_bias=lower.get("bias"), **common)
+
+
+def _make_master_extensions(kind, paths, extensions, lower, path, master_recipe, options, *,
+                            scale_dark, common):
+    """A master of multi-extension frames: each extension combined from the same
+    extension of its frames (calibrated with the same extension of the lower masters,
+    through the profile as it applies to that extension), written as one file with the
+    frames' extensions, in their order."""
+    frames, left_out = {}, {}
+    for extension in extensions:
+        profile = options.profile.for_extension(extension)
+        ccds = [read_extension(p, extension, options.profile) for p in paths]
+        own_lower = {k: m.extension(extension, file=f"master {path.stem}")
+                     for k, m in lower.items()}
+        built = _combine_master(kind, ccds, profile, own_lower, scale_dark, common)
+        frames[extension], left_out[extension] = built.ccd, built.left_out
+    first = next(iter(frames.values()))
+    header = file_header(primary_header(paths[0]), first.meta,
+                         RECIPE=(master_recipe, "hash of the inputs and settings"),
+                         FILENAME=path.name)
+    for frame in frames.values():
+        frame.meta["RECIPE"] = (master_recipe, "hash of the inputs and settings")
+        frame.meta["FILENAME"] = path.name
+    masks = {n: f.mask for n, f in frames.items() if f.mask is not None}
+    write_extensions(path, header, frames, uncertainty=options.keeps_uncertainty,
+                     masks=masks if any(m.any() for m in masks.values()) else None)
+    return first, left_out
+
+
+def _report_master(log, master, path, members, left_out):
+    """The problems and notes of a master: the frames it left out (``left_out``, by
+    extension), and what its header says of its pixels (each extension's, for a master
+    of multi-extension frames): the same on every run."""
+    file = f"masters/{path.name}"
+    header = master.ccd.meta  # the first extension's: the frames combined are the same
+    if header.get("NCOMBINE", 0) == 1:
+        single = file_name_of(header.get("IMCMB001", "?"))
+        log.note(file, "DataQualityWarning",
+                       f"made from a single frame ({single}): nothing could be rejected "
+                       "and its noise is that of one frame")
+    by_name = {}
+    for member in members:
+        by_name.setdefault(Path(member).name, member)
+    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
+    for extension, frame in frames.items():
+        words = "" if extension is None else f" (extension {extension})"
+        for item in left_out.get(extension, ()):
+            log.problem(by_name.get(item.file, item.file), type(item.error)(
+                f"left out of master {path.stem}{words}: {fits_text(item.reason)}"))
+        header = frame.ccd.meta
+        if header.get("NLOWPIX", 0):
+            log.note(file, "DataQualityWarning",
+                           f"{header['NLOWPIX']} pixel(s){words} below the minimum of the "
+                           "flat, masked")
+        if header.get("NNANPIX", 0):
+            log.note(file, "DataQualityWarning",
+                           f"{header['NNANPIX']} pixel(s){words} of its frames were NaN or "
+                           "infinite, masked")
+
+
+def _note_master_warnings(log, path, members, messages):
+    """The warnings given while a master was made, as its notes. What several of its
+    frames said for one reason is one note naming them
+    (`~ccdproc_ext.log.group_by_reason`), not one per frame, nor one line of every
+    frame's words."""
+    file = f"masters/{path.name}"
+    by_name = {}
+    for member in members:
+        by_name.setdefault(Path(member).name, member)
+    of_frames = []
+    for message in messages:
+        head, sep, rest = str(message).partition(": ")
+        frame = by_name.get(Path(head).name) if sep else None
+        if frame is None:  # about the master, not one of its frames
+            log.note(file, type(message).__name__, without_path(message))
+        else:
+            of_frames.append((frame, type(message).__name__, rest))
+    for group in group_by_reason(table_of(sorted(of_frames), ("file", "kind", "note")),
+                                 "note"):
+        frames, texts = group["files"], set(group["texts"].values())
+        text = texts.pop() if len(texts) == 1 else group["reason"]
+        count = f"{len(frames)} frames: " if len(frames) > 1 else ""
+        log.note(file, group["kind"], f"{text} ({count}{files_shown(frames)})")
