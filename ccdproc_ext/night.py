@@ -57,19 +57,17 @@ from .exceptions import (
     error_class,
 )
 from .extensions import (
-    MultiMaster,
     check_extensions_readable,
     check_same_extensions,
     detector_extensions,
-    extensions_of,
     file_header,
-    load_master,
     primary_header,
     read_extension,
     write_extensions,
 )
 from .library import CalibrationLibrary, planned_master_keys
-from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
+from .master_frame import MasterFrame, MultiMaster, extensions_of, load_master
+from .masters import make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan
 from .outputs import (
     check_output_dir,
