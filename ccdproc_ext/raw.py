@@ -11,6 +11,11 @@ an image written with length-1 extra axes (``NAXIS3 = 1``) as the 2-D image it i
 astropy does all the reading; this module chooses the HDU, checks the file, repairs what
 astropy cannot parse and turns the result into a `~astropy.nddata.CCDData`.
 
+What the package reads of a FITS file is read here (`read_frame`,
+`read_frame_and_checksum`, `read_ccd` for a master, `read_header`, `inspect_frame`) or,
+in parts, in `ccdproc_ext._raw_parts`, with one choice of image (`open_image`) and one
+rule for the unit (`~ccdproc_ext.headers.header_unit`).
+
 Raw files are only ever opened read-only (no memory map). A file that is truncated, empty
 or not FITS raises `~ccdproc_ext.FrameReadError` naming the file and what is wrong, never a
 bare traceback from deep inside astropy. Header cards astropy cannot parse are read for
@@ -23,7 +28,6 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
-import io
 import os
 import warnings
 from pathlib import Path
@@ -419,8 +423,7 @@ def inspect_frame_and_notices(path, ext=0):
     return header, problem, notes if note is None else [*notes, note], image.notices
 
 
-#: The former names of `inspect_frame_and_notices` and `read_frame_and_checksum`, kept
-#: while the callers outside this part of the package move to them.
+#: Former names, kept until the last callers use the new ones.
 _inspect = inspect_frame_and_notices
 
 
@@ -496,72 +499,30 @@ _read_frame_and_checksum = read_frame_and_checksum
 
 
 def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
-    """The frame of `read_frame` (and the file's checksum), reading the file once.
+    """The frame of `read_frame` (and the file's checksum, with ``checksum``).
 
-    The whole file is read into memory and astropy reads its headers from there; the
-    stored values of a plain image are then taken where they lie in those bytes
-    (`_stored_values`), and `physical_values` scales them (faster than astropy, to the same
-    values).
+    astropy reads the stored values of a plain image (``do_not_scale_image_data``) and
+    `physical_values` offsets them by ``BZERO`` in one step into ``dtype``: the values
+    astropy's scaling gives, converted once. Reading the file's bytes once for both the pixels
+    and the checksum did not measurably pay (``benchmarks/bench_reader.py``): the
+    checksum costs the same either way.
     """
-    compression = _check_length(path)
-    # One extension of a multi-extension file is read from the file itself: astropy then
-    # reads the headers and that extension's data, not the other extensions' pixels.
-    whole_file = checksum or ext == 0
-    try:
-        content = path.read_bytes() if whole_file else None
-    except OSError as err:
-        raise FrameReadError(f"{path}: cannot read the FITS image "
-                             f"({err.strerror or err})") from None
-    digest = hashlib.blake2b(content).hexdigest() if checksum else None
-
-    source_is_bytes = compression is None and whole_file
-
-    def source():
-        # astropy recognises a compressed file (gzip, bzip2 ...) by its name and first
-        # bytes when it opens it itself, not in bytes in memory.
-        return io.BytesIO(content) if source_is_bytes else None
-
-    with open_image(path, ext, source=source(), do_not_scale_image_data=True) as image:
+    with open_image(path, ext, do_not_scale_image_data=True) as image:
         if image.problem:
             raise FrameReadError(f"{path}: {image.problem}")
         header = image.header
         scaling = stored_offset(image.hdu)
         if scaling is not None:
-            data = _stored_values(image.hdu, content) if source_is_bytes else None
-            if data is None:
-                data = _pixels(image, path, lambda hdu: hdu.data)
+            data = _pixels(image, path, lambda hdu: hdu.data)
     if scaling is None:
-        # BSCALE, BLANK or a compressed image: astropy scales them, in a second opening
-        # of the bytes already read.
-        with open_image(path, ext, source=source()) as image:
+        # BSCALE, BLANK or a compressed image: astropy scales them, in a second opening.
+        with open_image(path, ext) as image:
             data = np.asarray(_pixels(image, path, lambda hdu: hdu.data), dtype=dtype)
     else:
         data = physical_values(data, scaling, dtype)
+    digest = file_checksum(path) if checksum else None
     return _as_frame(data, header, path, profile, ext=image.index, unit=unit,
                      repairs=image.repairs), digest
-
-
-#: The type of the stored values of each BITPIX (FITS stores them big-endian).
-_STORED_TYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"),
-                 64: np.dtype(">i8"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
-
-
-def _stored_values(hdu, content):
-    """The stored values of an image HDU read from the bytes ``content`` (the whole
-    file), as a read-only view of those bytes: what ``hdu.data`` gives unscaled, without
-    astropy's two copies. ``None`` for what this does not read (then astropy does)."""
-    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) or hdu.header.get("GROUPS"):
-        return None
-    stored = _STORED_TYPES.get(hdu.header.get("BITPIX"))
-    shape = hdu.shape
-    if stored is None or not shape:
-        return None
-    offset = hdu.fileinfo()["datLoc"]
-    size = stored.itemsize * int(np.prod(shape))
-    if offset is None or offset + size > len(content):
-        return None  # (a truncated data unit is found before this, by its length)
-    return np.frombuffer(content, dtype=stored, count=size // stored.itemsize,
-                         offset=offset).reshape(shape)
 
 
 def _pixels(image, path, read):
