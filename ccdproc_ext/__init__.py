@@ -16,7 +16,8 @@ from .collection import NightCollection
 from .combine import combine
 from .exceptions import *  # noqa: F403
 from .library import CalibrationLibrary
-from .masters import MasterFrame, make_master_bias, make_master_dark, make_master_flat
+from .master_frame import MasterFrame
+from .masters import make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan, find_nearest_dark_exposure
 from .night import NightResult, reduce_night
 from .profiles import (

@@ -26,9 +26,8 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 from .exceptions import CalibrationMatchError, CcdprocExtError, DataQualityError, FrameReadError
-from .extensions import MultiMaster
 from .log import without_path
-from .masters import MasterFrame
+from .master_frame import MasterFrame, MultiMaster
 from .outputs import file_stamp, inside, output_name, recipe, up_to_date, write_atomic
 from .provenance import mark_bad_pixel_mask
 from .quality import median_and_mad_std

@@ -53,7 +53,7 @@ from .exceptions import (
     DataQualityWarning,
     HeaderError,
 )
-from .masters import MasterFrame
+from .master_frame import MasterFrame
 from .profiles import get_profile
 from .profiles.sections import parse_fits_section
 from .provenance import (
@@ -69,9 +69,6 @@ from .provenance import (
 )
 from .quality import mask_bits
 from .raw import read_frame
-
-# MasterFrame lives in masters.py, which imports calibrate_frame only inside the function
-# that uses it: importing MasterFrame here, at module level, makes no import cycle.
 
 __all__ = ["LONGEST_EXPOSURE", "MIN_FINITE_FRACTION", "apply_bad_pixel_mask", "calibrate_frame",
            "check_finite", "dark_scale_problem", "mask_bad_pixels", "overscan_and_trim",

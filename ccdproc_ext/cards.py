@@ -6,7 +6,9 @@ can neither read nor fix such a card: it raises on it, and the whole night would
 one file. `clean_unprintable` reads those cards from their own bytes and writes them
 back cleaned, each control character a space and any other character outside ASCII its
 escape (`~ccdproc_ext.provenance.fits_text`), with a sentence saying what was done; the
-reader (`ccdproc_ext.raw`) calls it on every header it reads.
+reader (`ccdproc_ext.raw`) calls it on every header it reads. `repair_cards` reads a
+card astropy can read but not parse for what it says (a decimal comma, ``3,2E-05``, is a
+number).
 """
 
 import copy
@@ -19,7 +21,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._warnings import ignoring
 from .provenance import fits_text
 
-__all__ = ["clean_unprintable"]
+__all__ = ["clean_unprintable", "header_problem", "repair_cards"]
 
 
 def clean_unprintable(header, hdus):
@@ -169,3 +171,98 @@ def _value_text(text):
         return match.group(1).replace("''", "'"), (match.group(2) or "").strip(" ")
     value, _, comment = text.partition("/")
     return value.strip(" "), comment.strip(" ")
+
+
+#: A number written with a decimal comma, as some capture software writes it: 3,2E-05.
+_DECIMAL_COMMA_RE = re.compile(r"^[+-]?\d+,\d*(?:[eEdD][+-]?\d+)?$")
+
+
+def repair_cards(header):
+    """Repair, in place, the cards of ``header`` that astropy cannot parse.
+
+    A number written with a decimal comma (``EXPTIME = 3,2E-05``) becomes that number;
+    any other unparsable value becomes its text. The header is left valid FITS.
+
+    Returns
+    -------
+    list of str
+        One sentence per repaired card, saying what it held and what it now holds.
+    """
+    notes = []
+    with ignoring(VerifyWarning):
+        # Parsing the value is the test; a card that parses costs nothing more.
+        unparsable = []
+        for index, card in enumerate(header.cards):
+            if card.keyword in ("", "COMMENT", "HISTORY"):
+                continue
+            try:
+                card.value  # noqa: B018 - parsing is the test
+            except VerifyError:
+                unparsable.append(index)
+        repairs = []
+        for index in unparsable:
+            card = header.cards[index]
+            # .image makes astropy fix the card (into a string): do it on a copy.
+            fixed = copy.copy(card)
+            fixed.image  # noqa: B018 - the fix happens on access
+            repairs.append((index, card.keyword, str(fixed.value), fixed.comment))
+    for index, keyword, text, comment in repairs:
+        text = text.strip()
+        if _DECIMAL_COMMA_RE.match(text):
+            value = float(text.replace(",", ".").replace("D", "E").replace("d", "e"))
+            notes.append(f"{keyword} = {text!r} is not valid FITS (a decimal comma): "
+                         f"read as {value!r}")
+        else:
+            value = text
+            notes.append(f"{keyword} = {text!r} is not valid FITS: kept as the text "
+                         f"{text!r}")
+        # the keyword may be repeated further down; this card keeps its place
+        with ignoring(AstropyUserWarning):
+            del header[index]
+            header.insert(index, (keyword, value, comment))
+    return notes
+
+
+def header_problem(content, *, more_follows=False):
+    """What is wrong with a FITS header, in the words of its own cards, or ``None`` when
+    they do not tell.
+
+    astropy says "Header missing END card" of a header cut short, or the name of the
+    first ``NAXISn`` card it lacks; this says that the header has no END card, and
+    which of the axes ``NAXIS`` announces have no card.
+
+    Parameters
+    ----------
+    content : bytes
+        The first bytes of the file (of its decompressed stream), from the first card.
+    more_follows : bool, optional
+        ``content`` is only the beginning of a longer file: a header without END in it
+        is long, not cut short. Default is ``False``.
+
+    Returns
+    -------
+    str or None
+    """
+    images = [content[i:i + 80] for i in range(0, len(content) - 79, 80)]
+    if not images or not images[0].startswith(b"SIMPLE  ="):
+        return None  # not a FITS header at all: astropy's words say so
+    ends = [i for i, image in enumerate(images) if image.rstrip() == b"END"]
+    cards = images[:ends[0]] if ends else images
+    keywords = {image[:8].decode("latin-1").rstrip() for image in cards}
+    naxis = _header_integer(cards, "NAXIS")
+    missing = [f"NAXIS{i}" for i in range(1, (naxis or 0) + 1) if f"NAXIS{i}" not in keywords]
+    axes = f"; NAXIS = {naxis} but it has no {', '.join(missing)} card" if missing else ""
+    if not ends and not more_follows:
+        return f"truncated or damaged: the header has no END card{axes}"
+    if missing:
+        return f"the header says NAXIS = {naxis} but has no {', '.join(missing)} card"
+    return None
+
+
+def _header_integer(images, keyword):
+    """The integer value of the card ``keyword`` among card ``images``, or ``None``."""
+    for image in images:
+        if image[:8].decode("latin-1").rstrip() == keyword and image[8:10] == b"= ":
+            text = image[10:].decode("latin-1").partition("/")[0].strip()
+            return int(text) if text.isdigit() else None
+    return None

@@ -26,31 +26,25 @@ Example
 """
 
 import contextlib
-import copy
-import difflib
 import functools
 import inspect
 import itertools
 import logging
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import bottleneck as bn
 import numpy as np
 from astropy import stats
-from astropy import units as u
-from astropy.nddata import CCDData, StdDevUncertainty, fits_ccddata_reader
-from astropy.wcs import WCS
+from astropy.nddata import CCDData, StdDevUncertainty
 from ccdproc import ImageFileCollection
 from ccdproc.core import sigma_func
 from numpy import ma
 
 from ._allocator import freed_memory_reused
-from ._warnings import ignoring
-from .exceptions import FrameReadError
-from .raw import open_image, parse_unit
+from ._raw_parts import checked_reader_kwargs
+from ._raw_parts import open_frame as _open_frame
 
 __all__ = ["combine"]
 
@@ -84,36 +78,6 @@ _INTEGER_BLOCK_BYTES = 2**22
 _MAD_TO_STD = 1.482602218505602
 
 _METHODS = ("average", "median", "sum")
-
-# Keyword arguments that `CCDData.read` (`fits_ccddata_reader`) takes itself...
-_READER_KEYWORDS = frozenset(
-    name
-    for name, parameter in inspect.signature(fits_ccddata_reader).parameters.items()
-    if name != "filename" and parameter.kind is not inspect.Parameter.VAR_KEYWORD
-)
-# ...and the `astropy.io.fits.open` options it passes on that make sense when reading.
-_FITS_OPEN_KEYWORDS = frozenset(
-    {
-        "memmap",
-        "cache",
-        "lazy_load_hdus",
-        "ignore_missing_simple",
-        "ignore_missing_end",
-        "checksum",
-        "uint",
-        "ignore_blank",
-        "use_fsspec",
-        "fsspec_kwargs",
-        "decompress_in_memory",
-        "disable_image_compression",
-        "output_verify",
-    }
-)
-# Refused by CCDData.read too: the combined values would not be the physical ones.
-_REFUSED_OPEN_KEYWORDS = {
-    "do_not_scale_image_data": "Image data must be scaled.",
-    "scale_back": "Scale information is not preserved.",
-}
 
 
 # --------------------------------------------------------------------------- public API
@@ -416,24 +380,7 @@ def combine(
 
 def _checked_reader_kwargs(ccdkwargs):
     """Return the keyword arguments for reading files; refuse anything else."""
-    accepted = _READER_KEYWORDS | _FITS_OPEN_KEYWORDS
-    unknown = sorted(set(ccdkwargs) - accepted - set(_REFUSED_OPEN_KEYWORDS))
-    if unknown:
-        known = sorted(accepted | set(inspect.signature(combine).parameters) - {"ccdkwargs"})
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(
-            f"combine() got unexpected keyword argument(s) {', '.join(hints)}; besides "
-            "its own options it accepts only keyword arguments of CCDData.read: "
-            f"{', '.join(sorted(accepted))}."
-        )
-    for name, reason in _REFUSED_OPEN_KEYWORDS.items():
-        if name in ccdkwargs:
-            raise TypeError(f"unsupported keyword: {name}. {reason}")
-    return dict(ccdkwargs)
-
+    return checked_reader_kwargs(ccdkwargs, inspect.signature(combine).parameters)
 
 def _as_image_list(img_list):
     """Turn every accepted form of ``img_list`` into a list of CCDData and paths."""
@@ -531,216 +478,6 @@ def _scale_factors(scale, frames, cache_budget):
         factors = np.array(scale)
     # One factor per image, broadcast over the pixels as in ccdproc.
     return factors[:, np.newaxis, np.newaxis]
-
-
-# ----------------------------------------------------------------------------- frames
-
-
-def _open_frame(image, index, reader_kwargs, open_files):
-    if isinstance(image, CCDData):
-        return _MemoryFrame(image, f"image {index}")
-    return _FitsFrame(image, reader_kwargs, open_files)
-
-
-class _MemoryFrame:
-    """An input image the caller passed as a CCDData object."""
-
-    def __init__(self, ccd, name):
-        self.name = name
-        self._ccd = ccd
-        self._data = np.asarray(ccd.data)
-        if self._data.ndim != 2:
-            raise ValueError(f"{name} has {self._data.ndim} dimensions; expected 2.")
-        self.shape = self._data.shape
-        self.unit = ccd.unit
-        self.small_integers = self._data.dtype.kind in "biu" and self._data.dtype.itemsize <= 2
-        self.cached_nbytes = 0
-        self.nbytes_to_cache = 0
-        # Bytes read from a file for one row: nothing, the image is in memory.
-        self.read_bytes_per_row = 0
-        # The rows are the caller's data.
-        self.rows_are_copies = False
-
-    def rows(self, start, stop):
-        return self._data[start:stop]
-
-    def mask_rows(self, start, stop):
-        return None if self._ccd.mask is None else self._ccd.mask[start:stop]
-
-    def whole(self, keep):
-        return self._ccd.data
-
-    def header_and_wcs(self):
-        # CCDData.copy() deep-copies meta; so does this, without copying the pixels.
-        return copy.deepcopy(self._ccd.meta), copy.deepcopy(self._ccd.wcs)
-
-
-class _FitsFrame:
-    """
-    An input FITS file, opened once, read in pieces of rows.
-
-    The image, its header and unit are those `ccdproc_ext.raw` reads (the HDU ``hdu``, or
-    the first image extension with data under a primary HDU without, its header merged
-    with the primary one, as `~astropy.nddata.fits_ccddata_reader` chooses them), and
-    the mask extension ``hdu_mask``; no pixel is read until a piece is asked for.
-    """
-
-    def __init__(self, path, reader_kwargs, open_files):
-        self.name = os.fspath(path)
-        open_kwargs = {key: reader_kwargs[key] for key in _FITS_OPEN_KEYWORDS & set(reader_kwargs)}
-        # Bands are read with seek + read: a memory map would only add the touched
-        # pages of every file to the process's resident memory.
-        open_kwargs.setdefault("memmap", False)
-        open_kwargs.pop("lazy_load_hdus", None)
-        if not os.path.exists(self.name):
-            raise FileNotFoundError(f"{self.name}: no such file")
-        image = open_files.enter_context(
-            open_image(self.name, reader_kwargs.get("hdu", 0), **open_kwargs))
-        if image.problem:
-            raise FrameReadError(f"{self.name}: {image.problem}")
-        self._find_image(image, reader_kwargs)
-        self.unit = _unit_from_header(self._header, reader_kwargs.get("unit"), self.name,
-                                      reader_kwargs.get("default_unit", "adu"))
-        self._cache = None
-        self._mask_cache = None
-        self.cached_nbytes = 0
-        # One piece at a time from a file: astropy's file objects are not thread-safe.
-        self._lock = threading.Lock()
-
-    def _find_image(self, raw, reader_kwargs):
-        if raw.index != reader_kwargs.get("hdu", 0):
-            log.info("%s: first HDU with data is extension %s.", self.name, raw.index)
-        image, header = raw.hdu, raw.header
-        shape = tuple(image.shape)
-        if len(shape) != 2:
-            if len(shape) > 2 and all(length == 1 for length in shape[:-2]):
-                raise ValueError(f"{self.name}: the image has shape {shape}; combine reads "
-                                 "2-D images (read it with ccdproc_ext.raw.read_frame)")
-            raise ValueError(f"{self.name}: the image has shape {shape}; expected 2 dimensions.")
-        self.shape = shape
-        self._image = image
-        self._header = header
-        hdu_mask = reader_kwargs.get("hdu_mask", "MASK")
-        hdul = raw.hdulist
-        self._mask_hdu = hdul[hdu_mask] if hdu_mask is not None and hdu_mask in hdul else None
-        # What the pixels are once read: BSCALE, BZERO or BLANK make floats of integers,
-        # except the BZERO that stores unsigned (or, for bytes, signed) integers.
-        bitpix = image.header["BITPIX"]
-        bscale = image.header.get("BSCALE", 1)
-        bzero = image.header.get("BZERO", 0)
-        offset = -128 if bitpix == 8 else 2 ** (bitpix - 1) if bitpix > 0 else None
-        scaled = bscale != 1 or bzero not in (0, offset) or "BLANK" in image.header
-        self.small_integers = bitpix in (8, 16) and not scaled
-        itemsize = 8 if scaled else abs(bitpix) // 8
-        self.nbytes_to_cache = shape[0] * shape[1] * (itemsize + (self._mask_hdu is not None))
-
-    def _read(self, hdu, start, stop):
-        try:
-            with self._lock:
-                return hdu.section[start:stop, :]
-        except (OSError, ValueError, EOFError) as err:
-            raise FrameReadError(f"{self.name}: cannot read rows {start}:{stop} "
-                                 f"({err})") from err
-
-    @property
-    def rows_are_copies(self):
-        """Whether `rows` returns new arrays (read from the file), not views of a cache."""
-        return self._cache is None
-
-    @property
-    def read_bytes_per_row(self):
-        """Bytes read from the file (image and mask) for one row; 0 once it is cached."""
-        return 0 if self._cache is not None else self.nbytes_to_cache // self.shape[0]
-
-    def rows(self, start, stop):
-        if self._cache is not None:
-            return self._cache[start:stop]
-        return self._read(self._image, start, stop)
-
-    def mask_rows(self, start, stop):
-        if self._mask_cache is not None:
-            return self._mask_cache[start:stop]
-        if self._mask_hdu is None:
-            return None
-        return self._read(self._mask_hdu, start, stop).astype(bool)
-
-    def whole(self, keep):
-        """The whole image, as CCDData.read returns it; kept for later bands if ``keep``."""
-        data = self._read(self._image, 0, self.shape[0])
-        if keep:
-            self._cache = data
-            if self._mask_hdu is not None:
-                self._mask_cache = self._read(self._mask_hdu, 0, self.shape[0]).astype(bool)
-            self.cached_nbytes = data.nbytes + (
-                0 if self._mask_cache is None else self._mask_cache.nbytes
-            )
-        return data
-
-    def header_and_wcs(self):
-        return _header_and_wcs(self._header.copy())
-
-
-#: Cards CCDData.read keeps in the header though the WCS reads them too.
-_KEEP_IN_HEADER = frozenset({"JD-OBS", "MJD-OBS", "DATE-OBS"})
-_PC_CARDS = frozenset({"PC1_1", "PC1_2", "PC2_1", "PC2_2"})
-_CD_CARDS = frozenset({"CD1_1", "CD1_2", "CD2_1", "CD2_2"})
-
-
-def _header_and_wcs(header):
-    """The header without its WCS cards, and the WCS they make (or ``None``), as
-    `~astropy.nddata.CCDData.read` splits them."""
-    try:
-        with ignoring(Warning):  # the FITSFixedWarnings CCDData.read gives are its own
-            wcs = WCS(header)
-    except Exception as err:  # a malformed header: no WCS, as CCDData.read
-        log.info("no WCS from the header (%s: %s)", type(err).__name__, err)
-        return header, None
-    if not wcs.wcs.ctype[0]:
-        return header, None
-    wcs_cards = wcs.to_header(relax=True)
-    for key in wcs_cards:
-        if key not in _KEEP_IN_HEADER:
-            header.remove(key, ignore_missing=True)
-    if _PC_CARDS & set(wcs_cards) and _CD_CARDS & set(header):
-        for key in _CD_CARDS:  # the WCS holds a PC matrix: the CD cards would contradict it
-            header.remove(key, ignore_missing=True)
-    if wcs.sip is not None:
-        for polynomial in ("A", "B", "AP", "BP"):
-            order = getattr(wcs.sip, f"{polynomial.lower()}_order")
-            for i, j in itertools.product(range(order), repeat=2):
-                header.remove(f"{polynomial}_{i}_{j}", ignore_missing=True)
-    return header, wcs
-
-
-def _unit_from_header(header, unit, name, default="adu"):
-    """The unit of an image: ``unit`` if given, else BUNIT (in its usual spellings), else
-    ``default``."""
-    bunit = header.get("BUNIT")
-    known = parse_unit(bunit)
-    if known is not None:
-        # the usual spellings ('ADU', 'counts', 'DN', 'electrons'), as ccdproc_ext reads
-        # them everywhere (see ccdproc_ext.raw.header_unit)
-        bunit = known.to_string()
-    if unit is not None:
-        if bunit and str(unit) != str(bunit):
-            log.info(
-                "%s: using the unit %s passed to the FITS reader instead of the unit %s "
-                "in the FITS file.",
-                name,
-                unit,
-                bunit,
-            )
-        return u.Unit(unit)
-    if bunit is None or (isinstance(bunit, str) and not bunit.strip()):
-        return u.Unit(default)
-    bunit = CCDData.known_invalid_fits_unit_strings.get(bunit, bunit)
-    try:
-        return u.Unit(bunit)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"{name}: the header value of BUNIT ({bunit}) is not a valid unit; pass "
-            "unit= explicitly."
-        ) from err
 
 
 # ----------------------------------------------------------------------------- bands

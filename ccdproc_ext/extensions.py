@@ -5,8 +5,9 @@ shape is one frame of a detector read through several amplifiers, or of a mosaic
 CCDs. Each extension is calibrated with the same extension of each master, through the
 code that calibrates a frame of one image: this module only finds the extensions
 (`detector_extensions`), reads each as a `~astropy.nddata.CCDData` with the primary
-header inherited (`read_extension`), holds the extensions of a master together
-(`MultiMaster`) and writes a multi-extension output (`write_extensions`).
+header inherited (`read_extension`) and writes a multi-extension output
+(`write_extensions`); `ccdproc_ext.master_frame.MultiMaster` holds the extensions of a
+master together.
 
 Extensions are named by their ``EXTNAME`` (``"AMP1"``), or by their index (``"1"``)
 when they have none; outputs keep the names and the order of the raw file. A profile's
@@ -23,21 +24,20 @@ number ``n`` follow all the images, with ``EXTNAME = 'MASK'``, ``EXTVER = n`` an
 ``MASKFOR`` naming the extension.
 """
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import CCDData, StdDevUncertainty
 
+from .cards import repair_cards
 from .exceptions import CalibrationMatchError, FrameReadError
 from .outputs import write_hdus
 from .provenance import mark_mask_bits, set_file_name
-from .raw import file_checksum, header_unit, inspect_frame, open_image, read_frame, repair_cards
+from .raw import inspect_frame, open_image, read_frame
 
-__all__ = ["MultiMaster", "check_extensions_readable", "check_same_extensions",
-           "detector_extensions", "extensions_of", "file_header", "load_master",
-           "primary_header", "read_extension", "read_master", "write_extensions"]
+__all__ = ["check_extensions_readable", "check_same_extensions", "detector_extensions",
+           "extension_index", "file_header", "primary_header", "read_extension",
+           "write_extensions"]
 
 #: Extension names that hold something about an image, never an image of the detector.
 _NOT_DETECTOR = frozenset({"MASK", "UNCERT", "FLAGS", "WEIGHT", "VARIANCE", "ERR", "DQ",
@@ -163,14 +163,9 @@ def check_extensions_readable(path, names):
     a 2-D image (truncated ...), naming the file and the extension; told from the
     headers and the file's length, without reading the pixels."""
     for name in names:
-        _, problem, _ = inspect_frame(path, _index_of(path, name))
+        _, problem, _ = inspect_frame(path, extension_index(name))
         if problem:
             raise FrameReadError(f"{path}: extension {name}: {problem}")
-
-
-def extensions_of(master):
-    """The extensions of a master (`MultiMaster`), ``()`` for one of one image."""
-    return master.names if isinstance(master, MultiMaster) else ()
 
 
 # ------------------------------------------------------------------ reading them
@@ -183,8 +178,20 @@ def primary_header(path):
     return header
 
 
-def _index_of(path, name):
-    """The HDU index of extension ``name`` (a label of `detector_extensions`)."""
+def extension_index(name):
+    """The HDU of extension ``name`` (a label of `detector_extensions`), as
+    `astropy.io.fits.HDUList` indexes it.
+
+    Parameters
+    ----------
+    name : str
+        ``"AMP1"``, ``"AMP1,2"`` (``EXTNAME``, ``EXTVER``) or ``"1"`` (an index).
+
+    Returns
+    -------
+    int, str or tuple
+        The index, the ``EXTNAME``, or ``(EXTNAME, EXTVER)``.
+    """
     base, _, version = name.partition(",")
     if base.isdigit() and not version:
         return int(base)
@@ -200,109 +207,9 @@ def read_extension(path, name, profile=None, *, dtype=np.float32):
     """
     path = Path(path)
     frame = read_frame(path, None if profile is None else profile.for_extension(name),
-                       dtype=dtype, ext=_index_of(path, name))
+                       dtype=dtype, ext=extension_index(name))
     set_file_name(frame.meta, "FILENAME", path.name)
     return frame
-
-
-@dataclasses.dataclass(frozen=True)
-class MultiMaster:
-    """A master of a multi-extension detector: one `~ccdproc_ext.MasterFrame` per
-    extension, all named after the one file (so the provenance of a calibrated extension
-    names the file and its checksum).
-
-    It answers what the night asks of a master (`without_uncertainty`, `scaled`,
-    `prepare`) for every extension at once, and `extension` gives one.
-    """
-
-    frames: dict  # extension name -> MasterFrame
-    name: str
-    checksum: str = ""
-    primary_header: fits.Header = None
-
-    @property
-    def names(self):
-        """The extensions, in the order of the file."""
-        return tuple(self.frames)
-
-    @property
-    def ccd(self):
-        """The first extension's frame (what a report of one image shows)."""
-        return next(iter(self.frames.values())).ccd
-
-    @property
-    def exposure(self):
-        return next(iter(self.frames.values())).exposure
-
-    def extension(self, name, *, file=None):
-        """The `~ccdproc_ext.MasterFrame` of extension ``name``.
-
-        Raises
-        ------
-        CalibrationMatchError
-            If the master has no such extension (naming ``file``, the frame calibrated).
-        """
-        try:
-            return self.frames[name]
-        except KeyError:
-            check_same_extensions(file or "frame", (name,), self.names,
-                                  f"master {self.name}")
-            raise
-
-    def _each(self, method, *args, **kwargs):
-        frames = {n: getattr(f, method)(*args, **kwargs) for n, f in self.frames.items()}
-        return dataclasses.replace(self, frames=frames)
-
-    def without_uncertainty(self):
-        return self._each("without_uncertainty")
-
-    def scaled(self, factor):
-        return self._each("scaled", factor)
-
-    def prepare(self, dtype=np.float32, *, flat=False, min_value=None):
-        return {n: f.prepare(dtype, flat=flat, min_value=min_value)
-                for n, f in self.frames.items()}
-
-
-def read_master(path, profile=None, *, checksum=None):
-    """A master file: a `MultiMaster` when it has detector extensions, else ``None``
-    (a master of one image, read by `~ccdproc_ext.MasterFrame.of`)."""
-    from .masters import MasterFrame, _exposure
-
-    path = Path(path)
-    names = detector_extensions(path)
-    if not names:
-        return None
-    if checksum is None:
-        checksum = file_checksum(path)[:16]
-    frames = {}
-    with fits.open(path, memmap=False) as hdul:
-        primary = hdul[0].header.copy()
-        extras = {(str(h.header.get("EXTNAME", "")).upper(), h.header.get("EXTVER", 1)): h
-                  for h in hdul[1:]}
-        for number, name in enumerate(names, start=1):
-            hdu = hdul[_index_of(path, name)]
-            header = hdu.header.copy()
-            unit = header_unit(header, profile.unit if profile else "adu", path=path)
-            mask = extras.get(("MASK", number))
-            uncertainty = extras.get(("UNCERT", number))
-            ccd = CCDData(np.asarray(hdu.data, dtype=np.float32), unit=unit, meta=header,
-                          mask=None if mask is None else np.asarray(mask.data, bool),
-                          uncertainty=None if uncertainty is None else
-                          StdDevUncertainty(np.asarray(uncertainty.data, np.float32)))
-            frames[name] = MasterFrame(ccd=ccd, name=path.name, checksum=checksum,
-                                       exposure=_exposure(header, profile, path))
-    return MultiMaster(frames=frames, name=path.name, checksum=checksum,
-                       primary_header=primary)
-
-
-def load_master(path, profile=None, *, checksum=None):
-    """A master file as the night uses it: a `MultiMaster` for a multi-extension file,
-    else a `~ccdproc_ext.MasterFrame`."""
-    from .masters import MasterFrame
-
-    master = read_master(path, profile, checksum=checksum)
-    return master if master is not None else MasterFrame.of(path, profile, checksum=checksum)
 
 
 # ------------------------------------------------------------------ writing them

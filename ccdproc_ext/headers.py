@@ -10,14 +10,17 @@ cannot be understood.
 import copy
 import math
 import re
+import warnings
 
+import astropy.units as u
 from astropy.io.fits.card import UNDEFINED
 from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.nddata import CCDData
 from astropy.time import Time
 from erfa import ErfaWarning
 
 from ._warnings import ignoring
-from .exceptions import HeaderError
+from .exceptions import CcdprocExtWarning, HeaderError
 
 __all__ = ["card_value", "combine_filters", "first_card", "first_filled", "header_float",
            "is_blank", "parse_date"]
@@ -233,3 +236,202 @@ def parse_date(value, time_value=None):
             return Time(text, format="isot", scale="utc")
         except ValueError:
             raise ValueError(f"{text!r} is not a date of the calendar") from None
+
+
+# ---------------------------------------------------------------- image structure
+# How a raw file's header describes its image: its extra axes, its unit, its
+# transposition (read by `ccdproc_ext.raw`).
+def _extra_axes_of_length_one(header):
+    """Whether every axis beyond the second (NAXIS3 ...) has length 1."""
+    return all(header.get(f"NAXIS{i}") == 1 for i in range(3, header.get("NAXIS", 0) + 1))
+
+
+def squeeze_note(header):
+    """The note saying that ``header`` describes an image with length-1 extra axes
+    (``"3-D image with one plane: squeezed to 2-D"``), or ``None`` when it does not.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header`
+        The image's header; not changed.
+
+    Returns
+    -------
+    str or None
+    """
+    naxis = header.get("NAXIS", 0)
+    if isinstance(naxis, int) and naxis > 2 and _extra_axes_of_length_one(header):
+        return f"{naxis}-D image with one plane: squeezed to 2-D"
+    return None
+
+
+def squeeze_header(header):
+    """Make, in place, the NAXIS cards of ``header`` describe a 2-D image.
+
+    For an image written with length-1 extra axes (``NAXIS = 3``, ``NAXIS3 = 1``, as
+    Andor Solis writes every frame): ``NAXIS`` becomes 2 and ``NAXIS3`` ... are removed.
+    A header that already says 2-D is left as it is.
+
+    Returns
+    -------
+    str or None
+        The note saying what was done (``"3-D image with one plane: squeezed to 2-D"``),
+        or ``None`` when nothing was.
+    """
+    note = squeeze_note(header)
+    if note is None:
+        return None
+    for i in range(3, header["NAXIS"] + 1):
+        header.remove(f"NAXIS{i}", ignore_missing=True)
+    header["NAXIS"] = 2
+    return note
+
+
+# ------------------------------------------------------------------------------ BUNIT
+#: Spellings of BUNIT that cameras write, lower case, and the unit each means. Counts,
+#: DN and ADU all name the raw digital numbers of the converter: they are read as adu,
+#: so that raw frames and masters (written in adu) can be subtracted from each other.
+_UNIT_SPELLINGS = {
+    **dict.fromkeys(("adu", "adus", "count", "counts", "cnt", "cnts", "ct", "cts", "dn",
+                     "dns", "data number", "data numbers", "digital number",
+                     "digital numbers"), u.adu),
+    **dict.fromkeys(("electron", "electrons", "e-", "e", "el", "electron(s)"), u.electron),
+    **dict.fromkeys(("photon", "photons", "ph"), u.photon),
+}
+
+
+def header_unit(header, default="adu", *, path=None, unknown="warn"):
+    """The unit of the pixels that ``BUNIT`` says, in whatever case and usual spelling.
+
+    ``ADU``, ``adu``, ``count``, ``counts``, ``Counts`` and ``DN`` are read as adu (they
+    all name the raw digital numbers); ``electron``, ``electrons`` and ``e-`` as
+    electron; ``photon(s)`` as photon; anything else astropy parses (``adu / s``,
+    ``ELECTRONS/S``) as what it says.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header` or dict
+        The frame's header.
+    default : str or `~astropy.units.UnitBase`, optional
+        The unit when the header has no ``BUNIT`` (or a blank one), or one that is not a
+        unit: the profile's unit. Default is ``"adu"``.
+    path : str or `pathlib.Path` or None, optional
+        The file, named in the warning or the error. Default is ``None``.
+    unknown : {"warn", "raise"}, optional
+        What a ``BUNIT`` that is not a unit makes: ``"warn"`` (the default, for raw
+        frames and masters, whose profile states their unit) warns and reads the pixels
+        in ``default``; ``"raise"`` (`~ccdproc_ext.combine`, which reads files as
+        `~astropy.nddata.CCDData.read` does) raises a `ValueError` that asks for
+        ``unit=``.
+
+    Returns
+    -------
+    `~astropy.units.UnitBase`
+
+    Warns
+    -----
+    CcdprocExtWarning
+        When ``BUNIT`` is not a unit and ``unknown`` is ``"warn"``: ``default`` is used
+        instead.
+
+    Raises
+    ------
+    ValueError
+        When ``BUNIT`` is not a unit and ``unknown`` is ``"raise"``.
+    """
+    default = u.Unit(default)
+    value = header.get("BUNIT")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    unit = parse_unit(value)
+    if unit is not None:
+        return unit
+    where = f"{path}: " if path is not None else ""
+    if unknown == "raise":
+        raise ValueError(f"{where}the header value of BUNIT ({value}) is not a valid unit; "
+                         "pass unit= explicitly.")
+    warnings.warn(f"{where}BUNIT = {value!r} is not a unit ccdproc_ext knows: the pixels are "
+                  f"read as {default.to_string()}", CcdprocExtWarning, stacklevel=3)
+    return default
+
+
+def parse_unit(value):
+    """The unit a ``BUNIT`` value means (see `header_unit`), or ``None`` when it is not
+    one (or not a string)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = " ".join(value.split())
+    known = _UNIT_SPELLINGS.get(text.lower())
+    if known is not None:
+        return known
+    fixed = CCDData.known_invalid_fits_unit_strings.get(text)
+    if fixed is not None:  # ELECTRONS/S ...: astropy knows what they mean
+        return u.Unit(fixed)
+    for candidate in (text, text.lower()):
+        try:
+            unit = u.Unit(candidate, parse_strict="raise")
+        except (ValueError, TypeError):
+            continue
+        if not isinstance(unit, u.UnrecognizedUnit):
+            return unit
+    return None
+
+
+# ------------------------------------------------------------------- transposed WCS
+#: Cards indexed by one axis (CRPIX1, CDELT2A ...) and by two (PC1_2, CD2_1A ...).
+_ONE_AXIS_RE = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CNAME|CRDER|CSYER|LTV)([12])"
+                          r"([A-Z]?)$")
+_TWO_AXES_RE = re.compile(r"^(PC|CD|LTM)([12])_([12])([A-Z]?)$")
+_PARAMETER_RE = re.compile(r"^(PV|PS)([12])_(\d+)([A-Z]?)$")
+_ROTATION_RE = re.compile(r"^CROTA([12])$")
+
+
+def _other_axis(index):
+    return "2" if index == "1" else "1"
+
+
+def transpose_header(header):
+    """Make, in place, the cards of ``header`` describe its image transposed.
+
+    The two axes swap places, in the pixels and in the world coordinates: ``NAXIS1``
+    and ``NAXIS2``, ``CRPIX1`` and ``CRPIX2``, ``CRVAL``, ``CTYPE``, ``CDELT``, ``CUNIT``
+    and the ``PC``/``CD`` matrices (``CD1_2`` becomes ``CD2_1``), with their alternate
+    versions (``CRPIX1A``), the IRAF ``LTV``/``LTM`` cards and the ``PV``/``PS``
+    parameters; ``CROTA`` moves to the other axis. The world
+    coordinates of the transposed pixel ``(y, x)`` are then those of ``(x, y)`` before.
+
+    Returns
+    -------
+    list of str
+        The keywords changed.
+    """
+    moves = {}
+    for card in header.cards:
+        key = card.keyword
+        if (match := _ONE_AXIS_RE.match(key)) is not None:
+            prefix, axis, alt = match.groups()
+            moves[key] = (f"{prefix}{_other_axis(axis)}{alt}", card.value, card.comment)
+        elif (match := _TWO_AXES_RE.match(key)) is not None:
+            prefix, i, j, alt = match.groups()
+            moves[key] = (f"{prefix}{_other_axis(i)}_{_other_axis(j)}{alt}", card.value,
+                          card.comment)
+        elif (match := _PARAMETER_RE.match(key)) is not None:
+            prefix, axis, number, alt = match.groups()
+            moves[key] = (f"{prefix}{_other_axis(axis)}_{number}{alt}", card.value,
+                          card.comment)
+        elif (match := _ROTATION_RE.match(key)) is not None:
+            # the rotation belongs to the latitude axis, whose number changes
+            moves[key] = (f"CROTA{_other_axis(match.group(1))}", card.value, card.comment)
+    if "NAXIS1" in header and "NAXIS2" in header:
+        header["NAXIS1"], header["NAXIS2"] = header["NAXIS2"], header["NAXIS1"]
+    targets = {new: (value, comment) for new, value, comment in moves.values()}
+    for key in moves:
+        if key not in targets:
+            del header[key]
+    for key, card in targets.items():
+        header[key] = card
+    return sorted(moves)
+
+
+__all__ += ["header_unit", "parse_unit", "squeeze_header", "squeeze_note",
+            "transpose_header"]

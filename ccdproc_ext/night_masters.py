@@ -28,19 +28,17 @@ from .exceptions import (
     error_class,
 )
 from .extensions import (
-    MultiMaster,
     check_extensions_readable,
     check_same_extensions,
     detector_extensions,
-    extensions_of,
     file_header,
-    load_master,
     primary_header,
     read_extension,
     write_extensions,
 )
 from .log import files_shown, group_by_reason, plan_row_error, table_of, without_path
-from .masters import LeftOut, MasterFrame, build_master
+from .master_frame import MasterFrame, MultiMaster, extensions_of, load_master
+from .masters import LeftOut, build_master
 from .outputs import file_stamp, inside, recipe, up_to_date, write_atomic
 from .provenance import file_name_of, fits_text
 

@@ -11,6 +11,11 @@ an image written with length-1 extra axes (``NAXIS3 = 1``) as the 2-D image it i
 astropy does all the reading; this module chooses the HDU, checks the file, repairs what
 astropy cannot parse and turns the result into a `~astropy.nddata.CCDData`.
 
+What the package reads of a FITS file is read here (`read_frame`,
+`read_frame_and_checksum`, `read_ccd` for a master, `read_header`, `inspect_frame`) or,
+in parts, in `ccdproc_ext._raw_parts`, with one choice of image (`open_image`) and one
+rule for the unit (`~ccdproc_ext.headers.header_unit`).
+
 Raw files are only ever opened read-only (no memory map). A file that is truncated, empty
 or not FITS raises `~ccdproc_ext.FrameReadError` naming the file and what is wrong, never a
 bare traceback from deep inside astropy. Header cards astropy cannot parse are read for
@@ -20,30 +25,29 @@ frame's ``HISTORY``.
 
 import bz2
 import contextlib
-import copy
 import dataclasses
 import gzip
 import hashlib
-import io
 import os
-import re
 import warnings
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.io.fits.verify import VerifyWarning
 from astropy.nddata import CCDData
 from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs import FITSFixedWarning
 
 from ._warnings import ignoring
-from .cards import clean_unprintable
-from .exceptions import CcdprocExtWarning, FrameReadError
+from .cards import clean_unprintable, header_problem, repair_cards
+from .exceptions import FrameReadError
+from .headers import header_unit, squeeze_header, squeeze_note, transpose_header
 
 __all__ = ["COMPRESSED_SUFFIXES", "FITS_SUFFIXES", "RawImage", "file_checksum",
-           "header_unit", "inspect_frame", "is_fits_name", "open_image", "parse_unit",
-           "read_frame", "read_header", "repair_cards", "squeeze_header", "transpose_header"]
+           "inspect_frame", "inspect_frame_and_notices", "is_fits_name", "open_image",
+           "physical_values", "read_ccd", "read_frame", "read_frame_and_checksum",
+           "read_header", "stored_offset"]
 
 _FITS_BLOCK = 2880
 
@@ -88,56 +92,6 @@ def _check_length(path):
         raise FrameReadError(f"{path}: the file is {size} bytes, shorter than one FITS block "
                              f"({_FITS_BLOCK} bytes): not a FITS file, or truncated")
     return compression
-
-
-#: A number written with a decimal comma, as some capture software writes it: 3,2E-05.
-_DECIMAL_COMMA_RE = re.compile(r"^[+-]?\d+,\d*(?:[eEdD][+-]?\d+)?$")
-
-
-def repair_cards(header):
-    """Repair, in place, the cards of ``header`` that astropy cannot parse.
-
-    A number written with a decimal comma (``EXPTIME = 3,2E-05``) becomes that number;
-    any other unparsable value becomes its text. The header is left valid FITS.
-
-    Returns
-    -------
-    list of str
-        One sentence per repaired card, saying what it held and what it now holds.
-    """
-    notes = []
-    with ignoring(VerifyWarning):
-        # Parsing the value is the test; a card that parses costs nothing more.
-        unparsable = []
-        for index, card in enumerate(header.cards):
-            if card.keyword in ("", "COMMENT", "HISTORY"):
-                continue
-            try:
-                card.value  # noqa: B018 - parsing is the test
-            except VerifyError:
-                unparsable.append(index)
-        repairs = []
-        for index in unparsable:
-            card = header.cards[index]
-            # .image makes astropy fix the card (into a string): do it on a copy.
-            fixed = copy.copy(card)
-            fixed.image  # noqa: B018 - the fix happens on access
-            repairs.append((index, card.keyword, str(fixed.value), fixed.comment))
-    for index, keyword, text, comment in repairs:
-        text = text.strip()
-        if _DECIMAL_COMMA_RE.match(text):
-            value = float(text.replace(",", ".").replace("D", "E").replace("d", "e"))
-            notes.append(f"{keyword} = {text!r} is not valid FITS (a decimal comma): "
-                         f"read as {value!r}")
-        else:
-            value = text
-            notes.append(f"{keyword} = {text!r} is not valid FITS: kept as the text "
-                         f"{text!r}")
-        # the keyword may be repeated further down; this card keeps its place
-        with ignoring(AstropyUserWarning):
-            del header[index]
-            header.insert(index, (keyword, value, comment))
-    return notes
 
 
 def _expected_data_bytes(header):
@@ -190,46 +144,11 @@ def _image_problem(header, ext):
         return f"HDU {ext} holds no image"
     if naxis < 2:
         return f"HDU {ext} is {naxis}-dimensional; a 2-D image is expected"
-    if naxis > 2 and not _extra_axes_of_length_one(header):
+    if naxis > 2 and squeeze_note(header) is None:
         lengths = " x ".join(str(header.get(f"NAXIS{i}")) for i in range(1, naxis + 1))
         return (f"HDU {ext} is {naxis}-dimensional; a 2-D image is expected (a cube of "
                 f"{lengths} pixels is several planes, not one frame)")
     return None
-
-
-def _extra_axes_of_length_one(header):
-    """Whether every axis beyond the second (NAXIS3 ...) has length 1."""
-    return all(header.get(f"NAXIS{i}") == 1 for i in range(3, header.get("NAXIS", 0) + 1))
-
-
-def _squeeze_note(header):
-    """The note `inspect_frame` gives an image with length-1 extra axes, or ``None``."""
-    naxis = header.get("NAXIS", 0)
-    if isinstance(naxis, int) and naxis > 2 and _extra_axes_of_length_one(header):
-        return f"{naxis}-D image with one plane: squeezed to 2-D"
-    return None
-
-
-def squeeze_header(header):
-    """Make, in place, the NAXIS cards of ``header`` describe a 2-D image.
-
-    For an image written with length-1 extra axes (``NAXIS = 3``, ``NAXIS3 = 1``, as
-    Andor Solis writes every frame): ``NAXIS`` becomes 2 and ``NAXIS3`` ... are removed.
-    A header that already says 2-D is left as it is.
-
-    Returns
-    -------
-    str or None
-        The note saying what was done (``"3-D image with one plane: squeezed to 2-D"``),
-        or ``None`` when nothing was.
-    """
-    note = _squeeze_note(header)
-    if note is None:
-        return None
-    for i in range(3, header["NAXIS"] + 1):
-        header.remove(f"NAXIS{i}", ignore_missing=True)
-    header["NAXIS"] = 2
-    return note
 
 
 def _truncation(header, available):
@@ -283,13 +202,8 @@ _HEADER_LIMIT = 36 * _FITS_BLOCK
 
 
 def _first_header_problem(path):
-    """What is wrong with the first header of a file astropy could not open, in the
-    words of a header's own cards, or ``None`` when they do not tell.
-
-    astropy says "Header missing END card" of a header cut short, or the name of the
-    first ``NAXISn`` card it lacks; this says that the header has no END card, and
-    which of the axes ``NAXIS`` announces have no card.
-    """
+    """What is wrong with the first header of a file astropy could not open (see
+    `~ccdproc_ext.cards.header_problem`), or ``None`` when its cards do not tell."""
     opener = {None: open, "gzip": gzip.open, "bzip2": bz2.open}.get(_compression(path))
     if opener is None:
         return None
@@ -298,29 +212,7 @@ def _first_header_problem(path):
             content = stream.read(_HEADER_LIMIT)
     except (OSError, EOFError):
         return None
-    images = [content[i:i + 80] for i in range(0, len(content) - 79, 80)]
-    if not images or not images[0].startswith(b"SIMPLE  ="):
-        return None  # not a FITS header at all: astropy's words say so
-    ends = [i for i, image in enumerate(images) if image.rstrip() == b"END"]
-    cards = images[:ends[0]] if ends else images
-    keywords = {image[:8].decode("latin-1").rstrip() for image in cards}
-    naxis = _header_integer(cards, "NAXIS")
-    missing = [f"NAXIS{i}" for i in range(1, (naxis or 0) + 1) if f"NAXIS{i}" not in keywords]
-    axes = f"; NAXIS = {naxis} but it has no {', '.join(missing)} card" if missing else ""
-    if not ends and len(content) < _HEADER_LIMIT:
-        return f"truncated or damaged: the header has no END card{axes}"
-    if missing:
-        return f"the header says NAXIS = {naxis} but has no {', '.join(missing)} card"
-    return None
-
-
-def _header_integer(images, keyword):
-    """The integer value of the card ``keyword`` among card ``images``, or ``None``."""
-    for image in images:
-        if image[:8].decode("latin-1").rstrip() == keyword and image[8:10] == b"= ":
-            text = image[10:].decode("latin-1").partition("/")[0].strip()
-            return int(text) if text.isdigit() else None
-    return None
+    return header_problem(content, more_follows=len(content) >= _HEADER_LIMIT)
 
 
 @contextlib.contextmanager
@@ -499,7 +391,7 @@ def inspect_frame(path, ext=0):
     -------
     header : `~astropy.io.fits.Header`
         The image's header (merged with the primary one, see `RawImage`), with
-        unparsable cards repaired (see `repair_cards`).
+        unparsable cards repaired (see `~ccdproc_ext.cards.repair_cards`).
     problem : str or None
         Why the data unit cannot be read as a 2-D image (``"truncated: ..."``), without
         the file name; ``None`` when it looks complete.
@@ -512,16 +404,27 @@ def inspect_frame(path, ext=0):
     FrameReadError
         If the header itself cannot be read (as `read_header`).
     """
-    return _inspect(path, ext)[:3]
+    return inspect_frame_and_notices(path, ext)[:3]
 
 
-def _inspect(path, ext=0):
-    """`inspect_frame`, and the `RawImage.notices` of the file."""
+def inspect_frame_and_notices(path, ext=0):
+    """`inspect_frame`, and the `RawImage.notices` of the file.
+
+    Returns
+    -------
+    header, problem, notes : see `inspect_frame`
+    notices : list of `Warning`
+        astropy's warnings that a card's keyword is invalid (see `RawImage`).
+    """
     with open_image(path, ext) as image:
         header, problem = image.header, image.problem
     notes = [*image.repairs, *repair_cards(header)]
-    note = None if problem else _squeeze_note(header)
+    note = None if problem else squeeze_note(header)
     return header, problem, notes if note is None else [*notes, note], image.notices
+
+
+#: Former names, kept until the last callers use the new ones.
+_inspect = inspect_frame_and_notices
 
 
 def read_header(path, ext=0):
@@ -560,11 +463,12 @@ def read_frame(path, profile=None, *, dtype=np.float32, ext=0, unit=None):
     -------
     `~astropy.nddata.CCDData`
         The frame; ``meta`` is a copy of the header (merged with the primary one, see
-        `RawImage`), with the cards astropy cannot parse repaired (see `repair_cards`)
-        and each repair written in a ``HISTORY`` card. An image with length-1 extra
-        axes (``NAXIS3 = 1``) is squeezed to 2-D (see `squeeze_header`); a transposed
-        camera's WCS cards are transposed with its pixels (see `transpose_header`); the
-        unit is read by `header_unit`.
+        `RawImage`), with the cards astropy cannot parse repaired (see
+        `~ccdproc_ext.cards.repair_cards`) and each repair written in a ``HISTORY``
+        card. An image with length-1 extra axes (``NAXIS3 = 1``) is squeezed to 2-D
+        (see `~ccdproc_ext.headers.squeeze_header`); a transposed camera's WCS cards
+        are transposed with its pixels (see `~ccdproc_ext.headers.transpose_header`); the
+        unit is read by `~ccdproc_ext.headers.header_unit`.
 
     Raises
     ------
@@ -576,78 +480,49 @@ def read_frame(path, profile=None, *, dtype=np.float32, ext=0, unit=None):
     return frame
 
 
-def _read_frame_and_checksum(path, profile=None, *, dtype=np.float32, ext=0):
-    """`read_frame` and `file_checksum` of ``path`` from one read of the file."""
+def read_frame_and_checksum(path, profile=None, *, dtype=np.float32, ext=0):
+    """`read_frame` and `file_checksum` of ``path`` from one read of the file.
+
+    Parameters are those of `read_frame`.
+
+    Returns
+    -------
+    frame : `~astropy.nddata.CCDData`
+        As `read_frame` reads it.
+    checksum : str
+        As `file_checksum` gives it.
+    """
     return _read_frame(Path(path), profile, dtype=dtype, ext=ext, checksum=True)
 
 
+_read_frame_and_checksum = read_frame_and_checksum
+
+
 def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):
-    """The frame of `read_frame` (and the file's checksum), reading the file once.
+    """The frame of `read_frame` (and the file's checksum, with ``checksum``).
 
-    The whole file is read into memory and astropy reads its headers from there; the
-    stored values of a plain image are then taken where they lie in those bytes
-    (`_stored_values`), and `_physical` scales them (faster than astropy, to the same
-    values).
+    astropy reads the stored values of a plain image (``do_not_scale_image_data``) and
+    `physical_values` offsets them by ``BZERO`` in one step into ``dtype``: the values
+    astropy's scaling gives, converted once. Reading the file's bytes once for both the pixels
+    and the checksum did not measurably pay (``benchmarks/bench_reader.py``): the
+    checksum costs the same either way.
     """
-    compression = _check_length(path)
-    # One extension of a multi-extension file is read from the file itself: astropy then
-    # reads the headers and that extension's data, not the other extensions' pixels.
-    whole_file = checksum or ext == 0
-    try:
-        content = path.read_bytes() if whole_file else None
-    except OSError as err:
-        raise FrameReadError(f"{path}: cannot read the FITS image "
-                             f"({err.strerror or err})") from None
-    digest = hashlib.blake2b(content).hexdigest() if checksum else None
-
-    source_is_bytes = compression is None and whole_file
-
-    def source():
-        # astropy recognises a compressed file (gzip, bzip2 ...) by its name and first
-        # bytes when it opens it itself, not in bytes in memory.
-        return io.BytesIO(content) if source_is_bytes else None
-
-    with open_image(path, ext, source=source(), do_not_scale_image_data=True) as image:
+    with open_image(path, ext, do_not_scale_image_data=True) as image:
         if image.problem:
             raise FrameReadError(f"{path}: {image.problem}")
         header = image.header
-        scaling = _scaling(image.hdu)
+        scaling = stored_offset(image.hdu)
         if scaling is not None:
-            data = _stored_values(image.hdu, content) if source_is_bytes else None
-            if data is None:
-                data = _pixels(image, path, lambda hdu: hdu.data)
+            data = _pixels(image, path, lambda hdu: hdu.data)
     if scaling is None:
-        # BSCALE, BLANK or a compressed image: astropy scales them, in a second opening
-        # of the bytes already read.
-        with open_image(path, ext, source=source()) as image:
+        # BSCALE, BLANK or a compressed image: astropy scales them, in a second opening.
+        with open_image(path, ext) as image:
             data = np.asarray(_pixels(image, path, lambda hdu: hdu.data), dtype=dtype)
     else:
-        data = _physical(data, scaling, dtype)
+        data = physical_values(data, scaling, dtype)
+    digest = file_checksum(path) if checksum else None
     return _as_frame(data, header, path, profile, ext=image.index, unit=unit,
                      repairs=image.repairs), digest
-
-
-#: The type of the stored values of each BITPIX (FITS stores them big-endian).
-_STORED_TYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"),
-                 64: np.dtype(">i8"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
-
-
-def _stored_values(hdu, content):
-    """The stored values of an image HDU read from the bytes ``content`` (the whole
-    file), as a read-only view of those bytes: what ``hdu.data`` gives unscaled, without
-    astropy's two copies. ``None`` for what this does not read (then astropy does)."""
-    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) or hdu.header.get("GROUPS"):
-        return None
-    stored = _STORED_TYPES.get(hdu.header.get("BITPIX"))
-    shape = hdu.shape
-    if stored is None or not shape:
-        return None
-    offset = hdu.fileinfo()["datLoc"]
-    size = stored.itemsize * int(np.prod(shape))
-    if offset is None or offset + size > len(content):
-        return None  # (a truncated data unit is found before this, by its length)
-    return np.frombuffer(content, dtype=stored, count=size // stored.itemsize,
-                         offset=offset).reshape(shape)
 
 
 def _pixels(image, path, read):
@@ -659,11 +534,21 @@ def _pixels(image, path, read):
         raise FrameReadError(f"{path}: cannot read the FITS image ({_reason(err)})") from None
 
 
-def _scaling(hdu):
-    """The ``BZERO`` of an image `_physical` scales (0 for none), or ``None``.
+def stored_offset(hdu):
+    """The ``BZERO`` of an image `physical_values` scales (0 for none), or ``None``.
 
     ``None`` for what astropy scales itself: ``BSCALE``, ``BLANK``, and tile-compressed
     images (their quantisation is theirs).
+
+    Parameters
+    ----------
+    hdu : `~astropy.io.fits.PrimaryHDU`, `~astropy.io.fits.ImageHDU` or \
+`~astropy.io.fits.CompImageHDU`
+        The image, opened with ``do_not_scale_image_data=True``.
+
+    Returns
+    -------
+    int, float or None
     """
     header = hdu.header
     if isinstance(hdu, fits.CompImageHDU) or "BLANK" in header or \
@@ -674,9 +559,23 @@ def _scaling(hdu):
     return bzero if isinstance(bzero, int | float) and not isinstance(bzero, bool) else None
 
 
-def _physical(stored, bzero, dtype):
+def physical_values(stored, bzero, dtype):
     """The values the stored pixels stand for (``stored + BZERO``), as ``dtype``: the
-    values astropy's scaling gives, converted once."""
+    values astropy's scaling gives, converted once.
+
+    Parameters
+    ----------
+    stored : `numpy.ndarray`
+        The stored values (read with ``do_not_scale_image_data=True``).
+    bzero : int or float
+        The offset, from `stored_offset`.
+    dtype : numpy dtype
+        The type of the result.
+
+    Returns
+    -------
+    `numpy.ndarray`
+    """
     if not bzero:
         return stored.astype(dtype)
     if stored.dtype.kind in "iu" and stored.dtype.itemsize <= 2:
@@ -709,135 +608,35 @@ def _as_frame(data, header, path, profile, *, ext, unit, repairs=()):
     return CCDData(data, unit=unit, meta=header)
 
 
-# ------------------------------------------------------------------------------ BUNIT
-#: Spellings of BUNIT that cameras write, lower case, and the unit each means. Counts,
-#: DN and ADU all name the raw digital numbers of the converter: they are read as adu,
-#: so that raw frames and masters (written in adu) can be subtracted from each other.
-_UNIT_SPELLINGS = {
-    **dict.fromkeys(("adu", "adus", "count", "counts", "cnt", "cnts", "ct", "cts", "dn",
-                     "dns", "data number", "data numbers", "digital number",
-                     "digital numbers"), u.adu),
-    **dict.fromkeys(("electron", "electrons", "e-", "e", "el", "electron(s)"), u.electron),
-    **dict.fromkeys(("photon", "photons", "ph"), u.photon),
-}
 
 
-def header_unit(header, default="adu", *, path=None):
-    """The unit of the pixels that ``BUNIT`` says, in whatever case and usual spelling.
-
-    ``ADU``, ``adu``, ``count``, ``counts``, ``Counts`` and ``DN`` are read as adu (they
-    all name the raw digital numbers); ``electron``, ``electrons`` and ``e-`` as
-    electron; ``photon(s)`` as photon; anything else astropy parses (``adu / s``,
-    ``ELECTRONS/S``) as what it says.
+# ------------------------------------------------------------------------ masters
+def read_ccd(path, *, default_unit="adu", dtype=np.float32):
+    """Read a FITS image with its mask, uncertainty and WCS, as
+    `~astropy.nddata.CCDData.read` reads them: a master written by
+    `~astropy.nddata.CCDData.write`.
 
     Parameters
     ----------
-    header : `~astropy.io.fits.Header` or dict
-        The frame's header.
-    default : str or `~astropy.units.UnitBase`, optional
-        The unit when the header has no ``BUNIT`` (or a blank one), or one that is not a
-        unit: the profile's unit. Default is ``"adu"``.
-    path : str or `pathlib.Path` or None, optional
-        The file, named in the warning.
+    path : str or `pathlib.Path`
+        The file.
+    default_unit : str or `~astropy.units.UnitBase`, optional
+        The unit without a ``BUNIT`` (see `~ccdproc_ext.headers.header_unit`). Default
+        is ``"adu"``.
+    dtype : numpy dtype, optional
+        Pixel type of the result. Default is ``float32``.
 
     Returns
     -------
-    `~astropy.units.UnitBase`
-
-    Warns
-    -----
-    CcdprocExtWarning
-        When ``BUNIT`` is not a unit: ``default`` is used instead.
+    `~astropy.nddata.CCDData`
     """
-    default = u.Unit(default)
-    value = header.get("BUNIT")
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return default
-    unit = parse_unit(value)
-    if unit is not None:
-        return unit
-    where = f"{path}: " if path is not None else ""
-    warnings.warn(f"{where}BUNIT = {value!r} is not a unit ccdproc_ext knows: the pixels are "
-                  f"read as {default.to_string()}", CcdprocExtWarning, stacklevel=3)
-    return default
-
-
-def parse_unit(value):
-    """The unit a ``BUNIT`` value means (see `header_unit`), or ``None`` when it is not
-    one (or not a string)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = " ".join(value.split())
-    known = _UNIT_SPELLINGS.get(text.lower())
-    if known is not None:
-        return known
-    fixed = CCDData.known_invalid_fits_unit_strings.get(text)
-    if fixed is not None:  # ELECTRONS/S ...: astropy knows what they mean
-        return u.Unit(fixed)
-    for candidate in (text, text.lower()):
-        try:
-            unit = u.Unit(candidate, parse_strict="raise")
-        except (ValueError, TypeError):
-            continue
-        if not isinstance(unit, u.UnrecognizedUnit):
-            return unit
-    return None
-
-
-# ------------------------------------------------------------------- transposed WCS
-#: Cards indexed by one axis (CRPIX1, CDELT2A ...) and by two (PC1_2, CD2_1A ...).
-_ONE_AXIS_RE = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CNAME|CRDER|CSYER|LTV)([12])"
-                          r"([A-Z]?)$")
-_TWO_AXES_RE = re.compile(r"^(PC|CD|LTM)([12])_([12])([A-Z]?)$")
-_PARAMETER_RE = re.compile(r"^(PV|PS)([12])_(\d+)([A-Z]?)$")
-_ROTATION_RE = re.compile(r"^CROTA([12])$")
-
-
-def _other_axis(index):
-    return "2" if index == "1" else "1"
-
-
-def transpose_header(header):
-    """Make, in place, the cards of ``header`` describe its image transposed.
-
-    The two axes swap places, in the pixels and in the world coordinates: ``NAXIS1``
-    and ``NAXIS2``, ``CRPIX1`` and ``CRPIX2``, ``CRVAL``, ``CTYPE``, ``CDELT``, ``CUNIT``
-    and the ``PC``/``CD`` matrices (``CD1_2`` becomes ``CD2_1``), with their alternate
-    versions (``CRPIX1A``), the IRAF ``LTV``/``LTM`` cards and the ``PV``/``PS``
-    parameters; ``CROTA`` moves to the other axis. The world
-    coordinates of the transposed pixel ``(y, x)`` are then those of ``(x, y)`` before.
-
-    Returns
-    -------
-    list of str
-        The keywords changed.
-    """
-    moves = {}
-    for card in header.cards:
-        key = card.keyword
-        if (match := _ONE_AXIS_RE.match(key)) is not None:
-            prefix, axis, alt = match.groups()
-            moves[key] = (f"{prefix}{_other_axis(axis)}{alt}", card.value, card.comment)
-        elif (match := _TWO_AXES_RE.match(key)) is not None:
-            prefix, i, j, alt = match.groups()
-            moves[key] = (f"{prefix}{_other_axis(i)}_{_other_axis(j)}{alt}", card.value,
-                          card.comment)
-        elif (match := _PARAMETER_RE.match(key)) is not None:
-            prefix, axis, number, alt = match.groups()
-            moves[key] = (f"{prefix}{_other_axis(axis)}_{number}{alt}", card.value,
-                          card.comment)
-        elif (match := _ROTATION_RE.match(key)) is not None:
-            # the rotation belongs to the latitude axis, whose number changes
-            moves[key] = (f"CROTA{_other_axis(match.group(1))}", card.value, card.comment)
-    if "NAXIS1" in header and "NAXIS2" in header:
-        header["NAXIS1"], header["NAXIS2"] = header["NAXIS2"], header["NAXIS1"]
-    targets = {new: (value, comment) for new, value, comment in moves.values()}
-    for key in moves:
-        if key not in targets:
-            del header[key]
-    for key, card in targets.items():
-        header[key] = card
-    return sorted(moves)
+    path = Path(path)
+    unit = header_unit(read_header(path), default_unit, path=path)
+    # astropy.wcs notes DATE-OBS -> MJD-OBS; a master has no WCS to speak of.
+    with ignoring(FITSFixedWarning):
+        ccd = CCDData.read(path, unit=unit)
+    ccd.data = ccd.data.astype(dtype, copy=False)
+    return ccd
 
 
 def file_checksum(path, *, chunk_size=1 << 20):

@@ -37,9 +37,7 @@ untouched and no figure stays in memory.
 """
 
 import html
-import math
 import os
-import warnings
 from pathlib import Path
 from urllib.parse import quote
 
@@ -54,6 +52,7 @@ from ._night_folder import (
     read_reduced_night,
     reduced_science_rows,
 )
+from ._raw_parts import read_mask, read_sample
 from .exceptions import CcdprocExtError, OutputError
 from .log import group_by_reason
 from .pictures import (
@@ -65,9 +64,8 @@ from .pictures import (
     sky_picture,
     thumbnail,
 )
-from .pictures import sample_pixels as _sample  # (the readers below sample as it does)
 from .profiles import get_profile
-from .raw import _physical, _scaling, read_frame
+from .raw import read_frame
 
 __all__ = ["REPORT_FOLDER", "REPORT_NAME", "night_html_summary", "write_report"]
 
@@ -121,32 +119,10 @@ def _groups_html(groups, *, css):
 
 # --------------------------------------------------------------- reading pixels
 def _file_sample(path, size, profile=None):
-    """The pixels `_sample` takes of a frame as `~ccdproc_ext.raw.read_frame` gives them
-    (float32, turned as ``profile`` says), reading only those from the file.
-
-    That is done for a plain image in the primary HDU, scaled by ``BZERO`` at most (the
-    images `~ccdproc_ext.reduce_night` writes, most raw frames). Any other file (an image
-    in an extension, compressed, scaled, damaged) is read by
-    `~ccdproc_ext.raw.read_frame`, whose error says what is wrong.
-    """
-    try:
-        # (opened here, closed here: astropy leaves a file it opened open when it fails)
-        with open(path, "rb") as stream, warnings.catch_warnings():
-            warnings.simplefilter("error")  # anything odd: the careful reader decides
-            with fits.open(stream, memmap=True, lazy_load_hdus=True,
-                           do_not_scale_image_data=True) as hdul:
-                hdu = hdul[0]
-                bzero = _scaling(hdu)
-                data = hdu.data
-                if bzero is not None and data is not None and data.ndim == 2:
-                    if profile is not None and profile.transposed:
-                        data = data.T
-                    step = max(1, math.ceil(max(data.shape) / size))
-                    stored = np.array(data[::step, ::step])
-                    return _physical(stored, bzero, np.float32).astype(float)
-    except Exception:  # read again below, where the error gets its words
-        pass
-    return _sample(read_frame(path, profile).data, size)[0]
+    """The pixels `_sample` takes of a frame as `~ccdproc_ext.raw.read_frame` gives them,
+    reading only those from the file when it allows (see
+    `ccdproc_ext._raw_parts.read_sample`)."""
+    return read_sample(path, size, profile)
 
 
 def _read_master(path):
@@ -154,12 +130,7 @@ def _read_master(path):
     in float64, not from a float64 copy of the frame), header and mask of a master;
     `~ccdproc_ext.FrameReadError` if damaged."""
     frame = read_frame(path)  # a missing, truncated or non-FITS file: FrameReadError
-    mask = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a damaged extension is said on the page
-        with fits.open(path, memmap=False) as hdul:
-            if "MASK" in hdul:
-                mask = np.asarray(hdul["MASK"].data, dtype=bool)
+    mask = read_mask(path)  # a damaged extension (a warning too) is said on the page
     if frame.data.ndim != 2 or (mask is not None and mask.shape != frame.data.shape):
         raise OutputError(f"{path}: not a 2-D image with a mask of its shape")
     return frame.data, frame.meta, mask

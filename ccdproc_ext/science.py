@@ -43,19 +43,18 @@ from .extensions import (
     check_extensions_readable,
     check_same_extensions,
     detector_extensions,
-    extensions_of,
     file_header,
-    load_master,
     primary_header,
     read_extension,
     write_extensions,
 )
 from .log import without_path
+from .master_frame import extensions_of, load_master
 from .outputs import file_stamp, frame_hdus, up_to_date, write_hdus
 from .plans import EDIT_CARD
 from .provenance import file_name_value, mark_cosmic_rays, mark_mask_bits, set_file_name
 from .quality import MASK_BITS, NOT_FINITE, SATURATED, mask_bits, trimmed_like
-from .raw import _read_frame_and_checksum, file_checksum
+from .raw import file_checksum, read_frame_and_checksum
 
 __all__ = ["MasterRef", "ScienceOutcome", "ScienceTask", "process_context", "run_task",
            "sky_statistics"]
@@ -232,7 +231,7 @@ def _calibrate(task):
                               f"its master {master.name}", path=task.raw_path)
     if extensions:
         return _calibrate_extensions(task, masters, extensions)
-    raw, raw_checksum = _read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
+    raw, raw_checksum = read_frame_and_checksum(task.raw_path, task.profile, dtype=task.dtype)
     calibrated, bits, _, _ = _calibrated_image(raw, task.profile, masters, task, name)
     header = calibrated.meta
     set_file_name(header, "RAWFILE", name, "raw frame this was calibrated from")

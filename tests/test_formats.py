@@ -243,11 +243,11 @@ def test_collection_behaves_as_ccdprocs(plain_night, tmp_path, caplog):
 @pytest.mark.parametrize("stored", ["uint8", "int16", "uint16", "int32", "uint32", "int64",
                                     "float32", "float64"])
 @pytest.mark.parametrize("where", ["primary", "extension"])
-def test_stored_values_taken_from_the_bytes_read_are_astropys(tmp_path, monkeypatch,
-                                                              stored, where):
-    """The values of a plain image, taken where they lie in the bytes read (no astropy
-    copy), scaled by BZERO: astropy's own values, in float32, for every BITPIX."""
-    import ccdproc_ext.raw
+def test_stored_values_scaled_are_astropys(tmp_path, stored, where):
+    """The values of a plain image, read unscaled and offset by BZERO in one step:
+    astropy's own values, in float32, for every BITPIX, to the last bit, with or without
+    the checksum."""
+    from ccdproc_ext.raw import read_frame_and_checksum
 
     rng = np.random.default_rng(4)
     info = np.iinfo(stored) if stored[0] in "ui" else None
@@ -262,14 +262,40 @@ def test_stored_values_taken_from_the_bytes_read_are_astropys(tmp_path, monkeypa
     hdus = [hdu] if where == "primary" else [fits.PrimaryHDU(), hdu]
     path = tmp_path / "frame.fits"
     fits.HDUList(hdus).writeto(path)
-    taken = []
-    stored_values = ccdproc_ext.raw._stored_values
-    monkeypatch.setattr(ccdproc_ext.raw, "_stored_values",
-                        lambda *args: taken.append(stored_values(*args)) or taken[-1])
     frame = read_frame(path)
     with fits.open(path) as hdul:
         expected = np.asarray(hdul[len(hdus) - 1].data, dtype=np.float32)
     assert frame.data.dtype == np.float32
     np.testing.assert_array_equal(frame.data, expected)
-    if stored != "int64":  # (astropy scales 64-bit integers itself: read by astropy)
-        assert len(taken) == 1 and taken[0] is not None
+    assert frame.data.tobytes() == expected.tobytes()
+    assert read_frame_and_checksum(path)[0].data.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("stored", ["uint16", "int16", "uint32", "float32", "bscale"])
+def test_the_reader_gives_ccddata_reads_values_to_the_last_bit(tmp_path, stored):
+    """`read_frame_and_checksum` (the default call's read: one read of the file for the
+    pixels and the checksum) gives, in float32, the bits `CCDData.read` gives."""
+    from ccdproc_ext.raw import file_checksum, read_frame_and_checksum
+
+    rng = np.random.default_rng(11)
+    if stored == "float32":
+        values = rng.normal(1000, 30, (200, 300)).astype(np.float32)
+        values[0, :3] = np.nan, np.inf, -0.0
+    elif stored == "bscale":
+        values = rng.integers(-30000, 30000, (200, 300), dtype=np.int16)
+    else:
+        info = np.iinfo(stored)
+        values = rng.integers(info.min, info.max, (200, 300), dtype=stored, endpoint=True)
+        values.flat[:2] = info.min, info.max
+    hdu = fits.PrimaryHDU(values)
+    if stored == "bscale":
+        hdu.header["BSCALE"] = 0.37
+        hdu.header["BZERO"] = 12.5
+    path = tmp_path / "frame.fits"
+    hdu.writeto(path)
+    expected = CCDData.read(path, unit="adu").data.astype(np.float32)
+    frame, checksum = read_frame_and_checksum(path)
+    assert frame.data.dtype == np.float32
+    assert frame.data.tobytes() == expected.tobytes()
+    assert read_frame(path).data.tobytes() == expected.tobytes()
+    assert checksum == file_checksum(path)

@@ -27,10 +27,10 @@ from ccdproc_ext import (
     get_profile,
     make_master_flat,
 )
-from ccdproc_ext.masters import MasterFrame
+from ccdproc_ext.headers import header_unit
 from ccdproc_ext.outputs import write_atomic
 from ccdproc_ext.profiles import InstrumentProfile
-from ccdproc_ext.raw import header_unit, inspect_frame, read_frame
+from ccdproc_ext.raw import inspect_frame, read_frame
 
 SHAPE = (20, 30)  # rows, columns
 
