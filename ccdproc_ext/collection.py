@@ -16,8 +16,8 @@ the repair noted.
 `NightCollection` is a subclass that uses ccdproc's public API only: it finds the files
 itself and hands them to ccdproc as ``filenames=`` with ``keywords=[]``, so that ccdproc
 reads no header, and it answers ``summary``, ``keywords``, ``files``, ``refresh`` and
-``sort`` itself, from the headers read once (`ccdproc_ext.summary`), so
-that ccdproc's own ``files_filtered``, ``values`` and generators work on that table.
+``sort`` itself, from the headers read once (`ccdproc_ext.summary`), so that ccdproc's own
+``files_filtered``, ``values`` and generators work on that table.
 Subclassing, rather than wrapping, keeps ``isinstance(night, ImageFileCollection)`` true
 and every other method ccdproc's; ccdproc has no public hook to hand a collection the
 headers it has read, which would make these overrides unnecessary.
@@ -207,8 +207,7 @@ class NightCollection(ImageFileCollection):
     @property
     def summary(self):
         """The `~astropy.table.Table` of `ccdproc.ImageFileCollection.summary`, made from
-        the headers read once (see `ccdproc_ext.summary.summary_table`); ``None`` without
-        files."""
+        the headers read once (``ccdproc_ext.summary``); ``None`` without files."""
         return self._table
 
     @property
