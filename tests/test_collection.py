@@ -931,3 +931,34 @@ def test_collecting_opens_each_file_no_more_often_than_ccdproc(small_night, monk
     night = NightCollection(small_night.location)
     assert len(night.frames) == len(night.files) > 0
     assert 0 < len(opened) <= by_ccdproc
+
+
+def test_filtering_on_a_keyword_the_summary_lacks_reads_no_header_again(tmp_path,
+                                                                       monkeypatch):
+    # The summary has IMAGETYP only; EXPTIME (with a decimal comma astropy cannot parse)
+    # comes from the headers read when collecting, for files_filtered and the generators.
+    write_frame(tmp_path / "Bias/bias_1.fit", frame_cards("BIAS", exposure=3.2e-05),
+                decimal_comma="EXPTIME")
+    write_frame(tmp_path / "dark_1.fit", frame_cards("DARK", exposure=30.0))
+    night = NightCollection(tmp_path, keywords=["imagetyp"])
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("a header read again")
+
+    monkeypatch.setattr(fits, "getheader", no_second_read)
+    assert night.files_filtered(exptime=3.2e-05).tolist() == ["Bias/bias_1.fit"]
+    assert night.files_filtered(exptime=30.0, include_path=True) == [
+        str(tmp_path / "dark_1.fit")]
+    assert night.summary.colnames == ["file", "imagetyp"]  # as it was
+    monkeypatch.undo()
+    assert [name for _, name in night.headers(exptime=30.0, return_fname=True)] == [
+        "dark_1.fit"]
+    assert night.summary.colnames == ["file", "imagetyp"]
+
+
+def test_nothing_found_by_reading_in_a_folder_of_subfolders(tmp_path):
+    write_frame(tmp_path / "Bias/bias_1.fit", frame_cards("BIAS"))
+    with pytest.warns(UserWarning, match="no FITS files in the collection") as caught:
+        night = NightCollection(tmp_path, find_fits_by_reading=True, glob_include="dark*")
+    assert len(caught) == 1
+    assert (night.files, night.location) == ([], str(tmp_path))
