@@ -31,7 +31,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.nddata import fits_ccddata_reader
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 from ccdproc import ImageFileCollection
@@ -39,9 +38,10 @@ from ccdproc import ImageFileCollection
 from .duplicates import find_duplicates
 from .exceptions import DuplicateFrameError, FrameReadError
 from .frames import frame_row, frame_table
+from .headers import header_unit
 from .matching import build_plan, find_nearest_dark_exposure
 from .profiles import IMAGE_TYPES, get_profile
-from .raw import _inspect, header_unit  # TODO(merge): raw's public name for _inspect
+from .raw import inspect_frame_and_notices, read_ccddata
 from .summary import find_fits_files, header_pairs, summary_table
 
 __all__ = ["NightCollection"]
@@ -338,7 +338,7 @@ class NightCollection(ImageFileCollection):
         if found is None:
             path = os.path.join(self.location or "", name)
             try:
-                found = _inspect(path, self.ext)
+                found = inspect_frame_and_notices(path, self.ext)
             except FrameReadError as err:
                 found = err
             self._inspected[name] = found
@@ -532,7 +532,7 @@ class NightCollection(ImageFileCollection):
         for name in names:
             path = os.path.join(self.location or "", name)
             unit = header_unit(self.header(name), self.profile.unit, path=path)
-            ccd = fits_ccddata_reader(path, hdu=self.ext, unit=unit, **ccd_kwargs)
+            ccd = read_ccddata(path, hdu=self.ext, unit=unit, **ccd_kwargs)
             yield (ccd, os.path.basename(path)) if return_fname else ccd
 
     def filter(self, **kwd):

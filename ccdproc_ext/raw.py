@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
-from astropy.nddata import CCDData
+from astropy.nddata import CCDData, fits_ccddata_reader
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import FITSFixedWarning
 
@@ -46,7 +46,7 @@ from .headers import header_unit, squeeze_header, squeeze_note, transpose_header
 
 __all__ = ["COMPRESSED_SUFFIXES", "FITS_SUFFIXES", "RawImage", "file_checksum",
            "inspect_frame", "inspect_frame_and_notices", "is_fits_name", "open_image",
-           "physical_values", "read_ccd", "read_frame", "read_frame_and_checksum",
+           "physical_values", "read_ccd", "read_ccddata", "read_frame", "read_frame_and_checksum",
            "read_header", "stored_offset"]
 
 _FITS_BLOCK = 2880
@@ -637,6 +637,17 @@ def read_ccd(path, *, default_unit="adu", dtype=np.float32):
         ccd = CCDData.read(path, unit=unit)
     ccd.data = ccd.data.astype(dtype, copy=False)
     return ccd
+
+
+def read_ccddata(path, **options):
+    """Read a FITS image exactly as `~astropy.nddata.fits_ccddata_reader` (ccdproc's
+    `~ccdproc.ImageFileCollection.ccds`) does: ``options`` are its keyword arguments.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+    """
+    return fits_ccddata_reader(path, **options)
 
 
 def file_checksum(path, *, chunk_size=1 << 20):
