@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty, fits_ccddata_reader
 from astropy.wcs import WCS
 
-from ._warnings import ignoring
+from ._warnings import as_errors, ignoring
 from .exceptions import FrameReadError
 from .headers import header_unit, parse_unit
 from .raw import open_image, physical_values, read_frame, stored_offset
@@ -402,11 +401,9 @@ def read_mask(path, name="MASK"):
 
     Any warning astropy gives while reading is raised: a damaged extension is an error.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with fits.open(path, memmap=False) as hdul:
-            if name in hdul:
-                return np.asarray(hdul[name].data, dtype=bool)
+    with as_errors(), fits.open(path, memmap=False) as hdul:
+        if name in hdul:
+            return np.asarray(hdul[name].data, dtype=bool)
     return None
 
 
@@ -459,8 +456,8 @@ def read_sample(path, size, profile=None):
     """
     try:
         # (opened here, closed here: astropy leaves a file it opened open when it fails)
-        with open(path, "rb") as stream, warnings.catch_warnings():
-            warnings.simplefilter("error")  # anything odd: the careful reader decides
+        # Any warning is an error: for anything odd, the careful reader decides.
+        with open(path, "rb") as stream, as_errors():
             with fits.open(stream, memmap=True, lazy_load_hdus=True,
                            do_not_scale_image_data=True) as hdul:
                 hdu = hdul[0]

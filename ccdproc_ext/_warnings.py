@@ -54,18 +54,20 @@ def recording(*categories):
     list of `warnings.WarningMessage`
         Filled when the block is left.
     """
-    recorded = []
+    recorded, caught = [], []
     with _LOCK:
-        with warnings.catch_warnings(record=True) as caught:
-            for category in categories:
-                warnings.simplefilter("always", category)
-            yield recorded
-        for warning in caught:
-            if issubclass(warning.category, categories):
-                recorded.append(warning)
-            else:
-                warnings.warn_explicit(warning.message, warning.category,
-                                       warning.filename, warning.lineno)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                for category in categories:
+                    warnings.simplefilter("always", category)
+                yield recorded
+        finally:  # an error inside the block too: what was heard is kept
+            for warning in caught:
+                if issubclass(warning.category, categories):
+                    recorded.append(warning)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category,
+                                           warning.filename, warning.lineno)
 
 
 class SavedFilters(warnings.catch_warnings):

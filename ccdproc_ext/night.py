@@ -33,7 +33,6 @@ night (a calibration type missing) are `~ccdproc_ext.log.Note` records, in
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import numpy as np
 from astropy.table import Table
 
 from ._allocator import freed_memory_reused, give_back_freed_memory
+from ._warnings import ignoring
 from .bpm import build_bad_pixel_masks, plan_bad_pixel_masks, quality_options
 from .collection import NightCollection
 from .cosmic_rays import cosmic_ray_rule
@@ -377,9 +377,8 @@ def _collect(raw, profile, image_types, output_dir):
     if isinstance(raw, NightCollection):
         collection = raw
     else:
-        with warnings.catch_warnings():
-            # ccdproc's words for an empty folder: said below as an error.
-            warnings.filterwarnings("ignore", "no FITS files in the collection")
+        # ccdproc's words for an empty folder: said below as an error.
+        with ignoring(Warning, message="no FITS files in the collection"):
             collection = NightCollection(raw, profile=profile, image_types=image_types)
     check_raw_files(collection, output_dir)
     if len(collection.files) == 0 and not collection.problems:

@@ -29,7 +29,6 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from astropy.nddata import CCDData, fits_ccddata_reader
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import FITSFixedWarning
 
-from ._warnings import ignoring
+from ._warnings import ignoring, recording
 from .cards import clean_unprintable, header_problem, repair_cards
 from .exceptions import FrameReadError
 from .headers import header_unit, squeeze_header, squeeze_note, transpose_header
@@ -218,14 +217,8 @@ def _first_header_problem(path):
 @contextlib.contextmanager
 def _recording():
     """Record astropy's warnings about a file (the others pass as they would)."""
-    with ignoring(), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", VerifyWarning)
-        warnings.simplefilter("always", AstropyUserWarning)
+    with recording(VerifyWarning, AstropyUserWarning) as caught:
         yield caught
-    for warning in caught:
-        if not issubclass(warning.category, VerifyWarning | AstropyUserWarning):
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
 
 
 _STREAM_MODULES = {"gzip": gzip, "bzip2": bz2}
