@@ -46,8 +46,9 @@ from astropy.stats import mad_std
 from astropy.wcs import FITSFixedWarning
 
 from ._allocator import freed_memory_reused
+from ._kernels import median_of_all
 from ._warnings import ignoring
-from .combine import combine, median_of_all
+from .combine import combine
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtError,

@@ -41,7 +41,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clipped_stats
 
-from .combine import median_of_all
+from ._kernels import median_of_all
 from .exceptions import CalibrationMatchError, DataQualityError, FrameReadError
 from .provenance import mark_bad_pixel_mask
 
