@@ -45,7 +45,8 @@ from astropy.stats import mad_std
 from ccdproc import ImageFileCollection
 
 from ._allocator import freed_memory_reused
-from .combine import combine, median_of_all
+from ._kernels import median_of_all
+from .combine import combine
 from .exceptions import (
     CalibrationMatchError,
     CcdprocExtError,

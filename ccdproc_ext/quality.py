@@ -25,7 +25,7 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 from ccdproc.utils.slices import slice_from_string
 
-from .combine import median_of_all
+from ._kernels import median_of_all
 
 __all__ = [
     "BAD_PIXEL",

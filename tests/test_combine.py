@@ -7,7 +7,6 @@ values, ccdproc issue #893). Nothing is compared with numbers copied from our ou
 """
 
 import copy
-import importlib
 import logging
 import re
 import warnings
@@ -25,10 +24,8 @@ from astropy.io.fits.hdu.image import Section
 from astropy.nddata import CCDData
 from astropy.wcs import WCS
 
+from ccdproc_ext import _kernels
 from ccdproc_ext.combine import combine
-
-# ``ccdproc_ext.combine`` is the function at the top level; the module is this one.
-combine_module = importlib.import_module("ccdproc_ext.combine")
 
 N_FRAMES = 7
 SHAPE = (64, 50)
@@ -393,7 +390,7 @@ def test_median_uncertainty_independently(frame_ccds):
 def test_many_frames_fall_back_to_bottleneck():
     # More frames than the sorting networks handle: bottleneck and astropy instead.
     rng = np.random.default_rng(11)
-    n_frames = combine_module._NETWORK_MAX_FRAMES + 3
+    n_frames = _kernels.NETWORK_MAX_FRAMES + 3
     images = []
     for _ in range(n_frames):
         mask = rng.random((6, 5)) < 0.1
@@ -607,96 +604,6 @@ def test_files_without_bunit_are_in_adu_or_the_profiles_unit(tmp_path, frame_ccd
         combine(paths, no_such_option=1)
 
 
-# The exact equivalences the fast paths rely on, checked against the libraries directly.
-
-
-@pytest.mark.parametrize("n", range(1, 41))
-def test_sorting_network_sorts(n):
-    rng = np.random.default_rng(n)
-    values = rng.integers(0, 4, (n, 500)).astype(float)  # many ties
-    wires = list(values.copy())
-    combine_module._run_network(wires, combine_module._sorting_network(n), np.minimum)
-    np.testing.assert_array_equal(np.array(wires), np.sort(values, axis=0))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("values_kind", ["normal", "small-integers", "with-nan"])
-def test_network_median_equals_bottleneck_and_astropy(dtype, values_kind):
-    rng = np.random.default_rng(5)
-    for n in range(1, 34):
-        if values_kind == "normal":
-            values = rng.normal(0, 1, (n, 6, 40)).astype(dtype)
-        else:
-            values = rng.integers(0, 9, (n, 6, 40)).astype(dtype)
-        if values_kind == "with-nan":
-            values[rng.random(values.shape) < 0.3] = np.nan
-            values[:, 0, 0] = np.nan
-        n_valid = n - np.isnan(values).sum(axis=0)
-        order_dtype = np.dtype(np.float32 if values_kind != "normal" else dtype)
-        median, mad = combine_module._nanmedian(
-            values, n_valid, order_dtype=order_dtype, result_dtype=dtype, with_mad=True
-        )
-        if values_kind != "normal":
-            # Integers held in float32, reordered in place, results in ``dtype``.
-            in_float32 = values.astype(np.float32)
-            median_32, mad_32 = combine_module._nanmedian(
-                in_float32,
-                n_valid,
-                order_dtype=np.dtype(np.float32),
-                result_dtype=dtype,
-                with_mad=True,
-                overwrite_input=True,
-            )
-            np.testing.assert_array_equal(median_32, median)
-            np.testing.assert_array_equal(mad_32, mad)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-            expected_mad = stats.median_absolute_deviation(values, axis=0, ignore_nan=True)
-            np.testing.assert_array_equal(median, np.nanmedian(values, axis=0))
-        np.testing.assert_array_equal(median, bn.nanmedian(values, axis=0))
-        np.testing.assert_array_equal(mad, expected_mad)
-        assert median.dtype == mad.dtype == dtype
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [3, 4, 8, 9, 20, 21])
-def test_fast_sigma_clip_equals_astropy(dtype, n):
-    rng = np.random.default_rng(n)
-    stack = rng.normal(100, 5, (n, 30, 40)).round().astype(dtype)
-    stack[0, :5] += 60
-    recipe = combine_module._Recipe(
-        method="average",
-        dtype=np.dtype(dtype),
-        weights=None,
-        clip_extrema=False,
-        nlow=0,
-        nhigh=0,
-        minmax_clip=False,
-        minmax_clip_min=None,
-        minmax_clip_max=None,
-        sigma_clip=True,
-        sigma_clip_low_thresh=1.5,
-        sigma_clip_high_thresh=2,
-        sigma_clip_func=np.ma.median,
-        sigma_clip_dev_func=stats.mad_std,
-        uncertainty_function=None,
-        scaled=False,
-        small_integers=True,
-    )
-    expected = stats.sigma_clip(
-        stack,
-        sigma_lower=1.5,
-        sigma_upper=2,
-        axis=0,
-        maxiters=1,
-        cenfunc=np.ma.median,
-        stdfunc=stats.mad_std,
-    ).mask
-    ours = combine_module._sigma_clip_rejections(stack, recipe, np.dtype(np.float32), finite=True)
-    assert expected.any()
-    np.testing.assert_array_equal(ours, expected)
-
-
 @pytest.mark.parametrize("method", ["average", "median", "sum"])
 def test_without_uncertainty_same_pixels(method):
     """compute_uncertainty=False leaves the pixels and mask as they are, in threads too."""
@@ -763,13 +670,13 @@ def test_integer_frames_same_result_as_ccdproc(tmp_path, options, n_frames, dtyp
     reference = _ccdproc_combine(files, **options)
     # What is compared is the order statistics of the integers themselves.
     ordered = []
-    real_integer_median = combine_module._integer_median
+    real_integer_median = _kernels.integer_median
 
     def recording_integer_median(images, **kwargs):
         ordered.append(images[0].dtype)
         return real_integer_median(images, **kwargs)
 
-    monkeypatch.setattr(combine_module, "_integer_median", recording_integer_median)
+    monkeypatch.setattr(_kernels, "integer_median", recording_integer_median)
 
     ours = combine(files, **options)
     assert ordered and set(ordered) == {np.dtype(dtype)}
@@ -785,27 +692,6 @@ def test_integer_frames_same_result_as_ccdproc(tmp_path, options, n_frames, dtyp
     assert _n_bands(caplog) >= 3
     np.testing.assert_array_equal(banded.data, ours.data)
     np.testing.assert_array_equal(banded.uncertainty.array, ours.uncertainty.array)
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
-def test_integer_median_equals_bottleneck_and_astropy(dtype):
-    rng = np.random.default_rng(9)
-    info = np.iinfo(dtype)
-    for n in range(1, 42):
-        for spread in (3, info.max - info.min):  # narrow (uint16 deviations) and the widest
-            low = max(info.min, -spread // 2)
-            values = rng.integers(low, low + spread, (n, 4, 300), endpoint=True).astype(dtype)
-            as_float = values.astype(np.float64)
-            median, mad = combine_module._integer_median(
-                values.copy(), result_dtype=np.dtype(np.float64), with_mad=True)
-            np.testing.assert_array_equal(median, bn.nanmedian(as_float, axis=0))
-            np.testing.assert_array_equal(
-                mad, stats.median_absolute_deviation(as_float, axis=0, ignore_nan=True))
-            median_only, none = combine_module._integer_median(
-                list(values.copy()), result_dtype=np.dtype(np.float32), with_mad=False)
-            assert none is None
-            np.testing.assert_array_equal(median_only,
-                                          bn.nanmedian(values.astype(np.float32), axis=0))
 
 
 def test_pieces_of_each_file_are_large_and_linear_in_number(tmp_path, monkeypatch, caplog):
@@ -826,45 +712,3 @@ def test_pieces_of_each_file_are_large_and_linear_in_number(tmp_path, monkeypatc
             combine(files[:n_files], method="median", mem_limit=6e5, workers=2)
         assert _n_bands(caplog) > 1  # bands of a few rows...
         assert set(reads.values()) == {1}  # ...and every file read at once
-
-
-# --------------------------------------------------------------- median_of_all
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int16, np.uint16])
-@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 7, 10, 101, 1000])
-@pytest.mark.parametrize("special", [None, "nan", "inf", "ties", "signed zeros"])
-def test_median_of_all_is_numpys_median(dtype, size, special):
-    from ccdproc_ext.combine import median_of_all
-
-    rng = np.random.default_rng(size)
-    values = rng.normal(100, 30, size)
-    if special == "ties":
-        values = np.round(values / 20)
-    elif special == "signed zeros":
-        values = np.where(rng.random(size) < 0.5, 0.0, -0.0)
-    values = values.astype(dtype)
-    if size and special in ("nan", "inf") and values.dtype.kind == "f":
-        values[rng.integers(size)] = np.nan if special == "nan" else np.inf
-        values[0] = -np.inf if special == "inf" else values[0]
-    frame = values.reshape(-1, 1) if size % 2 else values  # 2-D frames too
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the empty case, in both
-        expected = np.median(frame)
-        found = median_of_all(frame)
-        reordered = median_of_all(frame.copy(), overwrite_input=True)
-    assert type(found) is type(expected)
-    np.testing.assert_array_equal(found, expected)
-    np.testing.assert_array_equal(reordered, expected)
-
-
-def test_median_of_all_averages_the_middle_pair_as_numpy():
-    """The middle pair summed in float32, as numpy's mean does: near float32's largest
-    value the sum overflows (in float64 it would not)."""
-    from ccdproc_ext.combine import median_of_all
-
-    values = np.array([3.0e38, 3.1e38, 1.0, 3.4e38], dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the overflow, in both
-        expected = np.median(values)
-        found = median_of_all(values)
-    assert np.isinf(expected)  # numpy's own answer, by its rounding
-    assert found == expected and found.dtype == np.float32
