@@ -211,7 +211,8 @@ def test_valid_test_profile_loads(tmp_path):
     profile = ccdproc_ext.get_profile(write_profile(tmp_path, VALID_PROFILE))
     assert profile.name == "test-camera"
     assert profile.overscan.fits == "[2049:2080,*]"
-    assert profile.gain.get() == 1.5 * u.electron / u.adu
+    assert profile.gain() == 1.5 * u.electron / u.adu
+    assert profile.gain_spec.value == 1.5
     assert profile.exposure_time_keywords == ("EXPTIME",)
 
 
@@ -468,7 +469,8 @@ def test_filter_temperature_and_date():
     ("magellan-imacs", "read_noise", {"ENOISE": 3.9}, 3.9 * u.electron),
 ])
 def test_detector_value(profile, quantity, cards, expected):
-    value = getattr(ccdproc_ext.get_profile(profile), quantity).get(fits.Header(cards))
+    value = getattr(ccdproc_ext.get_profile(profile), quantity)(fits.Header(cards),
+                                                                required=False)
     if expected is None:
         assert value is None
     else:
@@ -605,7 +607,7 @@ def test_maxim_ccdsoft_on_sbig_frames(real_data):
             assert path.name.startswith("flat")
             assert kind == "science", path.name
             assert profile.classify_path(path) == "flat"
-        assert profile.gain.get(header) == 2.06 * u.electron / u.adu
+        assert profile.gain(header) == 2.06 * u.electron / u.adu
     assert by_header == {"bias": 20, "dark": 22, "science": 10}
 
 
