@@ -248,22 +248,20 @@ class InstrumentProfile:
         path : str or None, optional
             The file, named in errors. Default is ``None``.
         required : bool, optional
-            When ``False``, ``None`` is returned instead of raising. Default is ``True``.
+            When ``False``, ``None`` is returned for a header without any of the
+            keywords. Default is ``True``.
 
         Raises
         ------
         HeaderError
-            Naming the keyword, when it is missing, blank, not a number or negative.
+            Naming the keyword, when it is blank, not a number or negative, or missing
+            (when ``required``).
         """
-        try:
-            exposure = header_float(header, self.exposure_time_keywords, path=path)
-            if exposure < 0:
-                key, value = first_filled(header, self.exposure_time_keywords)
-                raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is negative")
-        except HeaderError:
-            if required:
-                raise
-            return None
+        exposure = header_float(header, self.exposure_time_keywords, path=path,
+                                required=required)
+        if exposure is not None and exposure < 0:
+            key, value = first_filled(header, self.exposure_time_keywords)
+            raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is negative")
         return exposure
 
     @_answers_as_spec("gain_spec")
@@ -281,8 +279,10 @@ class InstrumentProfile:
         path : str or None, optional
             The file, named in errors. Default is ``None``.
         required : bool, optional
-            When ``False``, ``None`` is returned instead of raising: the way to read a
-            gain that may be absent (or unusable). Default is ``True``.
+            When ``False``, ``None`` is returned when the profile gives no gain for this
+            frame (no fixed value, and none of its keywords in the header): the way to
+            read a gain a step can do without. A value that is there but is no gain is
+            an error either way. Default is ``True``.
         needed_by : str or None, optional
             What needs the value (``"gain_correct"``), named in errors. Default is
             ``None``.
@@ -294,9 +294,8 @@ class InstrumentProfile:
         Raises
         ------
         HeaderError
-            When ``required``, naming the file and the keywords: the profile gives no
-            gain for this frame, or the keyword's value is not a number, or it is not
-            above 0.
+            Naming the file and the keywords: the keyword's value is not a number, or
+            not above 0, or (when ``required``) the profile gives no gain for this frame.
 
         Examples
         --------
@@ -333,23 +332,21 @@ class InstrumentProfile:
         label = _LABELS[what]
         needs = f"{needed_by} needs the {label}" if needed_by else f"the {label}"
         given = f" ({spec.describe()})" if spec is not None else ""
-        try:
-            value = spec.get(header, path=path) if spec is not None else None
-            if value is None:
-                raise HeaderError(f"{_where(path)}{needs}{given}, which profile "
-                                  f"{self.name!r} does not give for this frame")
-            number = float(value.value)
-            if what == "saturation" and math.isfinite(number) and number <= 0:
-                raise HeaderError(f"{_where(path)}a saturation level of {number:g} is not a "
-                                  "saturation level (not above 0)")
-            if what != "saturation" and (not math.isfinite(number) or number < 0
-                                         or (what == "gain" and number == 0)):
-                raise HeaderError(f"{_where(path)}{needs}{given}, and {number:g} is not "
-                                  f"a {label}")
-        except HeaderError:
-            if required:
-                raise
-            return None
+        value = spec.get(header, path=path) if spec is not None else None
+        if value is None:
+            if not required:
+                return None
+            raise HeaderError(f"{_where(path)}{needs}{given}, which profile "
+                              f"{self.name!r} does not give for this frame")
+        number = float(value.value)
+        if what == "saturation" and math.isfinite(number) and number <= 0:
+            # Premise: a saturation level is a positive number of counts.
+            raise HeaderError(f"{_where(path)}a saturation level of {number:g} is not a "
+                              "saturation level (not above 0)")
+        if what != "saturation" and (not math.isfinite(number) or number < 0
+                                     or (what == "gain" and number == 0)):
+            raise HeaderError(f"{_where(path)}{needs}{given}, and {number:g} is not a "
+                              f"{label}")
         return value
 
     def filter_name(self, header, *, path=None, notes=None):
