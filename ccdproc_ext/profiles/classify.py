@@ -79,6 +79,11 @@ def header_type(profile, header):
 
     Words are compared case-insensitively, runs of blanks as one blank.
 
+    Parameters
+    ----------
+    profile : `~ccdproc_ext.InstrumentProfile`
+    header : `~astropy.io.fits.Header`
+
     Returns
     -------
     image_type, keyword, word : str or None, str or None, object
@@ -99,6 +104,22 @@ def frame_type(profile, header, path=None, *, exposure=None, folders=True):
 
     The rules are those of `~ccdproc_ext.InstrumentProfile.classify_frame`, which
     lists them.
+
+    Parameters
+    ----------
+    profile : `~ccdproc_ext.InstrumentProfile`
+    header : `~astropy.io.fits.Header`
+    path : str or None, optional
+        The file, as named in the collection. Default is ``None``.
+    exposure : float or None, optional
+        The exposure time; read from the header when ``None``.
+    folders : bool, optional
+        Whether the folders of ``path`` may overrule a science word of the header.
+        Default is ``True``.
+
+    Returns
+    -------
+    FrameType
     """
     if exposure is None:
         try:
@@ -156,11 +177,18 @@ def _weigh_evidence(profile, header, path, exposure, folders):
 def object_type(profile, header):
     """``(type, value)`` when ``OBJECT`` is exactly a calibration word, else ``None``.
 
-    See `~ccdproc_ext.InstrumentProfile.object_type`.
-
     The words are `OBJECT_WORDS` and the profile's own calibration words, compared
     ignoring case and runs of blanks: ``OBJECT = 'Dome Flat'`` says flat,
     ``OBJECT = 'flat of M31 field'`` says nothing.
+
+    Parameters
+    ----------
+    profile : `~ccdproc_ext.InstrumentProfile`
+    header : `~astropy.io.fits.Header`
+
+    Returns
+    -------
+    tuple or None
     """
     if "OBJECT" not in header:
         return None
