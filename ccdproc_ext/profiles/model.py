@@ -66,6 +66,8 @@ class _ValueReading:
         return getattr(self._profile, self._spec_name) is not None
 
     def __getattr__(self, name):
+        if name.startswith("_"):  # copy and pickle probe before __init__ has run
+            raise AttributeError(name)
         spec = getattr(self._profile, self._spec_name)
         if spec is None and name in ("keywords", "value"):
             return () if name == "keywords" else None
