@@ -48,6 +48,7 @@ from .exceptions import (
     HeaderError,
 )
 from .masters import MasterFrame
+from .matcher import LONGEST_EXPOSURE, dark_scale_problem
 from .overscan import overscan_and_trim, overscan_axis_for, warn_done_before
 from .profiles import get_profile
 from .provenance import (
@@ -260,29 +261,12 @@ def _saturation_level(ccd, profile, name):
     return level if np.isfinite(level) else None
 
 
-#: The longest exposure (s) a frame of one night can have: a day. A dark scaled to a
-#: longer one says that the frame's exposure time is not one a night can hold (an
-#: ``EXPTIME`` of 1e300 scales a 60 s dark by 1.7e298, and every pixel becomes
-#: infinite): the frame is refused, not calibrated.
-LONGEST_EXPOSURE = 86400.0
-
 #: The fraction of a calibrated frame's pixels that must be finite. The raw frame's own
 #: NaN and infinite pixels were replaced before the steps (`mask_bad_pixels`), so a
 #: pixel that is not finite after them was made so by the arithmetic (an overflow, a
 #: division by zero): a few are masked; more say the calibration itself went wrong, and
 #: the frame is refused rather than written.
 MIN_FINITE_FRACTION = 0.99
-
-
-def dark_scale_problem(exposure, dark_exposure):
-    """Why a dark of ``dark_exposure`` seconds cannot be scaled to ``exposure`` seconds,
-    in words, or ``None`` when it can (see `LONGEST_EXPOSURE`)."""
-    scale = exposure / dark_exposure
-    if not 0 < exposure <= LONGEST_EXPOSURE or not np.isfinite(scale):
-        return (f"dark scale beyond what a night can hold: {scale:.3g} ({exposure:g} s / "
-                f"{dark_exposure:g} s), while an exposure is above 0 and at most a day "
-                f"({LONGEST_EXPOSURE:g} s)")
-    return None
 
 
 def check_finite(ccd, name):

@@ -26,13 +26,42 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
 
-from .calibrate import dark_scale_problem
 from .exceptions import CalibrationMatchError
 from .profiles import get_profile
 
-__all__ = ["MASTER_COLUMNS", "NOT_BUILDABLE", "MasterCandidates", "OtherGroupsError", "beyond",
-           "choose_master", "describe_group", "find_nearest_dark_exposure", "group_key",
-           "masters_table"]
+__all__ = ["LONGEST_EXPOSURE", "MASTER_COLUMNS", "NOT_BUILDABLE", "MasterCandidates",
+           "OtherGroupsError", "beyond", "choose_master", "dark_scale_problem",
+           "describe_group", "find_nearest_dark_exposure", "group_key", "masters_table"]
+
+#: The longest exposure (s) a frame of one night can have: a day. A dark scaled to a
+#: longer one says that the frame's exposure time is not one a night can hold (an
+#: ``EXPTIME`` of 1e300 scales a 60 s dark by 1.7e298, and every pixel becomes
+#: infinite): the frame is refused, not calibrated.
+LONGEST_EXPOSURE = 86400.0
+
+def dark_scale_problem(exposure, dark_exposure):
+    """Why a dark of ``dark_exposure`` seconds cannot be scaled to ``exposure`` seconds,
+    in words, or ``None`` when it can (see `LONGEST_EXPOSURE`).
+
+    The plan does not choose such a dark, and `~ccdproc_ext.calibrate_frame` refuses to
+    scale one.
+
+    Parameters
+    ----------
+    exposure, dark_exposure : float
+        The frame's and the dark's exposure times (s).
+
+    Returns
+    -------
+    str or None
+    """
+    scale = exposure / dark_exposure
+    if not 0 < exposure <= LONGEST_EXPOSURE or not np.isfinite(scale):
+        return (f"dark scale beyond what a night can hold: {scale:.3g} ({exposure:g} s / "
+                f"{dark_exposure:g} s), while an exposure is above 0 and at most a day "
+                f"({LONGEST_EXPOSURE:g} s)")
+    return None
+
 
 #: The rule of a calibration whose only possible masters cannot be built.
 NOT_BUILDABLE = "no master that can be built"
