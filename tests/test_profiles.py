@@ -479,6 +479,36 @@ def test_detector_value(profile, quantity, cards, expected):
         assert value.value == pytest.approx(expected.value)
 
 
+
+@pytest.mark.parametrize(("quantity", "cards", "match"), [
+    ("gain", {}, r"f\.fits: the gain \(header GAIN or EGAIN .* not given for this frame "
+                 r"by profile 'generic'"),
+    ("gain", {"GAIN": 0.0}, r"f\.fits: the gain .* is 0: not a gain"),
+    ("gain", {"EGAIN": "high"}, r"f\.fits: keyword EGAIN = 'high' is not a number"),
+    ("read_noise", {"RDNOISE": -1}, r"f\.fits: the read noise .* is -1: not a read noise"),
+    ("saturation", {"DATAMAX": 0}, r"f\.fits: a saturation level of 0 is not a saturation "
+                                   r"level \(not above 0\)"),
+])
+def test_detector_value_that_is_no_value_names_the_file_and_keyword(quantity, cards, match):
+    read = getattr(ccdproc_ext.get_profile("generic"), quantity)
+    with pytest.raises(HeaderError, match=match):
+        read(fits.Header(cards), path="f.fits")
+    if cards:  # a value that is there but is no value is an error even when not required
+        with pytest.raises(HeaderError, match=match):
+            read(fits.Header(cards), path="f.fits", required=False)
+    else:
+        assert read(fits.Header(cards), path="f.fits", required=False) is None
+
+
+def test_detector_value_names_the_step_that_needs_it():
+    generic = ccdproc_ext.get_profile("generic")
+    with pytest.raises(HeaderError, match=r"f\.fits: gain_correct needs the gain \(header "
+                                          r"GAIN or EGAIN .*\), which profile 'generic' does "
+                                          r"not give for this frame"):
+        generic.gain(fits.Header(), path="f.fits", needed_by="gain_correct")
+    assert generic.gain_spec.keywords == ("GAIN", "EGAIN")
+    assert generic.saturation_spec.unit == u.adu
+
 # -------------------------------------------------------- profiles from other packages
 class FakeDistribution:
     def __init__(self, name, version):

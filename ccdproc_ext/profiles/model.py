@@ -332,14 +332,17 @@ class InstrumentProfile:
         """`gain`, `read_noise` or `saturation`: the value, checked, or ``None``."""
         spec = getattr(self, f"{what}_spec")
         label = _LABELS[what]
+        # "gain_correct needs the gain (header GAIN or EGAIN [electron / adu])"
         needs = f"{needed_by} needs the {label}" if needed_by else f"the {label}"
         given = f" ({spec.describe()})" if spec is not None else ""
         value = spec.get(header, path=path) if spec is not None else None
         if value is None:
             if not required:
                 return None
-            raise HeaderError(f"{_where(path)}{needs}{given}, which profile "
-                              f"{self.name!r} does not give for this frame")
+            missing = (f", which profile {self.name!r} does not give for this frame"
+                       if needed_by else f" is not given for this frame by profile "
+                                         f"{self.name!r}")
+            raise HeaderError(f"{_where(path)}{needs}{given}{missing}")
         number = float(value.value)
         if what == "saturation" and math.isfinite(number) and number <= 0:
             # Premise: a saturation level is a positive number of counts.
@@ -347,8 +350,9 @@ class InstrumentProfile:
                               "saturation level (not above 0)")
         if what != "saturation" and (not math.isfinite(number) or number < 0
                                      or (what == "gain" and number == 0)):
-            raise HeaderError(f"{_where(path)}{needs}{given}, and {number:g} is not a "
-                              f"{label}")
+            raise HeaderError(f"{_where(path)}{needs}{given}" + (
+                f", and {number:g} is not a {label}" if needed_by
+                else f" is {number:g}: not a {label}"))
         return value
 
     def filter_name(self, header, *, path=None, notes=None):
