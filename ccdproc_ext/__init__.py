@@ -20,13 +20,8 @@ from .master_frame import MasterFrame
 from .masters import make_master_bias, make_master_dark, make_master_flat
 from .matching import build_plan, find_nearest_dark_exposure
 from .night import NightResult, reduce_night
-from .profiles import (
-    InstrumentProfile,
-    available_profiles,
-    draft_profile,
-    get_profile,
-    validate_profile,
-)
+from .profiles import InstrumentProfile, available_profiles, get_profile, validate_profile
+from .profiles.draft import draft_profile
 
 __all__ = [
     "CalibrationLibrary",

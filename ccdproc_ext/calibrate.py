@@ -22,28 +22,23 @@ a step twice, and masking the pixels that cannot be trusted:
   masked in the result and divided by 1 instead of a meaningless value; the flat is
   normalised over its good pixels only.
 
-A section read from a header keyword that is not a FITS section (``BIASSEC =
-'[0,513:0,1536]'``) or reaches outside the frame skips that step for the frame, with a
-`~ccdproc_ext.CcdprocExtWarning`; trimming moves the WCS reference pixel (``CRPIX``) with
-the pixels. Without a saturation level (most cameras write no ``SATURATE``) nothing is
-masked as saturated.
+The overscan and trim are `ccdproc_ext.overscan`'s: a section read from a header keyword
+that is not a FITS section (``BIASSEC = '[0,513:0,1536]'``) or reaches outside the frame
+skips that step for the frame, with a `~ccdproc_ext.CcdprocExtWarning`; trimming moves
+the WCS reference pixel (``CRPIX``) with the pixels. Without a saturation level (most
+cameras write no ``SATURATE``) nothing is masked as saturated.
 
 Masks travel through ccdproc's arithmetic (a logical or), so the result's ``mask`` holds
 every pixel that could not be calibrated properly.
 """
 
-import dataclasses
-import re
 import warnings
 from pathlib import Path
 
 import astropy.units as u
 import ccdproc
 import numpy as np
-from astropy.io import fits
-from astropy.modeling import models
 from astropy.nddata import CCDData
-from ccdproc.utils.slices import slice_from_string
 
 from .bpm import load_bad_pixel_mask
 from .exceptions import (
@@ -54,11 +49,11 @@ from .exceptions import (
     HeaderError,
 )
 from .master_frame import MasterFrame
+from .matcher import LONGEST_EXPOSURE, dark_scale_problem
+from .overscan import overscan_and_trim, overscan_axis_for, warn_done_before
 from .profiles import get_profile
-from .profiles.sections import parse_fits_section
 from .provenance import (
     already_done,
-    done_by,
     file_name_of,
     is_raw,
     mark_bad_pixels,
@@ -71,8 +66,7 @@ from .quality import mask_bits
 from .raw import read_frame
 
 __all__ = ["LONGEST_EXPOSURE", "MIN_FINITE_FRACTION", "apply_bad_pixel_mask", "calibrate_frame",
-           "check_finite", "dark_scale_problem", "mask_bad_pixels", "overscan_and_trim",
-           "raw_mask_bits", "shift_reference_pixel"]
+           "check_finite", "dark_scale_problem", "mask_bad_pixels", "raw_mask_bits"]
 
 
 def mask_bad_pixels(ccd, profile=None, *, name="frame"):
@@ -248,11 +242,11 @@ def _saturation_level(ccd, profile, name):
     """The saturation level of a raw frame in its unit, or ``None`` when the profile or
     the header does not give it (no masking then: most cameras write no SATURATE), or
     gives one that is not above 0 (``DATAMAX = 0`` means "not set"), with a warning."""
-    if profile is None or profile.saturation is None or not is_raw(ccd.meta):
+    if profile is None or not is_raw(ccd.meta):
         return None
     try:
-        level = profile.saturation.get(ccd.meta, path=name)
-    except HeaderError as err:
+        level = profile.saturation(ccd.meta, path=name, required=False)
+    except HeaderError as err:  # not a number, or not above 0
         warnings.warn(f"{err}: saturated pixels are not masked", CcdprocExtWarning,
                       stacklevel=4)
         return None
@@ -262,296 +256,8 @@ def _saturation_level(ccd, profile, name):
         level = level.to_value(ccd.unit) if ccd.unit is not None else level.value
     except u.UnitsError:
         return None
-    if np.isfinite(level) and level <= 0:
-        # Premise: a saturation level is a positive number of counts.
-        warnings.warn(f"{name}: a saturation level of {level:g} is not a saturation "
-                      "level (not above 0): saturated pixels are not masked",
-                      CcdprocExtWarning, stacklevel=4)
-        return None
     return level if np.isfinite(level) else None
 
-
-def _skip(flag, header, name):
-    warnings.warn(f"{name}: {done_by(header, flag)} is already in the header; the step is "
-                  "not applied again", CcdprocExtWarning, stacklevel=3)
-
-
-def overscan_and_trim(ccd, profile, *, name="frame"):
-    """Subtract the overscan and trim, per the profile; returns a new `~astropy.nddata.CCDData`.
-
-    Steps already flagged in the header are skipped with a warning.
-    """
-    header = ccd.meta
-    result = ccd
-    if profile.amplifiers:
-        return _amplifiers_overscan_and_trim(ccd, profile, name=name)
-    binning = _binning(profile, header)
-    section = _section_to_apply(profile.overscan, "OVERSCAN", ccd, header, name, "overscan",
-                                binning)
-    if section is not None:
-        result = _subtract_overscan(result, profile, profile.overscan, section, binning)
-    section = _section_to_apply(profile.trim, "TRIM", result, result.meta, name, "trim",
-                                binning)
-    if section is not None:
-        result = _trim(result, section)
-    return result
-
-
-def _binning(profile, header):
-    """The frame's ``(x, y)`` binning, by which a header's sections in unbinned pixels are
-    divided; ``(1, 1)`` when the header's cannot be read (said when the night is
-    collected)."""
-    try:
-        return profile.binning(header)
-    except HeaderError:
-        return (1, 1)
-
-
-def _section_to_apply(section, flag, ccd, header, name, what, binning=(1, 1)):
-    """The section of a step to apply to ``ccd``, resolved; or None when the profile has
-    no such section, the frame does not have it, or ``flag`` says the step was done
-    (with a warning)."""
-    if section is None:
-        return None
-    if already_done(header, flag):
-        _skip(flag, header, name)
-        return None
-    return _resolve(section, ccd, name, what, binning)
-
-
-#: What is not done when a step's section cannot be used, in warnings.
-_NOT_DONE = {"overscan": "overscan not subtracted", "trim": "not trimmed"}
-
-
-def _resolve(section, ccd, name, what, binning=(1, 1)):
-    """``section`` resolved for ``ccd`` (see `_section_or_skip`), or ``None``."""
-    return _section_or_skip(lambda shape, header: section.resolved(shape, header, binning),
-                            ccd, name, what, (section,))
-
-
-def _section_or_skip(read, ccd, name, what, sections):
-    """What ``read(shape, header)`` gives, or ``None`` (with a `CcdprocExtWarning`) when a
-    section keyword of the header cannot be used.
-
-    A section read from a header keyword (``BIASSEC``, ``DATASEC`` ...) that is not a
-    FITS section (``'[0,513:0,1536]'``) or reaches outside the frame is the camera's
-    mistake: the step is skipped for this frame, with a warning naming the keyword and
-    its value. A required keyword that is missing, or a section fixed in the profile
-    that does not fit the frame, is a `~ccdproc_ext.HeaderError`. ``sections`` lists the
-    `DetectorSection` objects read.
-    """
-    try:
-        return read(ccd.shape, ccd.meta)
-    except KeyError as err:
-        raise HeaderError(f"{name}: the {what} section is read from header keyword "
-                          f"{err.args[0]}, which is missing") from None
-    except ValueError as err:
-        keyword = _keyword_used(sections, ccd.meta)
-        if keyword is None:
-            raise HeaderError(f"{name}: {what} section: {err}") from None
-        value = ccd.meta[keyword]
-        text = str(err)
-        why = "is not a FITS section" if "is not a FITS section" in text or \
-            "must count up" in text or "must be a string" in text else \
-            f"does not fit the frame ({text})"
-        warnings.warn(f"{name}: {keyword} = {value!r} {why}: {_NOT_DONE[what]}",
-                      CcdprocExtWarning, stacklevel=4)
-        return None
-
-
-def _keyword_used(sections, header):
-    """The header keyword that gives one of ``sections`` a value that is not a FITS
-    section, else the first that gives one at all; ``None`` when no keyword does (the
-    sections are the profile's own)."""
-    used = [next((key for key in section.keywords if key in header), None)
-            for section in sections if section is not None]
-    used = [key for key in used if key is not None]
-    for key in used:
-        try:
-            parse_fits_section(str(header[key]).strip())
-        except ValueError:
-            return key
-    return used[0] if used else None
-
-
-def _overscan_axis_for(ccd, profile, name):
-    """The profile, with an overscan axis the frame's overscan section can serve.
-
-    One level per row (axis 1) needs an overscan spanning every row of the frame, one per
-    column (axis 0) every column. A section read from the header that does neither (a
-    corner, as IFUM writes ``BIASSEC = '[2049:2176,1029:1156]'``) gives one level for the
-    whole frame, with a warning, instead of failing the frame.
-    """
-    if profile.amplifiers or profile.overscan is None or profile.overscan_axis == "frame" \
-            or already_done(ccd.meta, "OVERSCAN"):
-        return profile
-    try:
-        sections = profile.overscan.slices(ccd.shape, ccd.meta, _binning(profile, ccd.meta))
-    except (KeyError, ValueError):
-        return profile  # missing or unusable: said where the section is applied
-    if sections is None:
-        return profile
-    rows, cols = sections
-    ny, nx = ccd.shape
-    spans_rows = (rows.start or 0) == 0 and rows.stop >= ny
-    spans_cols = (cols.start or 0) == 0 and cols.stop >= nx
-    axis = profile.overscan_axis
-    if (axis == 1 and spans_rows) or (axis == 0 and spans_cols):
-        return profile
-    fitted = 0 if (axis == 1 and spans_cols) else "frame"
-    warnings.warn(CcdprocExtWarning(
-        f"{name}: the overscan section {_fits_of(rows, cols)} does not span every "
-        f"{'row' if axis == 1 else 'column'} of the frame: "
-        + ("one level per column" if fitted == 0 else "one level for the whole frame")),
-        stacklevel=3)
-    return dataclasses.replace(profile, overscan_axis=fitted)
-
-
-def _fits_of(rows, cols):
-    return f"[{cols.start + 1}:{cols.stop},{rows.start + 1}:{rows.stop}]"
-
-
-def _subtract_overscan(ccd, profile, section_spec, section, binning):
-    median = profile.overscan_method == "median"
-    if profile.overscan_axis == "frame":
-        # One level for the whole frame (a corner bias section covers no data row).
-        rows, cols = section_spec.slices(ccd.shape, ccd.meta, binning)
-        region = ccd.data[rows, cols]
-        level = float(np.median(region) if median else np.mean(region))
-        result = ccd.copy()
-        result.data = ccd.data - np.asarray(level, dtype=ccd.data.dtype)
-        mark_step(result.meta, "OVERSCAN", f"{section} {profile.overscan_method} level "
-                                           f"{level:.2f}")
-        return result
-    model = None
-    if profile.overscan_model_degree is not None:
-        model = models.Polynomial1D(degree=profile.overscan_model_degree)
-    result = ccdproc.subtract_overscan(ccd, fits_section=section,
-                                       overscan_axis=profile.overscan_axis, median=median,
-                                       model=model)
-    how = profile.overscan_method + (f", polynomial degree {profile.overscan_model_degree}"
-                                     if model is not None else "")
-    mark_step(result.meta, "OVERSCAN", f"{section} {how}")
-    return result
-
-
-def _amplifier_slices(ccd, profile, name, what):
-    """``[(amplifier, data slices, overscan slices or None)]`` for ``ccd``, or ``None``
-    when a section of the header cannot be used (with a warning, see `_section_or_skip`)
-    or an amplifier's optional section keyword is not in the header."""
-    binning = _binning(profile, ccd.meta)
-
-    def read(shape, header):
-        slices = []
-        for amp in profile.amplifiers:
-            data = amp.data_section.slices(shape, header, binning)
-            overscan = None
-            if what == "overscan" and amp.overscan_section is not None:
-                overscan = amp.overscan_section.slices(shape, header, binning)
-                if overscan is None:
-                    return None
-            if data is None:
-                return None
-            slices.append((amp, data, overscan))
-        return slices
-
-    sections = [amp.data_section for amp in profile.amplifiers]
-    if what == "overscan":
-        sections += [amp.overscan_section for amp in profile.amplifiers]
-    return _section_or_skip(read, ccd, name, what, sections)
-
-
-def _amplifiers_overscan_and_trim(ccd, profile, *, name):
-    """Each amplifier's overscan from its own data section, then the data bounding box."""
-    header = ccd.meta
-    result = ccd
-    if already_done(header, "OVERSCAN"):
-        _skip("OVERSCAN", header, name)
-    elif (amplifiers := _amplifier_slices(ccd, profile, name, "overscan")) is not None:
-        result = ccd.copy()
-        done = []
-        for amp, (data_rows, data_cols), oscan in amplifiers:
-            if oscan is None:
-                continue
-            oscan_rows, oscan_cols = oscan
-            region = ccd.data[oscan_rows, oscan_cols]
-            if profile.overscan_axis == 1:
-                # one level per row of this amplifier, along the rows it shares
-                level = (np.median if profile.overscan_method == "median" else np.mean)(
-                    region, axis=1)[:, np.newaxis]
-                if region.shape[0] != data_rows.stop - data_rows.start:
-                    raise HeaderError(f"{name}: amplifier {amp.name}: the overscan rows do "
-                                      "not match the data rows")
-            elif profile.overscan_axis == 0:
-                level = (np.median if profile.overscan_method == "median" else np.mean)(
-                    region, axis=0)[np.newaxis, :]
-                if region.shape[1] != data_cols.stop - data_cols.start:
-                    raise HeaderError(f"{name}: amplifier {amp.name}: the overscan columns "
-                                      "do not match the data columns")
-            else:
-                level = np.median(region) if profile.overscan_method == "median" else \
-                    np.mean(region)
-            result.data[data_rows, data_cols] = ccd.data[data_rows, data_cols] - level
-            done.append(f"{amp.name}:[{oscan_cols.start + 1}:{oscan_cols.stop},"
-                        f"{oscan_rows.start + 1}:{oscan_rows.stop}]")
-        mark_step(result.meta, "OVERSCAN", " ".join(done) + f" {profile.overscan_method}")
-    if already_done(result.meta, "TRIM"):
-        _skip("TRIM", result.meta, name)
-        return result
-    amplifiers = _amplifier_slices(ccd, profile, name, "trim")
-    if amplifiers is None:
-        return result
-    boxes = [data for _, data, _ in amplifiers]
-    y0 = min(b[0].start for b in boxes)
-    y1 = max(b[0].stop for b in boxes)
-    x0 = min(b[1].start for b in boxes)
-    x1 = max(b[1].stop for b in boxes)
-    section = f"[{x0 + 1}:{x1},{y0 + 1}:{y1}]"
-    result = _trim(result, section)
-    return result
-
-
-def _trim(ccd, section):
-    """`ccdproc.trim_image` to ``section``, flagged, with the WCS cards shifted."""
-    result = ccdproc.trim_image(ccd, fits_section=section)
-    rows, cols = slice_from_string(section, fits_convention=True)
-    shift_reference_pixel(result.meta, cols.start or 0, rows.start or 0)
-    mark_step(result.meta, "TRIM", section)
-    return result
-
-
-#: The reference-pixel cards a trim moves: CRPIX1, CRPIX2A ... and IRAF's LTV1, LTV2.
-_REFERENCE_PIXEL_RE = re.compile(r"^(?:CRPIX|LTV)([12])[A-Z]?$")
-
-
-def shift_reference_pixel(header, x_offset, y_offset):
-    """Move, in place, the WCS reference pixel of ``header`` for an image trimmed by
-    ``x_offset`` columns on the left and ``y_offset`` rows at the bottom.
-
-    ``CRPIX1`` (and its alternates ``CRPIX1A`` ..., and IRAF's ``LTV1``) decreases by
-    ``x_offset``, ``CRPIX2`` by ``y_offset``: a trim section ``[51:..., 11:...]`` moves
-    ``CRPIX1`` by -50 and ``CRPIX2`` by -10, and each sky position keeps its pixel.
-    Cards whose value is not a number are left alone.
-    """
-    if not (x_offset or y_offset):
-        return
-    for key in list(header.keys()):
-        match = _REFERENCE_PIXEL_RE.match(str(key).upper())
-        value = header[key]
-        if match is None or isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        offset = x_offset if match.group(1) == "1" else y_offset
-        if isinstance(header, fits.Header):
-            header[key] = (value - offset, header.comments[key])
-        else:
-            header[key] = value - offset
-
-
-#: The longest exposure (s) a frame of one night can have: a day. A dark scaled to a
-#: longer one says that the frame's exposure time is not one a night can hold (an
-#: ``EXPTIME`` of 1e300 scales a 60 s dark by 1.7e298, and every pixel becomes
-#: infinite): the frame is refused, not calibrated.
-LONGEST_EXPOSURE = 86400.0
 
 #: The fraction of a calibrated frame's pixels that must be finite. The raw frame's own
 #: NaN and infinite pixels were replaced before the steps (`mask_bad_pixels`), so a
@@ -559,17 +265,6 @@ LONGEST_EXPOSURE = 86400.0
 #: division by zero): a few are masked; more say the calibration itself went wrong, and
 #: the frame is refused rather than written.
 MIN_FINITE_FRACTION = 0.99
-
-
-def dark_scale_problem(exposure, dark_exposure):
-    """Why a dark of ``dark_exposure`` seconds cannot be scaled to ``exposure`` seconds,
-    in words, or ``None`` when it can (see `LONGEST_EXPOSURE`)."""
-    scale = exposure / dark_exposure
-    if not 0 < exposure <= LONGEST_EXPOSURE or not np.isfinite(scale):
-        return (f"dark scale beyond what a night can hold: {scale:.3g} ({exposure:g} s / "
-                f"{dark_exposure:g} s), while an exposure is above 0 and at most a day "
-                f"({LONGEST_EXPOSURE:g} s)")
-    return None
 
 
 def check_finite(ccd, name):
@@ -698,7 +393,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
             ccd = ccd.copy()
             ccd.data = ccd.data.astype(dtype)
     ccd = mask_bad_pixels(ccd, profile, name=name)
-    profile = _overscan_axis_for(ccd, profile, name)
+    profile = overscan_axis_for(ccd, profile, name=name)
     raw_header = ccd.meta
     bias, dark, flat = (MasterFrame.of(master, profile)
                         for master in (master_bias, master_dark, master_flat))
@@ -710,9 +405,8 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     result = _zero_based(result, name)
     del ccd
     if create_deviation:
-        gain = _detector_value(profile, "gain", raw_header, name, "create_deviation")
-        read_noise = _detector_value(profile, "read_noise", raw_header, name,
-                                     "create_deviation")
+        gain = profile.gain(raw_header, path=name, needed_by="create_deviation")
+        read_noise = profile.read_noise(raw_header, path=name, needed_by="create_deviation")
         result = ccdproc.create_deviation(result, gain=gain, readnoise=read_noise,
                                           disregard_nan=True)
     if bias is not None and _not_done("ZEROCOR", result.meta, name):
@@ -758,7 +452,7 @@ def _zero_based(ccd, name):
 def _not_done(flag, header, name):
     """Whether the step of ``flag`` is still to do; a warning when it was done."""
     if already_done(header, flag):
-        _skip(flag, header, name)
+        warn_done_before(flag, header, name)
         return False
     return True
 
@@ -802,32 +496,6 @@ def _flat_correct(ccd, flat, min_value, name, dtype):
     mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
     return result
 
-_LABELS = {"gain": "gain", "read_noise": "read noise"}
-
-
-def _detector_value(profile, what, header, name, needed_by):
-    """The profile's gain or read noise for a frame, as a Quantity.
-
-    Raises
-    ------
-    HeaderError
-        Naming the frame and the keywords, when neither the header nor the profile gives
-        it, or it is not a positive (for read noise: non-negative) number.
-    """
-    spec = getattr(profile, what)
-    label = _LABELS[what]
-    where = f" ({spec.describe()})" if spec is not None else ""
-    value = spec.get(header, path=name) if spec is not None else None
-    if value is None:
-        raise HeaderError(f"{name}: {needed_by} needs the {label}{where}, which profile "
-                          f"{profile.name!r} does not give for this frame")
-    number = float(value.value)
-    if not np.isfinite(number) or number < 0 or (what == "gain" and number == 0):
-        raise HeaderError(f"{name}: {needed_by} needs the {label}{where}, and "
-                          f"{number:g} is not a {label}")
-    return value
-
-
 def _to_electrons(result, profile, header, name):
     """``result`` multiplied by the gain (`ccdproc.gain_correct`), in electrons.
 
@@ -839,9 +507,9 @@ def _to_electrons(result, profile, header, name):
         warnings.warn(f"{name}: the pixels are in {result.unit} already: the gain is not "
                       "applied", CcdprocExtWarning, stacklevel=3)
         return result
-    gain = _detector_value(profile, "gain", header, name, "gain_correct")
+    gain = profile.gain(header, path=name, needed_by="gain_correct")
     result = ccdproc.gain_correct(result, gain)
-    keywords = {*(profile.gain.keywords if profile.gain else ()), "GAIN", "EGAIN"}
+    keywords = {*(profile.gain_spec.keywords if profile.gain_spec else ()), "GAIN", "EGAIN"}
     mark_gain_corrected(result.meta, gain, keywords)
     return result
 

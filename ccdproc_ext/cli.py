@@ -68,7 +68,7 @@ def _profiles_validate(args):
 
 
 def _profiles_draft(args):
-    from .profiles import draft_profile_text
+    from .profiles.draft import draft_profile_text
 
     text = draft_profile_text(args.raw, name=args.name)
     if args.output is None:

@@ -23,7 +23,7 @@ from ._warnings import ignoring
 from .exceptions import CcdprocExtWarning, HeaderError
 
 __all__ = ["card_value", "combine_filters", "first_card", "first_filled", "header_float",
-           "is_blank", "parse_date"]
+           "is_blank", "parse_date", "to_float"]
 
 _VALUE_TEXT_RE = re.compile(r"^[^=]*=\s*(?P<value>'(?:[^']|'')*'|[^/]*)")
 
@@ -90,7 +90,30 @@ def first_filled(header, keywords):
     return None, None
 
 
-def _to_float(value):
+def to_float(value):
+    """A card's value as a float: numbers, strings holding numbers, decimal commas.
+
+    Parameters
+    ----------
+    value : object
+        The value of a card (`card_value`).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is a boolean or does not hold a number.
+
+    Examples
+    --------
+    >>> to_float('3,2E-05')
+    3.2e-05
+    >>> to_float('40      ')
+    40.0
+    """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a number")
     if isinstance(value, int | float):
@@ -103,6 +126,10 @@ def _to_float(value):
         if text.count(",") == 1 and "." not in text:
             return float(text.replace(",", "."))
         raise
+
+
+#: The former private name of `to_float`, for modules not yet switched to it.
+_to_float = to_float
 
 
 def header_float(header, keywords, *, path=None, required=True, default=None):
@@ -148,7 +175,7 @@ def header_float(header, keywords, *, path=None, required=True, default=None):
         raise HeaderError(f"{_where(path)}none of the keywords {', '.join(keywords)} "
                           "is in the header")
     try:
-        number = _to_float(value)
+        number = to_float(value)
     except (TypeError, ValueError):
         raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is not a number") from None
     if not math.isfinite(number):

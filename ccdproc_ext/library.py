@@ -19,6 +19,7 @@ again. The library is only read and written by the process that plans a night, n
 the processes that calibrate its frames.
 """
 
+import copy
 import math
 import os
 import random
@@ -31,11 +32,19 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time
 
-from .exceptions import HeaderError, LibraryError
+from .exceptions import CalibrationMatchError, HeaderError, LibraryError
+from .matcher import (
+    MASTER_COLUMNS,
+    MasterCandidates,
+    choose_master,
+    describe_group,
+    masters_table,
+)
 from .profiles import get_profile
 from .raw import file_checksum
 
-__all__ = ["DEFAULT_VALIDITY", "CalibrationLibrary", "LibraryError"]
+__all__ = ["DEFAULT_VALIDITY", "CalibrationLibrary", "LibraryError", "LibraryMasterUnusable",
+           "LibraryMasters", "night_date", "planned_master_keys", "validity_text"]
 
 #: How long (days) a master of each kind stays valid for frames of another night:
 #: ``None`` is no limit.
@@ -381,36 +390,205 @@ class CalibrationLibrary:
 
     def find(self, kind, *, profile="generic", shape, xbin=1, ybin=1, agree="",
              mjd, exposure=None, filter=None, dark_tolerance=0.5, validity="default"):
-        """The master of ``kind`` for a frame: the same group keys, within the validity
-        window, the nearest in time whose file is there unchanged.
+        """The master of ``kind`` for a frame, chosen by the plan's rules, or ``None``.
 
-        Darks must be within ``dark_tolerance`` (s) of ``exposure``, flats of the same
-        ``filter``. The plan (`~ccdproc_ext.build_plan` with ``library=``) applies the
-        plan's full rules (temperature, scaled darks); this is the short version.
+        The frame is given by its keys: the group keys (``shape`` of the raw frames,
+        binning, ``agree``, the profile's ``match_keywords`` as ``KEY=value`` pairs),
+        its date (``mjd``), ``exposure`` (darks) and ``filter`` (flats). The master is
+        chosen as the plan (`~ccdproc_ext.build_plan` with ``library=``) chooses one
+        (`~ccdproc_ext.matcher.choose_master`), without a temperature and without
+        scaling a dark: of the same group, within the validity window of its kind, a
+        dark within ``dark_tolerance`` (s) of ``exposure`` (the nearest exposure), a
+        flat of the same filter, then the nearest in time whose file is there
+        unchanged.
 
         Returns
         -------
         `~astropy.table.Row` or None
+            The master's row of `table`.
         """
-        days = self.validity.get(kind) if validity == "default" else validity
-        candidates = self.table(kind, profile=get_profile(profile).name)
-        keep = []
-        for row in candidates:
-            if (row["shape"], int(row["xbin"]), int(row["ybin"]), row["agree"]) != \
-                    (str(shape), int(xbin), int(ybin), str(agree)):
-                continue
-            if kind == "dark" and not abs(row["exposure"] - float(exposure)) <= dark_tolerance:
-                continue
-            if kind == "flat" and row["filter"] != str(filter or ""):
-                continue
-            distance = abs(row["mjd"] - mjd)
-            if days is not None and not distance <= days:
-                continue
-            keep.append((distance if np.isfinite(distance) else math.inf, row))
-        for _, row in sorted(keep, key=lambda pair: pair[0]):
-            if not self.check(row):
-                return row
+        library = self if validity == "default" else \
+            CalibrationLibrary.of(self, validity={kind: validity})
+        night = MasterCandidates(masters_table([]), {}, get_profile(profile),
+                                 dark_tolerance=dark_tolerance)
+        frame = {"shape": str(shape), "xbin": int(xbin), "ybin": int(ybin),
+                 "agree": str(agree), "mjd": float(mjd), "filter": str(filter or ""),
+                 "exposure": math.nan if exposure is None else float(exposure)}
+        masters = LibraryMasters(library, night)
+        try:
+            master, _ = masters.choose(kind, frame, {"temperature": math.nan,
+                                                     "has_bias": False})
+        except CalibrationMatchError:
+            return None
+        return masters.candidates(kind)[2][str(master["name"])]
+
+
+class LibraryMasterUnusable(CalibrationMatchError):
+    """The library masters that fit a frame are there, but fail verification (file
+    missing or changed): a calibration missing, not a step to leave out."""
+
+
+class LibraryMasters:
+    """The masters of a `CalibrationLibrary` as the matcher sees them.
+
+    Candidates of each kind are read once (for the profile of ``night``), as a table of
+    masters like a night's own; a frame sees those within the validity window of its
+    kind, and `choose` picks among them with `~ccdproc_ext.matcher.choose_master`. The
+    master chosen is checked (file there, checksum unchanged) before it is taken: one
+    that fails is refused, said in ``problems``, and the next is chosen.
+
+    Parameters
+    ----------
+    library : `CalibrationLibrary`, str or `pathlib.Path`
+    night : `~ccdproc_ext.matcher.MasterCandidates`
+        The night (its profile and the rules' settings) the masters are chosen for;
+        the masters chosen are added to its ``facts``.
+    """
+
+    def __init__(self, library, night):
+        self.library = CalibrationLibrary.of(library)
+        self.night = night
+        self.tables = {}  # kind -> (masters table, facts, {name: library row})
+        self.refused = set()  # names
+        self.checked = {}  # name -> problem in words ("" when usable)
+        self.problems = []  # (path, words)
+        self.adopted = {}  # name -> row of the masters table, in the order chosen
+
+    def candidates(self, kind):
+        """``(masters table, facts, {name: library row})`` of ``kind``, read once."""
+        if kind not in self.tables:
+            rows, facts, by_name = [], {}, {}
+            for entry in self.library.table(kind, profile=self.night.profile.name):
+                name = f"{entry['name']}@{night_date(entry['mjd'])}"
+                if name in by_name:
+                    name += f"#{entry['id']}"
+                key = (str(entry["shape"]), int(entry["xbin"]), int(entry["ybin"]),
+                       str(entry["agree"]))
+                by_name[name] = entry
+                facts[name] = {"key": key, "temperatures": np.array([entry["temperature"]]),
+                               "files": []}
+                rows.append({"name": name, "kind": kind, "group": describe_group(key),
+                             "group_key": repr(key), "night": -1,
+                             "exposure": entry["exposure"], "filter": entry["filter"],
+                             "temperature": entry["temperature"], "mjd": entry["mjd"],
+                             "n_frames": entry["n_frames"], "files": "",
+                             "origin": "library",
+                             "path": str(self.library.resolve(entry))})
+            self.tables[kind] = (masters_table(rows), facts, by_name)
+        return self.tables[kind]
+
+    def view(self, kind, frame, refused=()):
+        """A night-like view whose masters are the library's for ``frame`` (within the
+        validity window), but those ``refused``."""
+        table, facts, by_name = self.candidates(kind)
+        days = self.library.validity.get(kind)
+        distance = np.abs(np.asarray(table["mjd"], dtype=float) - float(frame["mjd"]))
+        keep = [str(name) not in refused and (days is None or bool(d <= days))
+                for name, d in zip(table["name"], distance, strict=True)]
+        view = copy.copy(self.night)
+        view.masters = table[np.array(keep, dtype=bool)] if len(table) else table
+        view.facts = facts
+        view.present = set()
+        view.buildable = {}
+        view.entries = by_name
+        return view
+
+    def view_of(self, name):
+        """A view holding only the library master ``name`` (of this plan or not)."""
+        for kind in ("bias", "dark", "flat"):
+            table, facts, by_name = self.candidates(kind)
+            if name in by_name:
+                view = copy.copy(self.night)
+                view.masters = table[table["name"] == name]
+                view.facts, view.present, view.buildable = facts, {kind}, {}
+                view.entries = by_name
+                return view
         return None
+
+    def choose(self, kind, frame, options):
+        """The nearest usable library master of ``kind`` for ``frame``, or a
+        `CalibrationMatchError` saying why there is none: `LibraryMasterUnusable` when
+        the masters that fit the frame are there but cannot be verified."""
+        while True:
+            view = self.view(kind, frame, self.refused)
+            try:
+                master, details = self._nearest(kind, frame, view, options)
+            except CalibrationMatchError:
+                unusable = self._nearest_refused(kind, frame, options)
+                if unusable is None:
+                    raise
+                raise LibraryMasterUnusable(
+                    f"library master {unusable} cannot be used: "
+                    f"{self.checked[unusable].partition(': ')[2]}; no other {kind} of the "
+                    "library fits the frame") from None
+            name = str(master["name"])
+            problem = self.check(name, view.entries[name])
+            if problem:
+                continue
+            self.adopt(master, view)
+            rest = [part for part in details["rule"].split(", ")
+                    if part not in ("same group", "nearest in time")]
+            details["rule"] = self.rule_of(name, master, frame, "; ".join(rest))
+            return master, details
+
+    def _nearest(self, kind, frame, view, options):
+        """`_choose` among the masters of ``view``; its error says it is the library's."""
+        days = self.library.validity.get(kind)
+        if not len(view.masters):
+            when = "" if days is None else f" within {validity_text(days)}"
+            if days is not None and not np.isfinite(frame["mjd"]):
+                when = " (the frame has no date to compare)"
+            raise CalibrationMatchError(f"library {self.library.path.name}: no {kind} "
+                                        f"of profile {self.night.profile.name}{when}")
+        try:
+            return choose_master(kind, frame, view, **options)
+        except CalibrationMatchError as err:
+            raise CalibrationMatchError(
+                f"library {self.library.path.name} ({validity_text(days)}): {err}") \
+                from None
+
+    def _nearest_refused(self, kind, frame, options):
+        """The name of the master the library would give ``frame`` were the refused
+        ones (file missing or changed) usable, or ``None`` when none of them fits it."""
+        table = self.candidates(kind)[0]
+        usable = {str(name) for name in table["name"] if str(name) not in self.refused}
+        view = self.view(kind, frame, usable)
+        if not len(view.masters):
+            return None
+        try:
+            master, _ = choose_master(kind, frame, view, **options)
+        except CalibrationMatchError:
+            return None
+        return str(master["name"])
+
+    def check(self, name, entry):
+        """Whether the file of a library master can be used; refuses it when not."""
+        if name not in self.checked:
+            self.checked[name] = self.library.check(entry)
+            if self.checked[name]:
+                self.refused.add(name)
+                self.problems.append((str(self.library.resolve(entry)),
+                                      f"library master {entry['name']} not used: "
+                                      f"{self.checked[name].partition(': ')[2]}"))
+        return self.checked[name]
+
+    def adopt(self, master, view):
+        """Take library master ``master`` (of ``view``) into the plan's masters."""
+        name = str(master["name"])
+        if name not in self.adopted:
+            self.adopted[name] = {column: master[column] for column in MASTER_COLUMNS}
+            self.night.facts[name] = view.facts[name]
+
+    @staticmethod
+    def rule_of(name, master, frame, rest):
+        """The rule of a library master in words: ``"library: bias_01 of 2024-03-01, 4.2
+        days before"`` and ``rest``, the rules that chose it."""
+        stem, _, date = name.partition("@")
+        rule = f"library: {stem} of {date.partition('#')[0]}"
+        if frame is not None and np.isfinite(frame["mjd"]) and np.isfinite(master["mjd"]):
+            days = float(frame["mjd"] - master["mjd"])
+            rule += f", {abs(days):.1f} days {'before' if days >= 0 else 'after'}"
+        return rule + (f" ({rest})" if rest else "")
 
 
 def validity_text(days):

@@ -10,9 +10,12 @@ The plan is built in two steps:
    where neighbours are further apart than the profile's tolerance), so a night that
    drifts slowly is one group and no single frame decides where a group starts.
 2. **Choice**, in the order calibrations depend on each other (bias, dark, flat,
-   science). Every frame is given, for each calibration it needs, a master that agrees
-   with it (shape, binning, ``match_keywords``; the same filter for flats) and that can
-   be built (at least one of its frames has its own calibrations). Among those:
+   science), by the one matcher, `~ccdproc_ext.matcher.choose_master` (which
+   `~ccdproc_ext.CalibrationLibrary.find` uses too, and the library's masters here,
+   `~ccdproc_ext.library.LibraryMasters`). Every frame is given, for each calibration
+   it needs, a master that agrees with it (shape, binning, ``match_keywords``; the same
+   filter for flats) and that can be built (at least one of its frames has its own
+   calibrations). Among those:
 
    - temperature: masters whose nearest frame is within the tolerance are preferred;
      when there is none, the nearest is used and the row's ``notes`` say so ("bias at
@@ -40,17 +43,23 @@ import copy
 import math
 
 import numpy as np
-from astropy.io import fits
-from astropy.nddata import CCDData
 from astropy.table import Table
 
-from .calibrate import dark_scale_problem
 from .exceptions import CalibrationMatchError
-from .library import CalibrationLibrary, night_date, validity_text
+from .library import CalibrationLibrary, LibraryMasters, LibraryMasterUnusable
+from .matcher import (
+    NOT_BUILDABLE,
+    MasterCandidates,
+    OtherGroupsError,
+    beyond,
+    choose_master,
+    describe_group,
+    find_nearest_dark_exposure,
+    group_key,
+    masters_table,
+)
 
 __all__ = ["build_plan", "find_nearest_dark_exposure"]
-
-_EXPOSURE_KEYWORDS = ("EXPTIME", "EXPOSURE")
 
 #: Which calibrations each frame type needs, in the order they are applied.
 NEEDS = {
@@ -61,104 +70,7 @@ NEEDS = {
 }
 
 
-#: Relative and absolute slack (s) when comparing exposure differences, so that a tie or a
-#: difference equal to the tolerance is not decided by floating-point rounding.
-_RTOL, _ATOL = 1e-9, 1e-9
-
-
-def _over(difference, tolerance):
-    """Whether ``difference`` exceeds ``tolerance`` by more than rounding."""
-    return difference > tolerance and not np.isclose(difference, tolerance, rtol=_RTOL,
-                                                      atol=_ATOL)
-
-
-def _exposure_of(image, profile=None):
-    if isinstance(image, int | float | np.integer | np.floating):
-        return float(image)
-    header = image.meta if isinstance(image, CCDData) else image
-    if not isinstance(header, dict | fits.Header):
-        raise TypeError(f"expected a CCDData, a FITS header or an exposure time, "
-                        f"not {type(image).__name__}")
-    if profile is not None:
-        return profile.exposure_time(header)
-    from .headers import header_float
-
-    return header_float(fits.Header(header) if isinstance(header, dict) else header,
-                        _EXPOSURE_KEYWORDS)
-
-
-def find_nearest_dark_exposure(image, dark_exposure_times, tolerance=0.5, *, profile=None):
-    """Find the dark exposure time closest to that of ``image``.
-
-    The CCD Data Reduction Guide's helper, with ties and errors settled: a tie goes to the
-    longer dark, and a difference over ``tolerance`` is an error naming both times.
-
-    Parameters
-    ----------
-    image : `~astropy.nddata.CCDData`, `~astropy.io.fits.Header` or float
-        The frame (its exposure is read from ``EXPTIME`` or ``EXPOSURE``, or the profile's
-        keywords), or its exposure time in seconds.
-    dark_exposure_times : sequence of float
-        The exposure times of the available darks.
-    tolerance : float or None, optional
-        Largest allowed difference in seconds; ``None`` skips the check. Default is 0.5.
-    profile : `~ccdproc_ext.InstrumentProfile` or None, optional
-        Whose exposure-time keywords to read. Default is ``None``.
-
-    Returns
-    -------
-    float
-        The closest dark exposure time.
-
-    Raises
-    ------
-    CalibrationMatchError
-        If there are no dark exposure times, or the closest one differs from the image's
-        by more than ``tolerance``.
-
-    Examples
-    --------
-    >>> find_nearest_dark_exposure(45.0, [10, 30, 60, 300], tolerance=None)
-    60.0
-    >>> find_nearest_dark_exposure(31.0, [10, 30, 60])
-    Traceback (most recent call last):
-    ...
-    ccdproc_ext.exceptions.CalibrationMatchError: image exposure 31 s: the closest dark is 30 s, ...
-    """
-    exposure = _exposure_of(image, profile)
-    times = np.unique(np.asarray(dark_exposure_times, dtype=float))
-    if times.size == 0:
-        raise CalibrationMatchError(f"image exposure {exposure:g} s: there are no darks")
-    distance = np.abs(times - exposure)
-    # Exposure times are decimal numbers held in binary: 0.3 s is not exactly halfway
-    # between 0.2 s and 0.4 s, and a tie must not depend on that.
-    tied = np.isclose(distance, distance.min(), rtol=_RTOL, atol=_ATOL)
-    closest = float(times[tied].max())  # a tie goes to the longer dark
-    difference = abs(closest - exposure)
-    if tolerance is not None and _over(difference, tolerance):
-        raise CalibrationMatchError(
-            f"image exposure {exposure:g} s: the closest dark is {closest:g} s, "
-            f"{difference:g} s away, more than the tolerance of {tolerance:g} s")
-    return closest
-
-
 # --------------------------------------------------------------------------- masters
-def _group_key(row):
-    """What a frame and its calibrations must share: shape, binning, ``match_keywords``."""
-    return (str(row["shape"]), int(row["xbin"]), int(row["ybin"]), str(row["agree"]))
-
-
-def _describe_group(key):
-    shape, xbin, ybin, agree = key
-    text = f"{shape}, binning {xbin}x{ybin}"
-    return text + (f", {agree}" if agree else "")
-
-
-def _celsius(value):
-    """A temperature or a temperature difference as the plan writes it: ``-10``, ``24.6``."""
-    return f"{round(float(value), 2):g}"
-
-
 def _matching_temperatures(frames):
     """The temperature each frame is matched by: its set point, else its measured one.
 
@@ -188,19 +100,11 @@ def _temperature_clusters(values, tolerance):
     order = np.flatnonzero(known)[np.argsort(values[known], kind="stable")]
     label, previous = 0, None
     for i in order:
-        if previous is not None and _over(values[i] - previous, tolerance):
+        if previous is not None and beyond(values[i] - previous, tolerance):
             label += 1
         labels[i] = label
         previous = values[i]
     return labels
-
-
-#: The columns of the table of masters and their types, in order.
-_MASTER_COLUMNS = {
-    "name": "U", "kind": "U", "group": "U", "group_key": "U", "night": "i4", "exposure": "f8",
-    "filter": "U", "temperature": "f8", "mjd": "f8", "n_frames": "i4", "files": "U",
-    "origin": "U", "path": "U",
-}
 
 
 def _build_masters(frames, profile):
@@ -209,7 +113,7 @@ def _build_masters(frames, profile):
     Returns
     -------
     masters : `~astropy.table.Table`
-        One row per master (see ``_MASTER_COLUMNS``).
+        One row per master (see ``MASTER_COLUMNS``).
     facts : dict
         Master name -> ``{"key": group key tuple, "temperatures": array of its frames'
         matching temperatures, "files": list}``, compared directly by the choice.
@@ -225,7 +129,7 @@ def _build_masters(frames, profile):
         keys = {}
         for position, i in enumerate(usable):
             row = frames[i]
-            key = (_group_key(row), int(row["night"]), int(clusters[position]))
+            key = (group_key(row), int(row["night"]), int(clusters[position]))
             if kind == "dark":
                 key += (float(row["exposure"]),)
             if kind == "flat":
@@ -236,7 +140,7 @@ def _build_masters(frames, profile):
             temps = temperatures[members]
             rows.append({
                 "kind": kind,
-                "group": _describe_group(key[0]),
+                "group": describe_group(key[0]),
                 "group_key": repr(key[0]),
                 "key": key[0],
                 "temperatures": temps,
@@ -264,10 +168,7 @@ def _build_masters(frames, profile):
         row["name"] = f"{stem}_{counters[stem]:02d}"
     facts = {row["name"]: {"key": row["key"], "temperatures": row["temperatures"],
                            "files": row["files"].split(",")} for row in rows}
-    names = tuple(_MASTER_COLUMNS)
-    if not rows:
-        return Table(names=names, dtype=[_MASTER_COLUMNS[n] for n in names]), facts
-    return Table(rows=[[r[n] for n in names] for r in rows], names=names), facts
+    return masters_table(rows), facts
 
 
 def _safe(text):
@@ -275,23 +176,19 @@ def _safe(text):
 
 
 # ---------------------------------------------------------------------------- choice
-class _Night:
-    """What the choice of one frame's calibrations needs to know about the whole night."""
+class _Night(MasterCandidates):
+    """The night's masters and what the choice of one frame's calibrations needs to know
+    about the whole night: its plan rows, which masters can be built, its library."""
 
     def __init__(self, frames, profile, *, scale_darks, scale_source, dark_tolerance,
                  strict_temperature, library=None):
-        self.profile = profile
-        self.masters, self.facts = _build_masters(frames, profile)
-        self.scale_darks = scale_darks
-        self.scale_source = scale_source
-        self.dark_tolerance = dark_tolerance
-        self.strict_temperature = strict_temperature
         # Types present at all, usable or not: a type whose frames all have problems is
         # a missing calibration, not a step to skip.
-        self.present = set(frames["type"])
-        self.buildable = {}  # master name -> bool, known once its kind's rows are planned
+        super().__init__(*_build_masters(frames, profile), profile, scale_darks=scale_darks,
+                         scale_source=scale_source, dark_tolerance=dark_tolerance,
+                         strict_temperature=strict_temperature, present=set(frames["type"]))
         self.rows = {}  # file -> plan row
-        self.library = None if library is None else _Library(library, self)
+        self.library = None if library is None else LibraryMasters(library, self)
 
     def settle(self, kind):
         """Mark which masters of ``kind`` can be built: at least one member frame is ok."""
@@ -305,194 +202,15 @@ class _Night:
         files = self.facts[name]["files"]
         rows = [self.rows[f] for f in files]
         missing = [k for k in ("bias", "dark", "flat")
-                   if any(r[f"{k}_rule"] in ("no match", _NOT_BUILDABLE) for r in rows)]
+                   if any(r[f"{k}_rule"] in ("no match", NOT_BUILDABLE) for r in rows)]
         frames = "its frame has" if len(files) == 1 else f"its {len(files)} frames have"
         what = f"no {' or '.join(missing)}" if missing else "a problem"
         return f"master {name} cannot be built: {frames} {what}: {files[0]}: {rows[0]['problem']}"
 
 
-#: The rule of a calibration whose only possible masters cannot be built.
-_NOT_BUILDABLE = "no master that can be built"
-
-#: The rule of a calibration whose library masters fail verification (see `_Library`).
+#: The rule of a calibration whose library masters fail verification (see
+#: `~ccdproc_ext.library.LibraryMasters`).
 _LIBRARY_UNUSABLE = "library master unusable"
-
-
-def _choose(kind, frame, night, *, temperature, has_bias, only_buildable=False):
-    """Pick the master of ``kind`` for ``frame``: (master row or None, details dict).
-
-    Raises `CalibrationMatchError` in words when none can be chosen.
-    """
-    masters = night.masters
-    details = {"rule": "", "master": "", "dexposure": math.nan, "scale": math.nan,
-               "dtime": math.nan, "dtemperature": math.nan, "note": ""}
-    candidates = np.flatnonzero(masters["kind"] == kind)
-    if candidates.size == 0:
-        if kind in night.present:
-            raise CalibrationMatchError(
-                f"no usable {kind} frame: every {kind} frame of this night has a problem")
-        details["rule"] = f"no {kind} frames in this night: step skipped"
-        return None, details
-    key = _group_key(frame)
-    pool = [i for i in candidates if night.facts[masters["name"][i]]["key"] == key]
-    if not pool:
-        groups = "; ".join(sorted(set(masters["group"][candidates])))
-        raise _OtherGroups(
-            f"no {kind} matches {_describe_group(key)}; the {kind} frames are: {groups}",
-            group=_describe_group(key), groups=groups)
-    if kind == "flat":
-        pool = _flats_in_filter(frame, pool, candidates, night, details)
-    if only_buildable:
-        pool = [i for i in pool if night.buildable.get(masters["name"][i], True)]
-        if not pool:
-            raise CalibrationMatchError(_NOT_BUILDABLE)
-    pool, distance = _by_temperature(kind, temperature, pool, night)
-    rule = ["same group"]
-    if kind == "dark":
-        pool, dark_rule = _by_exposure(frame, pool, night, details, has_bias=has_bias)
-        rule.append(dark_rule)
-    if kind == "flat":
-        flat_filter = str(masters["filter"][pool[0]])
-        rule.append(f"filter {flat_filter}" if flat_filter else "no filter")
-    dtime = np.abs(np.asarray(masters["mjd"][pool], dtype=float) - frame["mjd"]) * 24.0
-    dtime = np.where(np.isfinite(dtime), dtime, np.inf)
-    best = int(np.argmin(dtime))
-    chosen = pool[best]
-    master = masters[chosen]
-    if len(pool) > 1:
-        rule.append("nearest in time")
-    details["rule"] = ", ".join(rule)
-    details["master"] = master["name"]
-    details["dtime"] = float(dtime[best]) if np.isfinite(dtime[best]) else math.nan
-    details["dtemperature"], temperature_note = _temperature_details(
-        kind, temperature, master, night, distance[chosen])
-    details["note"] = "; ".join(n for n in (details["note"], temperature_note) if n)
-    return master, details
-
-
-def _flats_in_filter(frame, pool, candidates, night, details):
-    """The flats of ``pool`` in the frame's filter.
-
-    A frame that names no filter takes the flats of its group when they are all of one
-    filter (with a note): the night said its filter is unknown, and one filter is the
-    only one it can have been taken in. Otherwise a flat of another filter is a problem.
-    """
-    masters = night.masters
-    in_filter = [i for i in pool if masters["filter"][i] == frame["filter"]]
-    if in_filter:
-        return in_filter
-    filters = sorted({str(masters["filter"][i]) for i in pool})
-    if not str(frame["filter"]) and len(filters) == 1:
-        details["note"] = (f"the frame names no filter; the flats of its group are all "
-                           f"in filter {filters[0]!r}: used")
-        return pool
-    raise CalibrationMatchError(
-        f"no flat in filter {str(frame['filter'])!r}; flats exist for "
-        + ", ".join(repr(str(f)) for f in sorted(set(masters["filter"][candidates]))))
-
-
-def _temperature_distances(temperature, pool, night):
-    """Master index -> distance (C) from ``temperature`` to the nearest of its frames
-    (NaN when either temperature is unknown)."""
-    distance = {}
-    for i in pool:
-        temps = night.facts[night.masters["name"][i]]["temperatures"]
-        gaps = np.abs(temps - temperature)
-        distance[i] = float(np.nanmin(gaps)) if np.isfinite(gaps).any() else math.nan
-    return distance
-
-
-def _by_temperature(kind, temperature, pool, night):
-    """The masters of ``pool`` to choose among by temperature, and every distance.
-
-    Masters whose nearest frame is within the tolerance are preferred (an unknown
-    temperature passes). When there is none, the nearest ones (and those within the
-    tolerance of the nearest) are used, and the row gets a note; with strict temperature
-    matching that is a problem instead.
-    """
-    distance = _temperature_distances(temperature, pool, night)
-    tolerance = night.profile.temperature_tolerance
-    if tolerance is None or not np.isfinite(temperature):
-        return pool, distance
-    within = [i for i in pool if not _over(distance[i], tolerance)]  # NaN passes
-    if within:
-        return within, distance
-    if night.strict_temperature:
-        raise CalibrationMatchError(
-            f"no {kind} within {tolerance:g} C of the frame's {_celsius(temperature)} C; "
-            f"the {kind} frames are at "
-            + ", ".join(f"{_celsius(t)} C" for t in sorted(set(night.masters["temperature"][pool])))
-            + " (strict temperature matching: strict_temperature=True)")
-    nearest = min(distance[i] for i in pool)
-    return [i for i in pool if not _over(distance[i] - nearest, tolerance)], distance
-
-
-def _temperature_details(kind, temperature, master, night, distance):
-    """(Δtemperature of the master's nearest frame minus the frame's, note or ``""``)."""
-    if not np.isfinite(distance):
-        return float(master["temperature"] - temperature), ""
-    temps = night.facts[master["name"]]["temperatures"]
-    nearest = float(temps[np.nanargmin(np.abs(temps - temperature))])
-    tolerance = night.profile.temperature_tolerance
-    note = ""
-    if tolerance is not None and _over(distance, tolerance):
-        note = (f"{kind} at {_celsius(nearest)} C, {_celsius(distance)} C from the frame "
-                f"(tolerance {tolerance:g} C): the nearest there is")
-    return nearest - float(temperature), note
-
-
-def _near_longest(times, exposure, slack):
-    """The longest of the exposure times within ``slack`` of the nearest, and those."""
-    distance = np.abs(times - exposure)
-    near = times[[not _over(d - distance.min(), slack) for d in distance]]
-    return float(near.max()), sorted(set(near.tolist()))
-
-
-def _by_exposure(frame, pool, night, details, *, has_bias):
-    """The dark masters of ``pool`` of the chosen exposure time, and the rule in words.
-
-    A dark within the tolerance is used as it is (the nearest; a tie to the longer).
-    Otherwise the nearest is scaled by exposure time, a near-tie (exposure differences
-    within the dark tolerance of each other) going to the longer dark, since scaling down
-    adds less noise than scaling up. Scaling needs the frame's own master bias: a dark
-    that still holds the bias level cannot be scaled.
-    """
-    masters, tolerance = night.masters, night.dark_tolerance
-    exposure = float(frame["exposure"])
-    if not np.isfinite(exposure):
-        raise CalibrationMatchError("the frame has no exposure time: no dark can be chosen")
-    times = np.asarray(masters["exposure"][pool], dtype=float)
-    distance = np.abs(times - exposure)
-    within = np.array([not _over(d, tolerance) for d in distance])
-    if within.any():
-        chosen = find_nearest_dark_exposure(exposure, times[within], tolerance=None)
-        details["scale"] = 1.0
-        rule = f"exposure {chosen:g} s within {tolerance:g} s"
-    else:
-        chosen, near = _near_longest(times, exposure, tolerance)
-        difference = abs(chosen - exposure)
-        head = (f"frame exposure {exposure:g} s: the closest dark is {chosen:g} s, "
-                f"{difference:g} s away, more than the tolerance of {tolerance:g} s, and ")
-        if not night.scale_darks:
-            raise CalibrationMatchError(
-                head + f"dark scaling is off ({night.scale_source}); allow it with "
-                "scale_darks=True or --scale-darks")
-        if not has_bias:
-            raise CalibrationMatchError(
-                head + "it cannot be scaled: the frame has no master bias, so the dark "
-                "still holds the bias level")
-        if chosen <= 0:
-            raise CalibrationMatchError(head + f"a {chosen:g} s dark cannot be scaled")
-        problem = dark_scale_problem(exposure, chosen)
-        if problem:  # the reason first: the command line groups problems by it
-            raise CalibrationMatchError(f"{problem}; the closest dark is {chosen:g} s")
-        details["scale"] = exposure / chosen
-        rule = f"scaled {chosen:g} s -> {exposure:g} s (no dark within {tolerance:g} s"
-        if len(near) > 1:
-            rule += f"; {' and '.join(f'{t:g}' for t in near)} s about as near: the longer"
-        rule += ")"
-    details["dexposure"] = chosen - exposure
-    return [i for i in pool if masters["exposure"][i] == chosen], rule
 
 
 #: The columns of the plan and their types, in order.
@@ -525,20 +243,12 @@ def _add_note(row, note):
     row["notes"] = "; ".join(n for n in (row["notes"], note) if n)
 
 
-class _OtherGroups(CalibrationMatchError):
-    """The night has calibrations of a kind, but none of the frame's group."""
-
-    def __init__(self, message, *, group, groups):
-        super().__init__(message)
-        self.group, self.groups = group, groups
-
-
 def _choose_of_night(calibration, frame, night, options):
     """The night's own master for ``calibration`` (or ``None``, step skipped): raises
     `CalibrationMatchError`, or `_Unbuildable` when its only masters cannot be built."""
     try:
-        master, details = _choose(calibration, frame, night, **options)
-    except _OtherGroups as err:
+        master, details = choose_master(calibration, frame, night, **options)
+    except OtherGroupsError as err:
         if calibration != "bias":
             raise
         # Premise of "no bias, no frame": the bias must be taken out, and only a master
@@ -554,7 +264,7 @@ def _choose_of_night(calibration, frame, night, options):
     if master is not None and not night.buildable.get(master["name"], True):
         unbuildable = master["name"]
         try:
-            master, details = _choose(calibration, frame, night, only_buildable=True,
+            master, details = choose_master(calibration, frame, night, only_buildable=True,
                                       **options)
         except CalibrationMatchError:
             raise _Unbuildable(night.why_unbuildable(unbuildable)) from None
@@ -564,11 +274,6 @@ def _choose_of_night(calibration, frame, night, options):
 
 class _Unbuildable(CalibrationMatchError):
     """The only masters a frame could get cannot be built."""
-
-
-class _LibraryMasterUnusable(CalibrationMatchError):
-    """The library masters that fit a frame are there, but fail verification (file
-    missing or changed): a calibration missing, not a step to leave out."""
 
 
 def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
@@ -585,14 +290,14 @@ def _plan_calibration(row, calibration, frame, night, temperature, forced=None):
     try:
         master, details = _choose_of_night(calibration, frame, night, options)
     except _Unbuildable as err:
-        failure = (_NOT_BUILDABLE, str(err))
+        failure = (NOT_BUILDABLE, str(err))
     except CalibrationMatchError as err:
         failure = ("no match", str(err))
     if (failure is not None or master is None) and night.library is not None:
         try:
             master, details = night.library.choose(calibration, frame, options)
             failure = None
-        except _LibraryMasterUnusable as err:
+        except LibraryMasterUnusable as err:
             failure = failure or (_LIBRARY_UNUSABLE, str(err))
             library_words = str(err) if failure[1] != str(err) else ""
         except CalibrationMatchError as err:
@@ -659,7 +364,7 @@ def _forced(calibration, frame, night, options, number, name):
     view.masters = found
     view.present = {calibration}
     try:
-        master, details = _choose(calibration, frame, view, **options)
+        master, details = choose_master(calibration, frame, view, **options)
     except CalibrationMatchError as err:
         raise CalibrationMatchError(f"{where}: {name} cannot calibrate this frame: {err}") \
             from None
@@ -671,164 +376,6 @@ def _forced(calibration, frame, night, options, number, name):
         details["rule"] = night.library.rule_of(name, master, frame, "")
     details["rule"] = f"set in the plan: {details['rule']}"
     return master, details
-
-
-class _Library:
-    """The masters of a `~ccdproc_ext.CalibrationLibrary` as the choice sees them.
-
-    Candidates of each kind are read once (for the night's profile), as a table of
-    masters like the night's own; a frame sees those within the validity window of its
-    kind. The master chosen is checked (file there, checksum unchanged) before it is
-    taken: one that fails is refused, said in ``problems``, and the next is chosen.
-    """
-
-    def __init__(self, library, night):
-        self.library = CalibrationLibrary.of(library)
-        self.night = night
-        self.tables = {}  # kind -> (masters table, facts, {name: library row})
-        self.refused = set()  # names
-        self.checked = {}  # name -> problem in words ("" when usable)
-        self.problems = []  # (path, words)
-        self.adopted = {}  # name -> row of the masters table, in the order chosen
-
-    def candidates(self, kind):
-        if kind not in self.tables:
-            rows, facts, by_name = [], {}, {}
-            for entry in self.library.table(kind, profile=self.night.profile.name):
-                name = f"{entry['name']}@{night_date(entry['mjd'])}"
-                if name in by_name:
-                    name += f"#{entry['id']}"
-                key = (str(entry["shape"]), int(entry["xbin"]), int(entry["ybin"]),
-                       str(entry["agree"]))
-                by_name[name] = entry
-                facts[name] = {"key": key, "temperatures": np.array([entry["temperature"]]),
-                               "files": []}
-                rows.append({"name": name, "kind": kind, "group": _describe_group(key),
-                             "group_key": repr(key), "night": -1,
-                             "exposure": entry["exposure"], "filter": entry["filter"],
-                             "temperature": entry["temperature"], "mjd": entry["mjd"],
-                             "n_frames": entry["n_frames"], "files": "",
-                             "origin": "library",
-                             "path": str(self.library.resolve(entry))})
-            self.tables[kind] = (_masters_table(rows), facts, by_name)
-        return self.tables[kind]
-
-    def view(self, kind, frame, refused=()):
-        """A night-like view whose masters are the library's for ``frame`` (within the
-        validity window), but those ``refused``."""
-        table, facts, by_name = self.candidates(kind)
-        days = self.library.validity.get(kind)
-        distance = np.abs(np.asarray(table["mjd"], dtype=float) - float(frame["mjd"]))
-        keep = [str(name) not in refused and (days is None or bool(d <= days))
-                for name, d in zip(table["name"], distance, strict=True)]
-        view = copy.copy(self.night)
-        view.masters = table[np.array(keep, dtype=bool)] if len(table) else table
-        view.facts = facts
-        view.present = set()
-        view.buildable = {}
-        view.entries = by_name
-        return view
-
-    def view_of(self, name):
-        """A view holding only the library master ``name`` (of this plan or not)."""
-        for kind in ("bias", "dark", "flat"):
-            table, facts, by_name = self.candidates(kind)
-            if name in by_name:
-                view = copy.copy(self.night)
-                view.masters = table[table["name"] == name]
-                view.facts, view.present, view.buildable = facts, {kind}, {}
-                view.entries = by_name
-                return view
-        return None
-
-    def choose(self, kind, frame, options):
-        """The nearest usable library master of ``kind`` for ``frame``, or a
-        `CalibrationMatchError` saying why there is none: `_LibraryMasterUnusable` when
-        the masters that fit the frame are there but cannot be verified."""
-        while True:
-            view = self.view(kind, frame, self.refused)
-            try:
-                master, details = self._nearest(kind, frame, view, options)
-            except CalibrationMatchError:
-                unusable = self._nearest_refused(kind, frame, options)
-                if unusable is None:
-                    raise
-                raise _LibraryMasterUnusable(
-                    f"library master {unusable} cannot be used: "
-                    f"{self.checked[unusable].partition(': ')[2]}; no other {kind} of the "
-                    "library fits the frame") from None
-            name = str(master["name"])
-            problem = self.check(name, view.entries[name])
-            if problem:
-                continue
-            self.adopt(master, view)
-            rest = [part for part in details["rule"].split(", ")
-                    if part not in ("same group", "nearest in time")]
-            details["rule"] = self.rule_of(name, master, frame, "; ".join(rest))
-            return master, details
-
-    def _nearest(self, kind, frame, view, options):
-        """`_choose` among the masters of ``view``; its error says it is the library's."""
-        days = self.library.validity.get(kind)
-        if not len(view.masters):
-            when = "" if days is None else f" within {validity_text(days)}"
-            if days is not None and not np.isfinite(frame["mjd"]):
-                when = " (the frame has no date to compare)"
-            raise CalibrationMatchError(f"library {self.library.path.name}: no {kind} "
-                                        f"of profile {self.night.profile.name}{when}")
-        try:
-            return _choose(kind, frame, view, **options)
-        except CalibrationMatchError as err:
-            raise CalibrationMatchError(
-                f"library {self.library.path.name} ({validity_text(days)}): {err}") \
-                from None
-
-    def _nearest_refused(self, kind, frame, options):
-        """The name of the master the library would give ``frame`` were the refused
-        ones (file missing or changed) usable, or ``None`` when none of them fits it."""
-        table = self.candidates(kind)[0]
-        usable = {str(name) for name in table["name"] if str(name) not in self.refused}
-        view = self.view(kind, frame, usable)
-        if not len(view.masters):
-            return None
-        try:
-            master, _ = _choose(kind, frame, view, **options)
-        except CalibrationMatchError:
-            return None
-        return str(master["name"])
-
-    def check(self, name, entry):
-        """Whether the file of a library master can be used; refuses it when not."""
-        if name not in self.checked:
-            self.checked[name] = self.library.check(entry)
-            if self.checked[name]:
-                self.refused.add(name)
-                self.problems.append((str(self.library.resolve(entry)),
-                                      f"library master {entry['name']} not used: "
-                                      f"{self.checked[name].partition(': ')[2]}"))
-        return self.checked[name]
-
-    def adopt(self, master, view):
-        name = str(master["name"])
-        if name not in self.adopted:
-            self.adopted[name] = {column: master[column] for column in _MASTER_COLUMNS}
-            self.night.facts[name] = view.facts[name]
-
-    @staticmethod
-    def rule_of(name, master, frame, rest):
-        stem, _, date = name.partition("@")
-        rule = f"library: {stem} of {date.partition('#')[0]}"
-        if frame is not None and np.isfinite(frame["mjd"]) and np.isfinite(master["mjd"]):
-            days = float(frame["mjd"] - master["mjd"])
-            rule += f", {abs(days):.1f} days {'before' if days >= 0 else 'after'}"
-        return rule + (f" ({rest})" if rest else "")
-
-
-def _masters_table(rows):
-    names = tuple(_MASTER_COLUMNS)
-    if not rows:
-        return Table(names=names, dtype=[_MASTER_COLUMNS[n] for n in names])
-    return Table(rows=[[r[n] for n in names] for r in rows], names=names)
 
 
 def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temperature=None,
@@ -912,11 +459,31 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
     frames = collection.frames
     if library is not None:
         library = CalibrationLibrary.of(library, validity=validity)
-    choices = dict(choices or {})
     night = _Night(frames, profile, scale_darks=bool(scale_darks), scale_source=scale_source,
                    dark_tolerance=float(dark_tolerance), strict_temperature=strict_temperature,
                    library=library)
-    temperatures = _matching_temperatures(frames)
+    rows = _frame_rows(frames, night)
+    _choose_calibrations(frames, rows, night, dict(choices or {}))
+    # Files whose header could not be read get a row too, with nothing known about them
+    # (NaN, not a made-up 0 s exposure).
+    for problem in collection.problems:
+        row = _plan_row(problem["file"], "unreadable")
+        row.update(status="problem", problem=problem["problem"],
+                   problem_kind=problem.get("kind", "FrameReadError"))
+        rows.append(row)
+    plan = _plan_table(rows)
+    plan.meta["profile"] = profile.name
+    plan.meta["scale_darks"] = bool(scale_darks)
+    plan.meta["dark_tolerance"] = float(dark_tolerance)
+    plan.meta["strict_temperature"] = bool(strict_temperature)
+    plan.meta["notes"] = collection.night_notes + _night_notes(frames, night.present, rows)
+    plan.meta.update(_masters_meta(night))
+    return plan
+
+
+def _frame_rows(frames, night):
+    """One plan row per frame, with what the night says of it and nothing chosen yet;
+    each is also ``night.rows[file]``."""
     set_points = (np.asarray(frames["set_temperature"], dtype=float)
                   if "set_temperature" in frames.colnames else np.full(len(frames), math.nan))
     rows = []
@@ -924,7 +491,7 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
         row = _plan_row(frame["file"], frame["type"] or "unknown")
         row.update({
             "type_rule": frame["type_rule"],
-            "group": _describe_group(_group_key(frame)),
+            "group": describe_group(group_key(frame)),
             "night": int(frame["night"]),
             "exposure": float(frame["exposure"]),
             "filter": frame["filter"],
@@ -938,6 +505,14 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
                        problem_kind=frame["problem_kind"])
         rows.append(row)
         night.rows[row["file"]] = row
+    return rows
+
+
+def _choose_calibrations(frames, rows, night, choices):
+    """Choose the calibrations of every frame whose row is ok, in the order calibrations
+    depend on each other (`NEEDS`), so that a master none of whose frames can be
+    calibrated is known to be unbuildable before any frame is given it."""
+    temperatures = _matching_temperatures(frames)
     for image_type in NEEDS:
         for frame, temperature, row in zip(frames, temperatures, rows, strict=True):
             if row["type"] != image_type or row["status"] != "ok":
@@ -955,13 +530,10 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
                            problem_kind=CalibrationMatchError.__name__)
         if image_type in night.masters["kind"]:
             night.settle(image_type)
-    # Files whose header could not be read get a row too, with nothing known about them
-    # (NaN, not a made-up 0 s exposure).
-    for problem in collection.problems:
-        row = _plan_row(problem["file"], "unreadable")
-        row.update(status="problem", problem=problem["problem"],
-                   problem_kind=problem.get("kind", "FrameReadError"))
-        rows.append(row)
+
+
+def _plan_table(rows):
+    """The plan's table of ``rows`` (the columns of ``_PLAN_COLUMNS``), with units."""
     names = tuple(_PLAN_COLUMNS)
     if rows:
         plan = Table(rows=[[r[n] for n in names] for r in rows], names=names)
@@ -971,21 +543,22 @@ def build_plan(collection, *, scale_darks=None, dark_tolerance=None, strict_temp
         plan[name].unit = "h"
     for name in ("exposure", "dark_exposure", "dark_dexposure"):
         plan[name].unit = "s"
-    plan.meta["profile"] = profile.name
-    plan.meta["scale_darks"] = bool(scale_darks)
-    plan.meta["dark_tolerance"] = float(dark_tolerance)
-    plan.meta["strict_temperature"] = bool(strict_temperature)
-    plan.meta["notes"] = collection.night_notes + _night_notes(frames, night.present, rows)
-    plan.meta["masters"] = night.masters
+    return plan
+
+
+def _masters_meta(night):
+    """The plan's ``meta`` about masters: ``masters`` (the night's, and the library's
+    chosen), and with a library ``library`` and ``library_problems``."""
+    meta = {"masters": night.masters}
     if night.library is not None:
         adopted = list(night.library.adopted.values())
         if adopted:
-            plan.meta["masters"] = _masters_table(
+            meta["masters"] = masters_table(
                 [dict(zip(night.masters.colnames, r, strict=True)) for r in night.masters]
                 + adopted)
-        plan.meta["library"] = str(night.library.library.path)
-        plan.meta["library_problems"] = [list(p) for p in night.library.problems]
-    return plan
+        meta["library"] = str(night.library.library.path)
+        meta["library_problems"] = [list(p) for p in night.library.problems]
+    return meta
 
 
 def _night_notes(frames, present, rows):

@@ -36,7 +36,7 @@ from photutils.background import Background2D, MedianBackground
 from ._allocator import freed_memory_reused
 from ._warnings import CaughtWarnings
 from .bpm import BPM_HOT, BPM_LOW, BPM_USER
-from .calibrate import _detector_value, calibrate_frame, raw_mask_bits
+from .calibrate import calibrate_frame, raw_mask_bits
 from .cosmic_rays import cosmic_ray_settings, detect_cosmic_rays, noise_model
 from .exceptions import CcdprocExtError, CcdprocExtWarning, HeaderError, InternalError, OutputError
 from .extensions import (
@@ -355,25 +355,6 @@ def _mask_bits(calibrated, raw, profile, masters, hits, name):
                      cosmic_ray=hits, low_flat=low, masked=calibrated.mask)
 
 
-def _profile_number(profile, what, header, name):
-    """The profile's gain or read noise (a float), or ``None`` when it gives none."""
-    try:
-        return float(_detector_value(profile, what, header, name, "cosmic-ray detection").value)
-    except HeaderError:
-        return None
-
-
-def _saturation(profile, header, name):
-    """The raw frame's saturation level in ADU, or ``None``."""
-    if profile.saturation is None:
-        return None
-    try:
-        level = profile.saturation.get(header, path=name)
-    except HeaderError:
-        return None
-    return None if level is None else float(level.value)
-
-
 def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
     """Cosmic-ray hits found (and replaced, for ``"clean"``) in a calibrated frame.
 
@@ -385,13 +366,20 @@ def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
     """
     profile = task.profile
     in_electrons = calibrated.unit is not None and calibrated.unit.is_equivalent("electron")
-    adu_gain = _profile_number(profile, "gain", raw_header, name)
+    given = {}  # the profile's numbers (float), None when it gives none or no usable one
+    for what, read in (("gain", profile.gain), ("read_noise", profile.read_noise),
+                       ("saturation", profile.saturation)):
+        try:
+            value = read(raw_header, path=name, required=False)
+        except HeaderError:  # not a number, or out of range: as if not given
+            value = None
+        given[what] = None if value is None else float(value.value)
+    adu_gain = given["gain"]
     gain, read_noise, assumed = noise_model(
-        sky, noise, 1.0 if in_electrons else adu_gain,
-        _profile_number(profile, "read_noise", raw_header, name))
+        sky, noise, 1.0 if in_electrons else adu_gain, given["read_noise"])
     if assumed:
         warnings.warn(CcdprocExtWarning(f"{name}: cosmic rays: {assumed}"), stacklevel=2)
-    saturation = _saturation(profile, raw_header, name)
+    saturation = given["saturation"]
     if saturation is not None and in_electrons:
         saturation = None if adu_gain is None else saturation * adu_gain
     settings = cosmic_ray_settings(calibrated, gain=gain, read_noise=read_noise,

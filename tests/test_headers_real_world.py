@@ -87,7 +87,7 @@ def test_exposure_of_the_generic_profile(tmp_path, cards, expected):
     ({"SATURATE": 60000, "DATAMAX": 65535}, 60000),
 ])
 def test_saturation_of_the_generic_profile(cards, expected):
-    value = get_profile("generic").saturation.get(fits.Header(cards))
+    value = get_profile("generic").saturation(fits.Header(cards))
     assert value == expected * u.adu
 
 

@@ -215,6 +215,30 @@ def fake_master(path, kind, *, exptime=0.0, filter_name=None, date="2024-03-01T0
     return path
 
 
+@pytest.mark.parametrize(("kind", "keys", "expected"), [
+    # The plan's rules (the one matcher): a dark within the tolerance, the nearest
+    # exposure first, then the nearest in time; never a dark to scale.
+    ("dark", {"exposure": 60.3}, "dark_60_far"),
+    ("dark", {"exposure": 30.0}, None),
+    ("dark", {"exposure": 30.0, "dark_tolerance": 40.0}, "dark_60_near"),
+    # A frame that names no filter takes the flats of its group when they are all of one
+    # filter, as in the plan.
+    ("flat", {"filter": ""}, "flat_R"),
+    ("flat", {"filter": "V"}, None),
+])
+def test_find_chooses_by_the_plans_rules(tmp_path, kind, keys, expected):
+    library = CalibrationLibrary(tmp_path / "calibrations.db")
+    for name, master_kind, exptime, filter_name, date in (
+            ("dark_60_far.fits", "dark", 60.0, None, "2024-03-01T01:00:00"),
+            ("dark_61_near.fits", "dark", 61.0, None, "2024-03-02T23:00:00"),
+            ("dark_60_near.fits", "dark", 59.5, None, "2024-03-02T22:00:00"),
+            ("flat_R.fits", "flat", 2.0, "R", "2024-03-02T01:00:00")):
+        library.add(fake_master(tmp_path / name, master_kind, exptime=exptime,
+                                filter_name=filter_name, date=date))
+    row = library.find(kind, shape="6x5", mjd=60372.0, **keys)
+    assert (None if row is None else row["name"]) == expected
+
+
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -211,7 +211,8 @@ def test_valid_test_profile_loads(tmp_path):
     profile = ccdproc_ext.get_profile(write_profile(tmp_path, VALID_PROFILE))
     assert profile.name == "test-camera"
     assert profile.overscan.fits == "[2049:2080,*]"
-    assert profile.gain.get() == 1.5 * u.electron / u.adu
+    assert profile.gain() == 1.5 * u.electron / u.adu
+    assert profile.gain_spec.value == 1.5
     assert profile.exposure_time_keywords == ("EXPTIME",)
 
 
@@ -468,7 +469,8 @@ def test_filter_temperature_and_date():
     ("magellan-imacs", "read_noise", {"ENOISE": 3.9}, 3.9 * u.electron),
 ])
 def test_detector_value(profile, quantity, cards, expected):
-    value = getattr(ccdproc_ext.get_profile(profile), quantity).get(fits.Header(cards))
+    value = getattr(ccdproc_ext.get_profile(profile), quantity)(fits.Header(cards),
+                                                                required=False)
     if expected is None:
         assert value is None
     else:
@@ -476,6 +478,36 @@ def test_detector_value(profile, quantity, cards, expected):
         assert value.unit == expected.unit
         assert value.value == pytest.approx(expected.value)
 
+
+
+@pytest.mark.parametrize(("quantity", "cards", "match"), [
+    ("gain", {}, r"f\.fits: the gain \(header GAIN or EGAIN .* not given for this frame "
+                 r"by profile 'generic'"),
+    ("gain", {"GAIN": 0.0}, r"f\.fits: the gain .* is 0: not a gain"),
+    ("gain", {"EGAIN": "high"}, r"f\.fits: keyword EGAIN = 'high' is not a number"),
+    ("read_noise", {"RDNOISE": -1}, r"f\.fits: the read noise .* is -1: not a read noise"),
+    ("saturation", {"DATAMAX": 0}, r"f\.fits: a saturation level of 0 is not a saturation "
+                                   r"level \(not above 0\)"),
+])
+def test_detector_value_that_is_no_value_names_the_file_and_keyword(quantity, cards, match):
+    read = getattr(ccdproc_ext.get_profile("generic"), quantity)
+    with pytest.raises(HeaderError, match=match):
+        read(fits.Header(cards), path="f.fits")
+    if cards:  # a value that is there but is no value is an error even when not required
+        with pytest.raises(HeaderError, match=match):
+            read(fits.Header(cards), path="f.fits", required=False)
+    else:
+        assert read(fits.Header(cards), path="f.fits", required=False) is None
+
+
+def test_detector_value_names_the_step_that_needs_it():
+    generic = ccdproc_ext.get_profile("generic")
+    with pytest.raises(HeaderError, match=r"f\.fits: gain_correct needs the gain \(header "
+                                          r"GAIN or EGAIN .*\), which profile 'generic' does "
+                                          r"not give for this frame"):
+        generic.gain(fits.Header(), path="f.fits", needed_by="gain_correct")
+    assert generic.gain_spec.keywords == ("GAIN", "EGAIN")
+    assert generic.saturation_spec.unit == u.adu
 
 # -------------------------------------------------------- profiles from other packages
 class FakeDistribution:
@@ -605,7 +637,7 @@ def test_maxim_ccdsoft_on_sbig_frames(real_data):
             assert path.name.startswith("flat")
             assert kind == "science", path.name
             assert profile.classify_path(path) == "flat"
-        assert profile.gain.get(header) == 2.06 * u.electron / u.adu
+        assert profile.gain(header) == 2.06 * u.electron / u.adu
     assert by_header == {"bias": 20, "dark": 22, "science": 10}
 
 

@@ -29,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..collection import NightCollection
 from ..exceptions import CcdprocExtError, HeaderError, ProfileError
 from ..headers import card_value, first_filled, header_float, is_blank
 from ..raw import read_frame
-from .model import IMAGE_TYPES, OBJECT_WORDS, SCHEMA_VERSION, InstrumentProfile
+from .classify import OBJECT_WORDS
+from .model import InstrumentProfile
+from .schema import IMAGE_TYPES, SCHEMA_VERSION
 
 __all__ = ["draft_profile", "draft_profile_text"]
 
@@ -141,9 +144,6 @@ class _Draft:
 
 
 def _draft(raw, name):
-    # Imported here: the collection itself is built on the profiles.
-    from ..collection import NightCollection
-
     night = NightCollection(raw, profile=_BASE, keywords=[])  # as the default call reads it
     frames = night.frames
     if len(frames) == 0:
@@ -563,7 +563,8 @@ def _dark_edges(dark):
 def _detector_value(draft, night, headers, key):
     """``gain``, ``read_noise`` or ``saturation``: the keywords of the generic profile
     the night holds, less those the night says are no saturation level."""
-    generic, used = getattr(night.profile, key), getattr(night.night_profile, key)
+    spec = f"{key}_spec"
+    generic, used = getattr(night.profile, spec), getattr(night.night_profile, spec)
     # The night's own reasons (see NightCollection.night_profile), not found again here.
     dropped = list(night.saturation_not_levels().values()) if key == "saturation" else []
     present = _keywords_present(used.keywords if used is not None else (), headers)

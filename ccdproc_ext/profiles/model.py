@@ -1,22 +1,21 @@
-"""The instrument profile: what ccdproc_ext knows about a camera, built from TOML data.
+"""The instrument profile: what ccdproc_ext knows about a camera, and how it reads a frame.
 
-A profile is plain data. `InstrumentProfile.from_dict` checks every key against the schema
-below and raises `~ccdproc_ext.ProfileError` naming the file, the key and what was
-expected; nothing in a profile is ever executed.
+A profile is plain data, built from TOML: `InstrumentProfile.from_dict` checks every key
+against the schema (`~ccdproc_ext.profiles.schema`) and raises
+`~ccdproc_ext.ProfileError` naming the file, the key and what was expected; nothing in a
+profile is ever executed. Its methods read a frame's header the way the camera writes it:
+`~InstrumentProfile.exposure_time`, `~InstrumentProfile.gain`,
+`~InstrumentProfile.read_noise`, `~InstrumentProfile.saturation`, the filter, the
+temperatures, the date, the binning, and the frame's type.
 """
 
 import dataclasses
-import fnmatch
 import math
 import re
-from collections import namedtuple
 from dataclasses import dataclass, field, fields
-from pathlib import PurePath
 from types import MappingProxyType
 
-import astropy.units as u
-
-from ..exceptions import HeaderError, ProfileError
+from ..exceptions import HeaderError
 from ..headers import (
     card_value,
     combine_filters,
@@ -26,87 +25,15 @@ from ..headers import (
     is_blank,
     parse_date,
 )
+from .classify import frame_type, header_type, object_type, path_type
+from .detector import Amplifier, DetectorValue, ExtensionLayout
+from .schema import IMAGE_TYPES, read_profile_fields
 from .sections import DetectorSection
 
-__all__ = [
-    "CALIBRATION_TYPES",
-    "IMAGE_TYPES",
-    "OBJECT_WORDS",
-    "SCHEMA_VERSION",
-    "Amplifier",
-    "DetectorValue",
-    "ExtensionEntry",
-    "ExtensionLayout",
-    "FrameType",
-    "InstrumentProfile",
-    "name_has_word",
-]
-
-#: The version of the profile schema this package reads.
-SCHEMA_VERSION = 1
-
-#: The frame types every profile classifies into.
-IMAGE_TYPES = ("bias", "dark", "flat", "science")
-
-#: The frame types that are calibrations.
-CALIBRATION_TYPES = ("bias", "dark", "flat")
-
-#: The type of a frame, the rule that decided it (``"IMAGETYP = Bias Frame"``,
-#: ``"file name"`` (patterns of the file or folder name), ``"guessed"``), and notes in
-#: words (a tuple).
-FrameType = namedtuple("FrameType", ["image_type", "rule", "notes"])
-
+__all__ = ["InstrumentProfile"]
 
 def _where(path):
     return f"{path}: " if path else ""
-
-
-#: Words of ``OBJECT`` that say a frame is a calibration (besides the profile's own
-#: image-type words): observatories that type every frame ``OBJECT`` name their
-#: calibrations there.
-OBJECT_WORDS = MappingProxyType({
-    "bias": ("bias", "zero", "bias frame"),
-    "dark": ("dark", "dark frame"),
-    "flat": ("flat", "sky flat", "dome flat", "twilight flat", "skyflat", "domeflat",
-             "twiflat", "flat field", "flatfield"),
-})
-
-_LETTERS_RE = re.compile(r"[a-z]+")
-
-
-def _word_of_pattern(pattern):
-    """``"dark"`` for the pattern ``"*dark*"``; ``None`` for any other pattern."""
-    match = re.fullmatch(r"\*([a-z]+)\*", pattern)
-    return match.group(1) if match else None
-
-
-def name_has_word(text, word, compounds=()):
-    """Whether ``word`` is a whole word of a file name or path.
-
-    A word is a run of letters (digits, ``-``, ``_``, ``.``, ``/`` and blanks end it),
-    compared ignoring case; a plural (``darks``, ``biases``) counts, and so does one of
-    ``compounds`` that holds the word (``skyflat``, ``flatfield``).
-
-    Examples
-    --------
-    >>> name_has_word("darks-expos1-Neg5.00000000.DARK.FIT", "dark")
-    True
-    >>> name_has_word("spec_neon_1s.00000001.NOAUTODARK.FIT", "dark")
-    False
-    >>> name_has_word("DarkSky-300s.fit", "dark")
-    False
-    """
-    for found in _LETTERS_RE.findall(str(text).lower()):
-        if found in (word, word + "s", word + "es"):
-            return True
-        if word in found and found.removesuffix("s") in compounds:
-            return True
-    return False
-
-
-def _rule(key, word):
-    """The rule of a type read from a keyword, as the frames table shows it."""
-    return f"{key} = {' '.join(str(word).split())}"
 
 
 def _note_or_raise(notes, text, path):
@@ -116,84 +43,49 @@ def _note_or_raise(notes, text, path):
     notes.append(text)
 
 
-@dataclass(frozen=True)
-class DetectorValue:
-    """A detector property (gain, read noise, saturation) with its unit.
+#: The detector values in words, as errors name them.
+_LABELS = {"gain": "gain", "read_noise": "read noise", "saturation": "saturation level"}
 
-    It is a fixed ``value``, a header ``keyword`` to read, or both (the keyword wins
-    when the header has it).
+
+class _ValueReading:
+    """A profile's `~InstrumentProfile.gain` (or read noise, saturation) method, bound.
+
+    Transition, removed once every module calls the methods: until then it also answers
+    as the `DetectorValue` attribute of the same name did (``.keywords``, ``.value``,
+    ``.unit``, ``.get``, ``.describe``, false when the profile gives none), so that
+    modules not yet switched to ``gain_spec`` and the methods keep working.
     """
 
-    unit: u.UnitBase
-    value: float | None = None
-    keywords: tuple[str, ...] = ()
+    def __init__(self, method, profile, spec_name):
+        self._method, self._profile, self._spec_name = method, profile, spec_name
 
-    def get(self, header=None, *, path=None):
-        """The value for a frame as a `~astropy.units.Quantity`, or ``None``."""
-        if header is not None and self.keywords:
-            number = header_float(header, self.keywords, path=path, required=False)
-            if number is not None:
-                return number * self.unit
-        if self.value is None:
-            return None
-        return self.value * self.unit
+    def __call__(self, *args, **kwargs):
+        return self._method(self._profile, *args, **kwargs)
 
-    def describe(self):
-        parts = []
-        if self.keywords:
-            parts.append("header " + " or ".join(self.keywords))
-        if self.value is not None:
-            parts.append(f"{self.value:g}")
-        return f"{', else '.join(parts)} [{self.unit.to_string()}]"
+    def __bool__(self):
+        return getattr(self._profile, self._spec_name) is not None
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # copy and pickle probe before __init__ has run
+            raise AttributeError(name)
+        spec = getattr(self._profile, self._spec_name)
+        if spec is None and name in ("keywords", "value"):
+            return () if name == "keywords" else None
+        return getattr(spec, name)
 
 
-@dataclass(frozen=True)
-class Amplifier:
-    """One read-out amplifier of a multi-amplifier detector."""
+def _answers_as_spec(spec_name):
+    """Decorate a detector-value method so that it also answers as its spec (see
+    `_ValueReading`); the transition's one entry point, removed with it."""
+    def decorate(method):
+        class Method:
+            __doc__ = method.__doc__
 
-    name: str
-    data_section: DetectorSection
-    overscan_section: DetectorSection | None = None
-    gain: DetectorValue | None = None
-    read_noise: DetectorValue | None = None
-
-
-@dataclass(frozen=True)
-class ExtensionEntry:
-    """What one extension of a multi-extension file has of its own (``[extensions.NAME]``).
-
-    Each field left ``None`` is the profile's own (``[detector]``).
-    """
-
-    name: str
-    overscan: DetectorSection | None = None
-    trim: DetectorSection | None = None
-    gain: DetectorValue | None = None
-    read_noise: DetectorValue | None = None
-    saturation: DetectorValue | None = None
-
-
-@dataclass(frozen=True)
-class ExtensionLayout:
-    """How a camera names the extensions of its multi-extension files (``[extensions]``).
-
-    Attributes
-    ----------
-    names : tuple of str or None
-        The extensions that hold the detector's amplifiers or CCDs, by ``EXTNAME``
-        (compared in upper case), in the order they are written; ``None`` (``names =
-        "all"``) for every image extension of the detector's shape.
-    entries : tuple of `ExtensionEntry`
-        What some extensions have of their own: sections, gain, read noise, saturation.
-    """
-
-    names: tuple[str, ...] | None = None
-    entries: tuple[ExtensionEntry, ...] = ()
-
-    def entry(self, name):
-        """The `ExtensionEntry` of extension ``name`` (any case), or ``None``."""
-        key = str(name).strip().upper()
-        return next((e for e in self.entries if e.name.strip().upper() == key), None)
+            def __get__(self, profile, owner=None):
+                return method if profile is None else _ValueReading(method, profile,
+                                                                    spec_name)
+        return Method()
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -242,9 +134,12 @@ class InstrumentProfile:
     overscan_method: str = "median"
     overscan_model_degree: int | None = None
     amplifiers: tuple[Amplifier, ...] = ()
-    gain: DetectorValue | None = None
-    read_noise: DetectorValue | None = None
-    saturation: DetectorValue | None = None
+    # Where the gain, read noise and saturation come from (``[detector]`` ``gain``,
+    # ``read_noise``, ``saturation``); a frame's own values are read by the methods of
+    # the same names (`gain`, `read_noise`, `saturation`).
+    gain_spec: DetectorValue | None = None
+    read_noise_spec: DetectorValue | None = None
+    saturation_spec: DetectorValue | None = None
     #: Multi-extension files: which extensions are the detector's, and what each has of
     #: its own. ``None``: found in each file (several image extensions of one shape).
     extensions: ExtensionLayout | None = None
@@ -282,14 +177,7 @@ class InstrumentProfile:
         image_type, keyword, word : str or None, str or None, object
             ``image_type`` is ``None`` when there is no keyword or its word is unknown.
         """
-        key, word = first_filled(header, self.image_type_keywords)
-        if key is None:
-            return None, first_card(header, self.image_type_keywords), None
-        text = " ".join(str(word).split()).lower()
-        for image_type in IMAGE_TYPES:
-            if text in self.image_type_words.get(image_type, ()):
-                return image_type, key, word
-        return None, key, word
+        return header_type(self, header)
 
     def classify_frame(self, header, path=None, *, exposure=None, folders=True):
         """The type of a frame, the rule that decided it, and notes.
@@ -329,88 +217,16 @@ class InstrumentProfile:
         -------
         FrameType
         """
-        if exposure is None:
-            try:
-                exposure = header_float(header, self.exposure_time_keywords, required=False)
-            except HeaderError:
-                exposure = None
-        found = self._weigh_evidence(header, path, exposure, folders)
-        if found.image_type == "dark" and exposure == 0:
-            return FrameType("bias", found.rule,
-                             (*found.notes, f"a dark of 0 s is a bias ({found.rule})"))
-        return found
-
-    def _weigh_evidence(self, header, path, exposure, folders):
-        """`classify_frame`'s rules 1 to 6, in order."""
-        header_type, key, word = self.header_type(header)
-        by_name = self._path_type(path)
-        if by_name is not None and by_name[1] == "folder name" and not folders and \
-                header_type is not None:
-            by_name = None  # a folder of the user's own tree does not overrule the header
-        if header_type in CALIBRATION_TYPES:
-            notes = ()
-            if by_name is not None and by_name[0] != header_type:
-                notes = (f"{key} says {word!r}, the {by_name[1]} {by_name[2]} says "
-                         f"{by_name[0]}: {key} is trusted",)
-            return FrameType(header_type, _rule(key, word), notes)
-        by_object = self.object_type(header)
-        said = f"; {key} says {word!r}" if header_type is not None else ""
-        if by_name is not None and by_name[0] in CALIBRATION_TYPES:
-            image_type, where, name = by_name
-            notes = (f"{image_type} from {where} {name}{said}",) if said else ()
-            if by_object is not None and by_object[0] != image_type:
-                notes += (f"OBJECT = {by_object[1]!r} says {by_object[0]}, the {where} "
-                          f"{name} says {image_type}: the {where} is trusted",)
-            return FrameType(image_type, "file name", notes)
-        if by_object is not None:
-            image_type, value = by_object
-            return FrameType(image_type, _rule("OBJECT", value),
-                             (f"{image_type} from OBJECT = {value!r}{said}",))
-        if header_type is not None:
-            return FrameType(header_type, _rule(key, word), ())
-        if by_name is not None:
-            return FrameType(by_name[0], "file name", ())
-        if key is not None and word is not None and str(word).strip():
-            # An explicit word the profile does not know ('arc', 'focus', 'comp') says
-            # what the frame is: not a science frame to guess.
-            return FrameType(None, "", ())
-        if exposure is not None and math.isfinite(exposure) and exposure > 0:
-            return FrameType("science", "guessed",
-                             ("type guessed: science (no image type in header or file name, "
-                              f"exposure {exposure:g} s)",))
-        return FrameType(None, "", ())
+        return frame_type(self, header, path, exposure=exposure, folders=folders)
 
     def object_type(self, header):
         """``(type, value)`` when ``OBJECT`` is exactly a calibration word, else ``None``.
 
-        The words are `OBJECT_WORDS` and the profile's own calibration words, compared
-        ignoring case and runs of blanks: ``OBJECT = 'Dome Flat'`` says flat,
-        ``OBJECT = 'flat of M31 field'`` says nothing.
+        The words are `~ccdproc_ext.profiles.classify.OBJECT_WORDS` and the profile's own
+        calibration words, compared ignoring case and runs of blanks: ``OBJECT = 'Dome
+        Flat'`` says flat, ``OBJECT = 'flat of M31 field'`` says nothing.
         """
-        if "OBJECT" not in header:
-            return None
-        value = card_value(header, "OBJECT")[0]
-        if not isinstance(value, str):
-            return None
-        text = " ".join(value.split()).lower()
-        for image_type in CALIBRATION_TYPES:
-            if text in OBJECT_WORDS[image_type] or \
-                    text in self.image_type_words.get(image_type, ()):
-                return image_type, value.strip()
-        return None
-
-    def _path_type(self, path):
-        """``(type, "file name" or "folder name", the name)`` from the patterns, or None."""
-        if path is None:
-            return None
-        pure = PurePath(path)
-        for image_type in IMAGE_TYPES:
-            patterns = self.file_patterns.get(image_type, ())
-            if any(self._name_matches(p, pure.name, image_type) for p in patterns):
-                return image_type, "file name", pure.name
-            if any(self._name_matches(p, pure.as_posix(), image_type) for p in patterns):
-                return image_type, "folder name", pure.parent.as_posix()
-        return None
+        return object_type(self, header)
 
     def classify_path(self, path):
         """The frame type given by the profile's file-name patterns, or ``None``.
@@ -422,30 +238,122 @@ class InstrumentProfile:
         ``bias.00000001.BIAS.FIT`` say their type, ``NOAUTODARK.FIT``, ``DarkSky-300s.fit``
         and ``horizon.fits`` do not.
         """
-        found = self._path_type(path)
+        found = path_type(self, path)
         return None if found is None else found[0]
 
-    def _name_matches(self, pattern, text, image_type):
-        word = _word_of_pattern(pattern)
-        if word is None:
-            return fnmatch.fnmatchcase(text.lower(), pattern)
-        compounds = {w.replace(" ", "").replace("_", "")
-                     for w in self.image_type_words.get(image_type, ())}
-        return name_has_word(text, word, compounds)
-
-    def exposure_time(self, header, *, path=None):
+    def exposure_time(self, header, *, path=None, required=True):
         """Exposure time in seconds (strings and decimal commas accepted).
+
+        Parameters
+        ----------
+        header : `~astropy.io.fits.Header`
+        path : str or None, optional
+            The file, named in errors. Default is ``None``.
+        required : bool, optional
+            When ``False``, ``None`` is returned for a header without any of the
+            keywords. Default is ``True``.
 
         Raises
         ------
         HeaderError
-            Naming the keyword, when it is missing, blank, not a number or negative.
+            Naming the keyword, when it is blank, not a number or negative, or missing
+            (when ``required``).
         """
-        exposure = header_float(header, self.exposure_time_keywords, path=path)
-        if exposure < 0:
+        exposure = header_float(header, self.exposure_time_keywords, path=path,
+                                required=required)
+        if exposure is not None and exposure < 0:
             key, value = first_filled(header, self.exposure_time_keywords)
             raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is negative")
         return exposure
+
+    @_answers_as_spec("gain_spec")
+    def gain(self, header=None, *, path=None, required=True, needed_by=None):
+        """The gain of a frame, in electron / adu, as a `~astropy.units.Quantity`.
+
+        The header keyword the profile names (``[detector] gain = { keyword = ... }``)
+        when the header has it, else the profile's fixed ``value``; an extension's own
+        (see `for_extension`).
+
+        Parameters
+        ----------
+        header : `~astropy.io.fits.Header` or None, optional
+            The frame's raw header; ``None`` gives the fixed value. Default is ``None``.
+        path : str or None, optional
+            The file, named in errors. Default is ``None``.
+        required : bool, optional
+            When ``False``, ``None`` is returned when the profile gives no gain for this
+            frame (no fixed value, and none of its keywords in the header): the way to
+            read a gain a step can do without. A value that is there but is no gain is
+            an error either way. Default is ``True``.
+        needed_by : str or None, optional
+            What needs the value (``"gain_correct"``), named in errors. Default is
+            ``None``.
+
+        Returns
+        -------
+        `~astropy.units.Quantity` or None
+
+        Raises
+        ------
+        HeaderError
+            Naming the file and the keywords: the keyword's value is not a number, or
+            not above 0, or (when ``required``) the profile gives no gain for this frame.
+
+        Examples
+        --------
+        >>> import ccdproc_ext
+        >>> from astropy.io import fits
+        >>> maxim = ccdproc_ext.get_profile("maxim-ccdsoft")
+        >>> maxim.gain(fits.Header({"EGAIN": 2.06}))
+        <Quantity 2.06 electron / adu>
+        >>> maxim.gain(fits.Header(), required=False) is None
+        True
+        """
+        return self._detector_value("gain", header, path, required, needed_by)
+
+    @_answers_as_spec("read_noise_spec")
+    def read_noise(self, header=None, *, path=None, required=True, needed_by=None):
+        """The read noise of a frame, in electron, as a `~astropy.units.Quantity`.
+
+        Read as `gain` is (the same parameters); a read noise below 0 is no read noise.
+        """
+        return self._detector_value("read_noise", header, path, required, needed_by)
+
+    @_answers_as_spec("saturation_spec")
+    def saturation(self, header=None, *, path=None, required=True, needed_by=None):
+        """The saturation level of a raw frame, in the profile's unit (adu), or ``None``.
+
+        Read as `gain` is (the same parameters); a level not above 0 (``DATAMAX = 0``
+        for "not set") is no saturation level.
+        """
+        return self._detector_value("saturation", header, path, required, needed_by)
+
+    def _detector_value(self, what, header, path, required, needed_by):
+        """`gain`, `read_noise` or `saturation`: the value, checked, or ``None``."""
+        spec = getattr(self, f"{what}_spec")
+        label = _LABELS[what]
+        # "gain_correct needs the gain (header GAIN or EGAIN [electron / adu])"
+        needs = f"{needed_by} needs the {label}" if needed_by else f"the {label}"
+        given = f" ({spec.describe()})" if spec is not None else ""
+        value = spec.get(header, path=path) if spec is not None else None
+        if value is None:
+            if not required:
+                return None
+            missing = (f", which profile {self.name!r} does not give for this frame"
+                       if needed_by else f" is not given for this frame by profile "
+                                         f"{self.name!r}")
+            raise HeaderError(f"{_where(path)}{needs}{given}{missing}")
+        number = float(value.value)
+        if what == "saturation" and math.isfinite(number) and number <= 0:
+            # Premise: a saturation level is a positive number of counts.
+            raise HeaderError(f"{_where(path)}a saturation level of {number:g} is not a "
+                              "saturation level (not above 0)")
+        if what != "saturation" and (not math.isfinite(number) or number < 0
+                                     or (what == "gain" and number == 0)):
+            raise HeaderError(f"{_where(path)}{needs}{given}" + (
+                f", and {number:g} is not a {label}" if needed_by
+                else f" is {number:g}: not a {label}"))
+        return value
 
     def filter_name(self, header, *, path=None, notes=None):
         """The filter name, stripped, or ``None`` when the header names none.
@@ -578,8 +486,9 @@ class InstrumentProfile:
         entry = None if self.extensions is None else self.extensions.entry(name)
         if entry is None:
             return self
-        changes = {key: getattr(entry, key) for key in
-                   ("overscan", "trim", "gain", "read_noise", "saturation")
+        changes = {field_name: getattr(entry, key) for key, field_name in
+                   (("overscan", "overscan"), ("trim", "trim"), ("gain", "gain_spec"),
+                    ("read_noise", "read_noise_spec"), ("saturation", "saturation_spec"))
                    if getattr(entry, key) is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
@@ -657,8 +566,8 @@ class InstrumentProfile:
             lines.append("  overscan: " + (self.overscan.describe() if self.overscan else "none")
                          + f" (axis {self.overscan_axis}, {self.overscan_method})")
             lines.append("  trim: " + (self.trim.describe() if self.trim else "none"))
-        for label, value in (("gain", self.gain), ("read noise", self.read_noise),
-                             ("saturation", self.saturation)):
+        for label, value in (("gain", self.gain_spec), ("read noise", self.read_noise_spec),
+                             ("saturation", self.saturation_spec)):
             lines.append(f"  {label}: {value.describe() if value else 'unknown'}")
         lines.extend(self._describe_extensions())
         lines.append(f"  darks: within {self.dark_tolerance:g} s, "
@@ -700,7 +609,7 @@ class InstrumentProfile:
         ProfileError
             Naming ``source``, the key and what was expected.
         """
-        return _ProfileReader(source).read(data)
+        return cls(**read_profile_fields(data, source=source))
 
 
 _MAPPING_FIELDS = ("image_type_words", "file_patterns")
@@ -713,344 +622,3 @@ def _profile_from_fields(values):
 
 
 # ---------------------------------------------------------------------------- schema
-_TOP_KEYS = {
-    "schema_version": "the schema version, 1",
-    "name": "the profile name (lower case, digits, '-', '_')",
-    "description": "one line saying which camera this is",
-    "source": "where the numbers come from",
-    "unit": "the unit of raw pixel values, e.g. 'adu'",
-    "transposed": "true when frames are stored transposed",
-    "keywords": "table of header keyword lists",
-    "image_types": "table of image-type words per frame type",
-    "file_patterns": "table of file-name patterns per frame type",
-    "detector": "table describing sections, gain, read noise, saturation",
-    "matching": "table of calibration matching rules",
-    "extensions": "table naming the extensions of multi-extension files",
-}
-_KEYWORD_KEYS = {
-    "image_type": "image_type_keywords",
-    "exposure_time": "exposure_time_keywords",
-    "filter": "filter_keywords",
-    "date_obs": "date_obs_keywords",
-    "time_obs": "time_obs_keywords",
-    "binning": "binning_keywords",
-    "temperature": "temperature_keywords",
-    "set_temperature": "set_temperature_keywords",
-}
-_DETECTOR_KEYS = ("shape", "overscan", "trim", "overscan_axis", "overscan_method",
-                  "overscan_model_degree", "amplifiers", "gain", "read_noise", "saturation")
-_AMPLIFIER_KEYS = ("name", "data", "overscan", "gain", "read_noise")
-_MATCHING_KEYS = ("dark_tolerance", "scale_darks", "match_keywords", "temperature_tolerance")
-_SECTION_KEYS = ("fits", "keyword", "required")
-_EXTENSION_ENTRY_KEYS = ("overscan", "trim", "gain", "read_noise", "saturation")
-_VALUE_KEYS = ("value", "keyword", "unit")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_UNITS = {
-    "gain": u.electron / u.adu,
-    "read_noise": u.electron,
-    "saturation": u.adu,
-}
-
-
-class _ProfileReader:
-    """Validates the TOML structure of one profile; errors name the file and the key."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def fail(self, key, expected, got=None):
-        text = f"{self.source}: key '{key}': expected {expected}"
-        if got is not None:
-            text += f", got {got!r}"
-        raise ProfileError(text)
-
-    def check_keys(self, table, allowed, where):
-        if not isinstance(table, dict):
-            self.fail(where, "a table", table)
-        for key in table:
-            if key not in allowed:
-                prefix = f"{where}." if where else ""
-                raise ProfileError(f"{self.source}: unknown key '{prefix}{key}'; the keys "
-                                   f"allowed {'in ' + repr(where) if where else 'at the top'} "
-                                   f"are: {', '.join(sorted(allowed))}")
-
-    def string(self, value, key, *, allow_empty=False):
-        if not isinstance(value, str) or (not allow_empty and not value.strip()):
-            self.fail(key, "a non-empty string", value)
-        return value
-
-    def string_list(self, value, key):
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value or not all(
-                isinstance(v, str) and v.strip() for v in value):
-            self.fail(key, "a list of non-empty strings", value)
-        return tuple(v.strip() for v in value)
-
-    def number(self, value, key, *, minimum=None):
-        if (isinstance(value, bool) or not isinstance(value, int | float)
-                or not math.isfinite(value)):
-            self.fail(key, "a number", value)
-        if minimum is not None and value < minimum:
-            self.fail(key, f"a number >= {minimum}", value)
-        return float(value)
-
-    def boolean(self, value, key):
-        if not isinstance(value, bool):
-            self.fail(key, "true or false", value)
-        return value
-
-    def section(self, value, key):
-        if isinstance(value, str):
-            try:
-                return DetectorSection(fits=value)
-            except ValueError as err:
-                self.fail(key, f"a FITS section ({err})")
-        if isinstance(value, dict):
-            self.check_keys(value, _SECTION_KEYS, key)
-            fits_text = value.get("fits")
-            if fits_text is not None:
-                self.string(fits_text, f"{key}.fits")
-            keywords = ()
-            if "keyword" in value:
-                keywords = self.string_list(value["keyword"], f"{key}.keyword")
-            if fits_text is None and not keywords:
-                self.fail(key, "a table with 'fits' and/or 'keyword'", value)
-            required = self.boolean(value.get("required", True), f"{key}.required")
-            try:
-                return DetectorSection(fits=fits_text, keywords=keywords, required=required)
-            except ValueError as err:
-                self.fail(f"{key}.fits", f"a FITS section ({err})")
-        self.fail(key, "a FITS section string such as '[1:2048,*]' or a table "
-                       "{ keyword = 'BIASSEC' }", value)
-
-    def detector_value(self, value, key, quantity):
-        if not isinstance(value, dict):
-            self.fail(key, f"a table {{ value = ..., unit = '{_UNITS[quantity]}' }} or "
-                           f"{{ keyword = ..., unit = ... }}", value)
-        self.check_keys(value, _VALUE_KEYS, key)
-        if "unit" not in value:
-            self.fail(f"{key}.unit", f"a unit convertible to '{_UNITS[quantity]}'")
-        try:
-            unit = u.Unit(self.string(value["unit"], f"{key}.unit"))
-        except ValueError:
-            self.fail(f"{key}.unit", "a unit astropy understands", value["unit"])
-        if not unit.is_equivalent(_UNITS[quantity]):
-            self.fail(f"{key}.unit", f"a unit convertible to '{_UNITS[quantity]}'", value["unit"])
-        number = None
-        if "value" in value:
-            number = self.number(value["value"], f"{key}.value", minimum=0)
-        keywords = ()
-        if "keyword" in value:
-            keywords = self.string_list(value["keyword"], f"{key}.keyword")
-        if number is None and not keywords:
-            self.fail(key, "'value' and/or 'keyword'")
-        return DetectorValue(unit=unit, value=number, keywords=keywords)
-
-    def step(self, function, *args):
-        """Run one check; collect its problem instead of stopping at it."""
-        try:
-            function(*args)
-        except ProfileError as err:
-            self.problems.append(str(err))
-
-    def read(self, data):
-        """Check every key, then raise one `ProfileError` listing all the problems."""
-        self.problems = []
-        if not isinstance(data, dict):
-            self.fail("", "a TOML document", data)
-        kwargs = {}
-        self.step(self.read_top, data, kwargs)
-        for key, reader in (("keywords", self.read_keywords),
-                            ("image_types", self.read_image_types),
-                            ("file_patterns", self.read_file_patterns),
-                            ("detector", self.read_detector),
-                            ("matching", self.read_matching),
-                            ("extensions", self.read_extensions)):
-            self.step(reader, data.get(key, {}), kwargs)
-        if not self.problems and not kwargs["image_type_words"] and not kwargs["file_patterns"]:
-            self.step(self.fail, "image_types",
-                      "image-type words or file_patterns for at least one type")
-        if self.problems:
-            raise ProfileError("\n".join(self.problems))
-        kwargs["path"] = None if self.source.startswith("<") else self.source
-        return InstrumentProfile(**kwargs)
-
-    def read_top(self, data, kwargs):
-        self.check_keys(data, _TOP_KEYS, "")
-        if "schema_version" not in data:
-            self.fail("schema_version", f"the schema version ({SCHEMA_VERSION})")
-        if data["schema_version"] != SCHEMA_VERSION:
-            self.fail("schema_version", f"{SCHEMA_VERSION} (the version this package reads)",
-                      data["schema_version"])
-        for key in ("name", "description"):
-            if key not in data:
-                self.fail(key, _TOP_KEYS[key])
-        name = self.string(data["name"], "name")
-        if not _NAME_RE.match(name):
-            self.fail("name", _TOP_KEYS["name"], name)
-        kwargs["name"] = name
-        kwargs["description"] = self.string(data["description"], "description")
-        if "source" in data:
-            kwargs["source"] = self.string(data["source"], "source")
-        if "unit" in data:
-            unit = self.string(data["unit"], "unit")
-            try:
-                u.Unit(unit)
-            except ValueError:
-                self.fail("unit", "a unit astropy understands", unit)
-            kwargs["unit"] = unit
-        if "transposed" in data:
-            kwargs["transposed"] = self.boolean(data["transposed"], "transposed")
-
-    def read_keywords(self, keywords, kwargs):
-        self.check_keys(keywords, _KEYWORD_KEYS, "keywords")
-        for key, attribute in _KEYWORD_KEYS.items():
-            if key in keywords:
-                kwargs[attribute] = tuple(k.upper() for k in
-                                          self.string_list(keywords[key], f"keywords.{key}"))
-
-    def read_image_types(self, words, kwargs):
-        kwargs["image_type_words"] = MappingProxyType({})
-        self.check_keys(words, IMAGE_TYPES, "image_types")
-        kwargs["image_type_words"] = MappingProxyType({
-            kind: tuple(" ".join(w.split()).lower()
-                        for w in self.string_list(value, f"image_types.{kind}"))
-            for kind, value in words.items()})
-
-    def read_file_patterns(self, patterns, kwargs):
-        kwargs["file_patterns"] = MappingProxyType({})
-        self.check_keys(patterns, IMAGE_TYPES, "file_patterns")
-        kwargs["file_patterns"] = MappingProxyType({
-            kind: tuple(p.lower() for p in self.string_list(value, f"file_patterns.{kind}"))
-            for kind, value in patterns.items()})
-
-    def read_detector(self, detector, kwargs):
-        self.check_keys(detector, _DETECTOR_KEYS, "detector")
-        if "shape" in detector:
-            shape = detector["shape"]
-            if (not isinstance(shape, list) or len(shape) != 2
-                    or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                               for s in shape)):
-                self.fail("detector.shape", "[rows, columns] of the raw frame, "
-                                            "two positive integers", shape)
-            kwargs["shape"] = tuple(shape)
-        for key in ("overscan", "trim"):
-            if key in detector:
-                kwargs[key] = self.section(detector[key], f"detector.{key}")
-        if "overscan_axis" in detector:
-            axis = detector["overscan_axis"]
-            if axis not in (0, 1, "frame") or isinstance(axis, bool):
-                self.fail("detector.overscan_axis", "1 (one level per row, overscan columns), "
-                          "0 (one level per column, overscan rows) or 'frame' (one level "
-                          "for the whole frame)", axis)
-            kwargs["overscan_axis"] = axis
-        if "overscan_method" in detector:
-            method = detector["overscan_method"]
-            if method not in ("mean", "median"):
-                self.fail("detector.overscan_method", "'mean' or 'median'", method)
-            kwargs["overscan_method"] = method
-        if "overscan_model_degree" in detector:
-            degree = detector["overscan_model_degree"]
-            if not isinstance(degree, int) or isinstance(degree, bool) or not 0 <= degree <= 9:
-                self.fail("detector.overscan_model_degree", "an integer from 0 to 9", degree)
-            kwargs["overscan_model_degree"] = degree
-        for key in ("gain", "read_noise", "saturation"):
-            if key in detector:
-                kwargs[key] = self.detector_value(detector[key], f"detector.{key}", key)
-        if "amplifiers" in detector:
-            amplifiers = detector["amplifiers"]
-            if not isinstance(amplifiers, list) or not amplifiers:
-                self.fail("detector.amplifiers", "a list of [[detector.amplifiers]] tables",
-                          amplifiers)
-            if "overscan" in detector or "trim" in detector:
-                self.fail("detector.amplifiers", "either amplifiers or a single "
-                                                 "overscan/trim, not both")
-            kwargs["amplifiers"] = tuple(self.amplifier(amp, f"detector.amplifiers[{i}]")
-                                         for i, amp in enumerate(amplifiers))
-            names = [amp.name for amp in kwargs["amplifiers"]]
-            if len(set(names)) != len(names):
-                self.fail("detector.amplifiers", "distinct amplifier names", names)
-
-    def amplifier(self, table, where):
-        self.check_keys(table, _AMPLIFIER_KEYS, where)
-        for key in ("name", "data"):
-            if key not in table:
-                self.fail(f"{where}.{key}", "a value")
-        return Amplifier(
-            name=self.string(table["name"], f"{where}.name"),
-            data_section=self.section(table["data"], f"{where}.data"),
-            overscan_section=(self.section(table["overscan"], f"{where}.overscan")
-                              if "overscan" in table else None),
-            gain=(self.detector_value(table["gain"], f"{where}.gain", "gain")
-                  if "gain" in table else None),
-            read_noise=(self.detector_value(table["read_noise"], f"{where}.read_noise",
-                                            "read_noise")
-                        if "read_noise" in table else None),
-        )
-
-    def read_extensions(self, table, kwargs):
-        """``[extensions]``: ``names`` (a list of EXTNAMEs, or ``"all"``) and optional
-        ``[extensions.NAME]`` tables of sections, gain, read noise and saturation."""
-        if isinstance(table, dict) and not table:
-            return  # no [extensions]: found in each file
-        if not isinstance(table, dict):
-            self.fail("extensions", "a table", table)
-        if "names" not in table:
-            self.fail("extensions.names", "a list of extension names (EXTNAME) or 'all'")
-        names = table["names"]
-        if isinstance(names, str) and names.strip().lower() == "all":
-            names = None
-        else:
-            if isinstance(names, str):
-                self.fail("extensions.names", "a list of extension names (EXTNAME) or "
-                                              "'all'", names)
-            names = self.string_list(names, "extensions.names")
-            upper = [n.upper() for n in names]
-            if len(set(upper)) != len(upper):
-                self.fail("extensions.names", "distinct extension names", list(names))
-        entries = []
-        for key, value in table.items():
-            if key == "names":
-                continue
-            where = f"extensions.{key}"
-            if names is not None and key.strip().upper() not in {n.upper() for n in names}:
-                self.fail(where, f"a table of one of the extensions of 'extensions.names' "
-                                 f"({', '.join(names)})", key)
-            entries.append(self.extension_entry(key, value, where))
-        if "amplifiers" in kwargs and any(e.overscan or e.trim for e in entries):
-            self.fail("extensions", "sections per extension or detector.amplifiers, "
-                                    "not both")
-        kwargs["extensions"] = ExtensionLayout(names=names, entries=tuple(entries))
-
-    def extension_entry(self, name, table, where):
-        if not isinstance(table, dict):
-            self.fail(where, "a table of overscan, trim, gain, read_noise or saturation",
-                      table)
-        self.check_keys(table, _EXTENSION_ENTRY_KEYS, where)
-        values = {}
-        for key in ("overscan", "trim"):
-            if key in table:
-                values[key] = self.section(table[key], f"{where}.{key}")
-        for key in ("gain", "read_noise", "saturation"):
-            if key in table:
-                values[key] = self.detector_value(table[key], f"{where}.{key}", key)
-        return ExtensionEntry(name=self.string(name, where), **values)
-
-    def read_matching(self, matching, kwargs):
-        self.check_keys(matching, _MATCHING_KEYS, "matching")
-        if "dark_tolerance" in matching:
-            kwargs["dark_tolerance"] = self.number(matching["dark_tolerance"],
-                                                   "matching.dark_tolerance", minimum=0)
-        if "scale_darks" in matching:
-            kwargs["scale_darks"] = self.boolean(matching["scale_darks"], "matching.scale_darks")
-        if "match_keywords" in matching:
-            value = matching["match_keywords"]
-            if value == []:
-                kwargs["match_keywords"] = ()
-            else:
-                kwargs["match_keywords"] = tuple(
-                    k.upper() for k in self.string_list(value, "matching.match_keywords"))
-        if "temperature_tolerance" in matching:
-            kwargs["temperature_tolerance"] = self.number(
-                matching["temperature_tolerance"], "matching.temperature_tolerance", minimum=0)
