@@ -39,7 +39,7 @@ from ccdproc_ext import (
 )
 from ccdproc_ext.bpm import make_bad_pixel_mask
 from ccdproc_ext.cosmic_rays import cosmic_ray_settings, detect_cosmic_rays
-from ccdproc_ext.masters import MasterFrame
+from ccdproc_ext.master_frame import MasterFrame
 from ccdproc_ext.outputs import write_atomic
 from ccdproc_ext.profiles import get_profile
 from ccdproc_ext.science import (

@@ -25,6 +25,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData
 
+from ._raw_parts import first_image
 from .exceptions import CalibrationMatchError, CcdprocExtError, DataQualityError, FrameReadError
 from .log import without_path
 from .master_frame import MasterFrame, MultiMaster
@@ -211,16 +212,7 @@ def load_bad_pixel_mask(path):
     FrameReadError
         If the file cannot be read or holds no image.
     """
-    path = Path(path)
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            data = next((hdu.data for hdu in hdul if getattr(hdu, "data", None) is not None
-                         and getattr(hdu.data, "ndim", 0) == 2), None)
-    except (OSError, ValueError) as err:
-        raise FrameReadError(f"{path}: the bad-pixel mask cannot be read ({err})") from None
-    if data is None:
-        raise FrameReadError(f"{path}: the bad-pixel mask holds no two-dimensional image")
-    data = np.asarray(data)
+    data = np.asarray(first_image(path, what="bad-pixel mask"))
     bad = ~np.isfinite(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
     values = np.where(bad, 1, data)
     if values.min() >= 0 and values.max() <= 255 and np.all(values == np.rint(values)):

@@ -40,6 +40,7 @@ import ccdproc
 import numpy as np
 from astropy.nddata import CCDData
 
+from ._warnings import ignoring
 from .bpm import load_bad_pixel_mask
 from .exceptions import (
     CalibrationMatchError,
@@ -154,8 +155,7 @@ def raw_mask_bits(ccd, profile=None, *, name="frame"):
     not_finite = None
     if data.dtype.kind == "f":
         not_finite = ~np.isfinite(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # said once, when the frame is calibrated
+    with ignoring(Warning):  # said once, when the frame is calibrated
         level = _saturation_level(ccd, profile, name)
     saturated = None
     if level is not None:

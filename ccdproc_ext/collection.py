@@ -435,14 +435,14 @@ class NightCollection(ImageFileCollection):
         `night_notes`). Premise of masking saturated pixels: the level is the camera's,
         one number above the bias for frames read out alike; checked here on every
         frame of the night, where one frame alone cannot tell."""
-        spec = self.profile.saturation
+        spec = self.profile.saturation_spec
         not_levels = self.saturation_not_levels()
         if not not_levels:
             return self.profile
         keywords = tuple(k for k in spec.keywords if k not in not_levels)
         saturation = dataclasses.replace(spec, keywords=keywords) \
             if keywords or spec.value is not None else None
-        return dataclasses.replace(self.profile, saturation=saturation)
+        return dataclasses.replace(self.profile, saturation_spec=saturation)
 
     @property
     def night_notes(self):

@@ -128,8 +128,6 @@ def to_float(value):
         raise
 
 
-#: The former private name of `to_float`, for modules not yet switched to it.
-_to_float = to_float
 
 
 def header_float(header, keywords, *, path=None, required=True, default=None):

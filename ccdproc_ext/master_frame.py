@@ -201,8 +201,8 @@ def _exposure(header, profile, where):
     if profile is None:
         return None
     try:
-        return profile.exposure_time(header, path=where)
-    except HeaderError:
+        return profile.exposure_time(header, path=where, required=False)
+    except HeaderError:  # not a number, or negative: as if not given
         return None
 
 

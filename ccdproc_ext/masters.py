@@ -46,6 +46,7 @@ from ccdproc import ImageFileCollection
 
 from ._allocator import freed_memory_reused
 from ._kernels import median_of_all
+from .calibrate import calibrate_frame
 from .combine import combine
 from .exceptions import (
     CalibrationMatchError,
@@ -62,10 +63,7 @@ from .profiles import get_profile
 from .provenance import file_name_of, mark_flat_normalised, mark_master, set_file_name
 from .quality import check_calibration_frames, frame_sample
 
-# MasterFrame lives in master_frame.py, which calibrate.py imports: calibrate.py no longer
-# imports this module, so calibrate_frame may be imported here at module level.
-
-__all__ = ["DEFAULT_COMBINE", "BuiltMaster", "LeftOut", "MasterFrame", "build_master",
+__all__ = ["DEFAULT_COMBINE", "BuiltMaster", "LeftOut", "build_master",
            "make_master_bias", "make_master_dark", "make_master_flat"]
 
 log = logging.getLogger(__name__)
@@ -126,8 +124,6 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
     ``spill`` (a `_Spill`) writes the frames that do not fit in memory to temporary
     files: their place in ``frames`` is then taken by the file's path.
     """
-    from .calibrate import calibrate_frame  # see the note on imports at the top
-
     # Frames are combined without their uncertainties: the masters' are not needed. Each
     # master is read once here, and prepared once for all the frames.
     for key in ("master_bias", "master_dark", "master_flat"):

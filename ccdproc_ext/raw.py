@@ -416,8 +416,6 @@ def inspect_frame_and_notices(path, ext=0):
     return header, problem, notes if note is None else [*notes, note], image.notices
 
 
-#: Former names, kept until the last callers use the new ones.
-_inspect = inspect_frame_and_notices
 
 
 def read_header(path, ext=0):
@@ -486,9 +484,6 @@ def read_frame_and_checksum(path, profile=None, *, dtype=np.float32, ext=0):
         As `file_checksum` gives it.
     """
     return _read_frame(Path(path), profile, dtype=dtype, ext=ext, checksum=True)
-
-
-_read_frame_and_checksum = read_frame_and_checksum
 
 
 def _read_frame(path, profile, *, dtype, ext, unit=None, checksum=False):

@@ -357,8 +357,10 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         dark_exposures = tuple(sorted({float(flat_exposure), float(science_exposure)}))
     spoils = {kind: _SPOILS[kind] for kind in bad_calibrations}
 
-    gain = profile.gain.value if profile.gain and profile.gain.value else _DEFAULT_GAIN
-    read_noise = (profile.read_noise.value if profile.read_noise and profile.read_noise.value
+    gain = (profile.gain_spec.value if profile.gain_spec and profile.gain_spec.value
+            else _DEFAULT_GAIN)
+    read_noise = (profile.read_noise_spec.value
+                  if profile.read_noise_spec and profile.read_noise_spec.value
                   else _DEFAULT_READ_NOISE)
     # One detector for a file of one image, one per extension otherwise; the truth of
     # each over its whole raw frame (the trimmed part is returned).
@@ -530,7 +532,7 @@ def _detector(rng, profile, shape, place, name, gain, read_noise, *, required_on
     for overscan in overscans:
         dark_current[overscan] = 0.0
     cards = {}
-    for value, number in ((own.gain, own_gain), (own.read_noise, own_noise)):
+    for value, number in ((own.gain_spec, own_gain), (own.read_noise_spec, own_noise)):
         if value is not None and value.keywords:
             cards[value.keywords[0]] = number
     return _Detector(place=place, name=name, layout=layout, gain=own_gain,

@@ -19,7 +19,7 @@ from astropy.io.fits.card import UNDEFINED
 from astropy.io.fits.connect import is_fits
 from astropy.table import MaskedColumn, Table
 
-from .headers import _to_float, card_value  # TODO(merge): headers.to_float, made public
+from .headers import card_value, to_float
 from .raw import is_fits_name
 
 __all__ = ["find_fits_files", "header_pairs", "summary_table"]
@@ -83,7 +83,7 @@ def _summary_value(header, keyword):
         # A number written with a decimal comma ('3,2E-05') is a number, so that
         # files_filtered(exptime=...) compares it with the others; other text stays text.
         try:
-            return _to_float(value)
+            return to_float(value)
         except ValueError:
             return value
     return value

@@ -346,14 +346,14 @@ def test_scaled_pixels_are_left_to_astropy(tmp_path):
 def test_real_frames_read_as_astropy_reads_them(real_data):
     """Every readable real frame (three cameras: uint16 with BZERO, and others)."""
     from ccdproc_ext.exceptions import FrameReadError
-    from ccdproc_ext.raw import _read_frame_and_checksum, file_checksum
+    from ccdproc_ext.raw import file_checksum, read_frame_and_checksum
 
     compared = 0
     for path in sorted(real_data.rglob("*")):
         if not path.is_file() or not path.name.lower().endswith((".fits", ".fit", ".fts")):
             continue
         try:
-            frame, checksum = _read_frame_and_checksum(path)
+            frame, checksum = read_frame_and_checksum(path)
         except FrameReadError:
             continue  # the truncated ones
         with fits.open(path) as hdul:

@@ -206,7 +206,13 @@ def test_no_package_import_inside_functions(path):
 def _reads_pixels(tree):
     lines = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name):  # a reader imported by name
+            if node.func.id in PIXEL_READERS - {"open", "read"}:
+                lines.append(node.lineno)
+            continue
+        if not isinstance(node.func, ast.Attribute):
             continue
         owner = node.func.value
         owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)

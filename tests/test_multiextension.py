@@ -362,7 +362,7 @@ def test_extension_entries_replace_the_profiles_values(tmp_path):
     assert profile.extensions.names == AMPS
     amp2 = profile.for_extension("amp2")  # EXTNAMEs compared in any case
     assert (amp2.overscan.fits, amp2.trim.fits) == ("[1:10,*]", "[11:60,*]")
-    assert amp2.gain.value == 2.1 and amp2.gain.keywords == ()
+    assert amp2.gain_spec.value == 2.1 and amp2.gain_spec.keywords == ()
     assert profile.for_extension("AMP3") is profile
     assert "extension AMP2: overscan [1:10,*]" in profile.describe()
 

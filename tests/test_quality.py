@@ -329,7 +329,7 @@ def test_a_master_flat_level_is_of_finite_pixels():
 def test_a_flat_with_nan_pixels_is_normalised_by_its_finite_ones():
     """A user's flat of 2.0 everywhere but three NaN pixels, no mask: calibrating
     divides by 2, not by NaN."""
-    from ccdproc_ext.masters import MasterFrame
+    from ccdproc_ext.master_frame import MasterFrame
 
     data = np.full((20, 30), 2.0, np.float32)
     data[3, 4] = data[10, 0] = data[19, 29] = np.nan

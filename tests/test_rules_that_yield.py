@@ -92,8 +92,8 @@ def test_a_night_whose_saturation_keyword_is_no_level(tmp_path, how):
         said = "DATAMAX differs from frame to frame of one camera"
     night = NightCollection(raw)
     assert any(note.startswith(said) for note in night.night_notes)
-    assert "DATAMAX" not in night.night_profile.saturation.keywords
-    assert "DATAMAX" in night.profile.saturation.keywords  # the user's own, unchanged
+    assert "DATAMAX" not in night.night_profile.saturation_spec.keywords
+    assert "DATAMAX" in night.profile.saturation_spec.keywords  # the user's own, unchanged
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = reduce_night(raw, tmp_path / "out", progress=False, workers=1,
@@ -110,13 +110,13 @@ def test_a_night_whose_saturation_keyword_is_no_level(tmp_path, how):
 def test_a_constant_saturation_keyword_is_kept(tmp_path):
     _night(tmp_path, DATAMAX=65535)
     night = NightCollection(tmp_path)
-    assert night.night_profile.saturation.keywords == \
-        get_profile("generic").saturation.keywords
+    assert night.night_profile.saturation_spec.keywords == \
+        get_profile("generic").saturation_spec.keywords
     assert not any("DATAMAX" in note for note in night.night_notes)
 
 
 def test_real_sbig_datamax_is_a_level(real_data):
     """The SBIG camera writes DATAMAX = 65535 on every frame: a true level, kept."""
     night = NightCollection(real_data / "sbig-stl1001e", keywords=[])
-    assert "DATAMAX" in night.night_profile.saturation.keywords
+    assert "DATAMAX" in night.night_profile.saturation_spec.keywords
     assert not any("DATAMAX" in note for note in night.night_notes)

@@ -47,47 +47,6 @@ def _note_or_raise(notes, text, path):
 _LABELS = {"gain": "gain", "read_noise": "read noise", "saturation": "saturation level"}
 
 
-class _ValueReading:
-    """A profile's `~InstrumentProfile.gain` (or read noise, saturation) method, bound.
-
-    Transition, removed once every module calls the methods: until then it also answers
-    as the `DetectorValue` attribute of the same name did (``.keywords``, ``.value``,
-    ``.unit``, ``.get``, ``.describe``, false when the profile gives none), so that
-    modules not yet switched to ``gain_spec`` and the methods keep working.
-    """
-
-    def __init__(self, method, profile, spec_name):
-        self._method, self._profile, self._spec_name = method, profile, spec_name
-
-    def __call__(self, *args, **kwargs):
-        return self._method(self._profile, *args, **kwargs)
-
-    def __bool__(self):
-        return getattr(self._profile, self._spec_name) is not None
-
-    def __getattr__(self, name):
-        if name.startswith("_"):  # copy and pickle probe before __init__ has run
-            raise AttributeError(name)
-        spec = getattr(self._profile, self._spec_name)
-        if spec is None and name in ("keywords", "value"):
-            return () if name == "keywords" else None
-        return getattr(spec, name)
-
-
-def _answers_as_spec(spec_name):
-    """Decorate a detector-value method so that it also answers as its spec (see
-    `_ValueReading`); the transition's one entry point, removed with it."""
-    def decorate(method):
-        class Method:
-            __doc__ = method.__doc__
-
-            def __get__(self, profile, owner=None):
-                return method if profile is None else _ValueReading(method, profile,
-                                                                    spec_name)
-        return Method()
-    return decorate
-
-
 @dataclass(frozen=True)
 class InstrumentProfile:
     """Everything ccdproc_ext needs to know about one camera.
@@ -266,7 +225,6 @@ class InstrumentProfile:
             raise HeaderError(f"{_where(path)}keyword {key} = {value!r} is negative")
         return exposure
 
-    @_answers_as_spec("gain_spec")
     def gain(self, header=None, *, path=None, required=True, needed_by=None):
         """The gain of a frame, in electron / adu, as a `~astropy.units.Quantity`.
 
@@ -311,7 +269,6 @@ class InstrumentProfile:
         """
         return self._detector_value("gain", header, path, required, needed_by)
 
-    @_answers_as_spec("read_noise_spec")
     def read_noise(self, header=None, *, path=None, required=True, needed_by=None):
         """The read noise of a frame, in electron, as a `~astropy.units.Quantity`.
 
@@ -319,7 +276,6 @@ class InstrumentProfile:
         """
         return self._detector_value("read_noise", header, path, required, needed_by)
 
-    @_answers_as_spec("saturation_spec")
     def saturation(self, header=None, *, path=None, required=True, needed_by=None):
         """The saturation level of a raw frame, in the profile's unit (adu), or ``None``.
 
