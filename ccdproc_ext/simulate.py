@@ -357,113 +357,51 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         dark_exposures = tuple(sorted({float(flat_exposure), float(science_exposure)}))
     spoils = {kind: _SPOILS[kind] for kind in bad_calibrations}
 
-    gain = (profile.gain_spec.value if profile.gain_spec and profile.gain_spec.value
-            else _DEFAULT_GAIN)
-    read_noise = (profile.read_noise_spec.value
-                  if profile.read_noise_spec and profile.read_noise_spec.value
-                  else _DEFAULT_READ_NOISE)
-    # One detector for a file of one image, one per extension otherwise; the truth of
-    # each over its whole raw frame (the trimmed part is returned).
-    detectors = [_detector(rng, profile, shape, place, name, gain, read_noise,
+    detectors = _detectors(rng, profile, shape, extensions,
+                           dict.fromkeys(tuple(filters) + science_filters),
                            required_only=required_only, dark_rate=dark_rate,
                            hot_pixel_fraction=hot_pixel_fraction)
-                 for place, name in enumerate(extensions or (None,))]
-    for name in dict.fromkeys(tuple(filters) + science_filters):
-        for detector in detectors:
-            pattern = _flat_pattern(rng, shape)
-            # Normalised over the science pixels, as a master flat is.
-            detector.flats[name] = pattern / pattern[detector.layout.trim].mean()
 
-    rows = []
-    spoiled = {}
-    nx = shape[1]
-    across = np.broadcast_to(np.linspace(0.0, 1.0, nx)[np.newaxis, :], shape)
-
-    def spoil(kind, index, signal, name):
-        """``signal`` of the ``index``-th frame of its kind, spoiled when asked."""
-        for what, (words, change) in spoils.items():
-            if what.split("-")[0] == kind and index == (2 if what == "flat-level" else 1):
-                spoiled[name] = words
-                return change(signal, across)
-        return signal
-    frame_index = 0
-    time = Time(start, format="isot", scale="utc")
-
-    def write(image_type, stem, exposure, filter_name, signals, *, skies=None, n_cr=0):
-        """Write one frame; ``signals`` (and ``skies``) hold one image per detector."""
-        nonlocal frame_index, time
-        images = [_raw_image(rng, detector, signal, exposure, frame_index,
-                             bias_level=bias_level, overscan_drift=overscan_drift, n_cr=n_cr)
-                  for detector, signal in zip(detectors, signals, strict=True)]
-        frame_index += 1
-
-        header = fits.Header()
-        if write_image_type and profile.image_type_words.get(image_type):
-            header[profile.image_type_keywords[0]] = profile.image_type_words[image_type][0].upper()
-        if not (required_only and image_type == "bias"):
-            header[profile.exposure_time_keywords[0]] = float(exposure)
-        if filter_name is not None and (several_filters or not required_only):
-            header[profile.filter_keywords[0]] = filter_name
-        if not required_only:
-            header[profile.date_obs_keywords[0]] = time.isot
-            header.update(_binning_cards(profile, binning))
-            header[profile.temperature_keywords[0]] = float(temperature)
-        if extensions is None:  # the detector's own cards (else in its extension)
-            if not required_only:
-                header.update(detectors[0].cards)
-            header.update(detectors[0].layout.cards)
-        for key in profile.match_keywords:
-            header.setdefault(key, 1)
-        if header_extra:
-            header.update(header_extra)
-        if not required_only:
-            header["OBJECT"] = {"science": "simulated field", "flat": "flat"}.get(image_type,
-                                                                                   image_type)
-        for key in dropped:
-            header.remove(key, ignore_missing=True, remove_all=True)
-        name = _file_name(profile, image_type, f"{prefix}{stem}", write_image_type)
-        if stem in spoiled:
-            spoiled[name] = spoiled.pop(stem)
-        _write_file(location / name, header, detectors, [raw for raw, _, _ in images],
-                    transposed=profile.transposed, several=extensions is not None,
-                    required_only=required_only, dropped=dropped)
-        rows.append((name, image_type, float(exposure), filter_name or "", time.isot))
-        for detector, (_, offset, hits) in zip(detectors, images, strict=True):
-            detector.levels[name] = offset
-            if skies is not None:
-                detector.sky[name] = skies[detector.place][detector.layout.trim]
-                detector.cosmic_rays[name] = hits[detector.layout.trim]
-        time = time + TimeDelta(exposure + 30.0, format="sec")
-
+    writer = _NightWriter(
+        location, profile, detectors, rng, spoils=spoils, shape=shape, prefix=prefix,
+        bias_level=bias_level, overscan_drift=overscan_drift,
+        write_image_type=write_image_type, required_only=required_only,
+        several_filters=several_filters, binning=binning, temperature=temperature,
+        header_extra=header_extra, dropped=dropped, several=extensions is not None)
     for night in range(nights):
-        time = Time(start, format="isot", scale="utc") + TimeDelta(night, format="jd")
+        writer.time = Time(start, format="isot", scale="utc") + TimeDelta(night, format="jd")
         tag = f"n{night + 1}_" if nights > 1 else ""
         zero = np.zeros(shape)
         for i in range(n_bias):
             stem = f"{tag}{i + 1:03d}"
-            write("bias", stem, 0.0, None, [spoil("bias", i, zero, stem)] * len(detectors))
+            writer.write("bias", stem, 0.0, None,
+                         [writer.spoil("bias", i, zero, stem)] * len(detectors))
         for exposure in dark_exposures:
             for i in range(n_dark):
                 n_cr = round(cosmic_rays * exposure / max(science_exposure, 1))
                 stem = f"{tag}{exposure:g}s_{i + 1:03d}"
-                signal = spoil("dark", i, zero, stem) if exposure == dark_exposures[-1] \
-                    else zero
-                write("dark", stem, exposure, None, [signal] * len(detectors), n_cr=n_cr)
+                signal = writer.spoil("dark", i, zero, stem) \
+                    if exposure == dark_exposures[-1] else zero
+                writer.write("dark", stem, exposure, None, [signal] * len(detectors),
+                             n_cr=n_cr)
         for name in filters:
             for i in range(n_flat):
                 level = flat_level * rng.uniform(0.9, 1.1) / flat_exposure
                 stem = f"{tag}{name}_{i + 1:03d}"
-                write("flat", stem, flat_exposure, name,
-                      [d.adu(spoil("flat", i, d.flats[name] * level * flat_exposure, stem))
-                       for d in detectors])
+                writer.write("flat", stem, flat_exposure, name,
+                             [d.adu(writer.spoil("flat", i,
+                                                 d.flats[name] * level * flat_exposure, stem))
+                              for d in detectors])
         for name in science_filters:
             for i in range(n_science):
                 level = sky_level * rng.uniform(0.8, 1.2)
                 skies = [d.adu(level + _stars(rng, shape, n_stars)) for d in detectors]
-                write("science", f"{tag}{name}_{i + 1:03d}", science_exposure, name,
-                      [d.flats[name] * sky for d, sky in zip(detectors, skies, strict=True)],
-                      skies=skies, n_cr=cosmic_rays)
+                writer.write("science", f"{tag}{name}_{i + 1:03d}", science_exposure, name,
+                             [d.flats[name] * sky
+                              for d, sky in zip(detectors, skies, strict=True)],
+                             skies=skies, n_cr=cosmic_rays)
 
+    rows, spoiled = writer.rows, writer.spoiled
     files = Table(rows=rows, names=("file", "type", "exposure", "filter", "date_obs"))
     truths = [_truth(detector, location, profile.name, files, spoiled, shape, bias_level)
               for detector in detectors]
@@ -471,6 +409,105 @@ def simulate_night(location, profile="generic", *, shape=None, n_bias=5,
         return truths[0]
     return dataclasses.replace(truths[0], extensions=dict(zip(extensions, truths,
                                                               strict=True)))
+
+
+def _detectors(rng, profile, shape, extensions, filters, **options):
+    """One detector for a file of one image, one per extension otherwise; the truth of
+    each over its whole raw frame (the trimmed part is returned), with its flat in each
+    of ``filters``."""
+    gain = (profile.gain_spec.value if profile.gain_spec and profile.gain_spec.value
+            else _DEFAULT_GAIN)
+    read_noise = (profile.read_noise_spec.value
+                  if profile.read_noise_spec and profile.read_noise_spec.value
+                  else _DEFAULT_READ_NOISE)
+    detectors = [_detector(rng, profile, shape, place, name, gain, read_noise, **options)
+                 for place, name in enumerate(extensions or (None,))]
+    for name in filters:
+        for detector in detectors:
+            pattern = _flat_pattern(rng, shape)
+            # Normalised over the science pixels, as a master flat is.
+            detector.flats[name] = pattern / pattern[detector.layout.trim].mean()
+    return detectors
+
+
+class _NightWriter:
+    """Writes the frames of a simulated night one at a time, and keeps what they hold:
+    a row for the file table each, the frames spoiled, each detector's levels, skies and
+    cosmic rays."""
+
+    def __init__(self, location, profile, detectors, rng, *, spoils, shape, prefix,
+                 **options):
+        self.location, self.profile, self.detectors, self.rng = (location, profile,
+                                                                 detectors, rng)
+        self.spoils, self.prefix, self.options = spoils, prefix, options
+        self.across = np.broadcast_to(np.linspace(0.0, 1.0, shape[1])[np.newaxis, :],
+                                      shape)
+        self.rows, self.spoiled = [], {}
+        self.frame_index, self.time = 0, None
+
+    def spoil(self, kind, index, signal, name):
+        """``signal`` of the ``index``-th frame of its kind, spoiled when asked."""
+        for what, (words, change) in self.spoils.items():
+            if what.split("-")[0] == kind and index == (2 if what == "flat-level" else 1):
+                self.spoiled[name] = words
+                return change(signal, self.across)
+        return signal
+
+    def header(self, image_type, exposure, filter_name):
+        """The primary header of a frame."""
+        profile, options = self.profile, self.options
+        required_only = options["required_only"]
+        header = fits.Header()
+        if options["write_image_type"] and profile.image_type_words.get(image_type):
+            header[profile.image_type_keywords[0]] = profile.image_type_words[image_type][0].upper()
+        if not (required_only and image_type == "bias"):
+            header[profile.exposure_time_keywords[0]] = float(exposure)
+        if filter_name is not None and (options["several_filters"] or not required_only):
+            header[profile.filter_keywords[0]] = filter_name
+        if not required_only:
+            header[profile.date_obs_keywords[0]] = self.time.isot
+            header.update(_binning_cards(profile, options["binning"]))
+            header[profile.temperature_keywords[0]] = float(options["temperature"])
+        if not options["several"]:  # the detector's own cards (else in its extension)
+            if not required_only:
+                header.update(self.detectors[0].cards)
+            header.update(self.detectors[0].layout.cards)
+        for key in profile.match_keywords:
+            header.setdefault(key, 1)
+        if options["header_extra"]:
+            header.update(options["header_extra"])
+        if not required_only:
+            header["OBJECT"] = {"science": "simulated field", "flat": "flat"}.get(image_type,
+                                                                                   image_type)
+        for key in options["dropped"]:
+            header.remove(key, ignore_missing=True, remove_all=True)
+        return header
+
+    def write(self, image_type, stem, exposure, filter_name, signals, *, skies=None, n_cr=0):
+        """Write one frame; ``signals`` (and ``skies``) hold one image per detector."""
+        options = self.options
+        images = [_raw_image(self.rng, detector, signal, exposure, self.frame_index,
+                             bias_level=options["bias_level"],
+                             overscan_drift=options["overscan_drift"], n_cr=n_cr)
+                  for detector, signal in zip(self.detectors, signals, strict=True)]
+        self.frame_index += 1
+        header = self.header(image_type, exposure, filter_name)
+        name = _file_name(self.profile, image_type, f"{self.prefix}{stem}",
+                          options["write_image_type"])
+        if stem in self.spoiled:
+            self.spoiled[name] = self.spoiled.pop(stem)
+        _write_file(self.location / name, header, self.detectors,
+                    [raw for raw, _, _ in images], transposed=self.profile.transposed,
+                    several=options["several"], required_only=options["required_only"],
+                    dropped=options["dropped"])
+        self.rows.append((name, image_type, float(exposure), filter_name or "",
+                          self.time.isot))
+        for detector, (_, offset, hits) in zip(self.detectors, images, strict=True):
+            detector.levels[name] = offset
+            if skies is not None:
+                detector.sky[name] = skies[detector.place][detector.layout.trim]
+                detector.cosmic_rays[name] = hits[detector.layout.trim]
+        self.time = self.time + TimeDelta(exposure + 30.0, format="sec")
 
 
 @dataclass
