@@ -163,7 +163,7 @@ def _unknown_type(profile, header):
 def _saturation_card(profile, header):
     """``(keyword, value)`` of the saturation level the profile reads from ``header``, or
     ``None`` (no keyword, or not a number)."""
-    spec = profile.saturation
+    spec = profile.saturation_spec
     if spec is None or not spec.keywords:
         return None
     key, _ = first_filled(header, spec.keywords)
