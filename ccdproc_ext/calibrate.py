@@ -147,9 +147,10 @@ def mask_bad_pixels(ccd, profile=None, *, name="frame"):
 
 
 def raw_mask_bits(ccd, profile=None, *, name="frame"):
-    """The ``MASK`` bits a raw frame itself gives, in its own geometry: `SATURATED`
-    where `mask_bad_pixels` masks a pixel as saturated, `NOT_FINITE` where it masks one
-    as NaN or infinite (`~ccdproc_ext.quality`). An unsigned 8-bit array.
+    """The ``MASK`` bits a raw frame itself gives, in its own geometry:
+    `~ccdproc_ext.quality.SATURATED` where `mask_bad_pixels` masks a pixel as saturated,
+    `~ccdproc_ext.quality.NOT_FINITE` where it masks one as NaN or infinite
+    (`~ccdproc_ext.quality`). An unsigned 8-bit array.
     """
     data = ccd.data
     not_finite = None
@@ -178,9 +179,9 @@ def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
     ----------
     ccd : `~astropy.nddata.CCDData`
         The frame, after overscan and trim; not modified.
-    bad_pixel_mask : array, `~astropy.nddata.CCDData`, `MasterFrame` or path
+    bad_pixel_mask : array, `~astropy.nddata.CCDData`, `~ccdproc_ext.MasterFrame` or path
         Non-zero where a pixel is bad (a path is read with
-        `~ccdproc_ext.quality.load_bad_pixel_mask`); of the frame's shape.
+        `~ccdproc_ext.bpm.load_bad_pixel_mask`); of the frame's shape.
     name : str, optional
         How the frame is named in messages.
 
@@ -188,7 +189,7 @@ def apply_bad_pixel_mask(ccd, bad_pixel_mask, *, name="frame"):
     -------
     `~astropy.nddata.CCDData`
         With the bad pixels masked (their values unchanged) and ``BPMFILE`` (the mask's
-        file name, or its ``FILENAME``), ``BPMSUM`` (for a `MasterFrame`: its checksum)
+        file name, or its ``FILENAME``), ``BPMSUM`` (for a `~ccdproc_ext.MasterFrame`: its checksum)
         and ``NBADPIX`` in its header.
 
     Raises
@@ -329,8 +330,9 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     master_bias, master_dark, master_flat : `~astropy.nddata.CCDData`, path or None, optional
         Masters to apply; a step whose master is ``None`` is skipped. The master bias and
         dark must already be overscan-subtracted and trimmed (as ccdproc_ext's masters
-        are); the master dark must be bias-subtracted. A `MasterFrame` given for many
-        frames is prepared once (`MasterFrame.prepare`, `MasterFrame.scaled`).
+        are); the master dark must be bias-subtracted. A `~ccdproc_ext.MasterFrame` given
+        for many frames is prepared once (`~ccdproc_ext.MasterFrame.prepare`,
+        `~ccdproc_ext.MasterFrame.scaled`).
     scale_dark : bool or None, optional
         Scale the dark by the ratio of exposure times. Default (``None``): scale when the
         exposure times differ by more than the profile's ``dark_tolerance`` and the
@@ -350,7 +352,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
         How the frame is named in messages. Default: the file name or ``"frame"``.
     bad_pixel_mask : array, `~astropy.nddata.CCDData`, path or None, optional
         Bad pixels (non-zero) to mask in the result, of its shape after trimming (see
-        `apply_bad_pixel_mask`). Default is ``None``.
+        `~ccdproc_ext.calibrate.apply_bad_pixel_mask`). Default is ``None``.
 
     Returns
     -------
@@ -365,7 +367,7 @@ def calibrate_frame(ccd, profile=None, *, master_bias=None, master_dark=None,
     Notes
     -----
     A scaled dark is multiplied by the ratio of exposure times in its own type
-    (`MasterFrame.scaled`; float32 for ccdproc_ext's masters), where
+    (`~ccdproc_ext.MasterFrame.scaled`; float32 for ccdproc_ext's masters), where
     ``ccdproc.subtract_dark(..., scale=True)`` multiplies in float64: the two differ by
     the rounding of that product to float32.
 
@@ -467,7 +469,7 @@ def _subtract_bias(ccd, bias, name, dtype):
 
 def _subtract_dark(ccd, dark, exposure, scale, name, dtype):
     """`ccdproc.subtract_dark` with the dark scaled once to ``exposure`` when ``scale``
-    (`MasterFrame.scaled`), flagged ``DARKCOR``, the factor in ``DARKSCL``."""
+    (`~ccdproc_ext.MasterFrame.scaled`), flagged ``DARKCOR``, the factor in ``DARKSCL``."""
     _check_shape(ccd.shape, dark, name)
     if scale:
         problem = dark_scale_problem(exposure, dark.exposure)
@@ -488,7 +490,7 @@ def _subtract_dark(ccd, dark, exposure, scale, name, dtype):
 
 
 def _flat_correct(ccd, flat, min_value, name, dtype):
-    """`ccdproc.flat_correct` by the flat normalised once (`MasterFrame.prepare`),
+    """`ccdproc.flat_correct` by the flat normalised once (`~ccdproc_ext.MasterFrame.prepare`),
     flagged ``FLATCOR`` with the master's name and checksum."""
     _check_shape(ccd.shape, flat, name)
     normalised = flat.prepare(dtype, flat=True, min_value=min_value)

@@ -10,8 +10,8 @@ number of frames; where the file is and its BLAKE2b checksum.
 Paths are stored relative to the library file's folder (and absolute as well), so a
 library moved together with its masters still finds them, and so does a library moved
 alone. A master whose file is missing or whose bytes changed since it was registered is
-never used: `find` and the plan skip it and say so, and `verify` lists every such
-master.
+never used: `~CalibrationLibrary.find` and the plan skip it and say so, and
+`~CalibrationLibrary.verify` lists every such master.
 
 Several processes may write one library at once (two nights reduced side by side): every
 change is one transaction, and a writer that finds the database locked waits and tries
@@ -43,7 +43,7 @@ from .matcher import (
 from .profiles import get_profile
 from .raw import file_checksum
 
-__all__ = ["DEFAULT_VALIDITY", "CalibrationLibrary", "LibraryError", "LibraryMasterUnusable",
+__all__ = ["DEFAULT_VALIDITY", "CalibrationLibrary", "LibraryMasterUnusable",
            "LibraryMasters", "night_date", "planned_master_keys", "validity_text"]
 
 #: How long (days) a master of each kind stays valid for frames of another night:
@@ -114,7 +114,7 @@ class CalibrationLibrary:
     path : str or `pathlib.Path`
         The library file; created (with its folder) on the first change.
     validity : dict or None, optional
-        How long (days) a master stays valid, by kind, over `DEFAULT_VALIDITY`
+        How long (days) a master stays valid, by kind, over `~ccdproc_ext.library.DEFAULT_VALIDITY`
         (``{"flat": 7}``); ``None`` for a kind is no limit.
 
     Examples
@@ -507,7 +507,7 @@ class LibraryMasters:
 
     def choose(self, kind, frame, options):
         """The nearest usable library master of ``kind`` for ``frame``, or a
-        `CalibrationMatchError` saying why there is none: `LibraryMasterUnusable` when
+        `~ccdproc_ext.CalibrationMatchError` saying why there is none: `LibraryMasterUnusable` when
         the masters that fit the frame are there but cannot be verified."""
         while True:
             view = self.view(kind, frame, self.refused)

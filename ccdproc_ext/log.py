@@ -68,7 +68,7 @@ def without_path(err):
 
 def plan_row_error(row):
     """The error of a plan row that is not ``ok``: its ``problem`` in words, as the
-    class its ``problem_kind`` names (`~ccdproc_ext.exceptions.error_class`).
+    class its ``problem_kind`` names (``exceptions.error_class``).
 
     The plan is a table the user may edit and give back, so the kind travels as the
     name of the class; this is the one place the name becomes the class again.
@@ -184,7 +184,7 @@ class NightLog:
             self.notes.append(note)
 
     def unexpected(self, err, what):
-        """``err`` itself if it is the package's own; otherwise an `InternalError`, its
+        """``err`` itself if it is the package's own; otherwise an `~ccdproc_ext.InternalError`, its
         traceback logged and written to ``internal-errors.log`` in the output folder."""
         if isinstance(err, CcdprocExtError) and not isinstance(err, InternalError):
             return err

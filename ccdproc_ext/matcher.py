@@ -137,8 +137,8 @@ def find_nearest_dark_exposure(image, dark_exposure_times, tolerance=0.5, *, pro
     Parameters
     ----------
     image : `~astropy.nddata.CCDData`, `~astropy.io.fits.Header` or float
-        The frame (its exposure is read through ``profile``, `InstrumentProfile.exposure_time`),
-        or its exposure time in seconds.
+        The frame (its exposure is read through ``profile``,
+        `~ccdproc_ext.InstrumentProfile.exposure_time`), or its exposure time in seconds.
     dark_exposure_times : sequence of float
         The exposure times of the available darks.
     tolerance : float or None, optional

@@ -239,14 +239,14 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         The bad pixels masked in the science frames (bits ``bad pixel`` and ``low flat``
         of their ``MASK``). ``"auto"`` (the default) builds a bad-pixel mask from each
         pair of master dark and flat the science frames use: hot pixels of the dark,
-        low and dead pixels of the flat (`~ccdproc_ext.quality.make_bad_pixel_mask`),
+        low and dead pixels of the flat (`~ccdproc_ext.bpm.make_bad_pixel_mask`),
         written as ``masters/bpm_<dark>_<flat>.fits``. A path: a mask file of one's own
         (non-zero where bad), written as ``masters/bpm_<its name>.fits``. ``None``: none.
         Each science frame names its mask in ``BPMFILE``, and the pixels it masked in
         ``NBADPIX``; the ``bpm`` column of ``science`` names it too.
     cosmic_rays : bool or "clean", optional
         Find cosmic-ray hits in each calibrated science frame
-        (`ccdproc.cosmicray_lacosmic`, see `~ccdproc_ext.quality.detect_cosmic_rays`)
+        (`ccdproc.cosmicray_lacosmic`, see `~ccdproc_ext.cosmic_rays.detect_cosmic_rays`)
         and mask them (bit ``cosmic ray``); ``"clean"`` also replaces them by cleaned
         values. Default is ``False``: L.A.Cosmic costs more than the rest of a frame's
         calibration.

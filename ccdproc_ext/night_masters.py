@@ -76,7 +76,7 @@ class NightMasters:
         return self.paths[(kind, name)]
 
     def by_file_stem(self):
-        """``file stem -> MasterFrame``, as `~ccdproc_ext.science.prepare_masters` looks
+        """``file stem -> MasterFrame``, as ``science.prepare_masters`` looks
         masters up; a stem two files share (a library master named like one of the
         night's) maps to ``None``, and that master is read from its file."""
         stems = {}

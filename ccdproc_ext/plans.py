@@ -1,4 +1,5 @@
-"""Plans the user edits: written by a dry run, changed by hand, executed by `reduce_night`.
+"""Plans the user edits: written by a dry run, changed by hand, executed by
+`~ccdproc_ext.reduce_night`.
 
 A plan is the table `~ccdproc_ext.build_plan` returns, one row per raw frame. Written to
 ECSV (`write_plan`, or the ``plan.ecsv`` every reduction leaves in its output folder),

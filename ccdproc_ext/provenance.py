@@ -305,7 +305,7 @@ def mark_bad_pixels_applied(header, name, checksum, n_bad):
 def mark_cosmic_rays(header, n_hits, *, clean, settings):
     """Write ``NCRPIX`` (pixels masked as cosmic-ray hits), ``CRCLEAN`` (replaced or
     not) and what L.A.Cosmic was given (``settings``, a
-    `~ccdproc_ext.quality.CosmicRaySettings`): ``CRFWHM`` (and ``CRFWHMSR``, whether it
+    `~ccdproc_ext.cosmic_rays.CosmicRaySettings`): ``CRFWHM`` (and ``CRFWHMSR``, whether it
     was measured on the frame's stars), ``CRGAIN``, ``CRRDNOIS``, ``CRSIGMA``,
     ``CRFWHMLO`` (the sharpest star), ``CROBJLIM``, ``CRFSMODE`` and ``CRNITER``."""
     _set(header, "NCRPIX", n_hits, "cosmic-ray pixels (L.A.Cosmic), masked")

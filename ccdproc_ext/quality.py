@@ -30,9 +30,18 @@ from ._kernels import median_of_all
 __all__ = [
     "BAD_PIXEL",
     "COSMIC_RAY",
+    "EXCESS_FRACTION",
+    "EXCESS_RATIO",
+    "FIT_NOISE_GROWTH",
+    "LINE_NOISE",
+    "LINE_SIGMA",
     "LOW_FLAT",
     "MASK_BITS",
+    "MAX_LEFT_OUT",
+    "MIN_GROUP",
+    "MIN_LINES",
     "NOT_FINITE",
+    "PIXEL_SIGMA",
     "SATURATED",
     "FrameSample",
     "GroupCheck",
@@ -100,7 +109,7 @@ def trimmed_like(raw_pixels, header, shape):
     """``raw_pixels`` (in the raw frame's geometry) cut to a calibrated frame's.
 
     The cut is the frame's ``TRIM`` card (the section kept, see
-    `~ccdproc_ext.calibrate.overscan_and_trim`); a frame that was not trimmed keeps every pixel.
+    `~ccdproc_ext.overscan.overscan_and_trim`); a frame that was not trimmed keeps every pixel.
     Returns ``None`` when the result would not be of ``shape``.
     """
     section = header.get("TRIM")

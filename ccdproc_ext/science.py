@@ -360,9 +360,9 @@ def _cosmic_rays(calibrated, raw_header, task, sky, noise, name):
 
     L.A.Cosmic is given the profile's gain and read noise (measured from the sky when the
     profile gives none, with a warning that becomes a note), the saturation level, the
-    FWHM of the frame's stars (`~ccdproc_ext.quality.DEFAULT_FWHM` when too few can be
+    FWHM of the frame's stars (`~ccdproc_ext.cosmic_rays.DEFAULT_FWHM` when too few can be
     measured) and the contrast limit that FWHM calls for
-    (`~ccdproc_ext.quality.cosmic_ray_settings`).
+    (`~ccdproc_ext.cosmic_rays.cosmic_ray_settings`).
     """
     profile = task.profile
     in_electrons = calibrated.unit is not None and calibrated.unit.is_equivalent("electron")

@@ -22,8 +22,7 @@ from astropy.nddata import CCDData
 
 from ccdproc_ext import CalibrationLibrary, reduce_night
 from ccdproc_ext.cli import main
-from ccdproc_ext.exceptions import CcdprocExtError, HeaderError
-from ccdproc_ext.library import LibraryError
+from ccdproc_ext.exceptions import CcdprocExtError, HeaderError, LibraryError
 from ccdproc_ext.simulate import simulate_night
 
 SHAPE = (32, 40)

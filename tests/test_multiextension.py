@@ -350,7 +350,7 @@ def test_extensions_table_is_validated(table, words):
 
     data = tomllib.loads(NAMED_PROFILE)
     data["extensions"] = table
-    with pytest.raises(ProfileError, match="my.toml") as info:
+    with pytest.raises(ProfileError, match=r"my\.toml") as info:
         InstrumentProfile.from_dict(data, source="my.toml")
     assert words in str(info.value)
 

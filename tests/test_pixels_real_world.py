@@ -125,7 +125,7 @@ def test_frame_in_counts_takes_a_master_in_adu(tmp_path):
 
 def test_master_in_another_unit_is_a_header_error(tmp_path):
     path = _write(tmp_path / "frame.fits", _pixels(), BUNIT="electron")
-    with pytest.raises(HeaderError, match="frame.fits: the frame is in electron"):
+    with pytest.raises(HeaderError, match=r"frame\.fits: the frame is in electron"):
         calibrate_frame(path, "generic", master_bias=CCDData(_pixels(2), unit="adu"))
 
 
@@ -155,7 +155,7 @@ def test_cube_of_one_plane_is_squeezed(tmp_path, stored):
         hdu.scale("int32", bscale=0.5, bzero=0)
     hdu.writeto(path)
     assert fits.getheader(path)["NAXIS"] == 3
-    header, problem, notes = inspect_frame(path)
+    _header, problem, notes = inspect_frame(path)
     assert problem is None
     assert "3-D image with one plane: squeezed to 2-D" in notes
     frame = read_frame(path, get_profile("generic"))
@@ -169,9 +169,9 @@ def test_cube_of_one_plane_is_squeezed(tmp_path, stored):
 def test_cube_of_several_planes_is_refused(tmp_path):
     path = tmp_path / "cube.fits"
     fits.PrimaryHDU(np.zeros((2, *SHAPE), np.int16)).writeto(path)
-    header, problem, notes = inspect_frame(path)
+    _header, problem, _notes = inspect_frame(path)
     assert "3-dimensional" in problem
-    with pytest.raises(FrameReadError, match="cube.fits: HDU 0 is 3-dimensional"):
+    with pytest.raises(FrameReadError, match=r"cube\.fits: HDU 0 is 3-dimensional"):
         read_frame(path)
 
 
@@ -211,7 +211,7 @@ def test_bad_biassec_still_trims(tmp_path, deviation):
 def test_missing_required_section_keyword_is_a_header_error(tmp_path):
     profile = _profile(detector={"overscan": {"keyword": "BIASSEC", "required": True}})
     path = _write(tmp_path / "frame.fits", _pixels())
-    with pytest.raises(HeaderError, match="frame.fits: the overscan section .* BIASSEC"):
+    with pytest.raises(HeaderError, match=r"frame\.fits: the overscan section .* BIASSEC"):
         calibrate_frame(path, profile)
 
 

@@ -124,7 +124,7 @@ def test_required_keywords_only(tmp_path):
     night = simulate_night(tmp_path, shape=(20, 24), keywords="required", n_bias=1,
                            dark_exposures=(30.0,), n_dark=1, filters=("V",), n_flat=1,
                            n_science=1)
-    bias, dark, flat, science = (fits.getheader(p) for p in night.paths())
+    bias, dark, _flat, science = (fits.getheader(p) for p in night.paths())
     assert set(bias) - {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO",
                         "BSCALE"} == {"IMAGETYP"}
     assert dark["EXPTIME"] == 30.0 and "FILTER" not in dark  # one filter: not needed

@@ -193,9 +193,9 @@ class InstrumentProfile:
         Patterns are shell-style, case-insensitive, and matched against the file name
         and against the path (so ``*/dark/*`` matches a folder). A pattern that is one
         word between stars (``*dark*``) matches that word as a whole word of the name
-        (see `name_has_word`): ``darks-expos1.fits``, ``Fla2_dark.fit`` and
-        ``bias.00000001.BIAS.FIT`` say their type, ``NOAUTODARK.FIT``, ``DarkSky-300s.fit``
-        and ``horizon.fits`` do not.
+        (see `~ccdproc_ext.profiles.classify.name_has_word`): ``darks-expos1.fits``,
+        ``Fla2_dark.fit`` and ``bias.00000001.BIAS.FIT`` say their type,
+        ``NOAUTODARK.FIT``, ``DarkSky-300s.fit`` and ``horizon.fits`` do not.
         """
         found = path_type(self, path)
         return None if found is None else found[0]
