@@ -24,7 +24,9 @@ from .raw import is_fits_name
 
 __all__ = ["find_fits_files", "header_pairs", "summary_table"]
 
-log = logging.getLogger(__name__)
+#: ccdproc's collection logs its own words about a file it cannot read: they are said
+#: here as it says them, through its logger.
+ccdproc_log = logging.getLogger("ccdproc.image_collection")
 
 
 def _looks_like_fits(path):
@@ -149,7 +151,7 @@ def _columns(names, pairs_of, location):
         try:
             pairs, repeated = pairs_of(name)
         except OSError as err:  # as ccdproc: the file stays listed, out of the summary
-            log.warning("unable to get FITS header for file %s: %s.", path, err)
+            ccdproc_log.warning("unable to get FITS header for file %s: %s.", path, err)
             continue
         for key, value in repeated:  # ccdproc's warning, in its words
             warnings.warn(f'Header from file "{path}" contains multiple entries for '
