@@ -28,7 +28,7 @@ from astropy.nddata import CCDData
 from ._raw_parts import first_image
 from .exceptions import CalibrationMatchError, CcdprocExtError, DataQualityError, FrameReadError
 from .log import without_path
-from .master_frame import MasterFrame, MultiMaster
+from .master_frame import MasterFacts, MasterFrame, extensions_of, load_master
 from .outputs import file_stamp, inside, output_name, recipe, up_to_date, write_atomic
 from .provenance import mark_bad_pixel_mask
 from .quality import median_and_mad_std
@@ -41,6 +41,7 @@ __all__ = [
     "HOT_SIGMA",
     "LOW_BOX",
     "LOW_FRACTION",
+    "bad_pixel_mask_task",
     "build_bad_pixel_masks",
     "hot_pixels",
     "load_bad_pixel_mask",
@@ -277,7 +278,7 @@ def plan_bad_pixel_masks(plan, bad_pixels):
         for row in plan]
 
 
-def build_bad_pixel_masks(plan, masters, options, log):
+def build_bad_pixel_masks(plan, masters, options, log, *, executor=None):
     """The bad-pixel mask of each (dark, flat) pair the science frames use, or the user's
     mask file, written as a master (``masters/bpm_*.fits``).
 
@@ -293,23 +294,25 @@ def build_bad_pixel_masks(plan, masters, options, log):
         ``profile``).
     log : `~ccdproc_ext.log.NightLog`
         Where a mask that cannot be made is noted (raised, in strict mode).
+    executor : `concurrent.futures.Executor` or None, optional
+        Where the masks are made: each is a `bad_pixel_mask_task` submitted to it, which
+        reads its master dark and flat there, and only its facts come back
+        (`~ccdproc_ext.master_frame.MasterFacts`). Default is ``None``: here, in threads.
     """
     if options.bad_pixels is None:
         return
     to_make = _masks_to_make(plan, masters, options, log)
-
-    def make(job):
-        path, lower, _ = job
-        try:
-            return _bad_pixel_mask(path, lower, options)
-        except CcdprocExtError as err:  # said below, in order
-            return err
-
-    # The masks are made at the same time (numpy's medians release the GIL).
-    workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
-                  else int(options.workers))
-    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        made = list((pool.map if pool else map)(make, to_make.values()))
+    if executor is not None:
+        made = [future.result() for future in [
+            executor.submit(bad_pixel_mask_task, path, _lower_files(used_by[0], masters),
+                            options) for path, _, used_by in to_make.values()]]
+    else:
+        # The masks are made at the same time (numpy's medians release the GIL).
+        workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
+                      else int(options.workers))
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            made = list((pool.map if pool else map)(
+                lambda job: _mask_or_error(job[0], job[1], options), to_make.values()))
     for (name, (path, _, used_by)), mask in zip(to_make.items(), made, strict=True):
         if isinstance(mask, CcdprocExtError):
             if options.strict:
@@ -320,6 +323,45 @@ def build_bad_pixel_masks(plan, masters, options, log):
         masters.built[name] = mask
         masters.paths[("bpm", name)] = path
         masters.bpm_of.update(dict.fromkeys(used_by, name))
+
+
+def bad_pixel_mask_task(path, lower, options):
+    """Make (or find up to date) one bad-pixel mask where a task runs: a worker of an
+    executor.
+
+    Parameters
+    ----------
+    path : `pathlib.Path`
+        The mask's file.
+    lower : dict
+        ``kind -> (path, checksum)`` of its master dark and flat, read here.
+    options
+        The night's settings.
+
+    Returns
+    -------
+    `~ccdproc_ext.master_frame.MasterFacts` or `~ccdproc_ext.CcdprocExtError`
+        The mask made, or why it could not be.
+    """
+    masters = {kind: load_master(Path(file), options.profile,
+                                 checksum=checksum).without_uncertainty()
+               for kind, (file, checksum) in lower.items()}
+    made = _mask_or_error(path, masters, options)
+    return made if isinstance(made, CcdprocExtError) else MasterFacts.of(made)
+
+
+def _mask_or_error(path, lower, options):
+    """`_bad_pixel_mask`, or the package's error that kept it from being made."""
+    try:
+        return _bad_pixel_mask(path, lower, options)
+    except CcdprocExtError as err:  # said by the caller, in order
+        return err
+
+
+def _lower_files(pair, masters):
+    """``kind -> (path, checksum)`` of the master dark and flat of ``pair``."""
+    return {kind: (str(masters.path(kind, name)), masters.built[name].checksum)
+            for kind, name in zip(("dark", "flat"), pair, strict=True) if name}
 
 
 def _masks_to_make(plan, masters, options, log):
@@ -335,7 +377,7 @@ def _masks_to_make(plan, masters, options, log):
         name = _bpm_name(dark, flat, options.bad_pixels)
         if name is None:
             continue  # no dark nor flat to find bad pixels in
-        if any(isinstance(master, MultiMaster) for master in lower.values()):
+        if any(extensions_of(master) for master in lower.values()):
             log.note(f"masters/{name}.fits", "CcdprocExtWarning", "no bad-pixel mask: "
                      "not made for multi-extension frames (their masters' masks are used)")
             continue

@@ -36,13 +36,22 @@ from .extensions import (
     read_extension,
     write_extensions,
 )
-from .log import files_shown, group_by_reason, plan_row_error, table_of, without_path
-from .master_frame import MasterFrame, MultiMaster, extensions_of, load_master
+from .log import (
+    RecordedLog,
+    files_shown,
+    group_by_reason,
+    plan_row_error,
+    replay,
+    table_of,
+    without_path,
+)
+from .master_frame import MasterFacts, MasterFrame, MultiMaster, extensions_of, load_master
 from .masters import LeftOut, build_master
 from .outputs import file_stamp, inside, recipe, up_to_date, write_atomic
 from .provenance import file_name_of, fits_text
 
-__all__ = ["MASTER_KINDS", "NightMasters", "build_masters"]
+__all__ = ["MASTER_KINDS", "MasterJob", "MasterOutcome", "NightMasters", "build_master_task",
+           "build_masters", "run_master_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +95,7 @@ class NightMasters:
         return stems
 
 
-def build_masters(plan, collection, options, log, *, progress):
+def build_masters(plan, collection, options, log, *, progress, executor=None):
     """Every master of the plan, bias first, each from its usable frames.
 
     Parameters
@@ -102,6 +111,11 @@ def build_masters(plan, collection, options, log, *, progress):
         Where the problems and notes of the masters go.
     progress : bool
         Show a progress bar (on a terminal).
+    executor : `concurrent.futures.Executor` or None, optional
+        Where the masters are built: each is a `build_master_task` submitted to it, in
+        waves (the biases, then the darks, then the flats), and only what they return is
+        kept here (`~ccdproc_ext.master_frame.MasterFacts`). Default is ``None``: here,
+        one after the other, each with ``options.workers`` threads.
 
     Returns
     -------
@@ -113,14 +127,152 @@ def build_masters(plan, collection, options, log, *, progress):
     with tqdm(total=len(table), desc="masters", unit="master",
               disable=None if progress else True) as bar:
         for kind in MASTER_KINDS:
+            wave = []
             for master in table[table["kind"] == kind]:
                 if master["origin"] == "library":
                     _load_library_master(kind, master, options, log, masters)
-                else:
-                    _build_one_master(kind, master, rows, collection, options, log,
-                                      masters)
-                bar.update(1)
+                    bar.update(1)
+                    continue
+                # Said in the night's log after the masters before it, as when built here.
+                said = log if executor is None else RecordedLog(options.strict,
+                                                                log.output_dir)
+                job = _master_job(kind, master, rows, collection, log.output_dir, said,
+                                  masters)
+                if executor is None and job is not None:
+                    run_master_job(job, options, log, masters)
+                wave.append((job, said))
+                if executor is None:
+                    bar.update(1)
+            if executor is not None:
+                _run_wave(wave, executor, options, log, masters, bar)
     return masters
+
+
+def _run_wave(wave, executor, options, log, masters, bar):
+    """The masters of one kind built by tasks on ``executor``: submitted together, then
+    what each returned recorded in ``log`` and ``masters``, in the plan's order."""
+    futures = [None if job is None else executor.submit(
+        build_master_task, job, _lower_of(job, masters), options) for job, _ in wave]
+    for (job, said), future in zip(wave, futures, strict=True):
+        replay(said.records, log)
+        if future is not None:
+            try:
+                outcome = future.result()
+            except Exception as err:  # strict mode's error, or a worker lost: as here
+                err = log.unexpected(err, f"master {job.name}")
+                if options.strict:
+                    raise err
+                masters.failed[job.name] = err
+                for member in job.members:
+                    log.problem(member, type(err)(f"master {job.name} not built: {err}"))
+            else:
+                outcome.record(log, masters)
+        bar.update(1)
+
+
+def _lower_of(job, masters):
+    """``((kind, name, path, checksum), ...)``: the lower masters a task reads."""
+    return tuple((kind, name, str(masters.paths[(kind, name)]), masters.built[name].checksum)
+                 for kind, name in job.needs)
+
+
+@dataclass(frozen=True)
+class MasterJob:
+    """One master to build, in small picklable values: what a task on an executor needs
+    beside the night's settings and its lower masters.
+
+    Attributes
+    ----------
+    kind, name : str
+        The master's kind and name (its file is ``masters/<name>.fits``).
+    members : tuple of str
+        Its usable frames, as the plan names them.
+    paths : tuple of str
+        Their files.
+    done : tuple
+        ``(frame, steps)`` of its frames whose headers say a calibration was done before.
+    needs : tuple
+        ``(kind, name)`` of the lower masters its frames are calibrated with.
+    dark_scales : tuple of float
+        The plan's dark scale of each of its frames.
+    output_dir : `pathlib.Path`
+        The night's output folder.
+    """
+
+    kind: str
+    name: str
+    members: tuple
+    paths: tuple
+    done: tuple
+    needs: tuple
+    dark_scales: tuple
+    output_dir: Path
+
+    def path(self, member):
+        """The file of frame ``member``."""
+        return self.paths[self.members.index(member)]
+
+
+@dataclass(frozen=True)
+class MasterOutcome:
+    """What a `build_master_task` returns: the master built (its facts and file) or why it
+    failed, and the problems and notes it said, in order.
+
+    Attributes
+    ----------
+    kind, name : str
+    path : str or None
+        Its file, when it was built or found up to date.
+    facts : `~ccdproc_ext.master_frame.MasterFacts` or None
+    failed : `~ccdproc_ext.CcdprocExtError` or None
+    records : list
+        `~ccdproc_ext.log.RecordedLog.records`.
+    """
+
+    kind: str
+    name: str
+    path: str | None
+    facts: MasterFacts | None
+    failed: Exception | None
+    records: list
+
+    def record(self, log, masters):
+        """Say its problems and notes in ``log``; keep the master in ``masters``."""
+        replay(self.records, log)
+        if self.failed is not None:
+            masters.failed[self.name] = self.failed
+        if self.facts is not None:
+            masters.built[self.name] = self.facts
+            masters.paths[(self.kind, self.name)] = Path(self.path)
+
+
+def build_master_task(job, lower, options):
+    """Build one master where a task runs: a worker of an executor.
+
+    Parameters
+    ----------
+    job : `MasterJob`
+    lower : tuple
+        ``(kind, name, path, checksum)`` of its lower masters, read here.
+    options
+        The night's settings.
+
+    Returns
+    -------
+    `MasterOutcome`
+    """
+    log = RecordedLog(options.strict, job.output_dir)
+    masters = NightMasters()
+    for kind, name, path, checksum in lower:
+        masters.built[name] = load_master(Path(path), options.profile,
+                                          checksum=checksum).without_uncertainty()
+        masters.paths[(kind, name)] = Path(path)
+    run_master_job(job, options, log, masters)
+    built = masters.built.get(job.name)
+    path = masters.paths.get((job.kind, job.name))
+    return MasterOutcome(job.kind, job.name, None if path is None else str(path),
+                         None if built is None else MasterFacts.of(built),
+                         masters.failed.get(job.name), log.records)
 
 
 def _load_library_master(kind, master, options, log, masters):
@@ -138,9 +290,10 @@ def _load_library_master(kind, master, options, log, masters):
     masters.paths[(kind, name)] = path
 
 
-def _usable_members(kind, master, rows, log, masters):
-    """The frames of a master that can be used and the names of its lower masters, or
-    ``None`` (the master failed, said in ``masters.failed``)."""
+def _master_job(kind, master, rows, collection, output_dir, log, masters):
+    """The `MasterJob` of a master of the plan: its frames that can be used and the
+    names of its lower masters, or ``None`` (the master failed, said in
+    ``masters.failed``)."""
     name = master["name"]
     files = master["files"].split(",")
     members = [f for f in files if rows[f]["status"] == "ok"]
@@ -160,32 +313,44 @@ def _usable_members(kind, master, rows, log, masters):
             log.problem(member, type(cause)(f"master {name} not built: "
                                                   f"{masters.failed[name]}"))
         return None
-    return members, needs
+    done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
+    return MasterJob(kind, str(name), tuple(members),
+                     tuple(str(collection.path(f)) for f in members),
+                     tuple((m, str(done_of[m])) for m in members if done_of.get(m)),
+                     tuple((k, str(v)) for k, v in needs.items()),
+                     tuple(float(rows[m]["dark_scale"]) for m in members), output_dir)
 
 
-def _build_one_master(kind, master, rows, collection, options, log, masters):
-    name = master["name"]
-    usable = _usable_members(kind, master, rows, log, masters)
-    if usable is None:
-        return
-    members, needs = usable
-    extensions, members = _master_extensions(name, members, needs, collection, options,
-                                             log, masters)
+def run_master_job(job, options, log, masters):
+    """Build the master of ``job`` (or find it up to date), its lower masters in
+    ``masters``; it is added to them, or its failure is, and its problems and notes go to
+    ``log``.
+
+    Parameters
+    ----------
+    job : `MasterJob`
+    options
+        The night's settings.
+    log : `~ccdproc_ext.log.NightLog`
+    masters : `NightMasters`
+    """
+    kind, name, needs = job.kind, job.name, dict(job.needs)
+    extensions, members = _master_extensions(job, options, log, masters)
     if not members:
         return
-    folder = log.output_dir / "masters"
+    folder = job.output_dir / "masters"
     path = inside(folder / f"{name}.fits", folder)
-    _note_steps_done(log, f"masters/{path.name}", members, collection)
-    dark_scale = rows[members[0]]["dark_scale"]
+    _note_steps_done(log, f"masters/{path.name}", job.done, members)
+    dark_scale = job.dark_scales[job.members.index(members[0])]
     master_recipe = recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
-                           [file_stamp(collection.path(f)) for f in members],
+                           [file_stamp(job.path(f)) for f in members],
                            {k: masters.built[v].checksum for k, v in needs.items()},
                            dark_scale if kind == "flat" else None)
     try:
         if options.overwrite or not up_to_date(path, master_recipe):
             with CaughtWarnings() as caught:
                 frame, left_out = _make_master(
-                    kind, [collection.path(f) for f in members],
+                    kind, [job.path(f) for f in members],
                     {k: masters.built[v] for k, v in needs.items()}, path, master_recipe,
                     options, scale_dark=bool(np.isfinite(dark_scale) and dark_scale != 1.0),
                     extensions=extensions)
@@ -237,10 +402,11 @@ def _recorded_left_out(master):
     return recorded
 
 
-def _note_steps_done(log, file, members, collection):
+def _note_steps_done(log, file, done, members):
     """A master's note naming its frames whose headers say a calibration was done before
-    they came (``CALSTAT``, IRAF's flags): it was not done again (see the plan)."""
-    done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
+    they came (``CALSTAT``, IRAF's flags; ``done``: ``(frame, steps)``): it was not done
+    again (see the plan)."""
+    done_of = dict(done)
     by_steps = {}
     for member in members:
         if done_of.get(member):
@@ -251,7 +417,7 @@ def _note_steps_done(log, file, members, collection):
                        f"before (their headers say so), not again: {files_shown(files)}")
 
 
-def _master_extensions(name, members, needs, collection, options, log, masters):
+def _master_extensions(job, options, log, masters):
     """The detector extensions of a master (``()`` for frames of one image) and its
     members that have them.
 
@@ -259,11 +425,12 @@ def _master_extensions(name, members, needs, collection, options, log, masters):
     names them); a frame with other extensions, or one of them unreadable, is a problem
     and left out. Lower masters with other extensions fail the master.
     """
+    name, members, needs = job.name, job.members, dict(job.needs)
     found = {}
     for member in members:
         try:
-            found[member] = detector_extensions(collection.path(member), options.profile)
-            check_extensions_readable(collection.path(member), found[member])
+            found[member] = detector_extensions(job.path(member), options.profile)
+            check_extensions_readable(job.path(member), found[member])
         except CcdprocExtError as err:
             found.pop(member, None)
             log.problem(member, err)
@@ -272,7 +439,7 @@ def _master_extensions(name, members, needs, collection, options, log, masters):
     for member, names in found.items():
         try:
             check_same_extensions(member, names, extensions, f"its master {name}",
-                                  path=collection.path(member))
+                                  path=job.path(member))
         except CalibrationMatchError as err:
             log.problem(member, err)
             continue
