@@ -32,6 +32,7 @@ from .master_frame import MasterFacts, MasterFrame, extensions_of, load_master
 from .outputs import file_stamp, inside, output_name, recipe, up_to_date, write_atomic
 from .provenance import mark_bad_pixel_mask
 from .quality import median_and_mad_std
+from .raw import file_checksum
 
 __all__ = [
     "BPM_HOT",
@@ -303,9 +304,14 @@ def build_bad_pixel_masks(plan, masters, options, log, *, executor=None):
         return
     to_make = _masks_to_make(plan, masters, options, log)
     if executor is not None:
-        made = [future.result() for future in [
-            executor.submit(bad_pixel_mask_task, path, _lower_files(used_by[0], masters),
-                            options) for path, _, used_by in to_make.values()]]
+        # Masks up to date are told here from their headers and checksums, not submitted.
+        made = [_found_up_to_date(path, lower, options) for path, lower, _ in
+                to_make.values()]
+        futures = [None if found is not None else executor.submit(
+            bad_pixel_mask_task, path, _lower_files(used_by[0], masters), options)
+            for found, (path, _, used_by) in zip(made, to_make.values(), strict=True)]
+        made = [found if future is None else future.result()
+                for found, future in zip(made, futures, strict=True)]
     else:
         # The masks are made at the same time (numpy's medians release the GIL).
         workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
@@ -358,6 +364,14 @@ def _mask_or_error(path, lower, options):
         return err
 
 
+def _found_up_to_date(path, lower, options):
+    """The `~ccdproc_ext.master_frame.MasterFacts` of a mask whose file is up to date
+    (its recipe from the checksums of ``lower``), or ``None``."""
+    if options.overwrite or not up_to_date(path, _mask_recipe(lower, options)):
+        return None
+    return MasterFacts(path.name, file_checksum(path)[:16])
+
+
 def _lower_files(pair, masters):
     """``kind -> (path, checksum)`` of the master dark and flat of ``pair``."""
     return {kind: (str(masters.path(kind, name)), masters.built[name].checksum)
@@ -405,14 +419,12 @@ def _safe_stem(file_name):
 
 def _bad_pixel_mask(path, lower, options):
     """Make (or find up to date) one bad-pixel mask; returns it as a `MasterFrame`."""
+    mask_recipe = _mask_recipe(lower, options)
     if isinstance(options.bad_pixels, Path):
-        mask_recipe = recipe("bpm", file_stamp(options.bad_pixels))
         if options.overwrite or not up_to_date(path, mask_recipe):
             _write_bpm(user_bad_pixel_mask(options.bad_pixels), path, mask_recipe)
         return MasterFrame.of(path, options.profile)
     dark, flat = lower.get("dark"), lower.get("flat")
-    mask_recipe = recipe("bpm", {k: m.checksum for k, m in lower.items()}, HOT_SIGMA,
-                         HOT_MIN_RATE, LOW_FRACTION, LOW_BOX)
     if options.overwrite or not up_to_date(path, mask_recipe):
         mask = make_bad_pixel_mask(
             None if dark is None else dark.ccd, None if flat is None else flat.ccd,
@@ -421,6 +433,15 @@ def _bad_pixel_mask(path, lower, options):
             flat_name=None if flat is None else flat.name)
         _write_bpm(mask, path, mask_recipe)
     return MasterFrame.of(path, options.profile)
+
+
+def _mask_recipe(lower, options):
+    """The recipe of a mask: the user's file, or the checksums of its master dark and
+    flat (``lower``, ``kind -> master``) and the thresholds."""
+    if isinstance(options.bad_pixels, Path):
+        return recipe("bpm", file_stamp(options.bad_pixels))
+    return recipe("bpm", {k: m.checksum for k, m in lower.items()}, HOT_SIGMA,
+                  HOT_MIN_RATE, LOW_FRACTION, LOW_BOX)
 
 
 def _write_bpm(mask, path, mask_recipe):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._raw_parts import extension_headers
 from ._warnings import CaughtWarnings
 from .exceptions import (
     CalibrationMatchError,
@@ -31,6 +32,7 @@ from .extensions import (
     check_extensions_readable,
     check_same_extensions,
     detector_extensions,
+    extension_index,
     file_header,
     primary_header,
     read_extension,
@@ -49,6 +51,7 @@ from .master_frame import MasterFacts, MasterFrame, MultiMaster, extensions_of, 
 from .masters import LeftOut, build_master
 from .outputs import file_stamp, inside, recipe, up_to_date, write_atomic
 from .provenance import file_name_of, fits_text
+from .raw import file_checksum, read_header
 
 __all__ = ["MASTER_KINDS", "MasterJob", "MasterOutcome", "NightMasters", "build_master_task",
            "build_masters", "run_master_job"]
@@ -151,11 +154,16 @@ def build_masters(plan, collection, options, log, *, progress, executor=None):
 def _run_wave(wave, executor, options, log, masters, bar):
     """The masters of one kind built by tasks on ``executor``: submitted together, then
     what each returned recorded in ``log`` and ``masters``, in the plan's order."""
-    futures = [None if job is None else executor.submit(
-        build_master_task, job, _lower_of(job, masters), options) for job, _ in wave]
-    for (job, said), future in zip(wave, futures, strict=True):
+    found = [None if job is None else _found_up_to_date(job, options, masters)
+             for job, _ in wave]
+    futures = [None if job is None or current is not None else executor.submit(
+        build_master_task, job, _lower_of(job, masters), options)
+        for (job, _), current in zip(wave, found, strict=True)]
+    for (job, said), future, current in zip(wave, futures, found, strict=True):
         replay(said.records, log)
-        if future is not None:
+        if current is not None:  # found up to date here, not submitted
+            current.record(log, masters)
+        elif future is not None:
             try:
                 outcome = future.result()
             except Exception as err:  # strict mode's error, or a worker lost: as here
@@ -338,14 +346,10 @@ def run_master_job(job, options, log, masters):
     extensions, members = _master_extensions(job, options, log, masters)
     if not members:
         return
-    folder = job.output_dir / "masters"
-    path = inside(folder / f"{name}.fits", folder)
+    path = _master_path(job)
     _note_steps_done(log, f"masters/{path.name}", job.done, members)
     dark_scale = job.dark_scales[job.members.index(members[0])]
-    master_recipe = recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
-                           [file_stamp(job.path(f)) for f in members],
-                           {k: masters.built[v].checksum for k, v in needs.items()},
-                           dark_scale if kind == "flat" else None)
+    master_recipe = _master_recipe(job, members, options, masters)
     try:
         if options.overwrite or not up_to_date(path, master_recipe):
             with CaughtWarnings() as caught:
@@ -364,7 +368,7 @@ def run_master_job(job, options, log, masters):
                                    ).without_uncertainty()
         else:
             masters.built[name] = load_master(path, options.profile).without_uncertainty()
-            left_out = _recorded_left_out(masters.built[name])
+            left_out = _recorded_left_out(_headers_of(masters.built[name]))
         check_same_extensions(f"masters/{path.name}", extensions_of(masters.built[name]),
                               extensions, "its frames")
     except Exception as err:  # a bug must not end the night
@@ -377,22 +381,71 @@ def run_master_job(job, options, log, masters):
         for member in members:
             log.problem(member, type(err)(f"master {name} not built: {err}"))
         return
-    _report_master(log, masters.built[name], path, members, left_out)
+    _report_master(log, _headers_of(masters.built[name]), path, members, left_out)
     masters.paths[(kind, name)] = path
 
 
-def _recorded_left_out(master):
+def _master_path(job):
+    """The file of the master of ``job``: ``masters/<name>.fits``."""
+    folder = job.output_dir / "masters"
+    return inside(folder / f"{job.name}.fits", folder)
+
+
+def _master_recipe(job, members, options, masters):
+    """The recipe of the master of ``job`` made from ``members``: its frames, its lower
+    masters (their checksums, in ``masters``) and the night's settings."""
+    dark_scale = job.dark_scales[job.members.index(members[0])]
+    return recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
+                  [file_stamp(job.path(f)) for f in members],
+                  {k: masters.built[v].checksum for k, v in job.needs},
+                  dark_scale if job.kind == "flat" else None)
+
+
+def _found_up_to_date(job, options, masters):
+    """The `MasterOutcome` of a master whose file is up to date, told here from headers
+    (its frames', its own) and its checksum, without reading pixels; ``None`` when it is
+    to be built (or its frames have a problem: the task that builds it says it)."""
+    if options.overwrite:
+        return None
+    log = RecordedLog(options.strict, job.output_dir)
+    scratch = NightMasters(built=dict(masters.built), paths=dict(masters.paths))
+    extensions, members = _master_extensions(job, options, log, scratch)
+    path = _master_path(job)
+    if not members or not up_to_date(path, _master_recipe(job, members, options, scratch)):
+        return None
+    _note_steps_done(log, f"masters/{path.name}", job.done, members)
+    try:
+        names = detector_extensions(path)
+        headers = (extension_headers(path, {n: extension_index(n) for n in names}) if names
+                   else {None: read_header(path)})
+        checksum = file_checksum(path)[:16]
+    except Exception:  # the task that builds it says what is wrong
+        return None
+    if tuple(names) != tuple(extensions):
+        return None  # said by the task, as when it is built here
+    _report_master(log, headers, path, members, _recorded_left_out(headers))
+    return MasterOutcome(job.kind, job.name, str(path),
+                         MasterFacts(path.name, checksum, tuple(names)),
+                         None, log.records)
+
+
+def _headers_of(master):
+    """``extension -> header`` of a master in memory (``None`` for one of one image)."""
+    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
+    return {extension: frame.ccd.meta for extension, frame in frames.items()}
+
+
+def _recorded_left_out(headers):
     """The frames a master found up to date left out, ``extension -> (LeftOut, ...)``
-    (``None`` for a master of one image).
+    (``None`` for a master of one image), from its headers (``extension -> header``).
 
     A master built by an earlier run is only its file: what it left out is what its
     header lists (``SKIP001``, ``SKIPW001 = 'kind: why'`` ...), read here and nowhere
     else, so that a resumed night has the problems of an uninterrupted one.
     """
-    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
     recorded = {}
-    for extension, frame in frames.items():
-        header, left_out, i = frame.ccd.meta, [], 1
+    for extension, header in headers.items():
+        left_out, i = [], 1
         while f"SKIP{i:03d}" in header:
             kind, _, why = str(header.get(f"SKIPW{i:03d}", "")).partition(": ")
             left_out.append(LeftOut(file_name_of(header[f"SKIP{i:03d}"]),
@@ -522,12 +575,13 @@ def _make_master_extensions(kind, paths, extensions, lower, path, master_recipe,
     return first, left_out
 
 
-def _report_master(log, master, path, members, left_out):
+def _report_master(log, headers, path, members, left_out):
     """The problems and notes of a master: the frames it left out (``left_out``, by
-    extension), and what its header says of its pixels (each extension's, for a master
-    of multi-extension frames): the same on every run."""
+    extension), and what its headers (``extension -> header``) say of its pixels (each
+    extension's, for a master of multi-extension frames): the same on every run."""
     file = f"masters/{path.name}"
-    header = master.ccd.meta  # the first extension's: the frames combined are the same
+    # The first extension's: the frames combined are the same.
+    header = next(iter(headers.values()))
     if header.get("NCOMBINE", 0) == 1:
         single = file_name_of(header.get("IMCMB001", "?"))
         log.note(file, "DataQualityWarning",
@@ -536,13 +590,11 @@ def _report_master(log, master, path, members, left_out):
     by_name = {}
     for member in members:
         by_name.setdefault(Path(member).name, member)
-    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
-    for extension, frame in frames.items():
+    for extension, header in headers.items():
         words = "" if extension is None else f" (extension {extension})"
         for item in left_out.get(extension, ()):
             log.problem(by_name.get(item.file, item.file), type(item.error)(
                 f"left out of master {path.stem}{words}: {fits_text(item.reason)}"))
-        header = frame.ccd.meta
         if header.get("NLOWPIX", 0):
             log.note(file, "DataQualityWarning",
                            f"{header['NLOWPIX']} pixel(s){words} below the minimum of the "

@@ -9,7 +9,7 @@ test rebuilds the whole night on all cores and finds the masters byte for byte t
 
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +236,23 @@ def test_master_failing_on_the_cluster(dask_executor, tmp_path):
     assert [tuple(row) for row in result.notes] == [tuple(row) for row in serial.notes]
     assert result.unbuilt_masters == serial.unbuilt_masters
     _assert_same_outputs(tmp_path / "serial", tmp_path / "cluster")
+    # Re-run: the masters and masks up to date are told from their files here, and only
+    # the science frames whose master could not be built are tried again.
+    counting = _CountingExecutor(dask_executor)
+    again = reduce_night(tmp_path / "raw", tmp_path / "cluster", PROFILE, progress=False,
+                         executor=counting, report=False)
+    assert set(counting.submitted) <= {"build_master_task"}, counting.submitted
+    assert counting.submitted.count("build_master_task") == len(serial.unbuilt_masters)
+    assert [tuple(row) for row in again.problems] == [tuple(row) for row in serial.problems]
+
+
+class _CountingExecutor(Executor):
+    """An executor that names the functions submitted to it, then runs them on another."""
+
+    def __init__(self, executor):
+        self.executor = executor
+        self.submitted = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted.append(fn.__name__)
+        return self.executor.submit(fn, *args, **kwargs)
