@@ -1,5 +1,6 @@
 """The masters of a night: built from its frames, or found up to date, or taken from
-the calibration library, bias first, then darks, then flats.
+the calibration library, bias first, then darks, then flats; here, or each as a task on
+an executor (`build_master_task`), in waves by kind.
 
 `build_masters` is stage 3 of `~ccdproc_ext.reduce_night`. Each master of the plan is
 combined by `~ccdproc_ext.masters.build_master` from its usable frames (each extension
@@ -69,7 +70,8 @@ class NightMasters:
     Attributes
     ----------
     built : dict
-        ``name -> MasterFrame`` (without uncertainty).
+        ``name -> MasterFrame`` (without uncertainty); ``name -> MasterFacts`` (its file's
+        name, checksum and extensions) for a master made by a task on an executor.
     paths : dict
         ``(kind, name) -> path``.
     failed : dict
