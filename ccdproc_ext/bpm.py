@@ -349,9 +349,9 @@ def bad_pixel_mask_task(path, lower, options):
     `~ccdproc_ext.master_frame.MasterFacts` or `~ccdproc_ext.CcdprocExtError`
         The mask made, or why it could not be.
     """
-    masters = {kind: load_master(Path(file), options.profile,
-                                 checksum=checksum).without_uncertainty()
-               for kind, (file, checksum) in lower.items()}
+    masters = {} if isinstance(options.bad_pixels, Path) else {  # the user's: not needed
+        kind: load_master(Path(file), options.profile, checksum=checksum).without_uncertainty()
+        for kind, (file, checksum) in lower.items()}
     made = _mask_or_error(path, masters, options)
     return made if isinstance(made, CcdprocExtError) else MasterFacts.of(made)
 
