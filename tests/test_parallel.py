@@ -1,10 +1,12 @@
-"""Science frames calibrated in parallel are the frames calibrated one at a time.
+"""Frames calibrated in parallel are the frames calibrated one at a time.
 
 A small night is reduced once serially; then its science frames are calibrated again into
 fresh output folders through a thread pool, a process pool, reduce_night's own worker
-processes and a ``dask.distributed`` cluster. Executors only run the science step, so those
-runs start from a copy of the serial run's masters (found up to date, not rebuilt); one
-test rebuilds the whole night on all cores and finds the masters byte for byte the same.
+processes and a ``dask.distributed`` cluster. Those runs start from a copy of the serial
+run's masters (found up to date, not rebuilt, nor submitted); one test rebuilds the whole
+night on all cores and finds the masters byte for byte the same. On a cluster, a larger
+night is reduced whole, its masters and bad-pixel masks built by the workers: the same
+outputs as one process, and this process only plans, submits and records.
 """
 
 import shutil
