@@ -135,8 +135,10 @@ def build_masters(plan, collection, options, log, *, progress, executor=None):
             wave = []
             for master in table[table["kind"] == kind]:
                 if master["origin"] == "library":
-                    _load_library_master(kind, master, options, log, masters)
-                    bar.update(1)
+                    wave.append((None, None, master))
+                    if executor is None:
+                        _load_library_master(kind, master, options, log, masters)
+                        bar.update(1)
                     continue
                 # Said in the night's log after the masters before it, as when built here.
                 said = log if executor is None else RecordedLog(options.strict,
@@ -145,23 +147,28 @@ def build_masters(plan, collection, options, log, *, progress, executor=None):
                                   masters)
                 if executor is None and job is not None:
                     run_master_job(job, options, log, masters)
-                wave.append((job, said))
+                wave.append((job, said, None))
                 if executor is None:
                     bar.update(1)
             if executor is not None:
-                _run_wave(wave, executor, options, log, masters, bar)
+                _run_wave(kind, wave, executor, options, log, masters, bar)
     return masters
 
 
-def _run_wave(wave, executor, options, log, masters, bar):
+def _run_wave(kind, wave, executor, options, log, masters, bar):
     """The masters of one kind built by tasks on ``executor``: submitted together, then
-    what each returned recorded in ``log`` and ``masters``, in the plan's order."""
+    what each returned recorded in ``log`` and ``masters``, in the plan's order (a
+    library's master read here in its turn)."""
     found = [None if job is None else _found_up_to_date(job, options, masters)
-             for job, _ in wave]
+             for job, _, _ in wave]
     futures = [None if job is None or current is not None else executor.submit(
         build_master_task, job, _lower_of(job, masters), options)
-        for (job, _), current in zip(wave, found, strict=True)]
-    for (job, said), future, current in zip(wave, futures, found, strict=True):
+        for (job, _, _), current in zip(wave, found, strict=True)]
+    for (job, said, library), future, current in zip(wave, futures, found, strict=True):
+        if library is not None:
+            _load_library_master(kind, library, options, log, masters)
+            bar.update(1)
+            continue
         replay(said.records, log)
         if current is not None:  # found up to date here, not submitted
             current.record(log, masters)
