@@ -31,7 +31,8 @@ from .headers import header_unit, parse_unit
 from .raw import open_image, physical_values, read_frame, stored_offset
 
 __all__ = ["FITS_OPEN_KEYWORDS", "READER_KEYWORDS", "REFUSED_OPEN_KEYWORDS", "FitsFrame",
-           "MemoryFrame", "checked_reader_kwargs", "first_image", "header_and_wcs",
+           "MemoryFrame", "checked_reader_kwargs", "extension_headers", "first_image",
+           "header_and_wcs",
            "open_frame", "read_extension_images", "read_mask", "read_sample",
            "unit_from_header"]
 
@@ -394,6 +395,25 @@ def read_extension_images(path, extensions, *, default_unit="adu", dtype=np.floa
                 uncertainty=None if uncertainty is None else
                 StdDevUncertainty(np.asarray(uncertainty.data, dtype)))
     return primary, images
+
+
+def extension_headers(path, extensions):
+    """The own headers of image extensions of a file, without their pixels.
+
+    Parameters
+    ----------
+    path : str or `pathlib.Path`
+        The file.
+    extensions : dict
+        ``name -> HDU`` (index, ``EXTNAME`` or ``(EXTNAME, EXTVER)``).
+
+    Returns
+    -------
+    dict
+        ``name -> `~astropy.io.fits.Header``` (copies).
+    """
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        return {name: hdul[index].header.copy() for name, index in extensions.items()}
 
 
 def read_mask(path, name="MASK"):

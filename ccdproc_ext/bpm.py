@@ -28,10 +28,11 @@ from astropy.nddata import CCDData
 from ._raw_parts import first_image
 from .exceptions import CalibrationMatchError, CcdprocExtError, DataQualityError, FrameReadError
 from .log import without_path
-from .master_frame import MasterFrame, MultiMaster
+from .master_frame import MasterFacts, MasterFrame, extensions_of, load_master
 from .outputs import file_stamp, inside, output_name, recipe, up_to_date, write_atomic
 from .provenance import mark_bad_pixel_mask
 from .quality import median_and_mad_std
+from .raw import file_checksum
 
 __all__ = [
     "BPM_HOT",
@@ -41,6 +42,7 @@ __all__ = [
     "HOT_SIGMA",
     "LOW_BOX",
     "LOW_FRACTION",
+    "bad_pixel_mask_task",
     "build_bad_pixel_masks",
     "hot_pixels",
     "load_bad_pixel_mask",
@@ -277,7 +279,7 @@ def plan_bad_pixel_masks(plan, bad_pixels):
         for row in plan]
 
 
-def build_bad_pixel_masks(plan, masters, options, log):
+def build_bad_pixel_masks(plan, masters, options, log, *, executor=None):
     """The bad-pixel mask of each (dark, flat) pair the science frames use, or the user's
     mask file, written as a master (``masters/bpm_*.fits``).
 
@@ -293,23 +295,30 @@ def build_bad_pixel_masks(plan, masters, options, log):
         ``profile``).
     log : `~ccdproc_ext.log.NightLog`
         Where a mask that cannot be made is noted (raised, in strict mode).
+    executor : `concurrent.futures.Executor` or None, optional
+        Where the masks are made: each is a `bad_pixel_mask_task` submitted to it, which
+        reads its master dark and flat there, and only its facts come back
+        (`~ccdproc_ext.master_frame.MasterFacts`). Default is ``None``: here, in threads.
     """
     if options.bad_pixels is None:
         return
     to_make = _masks_to_make(plan, masters, options, log)
-
-    def make(job):
-        path, lower, _ = job
-        try:
-            return _bad_pixel_mask(path, lower, options)
-        except CcdprocExtError as err:  # said below, in order
-            return err
-
-    # The masks are made at the same time (numpy's medians release the GIL).
-    workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
-                  else int(options.workers))
-    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        made = list((pool.map if pool else map)(make, to_make.values()))
+    if executor is not None:
+        # Masks up to date are told here from their headers and checksums, not submitted.
+        made = [_found_up_to_date(path, lower, options) for path, lower, _ in
+                to_make.values()]
+        futures = [None if found is not None else executor.submit(
+            bad_pixel_mask_task, path, _lower_files(used_by[0], masters), options)
+            for found, (path, _, used_by) in zip(made, to_make.values(), strict=True)]
+        made = [found if future is None else future.result()
+                for found, future in zip(made, futures, strict=True)]
+    else:
+        # The masks are made at the same time (numpy's medians release the GIL).
+        workers = min(len(to_make), (os.cpu_count() or 1) if options.workers is None
+                      else int(options.workers))
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            made = list((pool.map if pool else map)(
+                lambda job: _mask_or_error(job[0], job[1], options), to_make.values()))
     for (name, (path, _, used_by)), mask in zip(to_make.items(), made, strict=True):
         if isinstance(mask, CcdprocExtError):
             if options.strict:
@@ -320,6 +329,53 @@ def build_bad_pixel_masks(plan, masters, options, log):
         masters.built[name] = mask
         masters.paths[("bpm", name)] = path
         masters.bpm_of.update(dict.fromkeys(used_by, name))
+
+
+def bad_pixel_mask_task(path, lower, options):
+    """Make (or find up to date) one bad-pixel mask where a task runs: a worker of an
+    executor.
+
+    Parameters
+    ----------
+    path : `pathlib.Path`
+        The mask's file.
+    lower : dict
+        ``kind -> (path, checksum)`` of its master dark and flat, read here.
+    options
+        The night's settings.
+
+    Returns
+    -------
+    `~ccdproc_ext.master_frame.MasterFacts` or `~ccdproc_ext.CcdprocExtError`
+        The mask made, or why it could not be.
+    """
+    masters = {} if isinstance(options.bad_pixels, Path) else {  # the user's: not needed
+        kind: load_master(Path(file), options.profile, checksum=checksum).without_uncertainty()
+        for kind, (file, checksum) in lower.items()}
+    made = _mask_or_error(path, masters, options)
+    return made if isinstance(made, CcdprocExtError) else MasterFacts.of(made)
+
+
+def _mask_or_error(path, lower, options):
+    """`_bad_pixel_mask`, or the package's error that kept it from being made."""
+    try:
+        return _bad_pixel_mask(path, lower, options)
+    except CcdprocExtError as err:  # said by the caller, in order
+        return err
+
+
+def _found_up_to_date(path, lower, options):
+    """The `~ccdproc_ext.master_frame.MasterFacts` of a mask whose file is up to date
+    (its recipe from the checksums of ``lower``), or ``None``."""
+    if options.overwrite or not up_to_date(path, _mask_recipe(lower, options)):
+        return None
+    return MasterFacts(path.name, file_checksum(path)[:16])
+
+
+def _lower_files(pair, masters):
+    """``kind -> (path, checksum)`` of the master dark and flat of ``pair``."""
+    return {kind: (str(masters.path(kind, name)), masters.built[name].checksum)
+            for kind, name in zip(("dark", "flat"), pair, strict=True) if name}
 
 
 def _masks_to_make(plan, masters, options, log):
@@ -335,7 +391,7 @@ def _masks_to_make(plan, masters, options, log):
         name = _bpm_name(dark, flat, options.bad_pixels)
         if name is None:
             continue  # no dark nor flat to find bad pixels in
-        if any(isinstance(master, MultiMaster) for master in lower.values()):
+        if any(extensions_of(master) for master in lower.values()):
             log.note(f"masters/{name}.fits", "CcdprocExtWarning", "no bad-pixel mask: "
                      "not made for multi-extension frames (their masters' masks are used)")
             continue
@@ -363,14 +419,12 @@ def _safe_stem(file_name):
 
 def _bad_pixel_mask(path, lower, options):
     """Make (or find up to date) one bad-pixel mask; returns it as a `MasterFrame`."""
+    mask_recipe = _mask_recipe(lower, options)
     if isinstance(options.bad_pixels, Path):
-        mask_recipe = recipe("bpm", file_stamp(options.bad_pixels))
         if options.overwrite or not up_to_date(path, mask_recipe):
             _write_bpm(user_bad_pixel_mask(options.bad_pixels), path, mask_recipe)
         return MasterFrame.of(path, options.profile)
     dark, flat = lower.get("dark"), lower.get("flat")
-    mask_recipe = recipe("bpm", {k: m.checksum for k, m in lower.items()}, HOT_SIGMA,
-                         HOT_MIN_RATE, LOW_FRACTION, LOW_BOX)
     if options.overwrite or not up_to_date(path, mask_recipe):
         mask = make_bad_pixel_mask(
             None if dark is None else dark.ccd, None if flat is None else flat.ccd,
@@ -379,6 +433,15 @@ def _bad_pixel_mask(path, lower, options):
             flat_name=None if flat is None else flat.name)
         _write_bpm(mask, path, mask_recipe)
     return MasterFrame.of(path, options.profile)
+
+
+def _mask_recipe(lower, options):
+    """The recipe of a mask: the user's file, or the checksums of its master dark and
+    flat (``lower``, ``kind -> master``) and the thresholds."""
+    if isinstance(options.bad_pixels, Path):
+        return recipe("bpm", file_stamp(options.bad_pixels))
+    return recipe("bpm", {k: m.checksum for k, m in lower.items()}, HOT_SIGMA,
+                  HOT_MIN_RATE, LOW_FRACTION, LOW_BOX)
 
 
 def _write_bpm(mask, path, mask_recipe):

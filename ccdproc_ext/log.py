@@ -29,8 +29,8 @@ from astropy.table import Table
 from .exceptions import CcdprocExtError, InternalError, error_class
 
 __all__ = ["FILES_SHOWN", "INTERNAL_ERRORS_LOG", "NIGHT", "NightLog", "Note", "Problem",
-           "files_shown", "group_by_reason", "grouped_lines", "plan_row_error", "table_of",
-           "without_path"]
+           "RecordedLog", "files_shown", "group_by_reason", "grouped_lines",
+           "plan_row_error", "replay", "table_of", "without_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,44 @@ class NightLog:
         """The notes: ``file``, ``kind`` and ``note`` (`~astropy.table.Table`)."""
         return table_of([(n.file, n.kind, n.text) for n in self.notes],
                         ("file", "kind", "note"))
+
+
+class RecordedLog(NightLog):
+    """A `NightLog` kept where a task runs (a worker of an executor), whose problems and
+    notes are also recorded as data, in order, to be said again in the night's own log by
+    `replay`.
+
+    Strict mode raises there, as in the night's log; an unexpected error's traceback is
+    written to ``internal-errors.log`` by the task itself (the output folder is seen by
+    the workers).
+    """
+
+    def __init__(self, strict, output_dir=None):
+        super().__init__(strict, output_dir)
+        self.records = []  # ("problem" | "note", args, keyword arguments)
+
+    def problem(self, file, error, *, logged=False):
+        """Record the problem, then say it as `NightLog.problem` does."""
+        self.records.append(("problem", (str(file), error), {"logged": logged}))
+        super().problem(file, error, logged=logged)
+
+    def note(self, file, kind, text):
+        """Record the note, then say it as `NightLog.note` does."""
+        self.records.append(("note", (str(file), kind, str(text)), {}))
+        super().note(file, kind, text)
+
+
+def replay(records, log):
+    """Say in ``log`` the problems and notes a `RecordedLog` recorded, in their order.
+
+    Parameters
+    ----------
+    records : list
+        `RecordedLog.records`.
+    log : `NightLog`
+    """
+    for method, args, kwargs in records:
+        getattr(log, method)(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------- grouping

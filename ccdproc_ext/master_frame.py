@@ -22,7 +22,8 @@ from .exceptions import DataQualityError, HeaderError
 from .extensions import check_same_extensions, detector_extensions, extension_index
 from .raw import file_checksum, read_ccd
 
-__all__ = ["MasterFrame", "MultiMaster", "extensions_of", "load_master", "read_master"]
+__all__ = ["MasterFacts", "MasterFrame", "MultiMaster", "extensions_of", "load_master",
+           "read_master"]
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,37 @@ def _in_type(ccd, dtype):
 
 
 def extensions_of(master):
-    """The extensions of a master (`MultiMaster`), ``()`` for one of one image."""
+    """The extensions of a master (`MultiMaster` or `MasterFacts`), ``()`` for one of one
+    image."""
+    if isinstance(master, MasterFacts):
+        return master.extensions
     return master.names if isinstance(master, MultiMaster) else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MasterFacts:
+    """What a process that did not build a master keeps of it: its file's name and
+    checksum and its extensions, not its pixels (a master built by a task on an
+    executor).
+
+    Attributes
+    ----------
+    name : str
+        The file name.
+    checksum : str
+        The file's checksum (BLAKE2b, first 16 hex), as `MasterFrame` has it.
+    extensions : tuple of str
+        The extensions of a master of multi-extension frames, ``()`` for one image.
+    """
+
+    name: str
+    checksum: str
+    extensions: tuple = ()
+
+    @classmethod
+    def of(cls, master):
+        """The facts of a `MasterFrame` or `MultiMaster`."""
+        return cls(master.name, master.checksum, tuple(extensions_of(master)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,9 +199,13 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         ``None``: one per core. ``1`` does everything one frame at a time in this
         process.
     executor : `concurrent.futures.Executor` or None, optional
-        Where science frames are calibrated, for work beyond one machine: any executor,
-        such as a ``dask.distributed`` client's ``get_executor()``. Tasks carry file paths,
-        so the workers must see the same file system. Overrides ``workers``.
+        Where the masters, the bad-pixel masks and the science frames are made, for work
+        beyond one machine: any executor, such as a ``dask.distributed`` client's
+        ``get_executor()``. Each master is a task (the biases, then the darks, then the
+        flats), then each mask, then each science frame; this process only plans,
+        submits and records what they return. Tasks carry file paths, so the workers
+        must see the same file system. Overrides ``workers`` here (a task of a master
+        uses ``workers`` threads where it runs).
     progress : bool, optional
         Show progress bars (only on a terminal). Default is ``True``.
     image_types : dict or None, optional
@@ -294,8 +298,9 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
     _write_plan(plan, output_dir)
     # Arrays of megabytes freed are reused, not faulted in again (see _allocator).
     with freed_memory_reused():
-        masters = build_masters(plan, collection, options, log, progress=progress)
-        build_bad_pixel_masks(plan, masters, options, log)
+        masters = build_masters(plan, collection, options, log, progress=progress,
+                                executor=executor)
+        build_bad_pixel_masks(plan, masters, options, log, executor=executor)
         give_back_freed_memory()  # not kept through the science step, nor by its workers
         if library is not None:
             _register_masters(library, plan, collection, masters, log)

@@ -1,5 +1,6 @@
 """The masters of a night: built from its frames, or found up to date, or taken from
-the calibration library, bias first, then darks, then flats.
+the calibration library, bias first, then darks, then flats; here, or each as a task on
+an executor (`build_master_task`), in waves by kind.
 
 `build_masters` is stage 3 of `~ccdproc_ext.reduce_night`. Each master of the plan is
 combined by `~ccdproc_ext.masters.build_master` from its usable frames (each extension
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._raw_parts import extension_headers
 from ._warnings import CaughtWarnings
 from .exceptions import (
     CalibrationMatchError,
@@ -31,18 +33,29 @@ from .extensions import (
     check_extensions_readable,
     check_same_extensions,
     detector_extensions,
+    extension_index,
     file_header,
     primary_header,
     read_extension,
     write_extensions,
 )
-from .log import files_shown, group_by_reason, plan_row_error, table_of, without_path
-from .master_frame import MasterFrame, MultiMaster, extensions_of, load_master
+from .log import (
+    RecordedLog,
+    files_shown,
+    group_by_reason,
+    plan_row_error,
+    replay,
+    table_of,
+    without_path,
+)
+from .master_frame import MasterFacts, MasterFrame, MultiMaster, extensions_of, load_master
 from .masters import LeftOut, build_master
 from .outputs import file_stamp, inside, recipe, up_to_date, write_atomic
 from .provenance import file_name_of, fits_text
+from .raw import file_checksum, read_header
 
-__all__ = ["MASTER_KINDS", "NightMasters", "build_masters"]
+__all__ = ["MASTER_KINDS", "MasterJob", "MasterOutcome", "NightMasters", "build_master_task",
+           "build_masters", "run_master_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +70,8 @@ class NightMasters:
     Attributes
     ----------
     built : dict
-        ``name -> MasterFrame`` (without uncertainty).
+        ``name -> MasterFrame`` (without uncertainty); ``name -> MasterFacts`` (its file's
+        name, checksum and extensions) for a master made by a task on an executor.
     paths : dict
         ``(kind, name) -> path``.
     failed : dict
@@ -86,7 +100,7 @@ class NightMasters:
         return stems
 
 
-def build_masters(plan, collection, options, log, *, progress):
+def build_masters(plan, collection, options, log, *, progress, executor=None):
     """Every master of the plan, bias first, each from its usable frames.
 
     Parameters
@@ -102,6 +116,11 @@ def build_masters(plan, collection, options, log, *, progress):
         Where the problems and notes of the masters go.
     progress : bool
         Show a progress bar (on a terminal).
+    executor : `concurrent.futures.Executor` or None, optional
+        Where the masters are built: each is a `build_master_task` submitted to it, in
+        waves (the biases, then the darks, then the flats), and only what they return is
+        kept here (`~ccdproc_ext.master_frame.MasterFacts`). Default is ``None``: here,
+        one after the other, each with ``options.workers`` threads.
 
     Returns
     -------
@@ -113,14 +132,164 @@ def build_masters(plan, collection, options, log, *, progress):
     with tqdm(total=len(table), desc="masters", unit="master",
               disable=None if progress else True) as bar:
         for kind in MASTER_KINDS:
+            wave = []
             for master in table[table["kind"] == kind]:
                 if master["origin"] == "library":
-                    _load_library_master(kind, master, options, log, masters)
-                else:
-                    _build_one_master(kind, master, rows, collection, options, log,
-                                      masters)
-                bar.update(1)
+                    wave.append((None, None, master))
+                    if executor is None:
+                        _load_library_master(kind, master, options, log, masters)
+                        bar.update(1)
+                    continue
+                # Said in the night's log after the masters before it, as when built here.
+                said = log if executor is None else RecordedLog(options.strict,
+                                                                log.output_dir)
+                job = _master_job(kind, master, rows, collection, log.output_dir, said,
+                                  masters)
+                if executor is None and job is not None:
+                    run_master_job(job, options, log, masters)
+                wave.append((job, said, None))
+                if executor is None:
+                    bar.update(1)
+            if executor is not None:
+                _run_wave(kind, wave, executor, options, log, masters, bar)
     return masters
+
+
+def _run_wave(kind, wave, executor, options, log, masters, bar):
+    """The masters of one kind built by tasks on ``executor``: submitted together, then
+    what each returned recorded in ``log`` and ``masters``, in the plan's order (a
+    library's master read here in its turn)."""
+    found = [None if job is None else _found_up_to_date(job, options, masters)
+             for job, _, _ in wave]
+    futures = [None if job is None or current is not None else executor.submit(
+        build_master_task, job, _lower_of(job, masters), options)
+        for (job, _, _), current in zip(wave, found, strict=True)]
+    for (job, said, library), future, current in zip(wave, futures, found, strict=True):
+        if library is not None:
+            _load_library_master(kind, library, options, log, masters)
+            bar.update(1)
+            continue
+        replay(said.records, log)
+        if current is not None:  # found up to date here, not submitted
+            current.record(log, masters)
+        elif future is not None:
+            try:
+                outcome = future.result()
+            except Exception as err:  # strict mode's error, or a worker lost: as here
+                err = log.unexpected(err, f"master {job.name}")
+                if options.strict:
+                    raise err
+                masters.failed[job.name] = err
+                for member in job.members:
+                    log.problem(member, type(err)(f"master {job.name} not built: {err}"))
+            else:
+                outcome.record(log, masters)
+        bar.update(1)
+
+
+def _lower_of(job, masters):
+    """``((kind, name, path, checksum), ...)``: the lower masters a task reads."""
+    return tuple((kind, name, str(masters.paths[(kind, name)]), masters.built[name].checksum)
+                 for kind, name in job.needs)
+
+
+@dataclass(frozen=True)
+class MasterJob:
+    """One master to build, in small picklable values: what a task on an executor needs
+    beside the night's settings and its lower masters.
+
+    Attributes
+    ----------
+    kind, name : str
+        The master's kind and name (its file is ``masters/<name>.fits``).
+    members : tuple of str
+        Its usable frames, as the plan names them.
+    paths : tuple of str
+        Their files.
+    done : tuple
+        ``(frame, steps)`` of its frames whose headers say a calibration was done before.
+    needs : tuple
+        ``(kind, name)`` of the lower masters its frames are calibrated with.
+    dark_scales : tuple of float
+        The plan's dark scale of each of its frames.
+    output_dir : `pathlib.Path`
+        The night's output folder.
+    """
+
+    kind: str
+    name: str
+    members: tuple
+    paths: tuple
+    done: tuple
+    needs: tuple
+    dark_scales: tuple
+    output_dir: Path
+
+    def path(self, member):
+        """The file of frame ``member``."""
+        return self.paths[self.members.index(member)]
+
+
+@dataclass(frozen=True)
+class MasterOutcome:
+    """What a `build_master_task` returns: the master built (its facts and file) or why it
+    failed, and the problems and notes it said, in order.
+
+    Attributes
+    ----------
+    kind, name : str
+    path : str or None
+        Its file, when it was built or found up to date.
+    facts : `~ccdproc_ext.master_frame.MasterFacts` or None
+    failed : `~ccdproc_ext.CcdprocExtError` or None
+    records : list
+        `~ccdproc_ext.log.RecordedLog.records`.
+    """
+
+    kind: str
+    name: str
+    path: str | None
+    facts: MasterFacts | None
+    failed: Exception | None
+    records: list
+
+    def record(self, log, masters):
+        """Say its problems and notes in ``log``; keep the master in ``masters``."""
+        replay(self.records, log)
+        if self.failed is not None:
+            masters.failed[self.name] = self.failed
+        if self.facts is not None:
+            masters.built[self.name] = self.facts
+            masters.paths[(self.kind, self.name)] = Path(self.path)
+
+
+def build_master_task(job, lower, options):
+    """Build one master where a task runs: a worker of an executor.
+
+    Parameters
+    ----------
+    job : `MasterJob`
+    lower : tuple
+        ``(kind, name, path, checksum)`` of its lower masters, read here.
+    options
+        The night's settings.
+
+    Returns
+    -------
+    `MasterOutcome`
+    """
+    log = RecordedLog(options.strict, job.output_dir)
+    masters = NightMasters()
+    for kind, name, path, checksum in lower:
+        masters.built[name] = load_master(Path(path), options.profile,
+                                          checksum=checksum).without_uncertainty()
+        masters.paths[(kind, name)] = Path(path)
+    run_master_job(job, options, log, masters)
+    built = masters.built.get(job.name)
+    path = masters.paths.get((job.kind, job.name))
+    return MasterOutcome(job.kind, job.name, None if path is None else str(path),
+                         None if built is None else MasterFacts.of(built),
+                         masters.failed.get(job.name), log.records)
 
 
 def _load_library_master(kind, master, options, log, masters):
@@ -138,9 +307,10 @@ def _load_library_master(kind, master, options, log, masters):
     masters.paths[(kind, name)] = path
 
 
-def _usable_members(kind, master, rows, log, masters):
-    """The frames of a master that can be used and the names of its lower masters, or
-    ``None`` (the master failed, said in ``masters.failed``)."""
+def _master_job(kind, master, rows, collection, output_dir, log, masters):
+    """The `MasterJob` of a master of the plan: its frames that can be used and the
+    names of its lower masters, or ``None`` (the master failed, said in
+    ``masters.failed``)."""
     name = master["name"]
     files = master["files"].split(",")
     members = [f for f in files if rows[f]["status"] == "ok"]
@@ -160,32 +330,40 @@ def _usable_members(kind, master, rows, log, masters):
             log.problem(member, type(cause)(f"master {name} not built: "
                                                   f"{masters.failed[name]}"))
         return None
-    return members, needs
+    done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
+    return MasterJob(kind, str(name), tuple(members),
+                     tuple(str(collection.path(f)) for f in members),
+                     tuple((m, str(done_of[m])) for m in members if done_of.get(m)),
+                     tuple((k, str(v)) for k, v in needs.items()),
+                     tuple(float(rows[m]["dark_scale"]) for m in members), output_dir)
 
 
-def _build_one_master(kind, master, rows, collection, options, log, masters):
-    name = master["name"]
-    usable = _usable_members(kind, master, rows, log, masters)
-    if usable is None:
-        return
-    members, needs = usable
-    extensions, members = _master_extensions(name, members, needs, collection, options,
-                                             log, masters)
+def run_master_job(job, options, log, masters):
+    """Build the master of ``job`` (or find it up to date), its lower masters in
+    ``masters``; it is added to them, or its failure is, and its problems and notes go to
+    ``log``.
+
+    Parameters
+    ----------
+    job : `MasterJob`
+    options
+        The night's settings.
+    log : `~ccdproc_ext.log.NightLog`
+    masters : `NightMasters`
+    """
+    kind, name, needs = job.kind, job.name, dict(job.needs)
+    extensions, members = _master_extensions(job, options, log, masters)
     if not members:
         return
-    folder = log.output_dir / "masters"
-    path = inside(folder / f"{name}.fits", folder)
-    _note_steps_done(log, f"masters/{path.name}", members, collection)
-    dark_scale = rows[members[0]]["dark_scale"]
-    master_recipe = recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
-                           [file_stamp(collection.path(f)) for f in members],
-                           {k: masters.built[v].checksum for k, v in needs.items()},
-                           dark_scale if kind == "flat" else None)
+    path = _master_path(job)
+    _note_steps_done(log, f"masters/{path.name}", job.done, members)
+    dark_scale = job.dark_scales[job.members.index(members[0])]
+    master_recipe = _master_recipe(job, members, options, masters)
     try:
         if options.overwrite or not up_to_date(path, master_recipe):
             with CaughtWarnings() as caught:
                 frame, left_out = _make_master(
-                    kind, [collection.path(f) for f in members],
+                    kind, [job.path(f) for f in members],
                     {k: masters.built[v] for k, v in needs.items()}, path, master_recipe,
                     options, scale_dark=bool(np.isfinite(dark_scale) and dark_scale != 1.0),
                     extensions=extensions)
@@ -199,7 +377,7 @@ def _build_one_master(kind, master, rows, collection, options, log, masters):
                                    ).without_uncertainty()
         else:
             masters.built[name] = load_master(path, options.profile).without_uncertainty()
-            left_out = _recorded_left_out(masters.built[name])
+            left_out = _recorded_left_out(_headers_of(masters.built[name]))
         check_same_extensions(f"masters/{path.name}", extensions_of(masters.built[name]),
                               extensions, "its frames")
     except Exception as err:  # a bug must not end the night
@@ -212,22 +390,71 @@ def _build_one_master(kind, master, rows, collection, options, log, masters):
         for member in members:
             log.problem(member, type(err)(f"master {name} not built: {err}"))
         return
-    _report_master(log, masters.built[name], path, members, left_out)
+    _report_master(log, _headers_of(masters.built[name]), path, members, left_out)
     masters.paths[(kind, name)] = path
 
 
-def _recorded_left_out(master):
+def _master_path(job):
+    """The file of the master of ``job``: ``masters/<name>.fits``."""
+    folder = job.output_dir / "masters"
+    return inside(folder / f"{job.name}.fits", folder)
+
+
+def _master_recipe(job, members, options, masters):
+    """The recipe of the master of ``job`` made from ``members``: its frames, its lower
+    masters (their checksums, in ``masters``) and the night's settings."""
+    dark_scale = job.dark_scales[job.members.index(members[0])]
+    return recipe(dict(options.settings(), uncertainty=options.keeps_uncertainty),
+                  [file_stamp(job.path(f)) for f in members],
+                  {k: masters.built[v].checksum for k, v in job.needs},
+                  dark_scale if job.kind == "flat" else None)
+
+
+def _found_up_to_date(job, options, masters):
+    """The `MasterOutcome` of a master whose file is up to date, told here from headers
+    (its frames', its own) and its checksum, without reading pixels; ``None`` when it is
+    to be built (or its frames have a problem: the task that builds it says it)."""
+    if options.overwrite:
+        return None
+    log = RecordedLog(options.strict, job.output_dir)
+    scratch = NightMasters(built=dict(masters.built), paths=dict(masters.paths))
+    extensions, members = _master_extensions(job, options, log, scratch)
+    path = _master_path(job)
+    if not members or not up_to_date(path, _master_recipe(job, members, options, scratch)):
+        return None
+    _note_steps_done(log, f"masters/{path.name}", job.done, members)
+    try:
+        names = detector_extensions(path)
+        headers = (extension_headers(path, {n: extension_index(n) for n in names}) if names
+                   else {None: read_header(path)})
+        checksum = file_checksum(path)[:16]
+    except Exception:  # the task that builds it says what is wrong
+        return None
+    if tuple(names) != tuple(extensions):
+        return None  # said by the task, as when it is built here
+    _report_master(log, headers, path, members, _recorded_left_out(headers))
+    return MasterOutcome(job.kind, job.name, str(path),
+                         MasterFacts(path.name, checksum, tuple(names)),
+                         None, log.records)
+
+
+def _headers_of(master):
+    """``extension -> header`` of a master in memory (``None`` for one of one image)."""
+    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
+    return {extension: frame.ccd.meta for extension, frame in frames.items()}
+
+
+def _recorded_left_out(headers):
     """The frames a master found up to date left out, ``extension -> (LeftOut, ...)``
-    (``None`` for a master of one image).
+    (``None`` for a master of one image), from its headers (``extension -> header``).
 
     A master built by an earlier run is only its file: what it left out is what its
     header lists (``SKIP001``, ``SKIPW001 = 'kind: why'`` ...), read here and nowhere
     else, so that a resumed night has the problems of an uninterrupted one.
     """
-    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
     recorded = {}
-    for extension, frame in frames.items():
-        header, left_out, i = frame.ccd.meta, [], 1
+    for extension, header in headers.items():
+        left_out, i = [], 1
         while f"SKIP{i:03d}" in header:
             kind, _, why = str(header.get(f"SKIPW{i:03d}", "")).partition(": ")
             left_out.append(LeftOut(file_name_of(header[f"SKIP{i:03d}"]),
@@ -237,10 +464,11 @@ def _recorded_left_out(master):
     return recorded
 
 
-def _note_steps_done(log, file, members, collection):
+def _note_steps_done(log, file, done, members):
     """A master's note naming its frames whose headers say a calibration was done before
-    they came (``CALSTAT``, IRAF's flags): it was not done again (see the plan)."""
-    done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
+    they came (``CALSTAT``, IRAF's flags; ``done``: ``(frame, steps)``): it was not done
+    again (see the plan)."""
+    done_of = dict(done)
     by_steps = {}
     for member in members:
         if done_of.get(member):
@@ -251,7 +479,7 @@ def _note_steps_done(log, file, members, collection):
                        f"before (their headers say so), not again: {files_shown(files)}")
 
 
-def _master_extensions(name, members, needs, collection, options, log, masters):
+def _master_extensions(job, options, log, masters):
     """The detector extensions of a master (``()`` for frames of one image) and its
     members that have them.
 
@@ -259,11 +487,12 @@ def _master_extensions(name, members, needs, collection, options, log, masters):
     names them); a frame with other extensions, or one of them unreadable, is a problem
     and left out. Lower masters with other extensions fail the master.
     """
+    name, members, needs = job.name, job.members, dict(job.needs)
     found = {}
     for member in members:
         try:
-            found[member] = detector_extensions(collection.path(member), options.profile)
-            check_extensions_readable(collection.path(member), found[member])
+            found[member] = detector_extensions(job.path(member), options.profile)
+            check_extensions_readable(job.path(member), found[member])
         except CcdprocExtError as err:
             found.pop(member, None)
             log.problem(member, err)
@@ -272,7 +501,7 @@ def _master_extensions(name, members, needs, collection, options, log, masters):
     for member, names in found.items():
         try:
             check_same_extensions(member, names, extensions, f"its master {name}",
-                                  path=collection.path(member))
+                                  path=job.path(member))
         except CalibrationMatchError as err:
             log.problem(member, err)
             continue
@@ -355,12 +584,13 @@ def _make_master_extensions(kind, paths, extensions, lower, path, master_recipe,
     return first, left_out
 
 
-def _report_master(log, master, path, members, left_out):
+def _report_master(log, headers, path, members, left_out):
     """The problems and notes of a master: the frames it left out (``left_out``, by
-    extension), and what its header says of its pixels (each extension's, for a master
-    of multi-extension frames): the same on every run."""
+    extension), and what its headers (``extension -> header``) say of its pixels (each
+    extension's, for a master of multi-extension frames): the same on every run."""
     file = f"masters/{path.name}"
-    header = master.ccd.meta  # the first extension's: the frames combined are the same
+    # The first extension's: the frames combined are the same.
+    header = next(iter(headers.values()))
     if header.get("NCOMBINE", 0) == 1:
         single = file_name_of(header.get("IMCMB001", "?"))
         log.note(file, "DataQualityWarning",
@@ -369,13 +599,11 @@ def _report_master(log, master, path, members, left_out):
     by_name = {}
     for member in members:
         by_name.setdefault(Path(member).name, member)
-    frames = master.frames if isinstance(master, MultiMaster) else {None: master}
-    for extension, frame in frames.items():
+    for extension, header in headers.items():
         words = "" if extension is None else f" (extension {extension})"
         for item in left_out.get(extension, ()):
             log.problem(by_name.get(item.file, item.file), type(item.error)(
                 f"left out of master {path.stem}{words}: {fits_text(item.reason)}"))
-        header = frame.ccd.meta
         if header.get("NLOWPIX", 0):
             log.note(file, "DataQualityWarning",
                            f"{header['NLOWPIX']} pixel(s){words} below the minimum of the "

@@ -1,19 +1,23 @@
-"""Science frames calibrated in parallel are the frames calibrated one at a time.
+"""Frames calibrated in parallel are the frames calibrated one at a time.
 
 A small night is reduced once serially; then its science frames are calibrated again into
 fresh output folders through a thread pool, a process pool, reduce_night's own worker
-processes and a ``dask.distributed`` cluster. Executors only run the science step, so those
-runs start from a copy of the serial run's masters (found up to date, not rebuilt); one
-test rebuilds the whole night on all cores and finds the masters byte for byte the same.
+processes and a ``dask.distributed`` cluster. Those runs start from a copy of the serial
+run's masters (found up to date, not rebuilt, nor submitted); one test rebuilds the whole
+night on all cores and finds the masters byte for byte the same. On a cluster, a larger
+night is reduced whole, its masters and bad-pixel masks built by the workers: the same
+outputs as one process, and this process only plans, submits and records.
 """
 
 import shutil
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 
 from ccdproc_ext import reduce_night
 from ccdproc_ext.simulate import simulate_night
@@ -136,3 +140,128 @@ def test_workers_started_by_a_fork_server(serial_night, tmp_path, monkeypatch):
     result = _reduce_again(serial_night, tmp_path, workers=2)
     _assert_same_science(serial_night[1], result)
 
+
+
+# ------------------------------------------------------------ masters on a cluster
+#: The size of the frames of a night whose masters cost real work.
+BIG_SHAPE = (1536, 1536)
+
+
+@pytest.fixture(scope="module")
+def big_night(tmp_path_factory):
+    """A night of 5 biases, 5 darks of two exposures, 5 flats in 2 filters and 3 science
+    frames of each, reduced one frame at a time in this process: (raw folder, result, the
+    CPU time of this process)."""
+    root = tmp_path_factory.mktemp("cluster")
+    simulate_night(root / "raw", PROFILE, shape=BIG_SHAPE, n_bias=5, n_dark=5,
+                   filters=("V", "R"), n_flat=5, n_science=3, seed=11)
+    start = time.process_time()
+    result = reduce_night(root / "raw", root / "serial", PROFILE, progress=False,
+                          workers=1, report=False)
+    cpu = time.process_time() - start
+    assert len(result.problems) == 0, result.summary()
+    return root / "raw", result, cpu
+
+
+def _assert_same_outputs(expected_dir, actual_dir):
+    """Every FITS file of two output folders: the same pixels in every extension, the
+    same header cards but for the processing time; every table the same."""
+    expected = sorted(p.relative_to(expected_dir) for p in expected_dir.rglob("*")
+                      if p.is_file() and p.suffix in (".fits", ".ecsv"))
+    actual = sorted(p.relative_to(actual_dir) for p in actual_dir.rglob("*")
+                    if p.is_file() and p.suffix in (".fits", ".ecsv"))
+    assert actual == expected
+    for name in expected:
+        if name.suffix == ".ecsv":
+            ours, theirs = Table.read(actual_dir / name), Table.read(expected_dir / name)
+            assert ours.pformat(max_lines=-1, max_width=-1) == \
+                theirs.pformat(max_lines=-1, max_width=-1), name
+            assert ours.meta == theirs.meta, name
+            continue
+        with fits.open(actual_dir / name) as ours, fits.open(expected_dir / name) as theirs:
+            assert len(ours) == len(theirs), name
+            for hdu, reference in zip(ours, theirs, strict=True):
+                if reference.data is None:
+                    assert hdu.data is None, name
+                else:
+                    np.testing.assert_array_equal(hdu.data, reference.data, err_msg=str(name))
+                assert list(hdu.header.keys()) == list(reference.header.keys()), name
+                differing = {card.keyword for card, theirs_card in
+                             zip(hdu.header.cards, reference.header.cards, strict=True)
+                             if card.image != theirs_card.image}
+                assert differing <= VOLATILE_CARDS, f"{name}: {differing}"
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Creating scratch directories is taking a surprisingly long time:UserWarning")
+def test_masters_built_on_the_cluster(big_night, dask_executor, tmp_path):
+    """Masters, bad-pixel masks and science frames all made by the cluster's workers: the
+    outputs of a serial run, and this process spends at most a quarter of its CPU time
+    (it only plans, submits and records)."""
+    raw, serial, serial_cpu = big_night
+    # A small night first, as in a season of nights: the workers have started and read
+    # the package (the scheduler, a thread of this process, works for them meanwhile).
+    simulate_night(tmp_path / "small", PROFILE, shape=(48, 56), n_bias=3, n_dark=3,
+                   filters=("V",), n_flat=3, n_science=1, seed=3)
+    reduce_night(tmp_path / "small", tmp_path / "small out", PROFILE, progress=False,
+                 executor=dask_executor, report=False)
+    out = tmp_path / "out"
+    start = time.process_time()
+    result = reduce_night(raw, out, PROFILE, progress=False, executor=dask_executor,
+                          report=False)
+    cpu = time.process_time() - start
+    assert len(result.problems) == 0, result.summary()
+    assert result.masters.keys() == serial.masters.keys()
+    for path in (serial.output_dir / "masters").iterdir():
+        assert (out / "masters" / path.name).read_bytes() == path.read_bytes(), \
+            f"master {path.name} differs"
+    _assert_same_outputs(serial.output_dir, out)
+    assert result.summary().replace(str(out), "OUT") == \
+        serial.summary().replace(str(serial.output_dir), "OUT")
+    assert cpu <= serial_cpu / 4, f"this process: {cpu:.2f} s on the cluster, " \
+        f"{serial_cpu:.2f} s alone"
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Creating scratch directories is taking a surprisingly long time:UserWarning")
+def test_master_failing_on_the_cluster(dask_executor, tmp_path):
+    """A truncated bias left out of its master, and darks of NaN only that make no
+    master: the same problems and notes on the cluster as in a serial run."""
+    simulate_night(tmp_path / "raw", PROFILE, shape=(48, 56), n_bias=3, n_dark=3,
+                   filters=("V",), n_flat=3, n_science=2, seed=5)
+    bias = tmp_path / "raw" / "bias_002.fits"
+    bias.write_bytes(bias.read_bytes()[:2880 + 500])
+    darks = sorted((tmp_path / "raw").glob("dark_*.fits"))
+    for dark in darks[:3]:
+        with fits.open(dark, mode="update") as hdus:
+            hdus[0].data = np.full(hdus[0].data.shape, np.nan, dtype=np.float32)
+    serial = reduce_night(tmp_path / "raw", tmp_path / "serial", PROFILE, progress=False,
+                          workers=1, report=False)
+    result = reduce_night(tmp_path / "raw", tmp_path / "cluster", PROFILE, progress=False,
+                          executor=dask_executor, report=False)
+    assert "bias_002.fits" in set(serial.problems["file"])
+    assert serial.unbuilt_masters, serial.summary()
+    assert [tuple(row) for row in result.problems] == [tuple(row) for row in serial.problems]
+    assert [tuple(row) for row in result.notes] == [tuple(row) for row in serial.notes]
+    assert result.unbuilt_masters == serial.unbuilt_masters
+    _assert_same_outputs(tmp_path / "serial", tmp_path / "cluster")
+    # Re-run: the masters and masks up to date are told from their files here, and only
+    # the science frames whose master could not be built are tried again.
+    counting = _CountingExecutor(dask_executor)
+    again = reduce_night(tmp_path / "raw", tmp_path / "cluster", PROFILE, progress=False,
+                         executor=counting, report=False)
+    assert set(counting.submitted) <= {"build_master_task"}, counting.submitted
+    assert counting.submitted.count("build_master_task") == len(serial.unbuilt_masters)
+    assert [tuple(row) for row in again.problems] == [tuple(row) for row in serial.problems]
+
+
+class _CountingExecutor(Executor):
+    """An executor that names the functions submitted to it, then runs them on another."""
+
+    def __init__(self, executor):
+        self.executor = executor
+        self.submitted = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted.append(fn.__name__)
+        return self.executor.submit(fn, *args, **kwargs)
