@@ -240,7 +240,7 @@ def replay(records, log):
     Parameters
     ----------
     records : list
-        `RecordedLog.records`.
+        the ``records`` of a `RecordedLog`.
     log : `NightLog`
     """
     for method, args, kwargs in records:
