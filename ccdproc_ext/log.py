@@ -240,7 +240,7 @@ def replay(records, log):
     Parameters
     ----------
     records : list
-        the ``records`` of a `RecordedLog`.
+        The ``records`` of a `RecordedLog`.
     log : `NightLog`
     """
     for method, args, kwargs in records:

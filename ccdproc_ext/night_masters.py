@@ -243,7 +243,7 @@ class MasterOutcome:
     facts : `~ccdproc_ext.master_frame.MasterFacts` or None
     failed : `~ccdproc_ext.CcdprocExtError` or None
     records : list
-        the ``records`` of a `~ccdproc_ext.log.RecordedLog`.
+        The ``records`` of a `~ccdproc_ext.log.RecordedLog`.
     """
 
     kind: str
