@@ -178,7 +178,7 @@ def _open_raw(source, what, *, path=None, notices=None, **options):
                 # Opened here, closed here: fits.open leaves a file it opened itself
                 # open when it fails on some headers (a missing NAXISn).
                 source = files.enter_context(open(path, "rb"))
-            caught = files.enter_context(_recording())
+            caught = files.enter_context(recording(VerifyWarning, AstropyUserWarning))
             options.setdefault("memmap", False)
             with fits.open(source, mode="readonly", **options) as hdul:
                 yield hdul
@@ -212,13 +212,6 @@ def _first_header_problem(path):
     except (OSError, EOFError):
         return None
     return header_problem(content, more_follows=len(content) >= _HEADER_LIMIT)
-
-
-@contextlib.contextmanager
-def _recording():
-    """Record astropy's warnings about a file (the others pass as they would)."""
-    with recording(VerifyWarning, AstropyUserWarning) as caught:
-        yield caught
 
 
 _STREAM_MODULES = {"gzip": gzip, "bzip2": bz2}

@@ -118,13 +118,6 @@ def _groups_html(groups, *, css):
 
 
 # --------------------------------------------------------------- reading pixels
-def _file_sample(path, size, profile=None):
-    """The pixels `_sample` takes of a frame as `~ccdproc_ext.raw.read_frame` gives them,
-    reading only those from the file when it allows (see
-    `ccdproc_ext._raw_parts.read_sample`)."""
-    return read_sample(path, size, profile)
-
-
 def _read_master(path):
     """The pixels (float32, as read: the statistics and pictures are taken from samples
     in float64, not from a float64 copy of the frame), header and mask of a master;
@@ -341,13 +334,14 @@ def _raw_thumbnail(night, raw_file, pictures, stem, profile):
     if folder is None or not (folder / raw_file).is_file():
         return None
 
-    def read_sample():
+    def sample_or_none():
         try:
-            return _file_sample(folder / raw_file, THUMBNAIL_SIZE, profile)
+            return read_sample(folder / raw_file, THUMBNAIL_SIZE, profile)
         except (CcdprocExtError, OSError, ValueError):
             return None
 
-    return thumbnail(pictures.path(f"raw_{stem}"), folder / raw_file, read_sample, profile)
+    return thumbnail(pictures.path(f"raw_{stem}"), folder / raw_file, sample_or_none,
+                     profile)
 
 
 def _calibrated_thumbnail(night, output_file, pictures, stem):
@@ -356,7 +350,7 @@ def _calibrated_thumbnail(night, output_file, pictures, stem):
     be read."""
     source = night.folder / output_file
     return thumbnail(pictures.path(f"science_{stem}"), source,
-                     lambda: _file_sample(source, THUMBNAIL_SIZE))
+                     lambda: read_sample(source, THUMBNAIL_SIZE))
 
 
 def _profile(night):

@@ -343,14 +343,14 @@ def test_thumbnails_are_the_calibrated_pixels_drawn_by_matplotlib(night, tmp_pat
 @pytest.mark.parametrize(("shape", "step"), [((500, 300), 3), ((100, 1000), 6),
                                              ((40, 50), 1)])
 def test_a_thumbnail_reads_every_nth_pixel_of_the_file(tmp_path, shape, step):
-    from ccdproc_ext.report import _file_sample
+    from ccdproc_ext._raw_parts import read_sample
 
     rng = np.random.default_rng(1)
     data = rng.normal(100, 10, shape).astype(np.float32)
     data[0, 0] = np.nan
     path = tmp_path / "frame.fits"
     fits.PrimaryHDU(data).writeto(path)
-    np.testing.assert_array_equal(_file_sample(path, 192),
+    np.testing.assert_array_equal(read_sample(path, 192),
                                   fits.getdata(path)[::step, ::step].astype(float))
 
 
@@ -387,7 +387,7 @@ def _raw_file(path, layout):
 @pytest.mark.parametrize("transposed", [False, True])
 def test_a_raw_thumbnail_samples_the_physical_pixels(tmp_path, layout, transposed):
     from ccdproc_ext import InstrumentProfile
-    from ccdproc_ext.report import _file_sample
+    from ccdproc_ext._raw_parts import read_sample
 
     path, physical = _raw_file(tmp_path / "raw.fits", layout)
     profile = InstrumentProfile.from_dict(
@@ -395,17 +395,17 @@ def test_a_raw_thumbnail_samples_the_physical_pixels(tmp_path, layout, transpose
          "image_types": {"science": ["object"]}, "transposed": transposed})
     shown = physical.T if transposed else physical
     step = 3  # 500 rows / 192 pixels, rounded up
-    sample = _file_sample(path, 192, profile)
+    sample = read_sample(path, 192, profile)
     assert sample.dtype == float
     np.testing.assert_array_equal(sample, shown[::step, ::step].astype(float))
 
 
 def test_a_thumbnail_of_a_damaged_file_says_what_is_wrong(tmp_path):
     from ccdproc_ext import FrameReadError
-    from ccdproc_ext.report import _file_sample
+    from ccdproc_ext._raw_parts import read_sample
 
     path = tmp_path / "frame.fits"
     fits.PrimaryHDU(np.ones((300, 200), np.float32)).writeto(path)
     _truncate(path, path.with_name("cut.fits"), 0.5)
     with pytest.raises(FrameReadError, match="truncated"):
-        _file_sample(path.with_name("cut.fits"), 192)
+        read_sample(path.with_name("cut.fits"), 192)

@@ -60,7 +60,7 @@ def reads(monkeypatch):
     """Every file whose pixels the package reads: raw frames and masters through the
     reader, and the files the report draws thumbnails of."""
     seen = []
-    read_frame, file_sample = raw_module._read_frame, report._file_sample
+    read_frame, file_sample = raw_module._read_frame, report.read_sample
 
     def counting_read_frame(path, *args, **kwargs):
         seen.append(Path(path).resolve())
@@ -71,7 +71,7 @@ def reads(monkeypatch):
         return file_sample(path, *args, **kwargs)
 
     monkeypatch.setattr(raw_module, "_read_frame", counting_read_frame)
-    monkeypatch.setattr(report, "_file_sample", counting_file_sample)
+    monkeypatch.setattr(report, "read_sample", counting_file_sample)
     return seen
 
 
