@@ -89,6 +89,14 @@ class NightMasters:
         """The file of the master ``name`` of ``kind``."""
         return self.paths[(kind, name)]
 
+    def not_built(self, name, err, members, log, *, reason=None):
+        """Record that the master ``name`` could not be built (``err``), and say it as a
+        problem of each of its frames ``members`` in ``log`` (in the words of ``err``, or
+        ``reason``)."""
+        self.failed[name] = err
+        for member in members:
+            log.problem(member, type(err)(f"master {name} not built: {reason or err}"))
+
     def by_file_stem(self):
         """``file stem -> MasterFrame``, as ``science.prepare_masters`` looks
         masters up; a stem two files share (a library master named like one of the
@@ -179,9 +187,7 @@ def _run_wave(kind, wave, executor, options, log, masters, bar):
                 err = log.unexpected(err, f"master {job.name}")
                 if options.strict:
                     raise err
-                masters.failed[job.name] = err
-                for member in job.members:
-                    log.problem(member, type(err)(f"master {job.name} not built: {err}"))
+                masters.not_built(job.name, err, job.members, log)
             else:
                 outcome.record(log, masters)
         bar.update(1)
@@ -324,11 +330,8 @@ def _master_job(kind, master, rows, collection, output_dir, log, masters):
     missing = [needs[k] for k in needs if needs[k] not in masters.built]
     if missing:
         cause = masters.failed.get(missing[0], CcdprocExtError())
-        masters.failed[name] = type(cause)(f"its master {', '.join(missing)} could not be "
-                                           "built")
-        for member in members:
-            log.problem(member, type(cause)(f"master {name} not built: "
-                                                  f"{masters.failed[name]}"))
+        masters.not_built(name, type(cause)(f"its master {', '.join(missing)} could not be "
+                                            "built"), members, log)
         return None
     done_of = dict(zip(collection.frames["file"], collection.frames["done"], strict=True))
     return MasterJob(kind, str(name), tuple(members),
@@ -385,10 +388,8 @@ def run_master_job(job, options, log, masters):
         if options.strict:
             raise err if not isinstance(err, InternalError) else \
                 InternalError(f"master {name}: {err}") from None
-        masters.failed[name] = err
         logger.info("master %s not built: %s", name, err)
-        for member in members:
-            log.problem(member, type(err)(f"master {name} not built: {err}"))
+        masters.not_built(name, err, members, log)
         return
     _report_master(log, _headers_of(masters.built[name]), path, members, left_out)
     masters.paths[(kind, name)] = path
@@ -475,8 +476,8 @@ def _note_steps_done(log, file, done, members):
             by_steps.setdefault(str(done_of[member]), []).append(member)
     for steps, files in by_steps.items():
         log.note(file, "StepsDone",
-                       f"made from frames whose {' and '.join(steps.split(','))} were done "
-                       f"before (their headers say so), not again: {files_shown(files)}")
+                 f"made from frames whose {' and '.join(steps.split(','))} were done "
+                 f"before (their headers say so), not again: {files_shown(files)}")
 
 
 def _master_extensions(job, options, log, masters):
@@ -513,10 +514,7 @@ def _master_extensions(job, options, log, masters):
     except CalibrationMatchError as err:
         if options.strict:
             raise
-        masters.failed[name] = err
-        for member in kept:
-            log.problem(member, CalibrationMatchError(f"master {name} not built: "
-                                                            f"{without_path(err)}"))
+        masters.not_built(name, err, kept, log, reason=without_path(err))
         return extensions, []
     if not kept and members:
         masters.failed[name] = CalibrationMatchError("none of its frames could be used")
@@ -594,8 +592,8 @@ def _report_master(log, headers, path, members, left_out):
     if header.get("NCOMBINE", 0) == 1:
         single = file_name_of(header.get("IMCMB001", "?"))
         log.note(file, "DataQualityWarning",
-                       f"made from a single frame ({single}): nothing could be rejected "
-                       "and its noise is that of one frame")
+                 f"made from a single frame ({single}): nothing could be rejected "
+                 "and its noise is that of one frame")
     by_name = {}
     for member in members:
         by_name.setdefault(Path(member).name, member)
@@ -606,12 +604,12 @@ def _report_master(log, headers, path, members, left_out):
                 f"left out of master {path.stem}{words}: {fits_text(item.reason)}"))
         if header.get("NLOWPIX", 0):
             log.note(file, "DataQualityWarning",
-                           f"{header['NLOWPIX']} pixel(s){words} below the minimum of the "
-                           "flat, masked")
+                     f"{header['NLOWPIX']} pixel(s){words} below the minimum of the "
+                     "flat, masked")
         if header.get("NNANPIX", 0):
             log.note(file, "DataQualityWarning",
-                           f"{header['NNANPIX']} pixel(s){words} of its frames were NaN or "
-                           "infinite, masked")
+                     f"{header['NNANPIX']} pixel(s){words} of its frames were NaN or "
+                     "infinite, masked")
 
 
 def _note_master_warnings(log, path, members, messages):
