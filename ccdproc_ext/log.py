@@ -7,14 +7,8 @@ or the whole night. `NightLog` gathers both while a night is reduced, in the ord
 are found, and turns them into the tables of `~ccdproc_ext.NightResult`.
 
 For people, the rows of those tables are grouped by reason (`group_by_reason`): twelve
-files ``truncated`` are one line naming the files (`grouped_lines`), not twelve lines.
-
->>> from astropy.table import Table
->>> notes = Table(rows=[("a.fits", "HeaderNote", "GAIN missing: 1 assumed"),
-...                     ("b.fits", "HeaderNote", "GAIN missing: 1 assumed")],
-...               names=["file", "kind", "note"])
->>> grouped_lines(notes, "note")
-['GAIN missing (2 files, -v for each): a.fits, b.fits']
+files ``truncated`` are one line naming the files (`grouped_lines`, with an example),
+not twelve lines.
 """
 
 import logging
