@@ -10,16 +10,21 @@ On the night of ``benchmarks/bench_night.py`` this cost the kernel 15 s of 42 (o
 worker).
 
 While `freed_memory_reused` is entered, large blocks are taken from the heap (``mallopt``
-``M_MMAP_MAX = 0``), where a freed frame is there for the next one, and up to 64 MiB of
-freed memory is kept at the heap's top. On leaving each block (a master made, a science
-frame calibrated) ``malloc_trim`` gives back every free page, so that what one step
-freed does not stay with the process (nor with the worker processes it forks next);
-when the last block is left, glibc's default for ``M_MMAP_MAX`` is restored. The mmap
-threshold is set to 32 MiB for good: the value glibc's own adjustment reaches after the
-first large block is freed. The cost is memory a heap cannot reuse for a larger array
-than the ones freed (a float64 frame after float32 ones): on that night (two workers),
-the largest resident size of the process that makes the masters rose from 0.89 to
-0.93 GB.
+``M_MMAP_MAX = 0``), where a freed frame is there for the next one, and freed memory is
+kept at the heap's top however much there is (``M_TRIM_THRESHOLD`` at its largest): the
+frames of one master, freed when it is combined, are the frames of the next. Blocks
+nest (a night, each master in it, each combine); when the outermost is left,
+``malloc_trim`` gives back every free page, so that what a reduction freed does not stay
+with the process, and glibc's defaults for ``M_MMAP_MAX`` and the trim threshold are
+restored. A reduction gives back what it freed itself before it forks worker processes
+(`give_back_freed_memory`). The mmap threshold is set to 32 MiB for good: the value
+glibc's own adjustment reaches after the first large block is freed. The cost is memory
+a heap cannot reuse for a larger array than the ones freed (a float64 frame after
+float32 ones), and the memory of a reduction's largest moment kept until it ends: on
+the night of ``benchmarks/bench_peers.py`` (100 frames of 2000 x 3000, two workers)
+the largest resident size of the process that makes the masters went from 790 to
+810 MB, and the kernel's time from 8.9 to 5.7 s of 27 (trimming at the end of each
+master and frame, as this module did, and at 64 MiB freed, as glibc does).
 
 The allocator is the process's, so this is done only where the package owns the
 process: the ``ccdproc-ext`` command and the worker processes a night starts. In any
@@ -46,8 +51,12 @@ _M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536
 #: glibc's largest mmap threshold on 64-bit systems, which ``mallopt`` accepts at most.
 MMAP_THRESHOLD = 32 * 2**20
-#: The trim threshold glibc's own adjustment pairs with it.
+#: The trim threshold glibc's own adjustment pairs with it: restored when the last block
+#: is left.
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+
+#: The trim threshold within a block, the largest ``mallopt`` takes: freed memory stays.
+HELD_THRESHOLD = 2**31 - 1
 
 _USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
                   "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
@@ -90,8 +99,8 @@ def tune_allocator(enabled=True):
 def freed_memory_reused():
     """Within this block, large arrays freed are reused by the next ones (see above).
 
-    Blocks may nest and be entered by several threads; free pages are given back at the
-    end of each, the allocator's defaults when the last one is left. Does nothing where
+    Blocks may nest and be entered by several threads; free pages are given back, and
+    the allocator's defaults restored, when the last one is left. Does nothing where
     the allocator is not glibc's, nor in a process set by `reuse_freed_memory_for_good`,
     nor where `tune_allocator` has not allowed it.
     """
@@ -103,17 +112,15 @@ def freed_memory_reused():
         _own_process()
         _state["depth"] += 1
         if _state["depth"] == 1 and not _state["for_good"]:
-            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-            libc.mallopt(_M_MMAP_MAX, 0)
+            _hold(libc)
     try:
         yield
     finally:
         with _lock:
             _state["depth"] -= 1
-            if not _state["for_good"]:
-                if _state["depth"] == 0:
-                    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            if _state["depth"] == 0 and not _state["for_good"]:
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
                 libc.malloc_trim(0)
 
 
@@ -134,9 +141,14 @@ def reuse_freed_memory_for_good():
     with _lock:
         _own_process()
         _state["for_good"] = True
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-        libc.mallopt(_M_MMAP_MAX, 0)
+        _hold(libc)
+
+
+def _hold(libc):
+    """Large blocks from the heap, and what is freed kept there."""
+    libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    libc.mallopt(_M_TRIM_THRESHOLD, HELD_THRESHOLD)
+    libc.mallopt(_M_MMAP_MAX, 0)
 
 
 def _own_process():

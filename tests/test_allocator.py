@@ -49,7 +49,8 @@ def _run(body):
     return {key: float(value) for key, value in (line.split() for line in output.splitlines())}
 
 
-PAGES = 48 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+SIZE_OF_A_FRAME = 48 * 2**20
+PAGES = SIZE_OF_A_FRAME // os.sysconf("SC_PAGE_SIZE")
 
 
 def test_a_users_process_is_left_as_it_is_unless_asked():
@@ -108,19 +109,42 @@ def test_a_frame_freed_in_a_block_is_reused_and_given_back_after():
     assert numbers["after"] > 0.9 * PAGES
 
 
-def test_nested_blocks_keep_the_settings_until_the_last_is_left():
+def test_nested_blocks_keep_the_memory_until_the_last_is_left():
     numbers = _run("""
         tune_allocator()
         with freed_memory_reused():
             with freed_memory_reused():
                 fault_a_frame()
-            print("given_back", fault_a_frame())
+            print("kept", fault_a_frame())
             print("between", fault_a_frame())
+            print("rss_inside", rss())
+        print("rss_after", rss())
         print("after", fault_a_frame())
     """)
-    assert numbers["given_back"] > 0.9 * PAGES  # the inner block's end gave it back
-    assert numbers["between"] < 0.02 * PAGES  # the outer block still reuses
+    assert numbers["kept"] < 0.02 * PAGES  # the inner block's end kept it for the outer
+    assert numbers["between"] < 0.02 * PAGES
+    assert numbers["rss_inside"] - numbers["rss_after"] > 0.9 * 48 * 2**20
     assert numbers["after"] > 0.9 * PAGES
+
+
+def test_the_frames_of_one_master_are_the_memory_of_the_next():
+    """Frames held together and freed together (a master's, once combined) are more
+    than glibc's trim threshold (64 MiB): they stay in the heap for the next master."""
+    numbers = _run("""
+        tune_allocator()
+        with freed_memory_reused():
+            frames = [np.ones(SIZE, np.uint8) for _ in range(4)]
+            del frames
+            before = faults()
+            frames = [np.ones(SIZE, np.uint8) for _ in range(4)]
+            print("again", faults() - before)
+            del frames
+            print("rss_inside", rss())
+        print("rss_after", rss())
+    """)
+    assert numbers["again"] < 0.02 * 4 * PAGES
+    # all four given back when the block is left
+    assert numbers["rss_inside"] - numbers["rss_after"] > 0.9 * 4 * SIZE_OF_A_FRAME
 
 
 def test_a_worker_process_reuses_for_good():
