@@ -175,7 +175,7 @@ def _prepare(frames, profile, *, skip_bad_frames=False, check=None, workers=None
         warnings.warn(warning, stacklevel=5)
     if compare_as is not None:
         _leave_out_deviating(compare_as, names, prepared, checked, samples, skipped,
-                             spill, skip_bad_frames)
+                             spill, skip_bad_frames, workers)
     if not prepared:
         err = skipped[0][1]
         raise type(err)(f"none of the {len(skipped)} frames could be used: " + "; ".join(
@@ -219,13 +219,13 @@ def _check_alike(frame, first, name):
 
 
 def _leave_out_deviating(kind, names, prepared, checked, samples, skipped, spill,
-                         skip_bad_frames):
+                         skip_bad_frames, workers):
     """Remove, in place, the frames that differ from the others of their master; each
     is a bad frame (`~ccdproc_ext.DataQualityError`): raised, or left out with a
     `~ccdproc_ext.FrameSkippedWarning` and listed in ``skipped``. When the checks are in
     doubt (they would leave out too many), every frame is kept and their note is a
     `~ccdproc_ext.CcdprocExtWarning`, a note of the master like its other warnings."""
-    group = check_calibration_frames(samples, names, kind)
+    group = check_calibration_frames(samples, names, kind, workers=workers)
     if group.note:
         warnings.warn(CcdprocExtWarning(f"master {kind} from {_first_names(names)}: "
                                         f"{group.note}"), stacklevel=6)

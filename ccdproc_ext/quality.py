@@ -18,6 +18,8 @@ Bad-pixel masks are made in `ccdproc_ext.bpm`, cosmic rays found in
 `ccdproc_ext.cosmic_rays`.
 """
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import bottleneck as bn
@@ -218,7 +220,7 @@ def _good_values(data, mask):
     return values
 
 
-def check_calibration_frames(samples, names, kind):
+def check_calibration_frames(samples, names, kind, *, workers=1):
     """Which calibration frames of one master have a defect the others do not have.
 
     A frame is compared with its group's median after the straight line
@@ -266,6 +268,9 @@ def check_calibration_frames(samples, names, kind):
     names : list of str
         The frames' names, for the reasons and the note.
     kind : {"bias", "dark", "flat"}
+    workers : int, optional
+        Threads measuring the frames against the group's median at the same time (the
+        same numbers). Default is 1.
 
     Returns
     -------
@@ -275,32 +280,37 @@ def check_calibration_frames(samples, names, kind):
     n = len(samples)
     if n < MIN_GROUP:
         return GroupCheck()
-    reasons, departures = _judge(samples, kind, range(n))
-    if reasons:
-        # Frames with a large defect pull the median they are judged against, and the
-        # good frames with it: all are judged again against the median of the frames
-        # that departed least, two thirds of the group (the checks' premise is that no
-        # more than a third is bad).
-        typical = np.argsort(departures, kind="stable")[:n - int(MAX_LEFT_OUT * n)]
-        reasons, _ = _judge(samples, kind, typical)
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        each = map if pool is None else pool.map
+        reasons, departures = _judge(samples, kind, range(n), each)
+        if reasons:
+            # Frames with a large defect pull the median they are judged against, and
+            # the good frames with it: all are judged again against the median of the
+            # frames that departed least, two thirds of the group (the checks' premise
+            # is that no more than a third is bad).
+            typical = np.argsort(departures, kind="stable")[:n - int(MAX_LEFT_OUT * n)]
+            reasons, _ = _judge(samples, kind, typical, each)
     if len(reasons) > MAX_LEFT_OUT * n:
         return GroupCheck(note=_doubt(reasons, names, kind))
     return GroupCheck(left_out=tuple(sorted(reasons.items())))
 
 
-def _judge(samples, kind, members):
+def _judge(samples, kind, members, each=map):
     """``(reasons, departures)``: why each frame differs from the median of the frames
     ``members`` (by index), and how far each frame's rows and columns depart from it at
-    most, in its pixel noise."""
-    reference, reference_rows, levelling = _group_reference(samples, kind, members)
-    residuals = [_residual(sample, reference, reference_rows, line)
-                 for sample, line in zip(samples, levelling, strict=True)]
-    fractions = np.array([_outlying_fraction(pixels, noise)
-                          for pixels, _, noise in residuals])
+    most, in its pixel noise. ``each`` maps a function over the frames (``map``, or a
+    thread pool's: numpy and bottleneck only, no warning filters, run in it)."""
+    reference, reference_rows, levelling = _group_reference(samples, kind, members, each)
+
+    def measured(sample, line):
+        pixels, rows, noise = _residual(sample, reference, reference_rows, line)
+        return _outlying_fraction(pixels, noise), _profiles(pixels, rows), noise
+
+    measures = list(each(measured, samples, levelling))
+    fractions = np.array([fraction for fraction, _, _ in measures])
     usual = float(np.nanmedian(fractions)) if np.isfinite(fractions).any() else 0.0
     reasons, departures = {}, []
-    for i, (pixels, rows, noise) in enumerate(residuals):
-        profiles = _profiles(pixels, rows)
+    for i, (_, profiles, noise) in enumerate(measures):
         departures.append(_departure(profiles, noise))
         reason = (_excess_pixels(fractions[i], usual, kind)
                   or _deviating_lines(profiles, noise))
@@ -309,7 +319,7 @@ def _judge(samples, kind, members):
     return reasons, np.nan_to_num(departures, nan=np.inf)
 
 
-def _group_reference(samples, kind, members):
+def _group_reference(samples, kind, members, each=map):
     """The median sample and median row profile of the frames ``members``, each frame
     first brought to the others' level (flats divided by their level, biases and darks
     less it), so that frames of different levels do not take turns in the median; and
@@ -328,7 +338,9 @@ def _group_reference(samples, kind, members):
 
     members = [int(i) for i in members]
     chosen = [samples[i] for i in members]
-    reference = _median_of_frames(levelled([s.rows for s in chosen]))
+    # The median of each half of the pixels in its own thread (``each``).
+    reference = np.concatenate(list(each(_median_of_frames, np.array_split(
+        levelled([s.rows for s in chosen]), 2, axis=-1))), axis=-1)
     lines = list(zip(scale.tolist(), shift.tolist(), strict=True))
     if any(s.row_medians is None for s in chosen):
         return reference, None, lines

@@ -91,10 +91,13 @@ def _noise(frames):
 
 
 def _check(frames, kind):
+    """The check of a group, the same in one thread as in two."""
     samples = [frame_sample(CCDData(data.astype(np.float32), unit="adu"))
                for data in frames]
-    return check_calibration_frames(samples, [f"{kind}{i}" for i in range(len(frames))],
-                                    kind)
+    names = [f"{kind}{i}" for i in range(len(frames))]
+    checked = check_calibration_frames(samples, names, kind)
+    assert check_calibration_frames(samples, names, kind, workers=2) == checked
+    return checked
 
 
 def _spoiled(frames, defect, index=3):
