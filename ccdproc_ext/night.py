@@ -12,7 +12,8 @@ The night goes through seven stages, each a function below:
    whose masters exist;
 5. **run them**, here, in worker processes, or on any executor, and gather what they say;
 6. **write the results**: ``science.ecsv``, ``problems.ecsv`` and ``notes.ecsv``;
-7. **write the report**: ``report.html`` and its pictures (`ccdproc_ext.report`).
+7. **write the report**: ``report.html`` and its pictures (`ccdproc_ext.report`), the
+   masters and thumbnails drawn during stage 5 when the frames run in other processes.
 
 Outputs go to ``masters/`` and ``science/`` under the output folder (see
 `ccdproc_ext.outputs` for their names, their safety and how a re-run resumes). Masters
@@ -33,6 +34,7 @@ night (a calibration type missing) are `~ccdproc_ext.log.Note` records, in
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +55,7 @@ from .night_science import run_tasks, science_table, science_tasks
 from .outputs import check_output_dir, check_raw_files, prepare_output_dir, write_table
 from .plans import PlanEdits
 from .profiles import get_profile
-from .report import night_html_summary, write_report
+from .report import NightReport, night_html_summary, write_report
 
 __all__ = ["NightResult", "reduce_night"]
 
@@ -224,7 +226,8 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         Pixel type of the outputs. Default is ``float32``.
     report : bool, optional
         Write ``report.html`` and its pictures (`ccdproc_ext.report.write_report`; about
-        half a second per master and a tenth per science frame). Default is ``True``;
+        half a second per master and a tenth per science frame, drawn while the science
+        frames are calibrated in worker processes or on the executor). Default is ``True``;
         ``ccdproc-ext report OUT`` writes it later from the files.
     library : str, `pathlib.Path`, `~ccdproc_ext.CalibrationLibrary` or None, optional
         A calibration library: the masters built are registered in it, and frames whose
@@ -307,13 +310,60 @@ def reduce_night(raw, output_dir, profile="generic", *, dry_run=False, overwrite
         result.masters = dict(masters.paths)
         tasks, result.unbuilt_masters = science_tasks(plan, collection, masters, options,
                                                       log)
-        outcomes = run_tasks(tasks, masters, options, log, executor=executor,
-                             progress=progress)
+        with _ReportAhead(output_dir if report else None) as ahead:
+            outcomes = run_tasks(tasks, masters, options, log, executor=executor,
+                                 progress=progress, on_result=ahead.frame_done)
         _finish(result, log, tasks, outcomes)
         _write_results(result, output_dir)
         if report:
-            _write_report(result, output_dir, log)
+            _write_report(result, output_dir, log, ahead.report)
     return result
+
+
+class _ReportAhead:
+    """Stage 7 begun during stage 5: while the science frames are calibrated in other
+    processes, a thread of this one draws the report's masters and the thumbnails of
+    each frame calibrated (`~ccdproc_ext.report.NightReport`), so that the page is
+    written soon after the last frame. Nothing is drawn while frames are calibrated in
+    this process (``workers=1``), and a drawing that fails is drawn again, its error
+    said, by the report written at the end."""
+
+    def __init__(self, output_dir):
+        self._output_dir = output_dir
+        self._drawing = None
+        self._report = None
+        self._failed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._drawing is not None:
+            self._drawing.shutdown(cancel_futures=exc_info[0] is not None)
+        return False
+
+    @property
+    def report(self):
+        """The `~ccdproc_ext.report.NightReport` drawn ahead, or ``None``."""
+        return None if self._failed else self._report
+
+    def frame_done(self, night_task, outcome):
+        """Draw the thumbnails of a science frame just calibrated (after the masters,
+        the first time)."""
+        if self._output_dir is None or getattr(outcome, "status", None) != "written":
+            return
+        if self._drawing is None:
+            self._report = NightReport(self._output_dir)
+            self._drawing = ThreadPoolExecutor(1, thread_name_prefix="ccdproc_ext report")
+            self._drawing.submit(self._draw, self._report.draw_masters)
+        output = Path(night_task.task.output).relative_to(self._output_dir).as_posix()
+        self._drawing.submit(self._draw, self._report.draw_frame, night_task.file, output)
+
+    def _draw(self, draw, *args):
+        try:
+            draw(*args)
+        except Exception:  # the report written at the end draws it again, and says why
+            self._failed = True
 
 
 def _finish(result, log, tasks, outcomes):
@@ -324,11 +374,15 @@ def _finish(result, log, tasks, outcomes):
     return result
 
 
-def _write_report(result, output_dir, log):
-    """Stage 7: ``report.html``, from the files just written. A report that cannot be
-    made is a note of the night, never the end of it."""
+def _write_report(result, output_dir, log, drawn_ahead=None):
+    """Stage 7: ``report.html``, from the files just written (and the pictures drawn
+    ahead, a `~ccdproc_ext.report.NightReport`). A report that cannot be made is a note
+    of the night, never the end of it."""
     try:
-        write_report(output_dir)
+        if drawn_ahead is not None:
+            drawn_ahead.write()
+        else:
+            write_report(output_dir)
     except Exception as err:  # the night's outputs are complete without it
         err = log.unexpected(err, "report.html")
         text = f"report.html not written: {without_path(err)}"

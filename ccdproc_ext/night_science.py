@@ -118,7 +118,7 @@ def _up_to_date(task, options):
     return ScienceOutcome.from_header("up to date", header)
 
 
-def run_tasks(night_tasks, masters, options, log, *, executor, progress):
+def run_tasks(night_tasks, masters, options, log, *, executor, progress, on_result=None):
     """Run the tasks; returns one `~ccdproc_ext.science.ScienceOutcome` or error per task.
 
     Outputs already up to date are read here; only the others are run. Without an
@@ -137,6 +137,10 @@ def run_tasks(night_tasks, masters, options, log, *, executor, progress):
         Where the tasks run; ``None``: here, or in worker processes of this machine.
     progress : bool
         Show a progress bar (on a terminal).
+    on_result : callable or None, optional
+        ``on_result(night_task, outcome)`` for each task run in another process (a worker
+        process, or the executor's), as its outcome arrives, while the others run; from
+        the calling thread. Default is ``None``.
 
     Returns
     -------
@@ -165,6 +169,8 @@ def run_tasks(night_tasks, masters, options, log, *, executor, progress):
         for index, result_of in zip(to_do, results, strict=False):
             try:
                 outcomes[index] = result_of()
+                if on_result is not None and executor is not None:
+                    on_result(night_tasks[index], outcomes[index])
             except Exception as err:  # a bug must not end the night
                 file = night_tasks[index].file
                 err = log.unexpected(err, file)

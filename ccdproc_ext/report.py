@@ -67,7 +67,8 @@ from .pictures import (
 from .profiles import get_profile
 from .raw import read_frame
 
-__all__ = ["REPORT_FOLDER", "REPORT_NAME", "night_html_summary", "write_report"]
+__all__ = ["REPORT_FOLDER", "REPORT_NAME", "NightReport", "night_html_summary",
+           "write_report"]
 
 #: The report's file name in the output folder.
 REPORT_NAME = "report.html"
@@ -360,22 +361,32 @@ def _profile(night):
         return None
 
 
-def _science_section(night, pictures):
+def _frame_thumbnails(night, raw_file, output_file, pictures, profile):
+    """``(after, before)``: the thumbnails of a science frame after calibration and (or
+    ``None``) before; the error of an output that cannot be read instead of ``after``."""
+    stem = Path(output_file).name.split(".")[0]
+    try:
+        after = _calibrated_thumbnail(night, output_file, pictures, stem)
+    except (CcdprocExtError, OSError, ValueError) as error:
+        return error, None
+    return after, _raw_thumbnail(night, raw_file, pictures, stem, profile)
+
+
+def _science_section(night, pictures, drawn):
     rows = reduced_science_rows(night)
     if not rows:
         return "<p>No science frame was reduced.</p>"
     profile = _profile(night) if night.raw_folder is not None else None
     figures = []
     for row in rows:
-        stem = Path(row["output_file"]).name.split(".")[0]
-        try:
-            after = _calibrated_thumbnail(night, row["output_file"], pictures, stem)
-        except (CcdprocExtError, OSError, ValueError) as error:
+        key = (row["raw_file"], row["output_file"])
+        after, before = drawn[key] if key in drawn else _frame_thumbnails(
+            night, *key, pictures, profile)
+        if isinstance(after, Exception):
             figures.append(f"<figure><figcaption><code>{escape(row['output_file'])}</code>: "
-                           f'<span class="problem">cannot be read: {escape(str(error))}</span>'
+                           f'<span class="problem">cannot be read: {escape(str(after))}</span>'
                            "</figcaption></figure>")
             continue
-        before = _raw_thumbnail(night, row["raw_file"], pictures, stem, profile)
         images = img_html(pictures, after, f"{row['raw_file']} calibrated", width=THUMBNAIL_SIZE)
         if before is not None:
             images = (img_html(pictures, before, f"{row['raw_file']} raw", width=THUMBNAIL_SIZE)
@@ -448,25 +459,94 @@ def write_report(output_dir):
     OutputError
         If ``output_dir`` holds no ``plan.ecsv`` or one of its tables cannot be read.
     """
-    night = read_reduced_night(output_dir)
-    pictures = Pictures(night.folder / REPORT_FOLDER)
-    title = f"Night report: {night.folder.resolve().name}"
-    sections = [
-        ("summary", "Summary", _summary_section(night)),
-        ("problems", "Problems", _problems_section(night)),
-        ("notes", "Notes", _notes_section(night)),
-        ("plan", "Plan", _plan_section(night)),
-        ("masters", "Masters", _masters_section(night, pictures)
-         + _bad_pixel_masks_section(night)),
-        ("sky", "Sky", _sky_section(night, pictures)),
-        ("science", "Science frames", _science_section(night, pictures)),
-    ]
-    path = night.folder / REPORT_NAME
-    temporary = path.with_name(f".{REPORT_NAME}.partial")
-    temporary.write_text(page_html(title, sections), encoding="utf-8")
-    os.replace(temporary, path)
-    pictures.finish()
-    return path
+    return NightReport(output_dir).write()
+
+
+class NightReport:
+    """The report of a night, drawn as its outputs are written: `write_report` in parts.
+
+    A night being reduced draws its masters once they are written (`draw_masters`) and
+    each science frame's thumbnails once it is calibrated (`draw_frame`), while the next
+    frames are calibrated; `write` draws what is left (the sky through the night, and
+    whatever was not drawn ahead), then writes the page. The parts are those of
+    `write_report`, which reads every file again: drawn ahead, they are the same.
+
+    Parameters
+    ----------
+    output_dir : str or `pathlib.Path`
+        The output folder of the night, its ``plan.ecsv`` and ``masters.ecsv`` written.
+    """
+
+    def __init__(self, output_dir):
+        self.folder = Path(output_dir)
+        self._pictures = None  # made once the folder is known to hold a night
+        self._masters = None
+        self._frames = {}  # (raw file, output file) -> (after, before)
+        self._night = None
+
+    def _read(self):
+        """The night's tables as they are now, and the pictures' folder."""
+        night = read_reduced_night(self.folder)
+        if self._pictures is None:
+            self._pictures = Pictures(self.folder / REPORT_FOLDER)
+        return night, self._pictures
+
+    def draw_masters(self):
+        """Draw the masters of the night (written by now), for `write`."""
+        self._night, pictures = self._read()
+        self._masters = _masters_section(self._night, pictures)
+
+    def draw_frame(self, raw_file, output_file):
+        """Draw the thumbnails of one science frame (its output written by now), for
+        `write`.
+
+        Parameters
+        ----------
+        raw_file : str
+            The raw frame, as the plan names it.
+        output_file : str
+            Its output, relative to the output folder (as ``science.ecsv`` has it).
+        """
+        if self._night is None:
+            self._night, _ = self._read()
+        night = self._night
+        profile = _profile(night) if night.raw_folder is not None else None
+        self._frames[raw_file, output_file] = _frame_thumbnails(
+            night, raw_file, output_file, self._pictures, profile)
+
+    def write(self):
+        """Write ``report.html``, with what was drawn ahead.
+
+        Returns
+        -------
+        `pathlib.Path`
+            The report, ``output_dir/report.html``.
+
+        Raises
+        ------
+        OutputError
+            If the output folder holds no ``plan.ecsv`` or one of its tables cannot be
+            read.
+        """
+        night, pictures = self._read()
+        masters = self._masters if self._masters is not None else \
+            _masters_section(night, pictures)
+        title = f"Night report: {night.folder.resolve().name}"
+        sections = [
+            ("summary", "Summary", _summary_section(night)),
+            ("problems", "Problems", _problems_section(night)),
+            ("notes", "Notes", _notes_section(night)),
+            ("plan", "Plan", _plan_section(night)),
+            ("masters", "Masters", masters + _bad_pixel_masks_section(night)),
+            ("sky", "Sky", _sky_section(night, pictures)),
+            ("science", "Science frames", _science_section(night, pictures, self._frames)),
+        ]
+        path = night.folder / REPORT_NAME
+        temporary = path.with_name(f".{REPORT_NAME}.partial")
+        temporary.write_text(page_html(title, sections), encoding="utf-8")
+        os.replace(temporary, path)
+        pictures.finish()
+        return path
 
 
 def night_html_summary(result):

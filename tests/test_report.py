@@ -19,6 +19,8 @@ from astropy.table import Table
 from matplotlib.image import imread
 
 from ccdproc_ext import OutputError, reduce_night
+from ccdproc_ext import report as report_module
+from ccdproc_ext.pictures import master_pictures
 from ccdproc_ext.report import night_html_summary, write_report
 from ccdproc_ext.simulate import simulate_night
 
@@ -409,3 +411,73 @@ def test_a_thumbnail_of_a_damaged_file_says_what_is_wrong(tmp_path):
     _truncate(path, path.with_name("cut.fits"), 0.5)
     with pytest.raises(FrameReadError, match="truncated"):
         read_sample(path.with_name("cut.fits"), 192)
+
+
+def _report_files(folder):
+    """The page of a night's report and the pixels of each of its pictures."""
+    pictures = {path.name: imread(path) for path in sorted((folder / "report").iterdir())}
+    return (folder / "report.html").read_text(encoding="utf-8"), pictures
+
+
+def _assert_same_report(drawn, written):
+    assert drawn[0] == written[0]
+    assert sorted(drawn[1]) == sorted(written[1])
+    for name, pixels in drawn[1].items():
+        np.testing.assert_array_equal(pixels, written[1][name], err_msg=name)
+
+
+def _rewritten(out, tmp_path):
+    """The report of the night in ``out`` written again from its files alone, in a copy
+    of the folder of the same name."""
+    copy = tmp_path / "again" / out.name
+    shutil.copytree(out, copy)
+    (copy / "report.html").unlink()
+    shutil.rmtree(copy / "report")
+    write_report(copy)
+    return _report_files(copy)
+
+
+@pytest.fixture(scope="module")
+def busy_night(tmp_path_factory):
+    """A night of several science frames, to be reduced in worker processes."""
+    raw = tmp_path_factory.mktemp("busy") / "raw"
+    simulate_night(raw, "generic", shape=SHAPE, n_bias=3, n_dark=3, n_flat=3,
+                   filters=("V",), n_science=6)
+    return raw
+
+
+def test_the_report_drawn_while_frames_are_calibrated_is_the_one_written_after(
+        busy_night, tmp_path):
+    """With worker processes, the masters and each frame's thumbnails are drawn while
+    the other frames are calibrated: the page and pictures are those write_report
+    draws from the files alone."""
+    out = tmp_path / "out"
+    reduce_night(busy_night, out, progress=False, workers=2)
+    # drawn ahead: before the science table was written at the end of the frames
+    thumbnails = list((out / "report").glob("science_*.png"))
+    assert len(thumbnails) == 6
+    assert max(p.stat().st_mtime_ns for p in thumbnails) < \
+        (out / "science.ecsv").stat().st_mtime_ns
+    _assert_same_report(_report_files(out), _rewritten(out, tmp_path))
+
+
+def test_a_drawing_that_fails_while_frames_are_calibrated_is_drawn_again(
+        busy_night, tmp_path, monkeypatch):
+    """The report drawn ahead is a way to save time, never a way to lose or rename a
+    picture: the masters' drawing fails half-way (the first master drawn, not the
+    next), and the page is the one write_report draws from the files alone."""
+    drawn = []
+
+    def fails_once(name, *args):
+        if len(drawn) == 1:
+            drawn.append(name)
+            raise OSError("no space left on device")
+        drawn.append(name)
+        return master_pictures(name, *args)
+
+    monkeypatch.setattr(report_module, "master_pictures", fails_once)
+    out = tmp_path / "out"
+    result = reduce_night(busy_night, out, progress=False, workers=2)
+    assert len(drawn) > 3  # failed once while the frames were calibrated, then drawn
+    assert "report.html" not in " ".join(result.notes["note"])
+    _assert_same_report(_report_files(out), _rewritten(out, tmp_path))
