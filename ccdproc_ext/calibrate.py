@@ -494,7 +494,9 @@ def _flat_correct(ccd, flat, min_value, name, dtype):
     flagged ``FLATCOR`` with the master's name and checksum."""
     _check_shape(ccd.shape, flat, name)
     normalised = flat.prepare(dtype, flat=True, min_value=min_value)
-    result = ccdproc.flat_correct(ccd, normalised, norm_value=1.0)
+    # A float64 1 would make the quotient by a float32 flat float64 (numpy's promotion).
+    result = ccdproc.flat_correct(ccd, normalised,
+                                  norm_value=normalised.data.dtype.type(1))
     mark_step(result.meta, "FLATCOR", flat.name, FLATSUM=flat.checksum)
     return result
 

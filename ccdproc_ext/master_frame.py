@@ -145,7 +145,11 @@ class MasterFrame:
             good pixels, else (none masked) by its mean; masked pixels set to 1. Given to
             ``ccdproc.flat_correct(frame, prepared, norm_value=1)`` it gives, to the bit,
             ``ccdproc.flat_correct(frame, flat, min_value, norm_value)``: once per
-            master, not once per frame.
+            master, not once per frame. Divided by a power of two (a ``FLATMEAN`` of 1)
+            it is in ``dtype``, exactly; by any other level, float64 (ccdproc's
+            division by a float64 level). A float32 frame is divided by a float32 flat
+            in float32: the float64 quotient of two float32 numbers, rounded to float32,
+            is their float32 quotient, to the bit.
             The same object is returned for the same arguments: do not change it.
         """
         key = ("flat", min_value, np.dtype(dtype)) if flat else ("data", np.dtype(dtype))
@@ -172,6 +176,10 @@ class MasterFrame:
         norm_value = self._level()
         if norm_value is None:
             norm_value = _finite_mean(flat.data)
+        if flat.data.dtype.kind == "f" and np.frexp(norm_value)[0] == 0.5:
+            # By a power of two (a FLATMEAN of 1): exact in the flat's own type, which
+            # ccdproc's float64 division by it would only widen.
+            norm_value = np.asarray(norm_value, dtype=flat.data.dtype)[()]
         normed = flat.divide(norm_value * flat.unit)
         if normed.mask is not None and normed.mask.any():
             normed.data[normed.mask] = 1.0  # as flat_correct does: masked pixels divide by 1

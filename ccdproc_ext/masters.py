@@ -8,9 +8,11 @@ Guide's: an average after sigma clipping around the median with a MAD-based devi
 The master's header lists the files it was made from (``IMCMB001`` ..., as IRAF's
 imcombine does), their number (``NCOMBINE``), the method (``COMBMETH``) and
 ``COMBINED = True``. A flat is normalised to a mean of 1 over its good pixels, its masked
-pixels set to 1; the level it was divided by is ``FLATNORM``, and the mean of its good
-pixels as written is ``FLATMEAN``, the ``norm_value`` of `ccdproc.flat_correct` that
-calibrated frames were divided with.
+pixels set to 1; the level it was divided by is ``FLATNORM``, and ``FLATMEAN``, the
+``norm_value`` of `ccdproc.flat_correct` that calibrated frames are divided with, is the
+mean of its good pixels as written: 1 when that mean is 1 to float32's precision (as it
+is but for flats of a few pixels), so that frames are divided by the flat as written, in
+float32 (see `~ccdproc_ext.MasterFrame.prepare`).
 
 Bad frames: by default a frame that cannot be read or calibrated stops the master with
 its error (`~ccdproc_ext.FrameReadError`, `~ccdproc_ext.HeaderError`...), and so does
@@ -63,10 +65,15 @@ from .profiles import get_profile
 from .provenance import file_name_of, mark_flat_normalised, mark_master, set_file_name
 from .quality import check_calibration_frames, frame_sample
 
-__all__ = ["DEFAULT_COMBINE", "BuiltMaster", "LeftOut", "build_master",
+__all__ = ["DEFAULT_COMBINE", "FLAT_MEAN_OF_ONE", "BuiltMaster", "LeftOut", "build_master",
            "make_master_bias", "make_master_dark", "make_master_flat"]
 
 log = logging.getLogger(__name__)
+
+#: How far from 1 the mean of a normalised flat as written may be for its ``FLATMEAN`` to
+#: be 1: float32's resolution at 1, more than rounding each pixel to float32 moves the
+#: mean by.
+FLAT_MEAN_OF_ONE = float(np.finfo(np.float32).eps)
 
 #: Default memory limit of the make_master functions, in bytes.
 _MEM_LIMIT = 2e9
@@ -435,7 +442,8 @@ def make_master_flat(frames, profile="generic", *, master_bias=None, master_dark
     exposures differ and scaling is allowed), the flats are combined with inverse-median
     scaling, and the result is divided by its mean over its good pixels (written as
     ``FLATNORM``); masked pixels are set to 1, and the mean of the pixels as written is
-    ``FLATMEAN``: a frame calibrated with this flat is
+    ``FLATMEAN`` (1 when it is 1 to float32's precision): a frame calibrated with this
+    flat is
     ``ccdproc.flat_correct(frame, flat, norm_value=flat.header["FLATMEAN"])``.
 
     Parameters
@@ -555,10 +563,18 @@ def _normalise_flat(master, names, min_value):
 
     Pixels masked by the combination, not finite, or (with ``min_value``) below
     ``min_value`` of the mean are masked and set to 1. The mean is taken over the other
-    pixels, and written in ``FLATMEAN`` as the file holds them (float32): the frames are
-    divided by the flat divided by ``FLATMEAN``, exactly what
+    pixels, and written in ``FLATMEAN`` as the file holds them (float32), or 1 when it
+    is within float32's resolution of 1 (`FLAT_MEAN_OF_ONE`): the frames are divided by
+    the flat divided by ``FLATMEAN``, exactly what
     ``ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN)`` does with the flat as
     read from its file. ``FLATNORM`` is the level the combined flat was divided by.
+
+    A mean that is 1 to float32's precision differs from 1 by less than the rounding
+    of one pixel to float32; dividing by 1 rather than by it changes a calibrated pixel
+    by one unit in the last place at most, and lets a float32 frame be divided by the
+    flat as written, in float32: `ccdproc.flat_correct`'s own float64 result to the bit
+    (`~ccdproc_ext.MasterFrame.prepare`), without the float64 copies of the frame and
+    the flat that a float64 level makes (numpy's promotion).
     """
     what = f"master flat from {_first_names(names)}"
     good = ~master.mask if master.mask is not None else np.ones(master.shape, bool)
@@ -587,6 +603,8 @@ def _normalise_flat(master, names, min_value):
     if master.uncertainty is not None:
         master.uncertainty.array = (master.uncertainty.array / norm).astype(np.float32)
     mean = float(np.mean(data[~bad], dtype=np.float64))
+    if abs(mean - 1) <= FLAT_MEAN_OF_ONE:
+        mean = 1.0
     mark_flat_normalised(master.meta, norm, mean, min_value, n_low)
     if min_value is not None:
         if n_low:

@@ -38,7 +38,8 @@ values ``BPMB1 = 'hot in the master dark'``, ``BPMB2 = 'low in the master flat'`
 A master also says how it was made: ``COMBINED``, ``NCOMBINE``, ``COMBMETH``,
 ``MASTTYPE``, the files combined (``IMCMB001`` ...) and left out (``SKIP001``, with the
 reason in ``SKIPW001``); a master flat the level it was divided by (``FLATNORM``), the mean
-of its good pixels as written (``FLATMEAN``) and its pixels too low to use (``NLOWPIX``).
+of its good pixels as written (``FLATMEAN``, 1 when it is 1 to float32's precision) and its
+pixels too low to use (``NLOWPIX``).
 """
 
 import unicodedata
@@ -285,7 +286,8 @@ def mark_master(header, kind, names, method, *, not_finite=0, skipped=()):
 
 def mark_flat_normalised(header, norm, mean, min_value, n_low):
     """Write ``FLATNORM`` (the level a combined flat was divided by), ``FLATMEAN`` (the
-    mean of its good pixels as written: the ``norm_value`` of `ccdproc.flat_correct`)
+    mean of its good pixels as written, or 1 for one that is 1 to float32's precision:
+    the ``norm_value`` of `ccdproc.flat_correct`)
     and, with a ``min_value``, ``NLOWPIX`` (pixels below it, masked and set to 1)."""
     _set(header, "FLATNORM", norm, "the combined flat was divided by this")
     _set(header, "FLATMEAN", mean, "mean of the unmasked pixels (norm_value)")

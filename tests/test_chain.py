@@ -196,15 +196,21 @@ def test_scaled_dark_equals_the_guide_with_the_dark_scaled_by_hand():
 
 
 @pytest.mark.parametrize("masked", [0, 5])
-def test_flat_mean_card_is_the_norm_value(masked):
+@pytest.mark.parametrize("flat_mean", [0.97, 1.0, 0.5, 1 + 2**-23])
+def test_flat_mean_card_is_the_norm_value(masked, flat_mean):
     """A master flat with FLATMEAN (ccdproc_ext's own) is divided by it, as
-    ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN) divides."""
+    ccdproc.flat_correct(frame, flat, norm_value=FLATMEAN) divides in float64, to the
+    bit; by a power of two (a FLATMEAN of 1), the division is float32's."""
     rng = np.random.default_rng(9)
     raw = _raw(rng)
-    flat = _master(rng, (60, 68), 1.0, 0.05, masked=masked, cards=[("FLATMEAN", 0.97)])
+    flat = _master(rng, (60, 68), 1.0, 0.05, masked=masked,
+                   cards=[("FLATMEAN", flat_mean)])
     ours = calibrate_frame(raw, _profile(), master_flat=flat)
-    theirs = _guide(raw, flat=flat, norm_value=0.97)
+    theirs = _guide(raw, flat=flat, norm_value=flat_mean)
+    assert theirs.data.dtype == np.float64
     _assert_same(ours, theirs, skip_cards=("FLATCOR",))
+    prepared = MasterFrame(ccd=flat, name="flat.fits").prepare(np.float32, flat=True)
+    assert prepared.data.dtype == (np.float32 if flat_mean in (1.0, 0.5) else np.float64)
 
 
 def test_whole_frame_with_every_card():
