@@ -626,22 +626,17 @@ def _check_flat(ccd, name):
     only: a pixel that is NaN (masked in a lower master, for one) says nothing of the
     level of the frame, and must not make it NaN.
     """
-    good = np.isfinite(ccd.data)
-    if ccd.mask is not None:
-        good &= ~ccd.mask
+    data = ccd.data
+    finite = np.isfinite(data)
+    good = finite if ccd.mask is None else finite & ~ccd.mask
     if not good.any():
         raise DataQualityError(f"{name}: every pixel is masked (saturated or not finite)")
-    level = float(np.mean(ccd.data[good], dtype=np.float64))
+    # (the pixels themselves, not a copy of them, when every one is good)
+    level = float(np.mean(data if good.all() else data[good], dtype=np.float64))
     if level <= 0:
         raise DataQualityError(f"{name}: its mean level after bias and dark subtraction is "
                                f"{level:g}; a flat must be positive")
-    return _inverse_median(ccd.data)
-
-
-def _inverse_median(data):
-    """The Guide's scale of a flat: ``1 / np.median(data)``, of every finite pixel (of
-    every pixel, the same number, when all are finite)."""
-    finite = np.isfinite(data)
+    # The Guide's scale: 1 / np.median(data), of the finite pixels (all: the same number)
     return 1.0 / median_of_all(data if finite.all() else data[finite])
 
 
