@@ -169,8 +169,6 @@ def run_tasks(night_tasks, masters, options, log, *, executor, progress, on_resu
         for index, result_of in zip(to_do, results, strict=False):
             try:
                 outcomes[index] = result_of()
-                if on_result is not None and executor is not None:
-                    on_result(night_tasks[index], outcomes[index])
             except Exception as err:  # a bug must not end the night
                 file = night_tasks[index].file
                 err = log.unexpected(err, file)
@@ -178,6 +176,9 @@ def run_tasks(night_tasks, masters, options, log, *, executor, progress, on_resu
                     raise err if not isinstance(err, InternalError) else \
                         InternalError(f"{file}: {err}") from None
                 outcomes[index] = err
+            else:
+                if on_result is not None and executor is not None:
+                    on_result(night_tasks[index], outcomes[index])
             bar.update(1)
     finally:
         bar.close()
