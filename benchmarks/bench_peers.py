@@ -36,6 +36,15 @@ iraf
     ``Dark.fits``, ``Flat.fits`` and the science frames ``WORK/sci_<raw name>.fits``
     (32-bit real); one process at a time. ``irafcl`` exits 0 when a task fails, so its
     log is searched for ``ERROR`` lines and for missing outputs.
+chain, io
+    The floors under ours, from ``benchmarks/peers_chain.py`` (see there): ``chain`` is the
+    barest reduction built on ccdproc's functions (the masters combined by
+    `ccdproc_ext.combine` with our defaults, calibration and science frames through
+    ``subtract_bias``, ``subtract_dark`` and ``flat_correct``, the science frames in one
+    process per core, written as float32 pixels; no check, mask, uncertainty, checksum,
+    plan, provenance or report); ``io`` reads every raw frame and writes every science
+    frame with no arithmetic. Science frames: ``OUT/science/<raw name>``. ``chain``'s are
+    compared with ours like a peer's.
 
 Each run is one process tree started by a small Python wrapper that reports the tree's
 wall time, CPU time (user + system, ``getrusage(RUSAGE_CHILDREN)``) and peak memory
@@ -72,13 +81,15 @@ HERE = Path(__file__).resolve().parent
 SIRIL_SCRIPT = HERE / "siril_mono.ssf"
 IRAF_SCRIPT = HERE / "iraf_ccdred.cl"
 IRAF_INSTRUMENT = HERE / "iraf_ccdred.dat"
+CHAIN_SCRIPT = HERE / "peers_chain.py"
 KINDS = {  # folder: (file prefix, IMAGETYP)
     "biases": ("bias", "Bias Frame"),
     "darks": ("dark", "Dark Frame"),
     "flats": ("flat", "Flat Field"),
     "lights": ("light", "Light Frame"),
 }
-REDUCERS = ("ours", "siril", "iraf")
+REDUCERS = ("ours", "siril", "iraf", "chain", "io")
+FLOORS = ("chain", "io")  # peers_chain.py: what any reducer built on ccdproc must pay
 SEED = 27
 
 # The camera and the sky, in electrons (gain below).
@@ -202,6 +213,8 @@ def installed(reducer):
     """The command that starts ``reducer``, or None when it is not installed."""
     if reducer == "ours":
         return _ours_command()
+    if reducer in FLOORS:
+        return [sys.executable, str(CHAIN_SCRIPT)]
     if reducer == "siril":
         found = shutil.which("siril-cli")
         return [found] if found else None
@@ -211,6 +224,9 @@ def installed(reducer):
 
 def version(reducer):
     """The version the reducer prints, on one line."""
+    if reducer in FLOORS:
+        return f"{CHAIN_SCRIPT.name}{' --io-only' if reducer == 'io' else ''} (Python " \
+               f"{sys.version.split()[0]})"
     command = installed(reducer)
     flag = {"ours": "--version", "siril": "--version", "iraf": "-v"}[reducer]
     result = subprocess.run([*command, flag], capture_output=True, text=True, check=False)
@@ -245,7 +261,8 @@ def _prepare_iraf(raw, work):
 
 def _science_outputs(reducer, work):
     """The calibrated science frames a reducer wrote, by the OBJECT of their raw frame."""
-    patterns = {"ours": "science/*.fits", "siril": "process/pp_light_*.fit",
+    patterns = {"ours": "science/*.fits", "chain": "science/*.fits", "io": "science/*.fits",
+                "siril": "process/pp_light_*.fit",
                 "iraf": "sci_*.fits"}
     return {fits.getval(path, "OBJECT"): path for path in sorted(work.glob(patterns[reducer]))}
 
@@ -270,9 +287,11 @@ def _check_run(reducer, work, costs, log, n_light):
 def run_reducer(reducer, raw, work, n_light):
     """Run one reducer on ``raw`` as a fresh process tree; what it cost, or a failure."""
     command = installed(reducer)
-    if reducer == "ours":
+    if reducer == "ours" or reducer in FLOORS:
         work.mkdir(parents=True)
-        job = {"args": ["reduce", str(raw), str(work / "out")], "stdin": None}
+        args = ["reduce"] if reducer == "ours" else []
+        args += [str(raw), str(work / "out")] + (["--io-only"] if reducer == "io" else [])
+        job = {"args": args, "stdin": None}
         outputs = work / "out"
     else:
         job = (_prepare_siril if reducer == "siril" else _prepare_iraf)(raw, work)
@@ -448,7 +467,7 @@ def run_all(args, root):
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(results)
     if "ours" in kept:
-        for reducer in ("siril", "iraf"):
+        for reducer in ("siril", "iraf", "chain"):
             if reducer in kept:
                 print_comparison(reducer, kept["ours"], kept[reducer])
 
