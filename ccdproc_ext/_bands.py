@@ -32,6 +32,7 @@ from ._kernels import (
     count_nan,
     has_fast_sigma_clip,
     median_of_integers,
+    nanmean_and_std,
     nanmedian,
     reject_extrema,
     sigma_clip_rejections,
@@ -613,6 +614,13 @@ def _median(values, n_rejected, options, *, order_dtype, weights):
 def _average(values, n_rejected, options, *, order_dtype, weights):
     """The (weighted) average, and the deviation over the square root of the number of
     values; weights are divided by the sum of those of the values combined."""
+    if weights is None and _bottleneck_sums(values, options):
+        # bottleneck's nanmean and nanstd, the same bits, in one pass over the band.
+        combined, deviation = nanmean_and_std(values, n_rejected,
+                                              with_std=options.with_uncertainty)
+        if deviation is not None:
+            deviation /= np.sqrt(values.shape[0] - n_rejected)
+        return combined, deviation
     if weights is not None:
         weighted_sum = bn.nansum(values * weights, axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -620,6 +628,17 @@ def _average(values, n_rejected, options, *, order_dtype, weights):
     else:
         combined = bn.nanmean(values, axis=0)
     return combined, _deviation_of_mean(values, n_rejected, options)
+
+
+def _bottleneck_sums(values, options):
+    """Whether `nanmean_and_std` gives what bottleneck would (float values; the deviation,
+    if any, bottleneck's ``nanstd``) and is the faster: measured on bands of 4.6 million
+    values, from 10 frames for a mean alone, from 5 with the deviation."""
+    if values.dtype not in (np.float32, np.float64):
+        return False
+    if not options.with_uncertainty:
+        return values.shape[0] >= 10
+    return options.uncertainty_function is None and values.shape[0] >= 5
 
 
 def _sum(values, n_rejected, options, *, order_dtype, weights):

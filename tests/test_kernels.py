@@ -12,7 +12,9 @@ from astropy import stats
 
 from ccdproc_ext._kernels import (
     integer_median,
+    count_nan,
     median_of_all,
+    nanmean_and_std,
     nanmedian,
     run_network,
     sigma_clip_rejections,
@@ -66,6 +68,51 @@ def test_network_median_equals_bottleneck_and_astropy(dtype, values_kind):
         np.testing.assert_array_equal(median, bn.nanmedian(values, axis=0))
         np.testing.assert_array_equal(mad, expected_mad)
         assert median.dtype == mad.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("special", [None, "nan", "mostly nan", "inf", "signed zeros"])
+def test_nanmean_and_std_are_bottlenecks_bit_for_bit(dtype, special):
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 3, 5, 8, 20, 33):
+        # Wide spreads and levels, so that the order of the additions shows in the bits;
+        # more pixels than one block of the kernel.
+        values = (rng.normal(1000, 300, (n, 40, 1500)) * rng.choice([1e-3, 1, 1e5])
+                  ).astype(dtype)
+        if special == "nan":
+            values[rng.random(values.shape) < 0.05] = np.nan
+            values[:, 3, 7] = np.nan  # every value of a pixel
+        elif special == "mostly nan":
+            values[rng.random(values.shape) < 0.9] = np.nan
+        elif special == "inf":
+            values[0, 1, :10] = np.inf
+            values[-1, 1, 5:15] = -np.inf
+            values[rng.random(values.shape) < 0.01] = np.nan
+        elif special == "signed zeros":
+            values[:, 2, :] = -0.0
+            values[: n // 2, 5, :] = 0.0
+            values[n // 2:, 5, :] = -0.0
+        before = values.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected_mean = bn.nanmean(values, axis=0)
+            expected_std = bn.nanstd(values, axis=0)
+        mean, std = nanmean_and_std(values, count_nan(values))
+        # Bits, not values: NaN where bottleneck's are, and the sign of zeros too.
+        assert mean.dtype == std.dtype == dtype
+        np.testing.assert_array_equal(mean.view(f"u{mean.itemsize}"),
+                                      expected_mean.view(f"u{mean.itemsize}"))
+        np.testing.assert_array_equal(std.view(f"u{std.itemsize}"),
+                                      expected_std.view(f"u{std.itemsize}"))
+        only_mean, none = nanmean_and_std(values, count_nan(values), with_std=False)
+        assert none is None
+        np.testing.assert_array_equal(only_mean, mean)
+        np.testing.assert_array_equal(values, before)
+
+
+def test_nanmean_and_std_refuse_other_types():
+    with pytest.raises(TypeError, match="float16"):
+        nanmean_and_std(np.ones((3, 4), np.float16), np.zeros(4, int))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
