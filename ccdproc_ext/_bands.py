@@ -615,12 +615,10 @@ def _average(values, n_rejected, options, *, order_dtype, weights):
     """The (weighted) average, and the deviation over the square root of the number of
     values; weights are divided by the sum of those of the values combined."""
     if weights is None and _bottleneck_sums(values, options):
-        # bottleneck's nanmean and nanstd, the same bits, in one pass over the band.
+        # bottleneck's nanmean and nanstd, the same bits, block by block of the band.
         combined, deviation = nanmean_and_std(values, n_rejected,
                                               with_std=options.with_uncertainty)
-        if deviation is not None:
-            deviation /= np.sqrt(values.shape[0] - n_rejected)
-        return combined, deviation
+        return combined, _deviation_of_mean(values, n_rejected, options, deviation)
     if weights is not None:
         weighted_sum = bn.nansum(values * weights, axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -652,12 +650,15 @@ def _sum(values, n_rejected, options, *, order_dtype, weights):
     return combined, uncertainty
 
 
-def _deviation_of_mean(values, n_rejected, options):
-    """The deviation (`bottleneck.nanstd` unless another function is given) over the
-    square root of the number of values, or None without uncertainty."""
+def _deviation_of_mean(values, n_rejected, options, deviation=None):
+    """The deviation (``deviation`` if already computed, else `bottleneck.nanstd` unless
+    another function is given) over the square root of the number of values, or None
+    without uncertainty."""
     if not options.with_uncertainty:
         return None
-    uncertainty = (options.uncertainty_function or bn.nanstd)(values, axis=0)
+    uncertainty = deviation
+    if uncertainty is None:
+        uncertainty = (options.uncertainty_function or bn.nanstd)(values, axis=0)
     uncertainty /= np.sqrt(values.shape[0] - n_rejected)
     return uncertainty
 

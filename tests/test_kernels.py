@@ -11,8 +11,8 @@ import pytest
 from astropy import stats
 
 from ccdproc_ext._kernels import (
-    integer_median,
     count_nan,
+    integer_median,
     median_of_all,
     nanmean_and_std,
     nanmedian,
